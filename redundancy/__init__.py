@@ -1,0 +1,24 @@
+"""redundancy: the exact Barlow Twins loss and the redundancy-reduction family as PyTorch ops."""
+
+from redundancy.functional import (
+    BarlowTwinsTerms,
+    barlow_twins_loss,
+    barlow_twins_terms,
+    batch_standardize,
+    cross_correlation,
+    off_diagonal,
+)
+from redundancy.modules import BarlowTwinsLoss
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "BarlowTwinsLoss",
+    "BarlowTwinsTerms",
+    "__version__",
+    "barlow_twins_loss",
+    "barlow_twins_terms",
+    "batch_standardize",
+    "cross_correlation",
+    "off_diagonal",
+]

@@ -1,0 +1,51 @@
+"""The Gram algorithm: the same terms from two N×N Gram matrices, never a D×D tensor.
+
+``‖C‖² = ‖AᵀB‖² / N² = ⟨A Aᵀ, B Bᵀ⟩_F / N²``, the diagonal ``c_i = Σ_n A_ni B_ni / N`` and
+``ΣC = (A 1)ᵀ (B 1) / N`` cost O(N·D) besides the Grams. Forward 4·N²·D FLOPs; the backward is closed-form
+(4·N²·D FLOPs, no autograd through the Grams)::
+
+    dA = (2w/N²) (B Bᵀ) A + B diag(g) / N - (2wt/N) (B 1) 1ᵀ
+    dB = (2w/N²) (A Aᵀ) B + A diag(g) / N - (2wt/N) (A 1) 1ᵀ
+
+which is the cross algorithm's backward with ``B Cᵀ = (B Bᵀ) A / N``.
+"""
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from redundancy._ops._autocast import no_autocast
+from redundancy._ops.terms import barlow_twins_terms_from_summaries, diagonal_gradient, view_gradient
+
+
+class _GramTerms(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, target: float):
+        n = a.shape[0]
+        with no_autocast(a.device):
+            gram_a = torch.mm(a, a.t())
+            gram_b = torch.mm(b, b.t())
+            diagonal = torch.linalg.vecdot(a, b, dim=0).div_(n)
+            frobenius_sq = gram_a.view(-1).dot(gram_b.view(-1)).div_(n * n)
+            total = a.sum(dim=1).dot(b.sum(dim=1)).div_(n) if target != 0.0 else None
+            invariance, redundancy = barlow_twins_terms_from_summaries(diagonal, frobenius_sq, total, target)
+        ctx.save_for_backward(a, b, gram_a, gram_b, diagonal)
+        ctx.target = target
+        return invariance, redundancy
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_invariance: torch.Tensor, grad_redundancy: torch.Tensor):
+        a, b, gram_a, gram_b, diagonal = ctx.saved_tensors
+        n, t = a.shape[0], ctx.target
+        with no_autocast(a.device):
+            g = diagonal_gradient(diagonal, grad_invariance, grad_redundancy, t).div_(n)
+            w = grad_redundancy * (2.0 / n)
+            t_scale = w * t if t != 0.0 else None
+            da = view_gradient(torch.mm(gram_b, a), w / n, b, g, t_scale) if ctx.needs_input_grad[0] else None
+            db = view_gradient(torch.mm(gram_a, b), w / n, a, g, t_scale) if ctx.needs_input_grad[1] else None
+        return da, db, None
+
+
+def gram_terms(a: torch.Tensor, b: torch.Tensor, *, target: float):
+    """``(invariance, redundancy)`` of standardized views ``a, b`` (N×D) through two N×N Gram matrices."""
+    return _GramTerms.apply(a, b, target)

@@ -1,0 +1,53 @@
+"""The two Barlow Twins terms from the cheap summaries of C, shared by every algorithm.
+
+With ``c`` the diagonal of C, ``‖C‖²`` its squared Frobenius norm and ``ΣC`` the sum of its entries::
+
+    invariance = Σ_i (1 - c_i)²
+    redundancy = Σ_{i≠j} (C_ij - t)² = (‖C‖² - Σ c_i²) - 2t (ΣC - Σ c_i) + t² D (D - 1)
+
+Gradient of ``u * invariance + w * redundancy`` with respect to C::
+
+    dC = 2w (C - t 11ᵀ) + diag(g),    g_i = 2u (c_i - 1) - 2w (c_i - t)
+"""
+
+import torch
+
+
+def barlow_twins_terms_from_summaries(
+    diagonal: torch.Tensor,
+    frobenius_sq: torch.Tensor,
+    total: torch.Tensor | None,
+    target: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(invariance, redundancy)`` from ``diag(C)``, ``‖C‖²`` and ``ΣC`` (``ΣC`` only read when ``target != 0``)."""
+    invariance = (diagonal - 1).square().sum()
+    redundancy = frobenius_sq - diagonal.dot(diagonal)
+    if target != 0.0:
+        dim = diagonal.shape[0]
+        redundancy = redundancy - 2.0 * target * (total - diagonal.sum()) + target * target * dim * (dim - 1)
+    return invariance, redundancy
+
+
+def diagonal_gradient(
+    diagonal: torch.Tensor, grad_invariance: torch.Tensor, grad_redundancy: torch.Tensor, target: float
+) -> torch.Tensor:
+    """``g`` of the module docstring: the diagonal correction of ``dC`` (a D-vector)."""
+    return (diagonal - 1).mul(2.0 * grad_invariance) - (diagonal - target).mul(2.0 * grad_redundancy)
+
+
+def view_gradient(
+    product: torch.Tensor,
+    product_scale: torch.Tensor,
+    other: torch.Tensor,
+    g: torch.Tensor,
+    t_scale: torch.Tensor | None,
+) -> torch.Tensor:
+    """One view's gradient ``product_scale * product + other * g - t_scale * rowsum(other)``, in place on ``product``.
+
+    ``product`` is ``B Cᵀ`` (cross) or ``(B Bᵀ) A`` (Gram) for view A, and symmetrically for B; ``t_scale`` is
+    ``None`` when the off-diagonal target is 0.
+    """
+    grad = product.mul_(product_scale).addcmul_(other, g)
+    if t_scale is not None:
+        grad.sub_(other.sum(dim=1, keepdim=True).mul_(t_scale))
+    return grad
