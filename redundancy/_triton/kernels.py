@@ -35,6 +35,19 @@ def _load_standardized(
 
 
 @triton.jit
+def _dot_operand(tile, DOT: tl.constexpr, DOT_UPCAST: tl.constexpr, ACC: tl.constexpr):
+    """``tile`` rounded to ``DOT``, the dtype of the tensor-core product; back in ``ACC`` when ``DOT_UPCAST``.
+
+    ``DOT_UPCAST`` serves the interpreter, whose ``tl.dot`` mishandles bfloat16 operands: the product of two
+    bfloat16-rounded tiles in ``ACC`` is the number a tensor core computes (every product is exact in float32).
+    """
+    rounded = tile.to(DOT)
+    if DOT_UPCAST:
+        rounded = rounded.to(ACC)
+    return rounded
+
+
+@triton.jit
 def _statistics_kernel(
     z1_ptr,
     z2_ptr,
@@ -121,6 +134,7 @@ def _cross_forward_kernel(
     BLOCK_D: tl.constexpr,
     ACC: tl.constexpr,
     DOT: tl.constexpr,
+    DOT_UPCAST: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     """One tile of ``C = AᵀB / N`` (never stored): writes its ``Σ C_ij²`` and ``Σ C_ij`` to ``partial[pid]``."""
@@ -137,7 +151,11 @@ def _cross_forward_kernel(
         b = _load_standardized(
             z2_ptr, rows, cols_j, stride2_n, stride2_d, N, D, stats_ptr + 2 * D, stats_ptr + 3 * D, STANDARDIZE, ACC
         )
-        tile += tl.dot(tl.trans(a.to(DOT)), b.to(DOT), input_precision=DOT_PRECISION)
+        tile += tl.dot(
+            tl.trans(_dot_operand(a, DOT, DOT_UPCAST, ACC)),
+            _dot_operand(b, DOT, DOT_UPCAST, ACC),
+            input_precision=DOT_PRECISION,
+        )
     tile = tile / N
     program = pid_i * tl.num_programs(1) + pid_j
     tl.store(partial_ptr + 2 * program, tl.sum(tl.sum(tile * tile, axis=1), axis=0))
@@ -204,6 +222,7 @@ def _cross_backward_kernel(
     BLOCK_D: tl.constexpr,
     ACC: tl.constexpr,
     DOT: tl.constexpr,
+    DOT_UPCAST: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     PRODUCT_PRECISION: tl.constexpr,
 ):
@@ -228,7 +247,11 @@ def _cross_backward_kernel(
             y = _load_standardized(
                 y_ptr, rows, cols_j, stride_y_n, stride_y_d, N, D, stats_y_ptr, stats_y_ptr + D, STANDARDIZE, ACC
             )
-            tile += tl.dot(tl.trans(x.to(DOT)), y.to(DOT), input_precision=DOT_PRECISION)
+            tile += tl.dot(
+                tl.trans(_dot_operand(x, DOT, DOT_UPCAST, ACC)),
+                _dot_operand(y, DOT, DOT_UPCAST, ACC),
+                input_precision=DOT_PRECISION,
+            )
         valid = mask_i[:, None] & (cols_j < D)[None, :]
         tile = tl.where(valid, tile / N - target, 0.0)
         for start in range(0, N, BLOCK_N):
@@ -304,6 +327,7 @@ def _gram_forward_kernel(
     BLOCK_D: tl.constexpr,
     ACC: tl.constexpr,
     DOT: tl.constexpr,
+    DOT_UPCAST: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     """Tile (p, q), q ≥ p, of both Grams ``A Aᵀ`` and ``B Bᵀ``: stores them (and their mirror) and ``⟨·,·⟩``.
@@ -335,8 +359,16 @@ def _gram_forward_kernel(
             b_q = _load_standardized(
                 z2_ptr, rows_q, cols, stride2_n, stride2_d, N, D, stats_ptr + 2 * D, stats_ptr + 3 * D, STANDARDIZE, ACC
             )
-            gram_a += tl.dot(a_p.to(DOT), tl.trans(a_q.to(DOT)), input_precision=DOT_PRECISION)
-            gram_b += tl.dot(b_p.to(DOT), tl.trans(b_q.to(DOT)), input_precision=DOT_PRECISION)
+            gram_a += tl.dot(
+                _dot_operand(a_p, DOT, DOT_UPCAST, ACC),
+                tl.trans(_dot_operand(a_q, DOT, DOT_UPCAST, ACC)),
+                input_precision=DOT_PRECISION,
+            )
+            gram_b += tl.dot(
+                _dot_operand(b_p, DOT, DOT_UPCAST, ACC),
+                tl.trans(_dot_operand(b_q, DOT, DOT_UPCAST, ACC)),
+                input_precision=DOT_PRECISION,
+            )
             if ROW_SUMS:
                 row_sum_a += tl.sum(a_p, axis=1)
                 row_sum_b += tl.sum(b_p, axis=1)

@@ -18,8 +18,7 @@ import triton
 import triton.language as tl
 
 from redundancy._ops.terms import barlow_twins_terms_from_summaries, diagonal_gradient
-from redundancy._triton import interpreter_enabled
-from redundancy._triton import kernels
+from redundancy._triton import interpreter_enabled, kernels
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -56,6 +55,7 @@ def block_config() -> BlockConfig:
 class _Precision:
     acc: tl.dtype
     dot: tl.dtype
+    dot_upcast: bool
     dot_precision: str
     product_precision: str
 
@@ -63,10 +63,12 @@ class _Precision:
 def _precision(dtype: torch.dtype) -> _Precision:
     """Accumulation and product dtypes for inputs of ``dtype`` (module docstring of :mod:`.kernels`)."""
     if dtype == torch.float64:
-        return _Precision(tl.float64, tl.float64, "ieee", "ieee")
+        return _Precision(tl.float64, tl.float64, False, "ieee", "ieee")
     if dtype == torch.float32:
-        return _Precision(tl.float32, tl.float32, "ieee", "ieee")
-    return _Precision(tl.float32, _TRITON_DTYPES[dtype], "ieee", "tf32")
+        return _Precision(tl.float32, tl.float32, False, "ieee", "ieee")
+    # The interpreter's tl.dot mishandles bfloat16 operands (kernels._dot_operand).
+    upcast = dtype == torch.bfloat16 and interpreter_enabled()
+    return _Precision(tl.float32, _TRITON_DTYPES[dtype], upcast, "ieee", "tf32")
 
 
 def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -117,6 +119,7 @@ def _forward(z1: torch.Tensor, z2: torch.Tensor, normalization: str, eps: float,
         BLOCK_D=config.block_d,
         ACC=precision.acc,
         DOT=precision.dot,
+        DOT_UPCAST=precision.dot_upcast,
         DOT_PRECISION=precision.dot_precision,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
@@ -212,6 +215,7 @@ def _view_gradient(
             target,
             _divisor(n, normalization),
             DOT=precision.dot,
+            DOT_UPCAST=precision.dot_upcast,
             DOT_PRECISION=precision.dot_precision,
             **common,
         )
