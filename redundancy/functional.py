@@ -217,8 +217,8 @@ def barlow_twins_loss(
         ``z1``, ``z2``: ``(N, D)`` with ``N >= 2``. Output: ``()``.
 
     Returns:
-        The loss, a 0-dim tensor: float64 for float64 inputs, float32 otherwise (half-precision inputs are
-        accumulated in float32; their gradients come back in their own dtype).
+        The loss as a 0-dim tensor, float64 for float64 inputs and float32 otherwise (half-precision inputs
+        are accumulated in float32; their gradients come back in their own dtype).
 
     Example:
         >>> z1, z2 = torch.randn(256, 2048), torch.randn(256, 2048)

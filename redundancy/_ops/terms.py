@@ -21,9 +21,11 @@ def barlow_twins_terms_from_summaries(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(invariance, redundancy)`` from ``diag(C)``, ``‖C‖²`` and ``ΣC`` (``ΣC`` only read when ``target != 0``)."""
     invariance = (diagonal - 1).square().sum()
+    dim = diagonal.shape[0]
+    if dim == 1:  # no off-diagonal entries: exactly 0, not the rounding residue of ‖C‖² - c²
+        return invariance, torch.zeros_like(invariance)
     redundancy = frobenius_sq - diagonal.dot(diagonal)
     if target != 0.0:
-        dim = diagonal.shape[0]
         redundancy = redundancy - 2.0 * target * (total - diagonal.sum()) + target * target * dim * (dim - 1)
     return invariance, redundancy
 

@@ -1,0 +1,135 @@
+"""Measurement helpers shared by the benchmark scripts: timing percentiles, peak memory, environment."""
+
+import ctypes
+import datetime
+import gc
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+import redundancy
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock seconds of repeated calls: median with the 20th and 80th percentiles."""
+
+    median: float
+    p20: float
+    p80: float
+    repeats: int
+
+
+def time_function(fn: Callable[[], object], *, min_time: float = 1.0, min_repeats: int = 5, warmup: int = 1) -> Timing:
+    """Call ``fn`` ``warmup`` times, then at least ``min_repeats`` times and for at least ``min_time`` seconds."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_repeats or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    if len(times) == 1:
+        return Timing(times[0], times[0], times[0], 1)
+    deciles = statistics.quantiles(times, n=10, method="inclusive")
+    return Timing(statistics.median(times), deciles[1], deciles[7], len(times))
+
+
+_M_MMAP_THRESHOLD = -3
+
+
+def use_mmap_for_large_allocations() -> None:
+    """Make glibc serve allocations of 64 KiB and more with mmap, so that freeing them lowers the RSS.
+
+    Without it glibc's dynamic threshold keeps freed blocks of up to 32 MiB in the heap, and the resident set
+    size stops following the tensors alive. Call once, before measuring :func:`peak_memory_cpu`.
+    """
+    ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, 64 * 1024)
+
+
+def _resident_kib() -> tuple[int, int]:
+    """``(VmRSS, VmHWM)`` of this process in KiB."""
+    values = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":")
+                values[key] = int(value.split()[0])
+    return values["VmRSS"], values["VmHWM"]
+
+
+def peak_memory_cpu(fn: Callable[[], object]) -> int:
+    """Peak resident memory (bytes) that one call of ``fn`` adds to what is alive before it.
+
+    Resets the kernel's high-water mark (``/proc/self/clear_refs``), so it measures this call only.
+    """
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+    baseline, _ = _resident_kib()
+    fn()
+    _, peak = _resident_kib()
+    return max(peak - baseline, 0) * 1024
+
+
+def peak_memory_cuda(fn: Callable[[], object], device: torch.device) -> int:
+    """Peak CUDA memory (bytes) that one call of ``fn`` allocates beyond what is alive before it."""
+    torch.cuda.synchronize(device)
+    baseline = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - baseline
+
+
+def environment() -> dict:
+    """Device, library versions and date, recorded beside every result."""
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "redundancy": redundancy.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def forward_backward(loss_fn: Callable[..., torch.Tensor], z1: torch.Tensor, z2: torch.Tensor) -> Callable[[], None]:
+    """A closure running ``loss_fn(z1, z2).backward()`` and dropping the gradients."""
+
+    def run() -> None:
+        loss_fn(z1, z2).backward()
+        z1.grad = None
+        z2.grad = None
+
+    return run
+
+
+def make_views(n: int, d: int, *, dtype=torch.float32, device="cpu", seed: int = 0):
+    """Two correlated embeddings ``(N, D)`` that require gradients."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    z1 = torch.randn(n, d, generator=generator, device=device, dtype=torch.float32)
+    z2 = 0.8 * z1 + 0.6 * torch.randn(n, d, generator=generator, device=device, dtype=torch.float32)
+    return z1.to(dtype).requires_grad_(True), z2.to(dtype).requires_grad_(True)

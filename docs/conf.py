@@ -1,0 +1,39 @@
+"""Sphinx configuration of the redundancy documentation (built with ``sphinx-build -W --keep-going``)."""
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import redundancy  # noqa: E402
+
+project = "redundancy"
+author = "The redundancy developers"
+copyright = "2026, the redundancy developers"
+release = redundancy.__version__
+version = release
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+]
+
+# PyTorch's inventory is not reachable offline: its names are left unresolved on purpose.
+nitpicky = True
+nitpick_ignore_regex = [
+    ("py:class", r"torch\..*"),
+    ("py:class", r"(Tensor|Module|nn\.Module|NamedTuple)"),
+    ("py:class", r"collections\.abc\..*"),
+]
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_default_options = {"members": True, "show-inheritance": False}
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+
+html_theme = "alabaster"
+html_static_path: list[str] = []
+exclude_patterns = ["_build"]
