@@ -15,10 +15,10 @@ if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
 
 pytest.importorskip("triton")
 
-import redundancy  # noqa: E402
-from redundancy._triton import interpreter_enabled  # noqa: E402
-from redundancy.reference import barlow_twins_loss_reference, barlow_twins_terms_reference  # noqa: E402
-from tests.utils import relative_error  # noqa: E402
+import redundancy
+from redundancy._triton import interpreter_enabled
+from redundancy.reference import barlow_twins_loss_reference, barlow_twins_terms_reference
+from tests.utils import relative_error
 
 #: (N, D): odd shapes, a batch smaller than one row tile, and one power of two.
 SHAPES = [(37, 70), (5, 130), (32, 64)]
@@ -119,11 +119,11 @@ def test_low_precision_within_k_times_plain_pytorch(device, n, d, dtype, algorit
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_smaller_tiles_give_the_same_answer(device, algorithm, monkeypatch):
     """Many tiles per dimension (partial last tiles everywhere) exercise every loop and mask of the kernels."""
-    from redundancy._triton import ops
+    from redundancy._triton import launch
 
-    small = ops.BlockConfig(block_n=16, block_d=16)
-    monkeypatch.setattr(ops, "INTERPRETER_CONFIG", small)
-    monkeypatch.setattr(ops, "GPU_CONFIG", small)
+    small = launch.BlockConfig(block_n=16, block_d=16)
+    monkeypatch.setattr(launch, "INTERPRETER_CONFIG", small)
+    monkeypatch.setattr(launch, "GPU_CONFIG", small)
     z1, z2 = _views(37, 70, torch.float64, device)
     options = dict(normalization="batchnorm", off_diagonal_target=-1.0)
     loss, grads = _loss_and_grads(_triton_loss(algorithm=algorithm, **options), z1, z2)

@@ -1,7 +1,8 @@
 """The Triton backend: fused kernels for CUDA tensors, and the choice between it and the torch backend.
 
-Nothing here imports Triton at ``import redundancy``: :mod:`redundancy._triton.ops` (the kernels and the
-``torch.library`` custom ops) is imported the first time a call selects the Triton backend.
+Nothing here imports Triton at ``import redundancy``. :mod:`redundancy._triton.ops` (the ``torch.library``
+custom ops, torch only) is imported the first time a call selects the Triton backend, and
+:mod:`redundancy._triton.launch` (the kernel launches, which import Triton) the first time an op runs.
 
 ``backend="auto"`` uses Triton for CUDA tensors of a supported dtype when Triton imports, and the torch
 backend otherwise, silently. ``backend="triton"`` raises an error naming what is missing. With the
@@ -10,6 +11,7 @@ through Triton's interpreter: that is how the test suite checks them without a G
 """
 
 import importlib
+import importlib.util
 import os
 
 import torch
@@ -19,27 +21,42 @@ __all__ = ["barlow_twins_terms_triton", "interpreter_enabled", "select_backend",
 _SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-@torch.compiler.assume_constant_result
 def interpreter_enabled() -> bool:
     """Whether ``TRITON_INTERPRET`` asks Triton to interpret kernels on the CPU."""
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
-_IMPORT_ERROR: list[str] = []
+def _triton_found() -> bool:
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError, AttributeError):
+        return False
 
 
-@torch.compiler.assume_constant_result
+#: Whether a ``triton`` package is on the path (found without importing it, at ``import redundancy``).
+_TRITON_FOUND = _triton_found()
+_NOT_INSTALLED = "triton is not installed; install the 'triton' extra (pip install 'redundancy[triton]')"
+#: The outcome of the first real ``import triton``: ``[""]`` on success, ``[reason]`` on failure.
+_IMPORT_OUTCOME: list[str] = []
+
+
 def triton_unavailable_reason() -> str:
-    """Why the Triton backend cannot be imported (``""`` when it can); imports it on the first call."""
-    if not _IMPORT_ERROR:
+    """Why the Triton backend cannot run here (``""`` when it can).
+
+    Eagerly, the first call imports Triton (and so learns of a broken installation too). Inside a
+    ``torch.compile`` trace nothing is imported: the outcome of an earlier eager call is used, or else
+    whether the package is on the path.
+    """
+    if not _IMPORT_OUTCOME:
+        if torch.compiler.is_compiling():
+            return "" if _TRITON_FOUND else _NOT_INSTALLED
         try:
             importlib.import_module("triton")
         except ImportError as error:
-            _IMPORT_ERROR.append(f"triton is not installed ({error}); install the 'triton' extra")
+            _IMPORT_OUTCOME.append(f"{_NOT_INSTALLED} ({error})")
         else:
-            importlib.import_module("redundancy._triton.ops")
-            _IMPORT_ERROR.append("")
-    return _IMPORT_ERROR[0]
+            _IMPORT_OUTCOME.append("")
+    return _IMPORT_OUTCOME[0]
 
 
 def _unsupported_reason(z: torch.Tensor) -> str:

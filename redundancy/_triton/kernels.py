@@ -103,8 +103,9 @@ def _statistics_kernel(
         else:
             comoment += tl.sum(x * y, axis=0)
     if STANDARDIZE:
-        rstd1 = 1.0 / tl.sqrt(moment1 / divisor + eps)
-        rstd2 = 1.0 / tl.sqrt(moment2 / divisor + eps)
+        # Columns past D get variance 1, not eps (which may be 0): no division by zero in unused lanes.
+        rstd1 = 1.0 / tl.sqrt(tl.where(col_mask, moment1 / divisor + eps, 1.0))
+        rstd2 = 1.0 / tl.sqrt(tl.where(col_mask, moment2 / divisor + eps, 1.0))
         diagonal = comoment * rstd1 * rstd2 / N
     else:
         rstd1 = tl.full([BLOCK_D], 1.0, dtype=ACC)

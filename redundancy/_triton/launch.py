@@ -1,0 +1,272 @@
+"""Kernel launches of the Triton backend: tile sizes, precisions, and the forward and backward passes.
+
+Importing this module imports Triton; :mod:`redundancy._triton.ops` imports it the first time an op runs.
+"""
+
+import dataclasses
+
+import torch
+import triton
+import triton.language as tl
+
+from redundancy._ops.terms import barlow_twins_terms_from_summaries, diagonal_gradient
+from redundancy._triton import interpreter_enabled, kernels
+from redundancy._triton.ops import accumulation_dtype as _accumulation_dtype
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+_TRITON_DTYPES = {
+    torch.float16: tl.float16,
+    torch.bfloat16: tl.bfloat16,
+    torch.float32: tl.float32,
+    torch.float64: tl.float64,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockConfig:
+    """Fixed tile sizes and launch options (no autotuning, so the interpreter runs the same kernels)."""
+
+    block_n: int
+    block_d: int
+    num_warps: int = 4
+    num_stages: int = 2
+
+
+#: Tiles on a GPU: 64×64 tiles of C or of the Grams, 64-row slabs of the inputs.
+GPU_CONFIG = BlockConfig(block_n=64, block_d=64)
+#: Tiles under ``TRITON_INTERPRET=1``: large tiles, so that few programs run one after the other.
+INTERPRETER_CONFIG = BlockConfig(block_n=32, block_d=64)
+
+
+def block_config() -> BlockConfig:
+    """The tile sizes of the next launch (the interpreter's when ``TRITON_INTERPRET=1``)."""
+    return INTERPRETER_CONFIG if interpreter_enabled() else GPU_CONFIG
+
+
+@dataclasses.dataclass(frozen=True)
+class _Precision:
+    acc: tl.dtype
+    dot: tl.dtype
+    dot_upcast: bool
+    dot_precision: str
+    product_precision: str
+
+
+def _precision(dtype: torch.dtype) -> _Precision:
+    """Accumulation and product dtypes for inputs of ``dtype`` (module docstring of :mod:`.kernels`)."""
+    if dtype == torch.float64:
+        return _Precision(tl.float64, tl.float64, False, "ieee", "ieee")
+    if dtype == torch.float32:
+        return _Precision(tl.float32, tl.float32, False, "ieee", "ieee")
+    # The interpreter's tl.dot mishandles bfloat16 operands (kernels._dot_operand).
+    upcast = dtype == torch.bfloat16 and interpreter_enabled()
+    return _Precision(tl.float32, _TRITON_DTYPES[dtype], upcast, "ieee", "tf32")
+
+
+def _divisor(n: int, normalization: str) -> int:
+    return n - 1 if normalization == "std" else n
+
+
+# ---------------------------------------------------------------------------------------------- forward
+
+
+def _statistics(z1: torch.Tensor, z2: torch.Tensor, normalization: str, eps: float) -> torch.Tensor:
+    n, d = z1.shape
+    config, precision = block_config(), _precision(z1.dtype)
+    stats = torch.empty((5, d), dtype=_accumulation_dtype(z1.dtype), device=z1.device)
+    kernels._statistics_kernel[(triton.cdiv(d, config.block_d),)](
+        z1,
+        z2,
+        stats,
+        n,
+        d,
+        *z1.stride(),
+        *z2.stride(),
+        eps,
+        _divisor(n, normalization),
+        STANDARDIZE=normalization != "none",
+        BLOCK_N=config.block_n,
+        BLOCK_D=config.block_d,
+        ACC=precision.acc,
+        num_warps=config.num_warps,
+    )
+    return stats
+
+
+def forward(z1: torch.Tensor, z2: torch.Tensor, normalization: str, eps: float, target: float, algorithm: str):
+    n, d = z1.shape
+    config, precision = block_config(), _precision(z1.dtype)
+    acc_dtype = _accumulation_dtype(z1.dtype)
+    stats = _statistics(z1, z2, normalization, eps)
+    diagonal = stats[4]
+    # Three distinct empty tensors where unused: custom-op outputs may not alias one another.
+    gram_a, gram_b, row_sums = (z1.new_empty(0, dtype=acc_dtype) for _ in range(3))
+    common = dict(
+        STANDARDIZE=normalization != "none",
+        BLOCK_N=config.block_n,
+        BLOCK_D=config.block_d,
+        ACC=precision.acc,
+        DOT=precision.dot,
+        DOT_UPCAST=precision.dot_upcast,
+        DOT_PRECISION=precision.dot_precision,
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+    if algorithm == "cross":
+        blocks = triton.cdiv(d, config.block_d)
+        partials = torch.empty((blocks * blocks, 2), dtype=acc_dtype, device=z1.device)
+        kernels._cross_forward_kernel[(blocks, blocks)](
+            z1, z2, stats, partials, n, d, *z1.stride(), *z2.stride(), **common
+        )
+        frobenius_sq, total = partials.sum(dim=0).unbind()
+    else:
+        blocks = triton.cdiv(n, config.block_n)
+        gram_a = torch.empty((n, n), dtype=acc_dtype, device=z1.device)
+        gram_b = torch.empty((n, n), dtype=acc_dtype, device=z1.device)
+        if target != 0.0:
+            row_sums = torch.empty((2, n), dtype=acc_dtype, device=z1.device)
+        partials = torch.empty(blocks * blocks, dtype=acc_dtype, device=z1.device)
+        kernels._gram_forward_kernel[(blocks, blocks)](
+            z1,
+            z2,
+            stats,
+            gram_a,
+            gram_b,
+            partials,
+            row_sums,
+            n,
+            d,
+            *z1.stride(),
+            *z2.stride(),
+            ROW_SUMS=target != 0.0,
+            **common,
+        )
+        frobenius_sq = partials.sum() / (n * n)
+        total = row_sums[0].dot(row_sums[1]) / n if target != 0.0 else None
+    invariance, redundancy = barlow_twins_terms_from_summaries(diagonal, frobenius_sq, total, target)
+    return invariance, redundancy, stats, gram_a, gram_b, row_sums
+
+
+# --------------------------------------------------------------------------------------------- backward
+
+
+def _view_gradient(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    stats_x: torch.Tensor,
+    stats_y: torch.Tensor,
+    gram_y: torch.Tensor,
+    row_sum_y: torch.Tensor,
+    diagonal_grad: torch.Tensor,
+    coefficient: torch.Tensor,
+    normalization: str,
+    target: float,
+    algorithm: str,
+) -> torch.Tensor:
+    """The gradient of the terms with respect to the raw view ``x`` (``y`` is the other view)."""
+    n, d = x.shape
+    config, precision = block_config(), _precision(x.dtype)
+    acc_dtype = _accumulation_dtype(x.dtype)
+    standardize = normalization != "none"
+    dz = torch.empty((n, d), dtype=x.dtype, device=x.device)
+    if algorithm == "cross":
+        work = dz if dz.dtype == acc_dtype else torch.empty((n, d), dtype=acc_dtype, device=x.device)
+        work.zero_()
+    elif standardize:
+        work = dz if dz.dtype == acc_dtype else torch.empty((n, d), dtype=acc_dtype, device=x.device)
+    else:
+        work = dz
+    common = dict(
+        STANDARDIZE=standardize,
+        BLOCK_N=config.block_n,
+        BLOCK_D=config.block_d,
+        ACC=precision.acc,
+        PRODUCT_PRECISION=precision.product_precision,
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+    grid = (triton.cdiv(d, config.block_d),)
+    if algorithm == "cross":
+        kernels._cross_backward_kernel[grid](
+            x,
+            y,
+            stats_x,
+            stats_y,
+            diagonal_grad,
+            coefficient,
+            work,
+            dz,
+            n,
+            d,
+            *x.stride(),
+            *y.stride(),
+            target,
+            _divisor(n, normalization),
+            DOT=precision.dot,
+            DOT_UPCAST=precision.dot_upcast,
+            DOT_PRECISION=precision.dot_precision,
+            **common,
+        )
+    else:
+        kernels._gram_backward_kernel[grid](
+            x,
+            y,
+            stats_x,
+            stats_y,
+            gram_y,
+            row_sum_y,
+            diagonal_grad,
+            coefficient,
+            work,
+            dz,
+            n,
+            d,
+            *x.stride(),
+            *y.stride(),
+            target,
+            _divisor(n, normalization),
+            ROW_SUMS=target != 0.0,
+            **common,
+        )
+    return dz
+
+
+def backward(
+    grad_invariance: torch.Tensor,
+    grad_redundancy: torch.Tensor,
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    stats: torch.Tensor,
+    gram_a: torch.Tensor,
+    gram_b: torch.Tensor,
+    row_sums: torch.Tensor,
+    normalization: str,
+    target: float,
+    algorithm: str,
+    needs_grad_z1: bool,
+    needs_grad_z2: bool,
+):
+    n = z1.shape[0]
+    acc_dtype = stats.dtype
+    grad_invariance = grad_invariance.to(acc_dtype)
+    grad_redundancy = grad_redundancy.to(acc_dtype)
+    diagonal_grad = diagonal_gradient(stats[4], grad_invariance, grad_redundancy, target).div_(n).contiguous()
+    coefficient = (grad_redundancy * (2.0 / n)).reshape(1)
+    stats1, stats2 = stats[0:2], stats[2:4]
+    empty = z1.new_empty(0)
+    has_rows = row_sums.numel() > 0
+    row_sum_1 = row_sums[0] if has_rows else row_sums
+    row_sum_2 = row_sums[1] if has_rows else row_sums
+    options = dict(normalization=normalization, target=target, algorithm=algorithm)
+    dz1 = (
+        _view_gradient(z1, z2, stats1, stats2, gram_b, row_sum_2, diagonal_grad, coefficient, **options)
+        if needs_grad_z1
+        else empty
+    )
+    dz2 = (
+        _view_gradient(z2, z1, stats2, stats1, gram_a, row_sum_1, diagonal_grad, coefficient, **options)
+        if needs_grad_z2
+        else z2.new_empty(0)
+    )
+    return dz1, dz2
