@@ -6,6 +6,9 @@ natively on the GPU (marker ``gpu``). One process runs one of the two: Triton de
 """
 
 import os
+import pathlib
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -34,6 +37,7 @@ LOW_PRECISION = {
     torch.float16: (2.0, 2.0**-11),
 }
 UPSTREAM = 0.7  # upstream gradient of the loss, deliberately not 1
+ROOT = str(pathlib.Path(__file__).resolve().parents[1])
 
 
 def _interpreter_device():
@@ -223,3 +227,16 @@ def test_torch_compile_fullgraph(device, algorithm):
     assert relative_error(loss, eager) <= 1e-6
     for grad, eager_grad in zip(grads, eager_grads, strict=True):
         assert relative_error(grad, eager_grad) <= 1e-5
+
+
+@pytest.mark.triton
+@pytest.mark.slow
+def test_kernels_compile_for_a_cuda_gpu(tmp_path):
+    """Triton's compiler, not only its interpreter, accepts the kernels: a cubin for sm_90, built without a GPU."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    env.update(PYTHONPATH=ROOT, TRITON_CACHE_DIR=str(tmp_path), TRITON_DEFAULT_FP_FUSION="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.compile_kernels"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.count(": ok") == 10, result.stdout

@@ -1,0 +1,82 @@
+"""Compile the Triton kernels ahead of time for a CUDA target, without a GPU (run by ``tests/test_triton.py``).
+
+The interpreter executes the kernels' Python; only Triton's compiler sees type, layout and lowering errors.
+``python -m tests.compile_kernels [--all]`` compiles each kernel to a cubin for sm_90 (``--all``: every dtype and
+flag combination, otherwise one bfloat16 and one float64 set) and prints one line per kernel.
+Run it with ``TRITON_INTERPRET`` unset: the kernels must be defined as compiled functions.
+"""
+
+import inspect
+import os
+import sys
+
+import triton
+import triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from redundancy._triton import kernels
+
+TARGET = GPUTarget("cuda", 90, 32)
+_POINTER_TYPES = {tl.float16: "*fp16", tl.bfloat16: "*bf16", tl.float32: "*fp32", tl.float64: "*fp64"}
+_INPUT_POINTERS = ("z1_ptr", "z2_ptr", "x_ptr", "y_ptr", "dz_ptr")
+
+
+def _signature(kernel, input_dtype, acc_dtype, constexprs: dict) -> dict:
+    """Argument types as the launches of :mod:`redundancy._triton.launch` pass them (64-bit strides)."""
+    signature = {}
+    for name in inspect.signature(kernel.fn).parameters:
+        if name in constexprs:
+            signature[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            signature[name] = _POINTER_TYPES[input_dtype if name in _INPUT_POINTERS else acc_dtype]
+        elif name.startswith("stride"):
+            signature[name] = "i64"
+        elif name in ("eps", "target"):
+            signature[name] = "fp32"
+        else:
+            signature[name] = "i32"
+    return signature
+
+
+def kernel_variants(input_dtype, *, standardize: bool, row_sums: bool):
+    """``(kernel, constexprs)`` of every kernel for inputs of ``input_dtype``."""
+    acc = tl.float64 if input_dtype == tl.float64 else tl.float32
+    half = input_dtype in (tl.float16, tl.bfloat16)
+    base = dict(STANDARDIZE=standardize, BLOCK_N=64, BLOCK_D=64, ACC=acc)
+    dot = dict(DOT=input_dtype, DOT_UPCAST=False, DOT_PRECISION="ieee")
+    product = dict(PRODUCT_PRECISION="tf32" if half else "ieee")
+    return [
+        (kernels._statistics_kernel, base),
+        (kernels._cross_forward_kernel, {**base, **dot}),
+        (kernels._cross_backward_kernel, {**base, **dot, **product}),
+        (kernels._gram_forward_kernel, {**base, **dot, "ROW_SUMS": row_sums}),
+        (kernels._gram_backward_kernel, {**base, **product, "ROW_SUMS": row_sums}),
+    ]
+
+
+def compile_all(combinations) -> None:
+    for input_dtype, standardize, row_sums in combinations:
+        acc = tl.float64 if input_dtype == tl.float64 else tl.float32
+        for kernel, constexprs in kernel_variants(input_dtype, standardize=standardize, row_sums=row_sums):
+            signature = _signature(kernel, input_dtype, acc, constexprs)
+            source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
+            compiled = triton.compile(source, target=TARGET, options={"num_warps": 4, "num_stages": 2})
+            assert compiled.asm.get("cubin"), f"{kernel.fn.__name__}: no cubin"
+            print(f"{kernel.fn.__name__} {input_dtype} standardize={standardize} row_sums={row_sums}: ok", flush=True)
+
+
+def main(argv: list[str]) -> int:
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        raise SystemExit("unset TRITON_INTERPRET: interpreted kernels cannot be compiled")
+    if "--all" in argv:
+        dtypes = (tl.float32, tl.bfloat16, tl.float16, tl.float64)
+        combinations = [(dtype, s, r) for dtype in dtypes for s in (True, False) for r in (True, False)]
+    else:
+        combinations = [(tl.bfloat16, True, True), (tl.float64, False, False)]
+    compile_all(combinations)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
