@@ -19,7 +19,7 @@ from redundancy._triton import kernels
 
 TARGET = GPUTarget("cuda", 90, 32)
 _POINTER_TYPES = {tl.float16: "*fp16", tl.bfloat16: "*bf16", tl.float32: "*fp32", tl.float64: "*fp64"}
-_INPUT_POINTERS = ("z1_ptr", "z2_ptr", "x_ptr", "y_ptr", "dz_ptr")
+_INPUT_POINTERS = ("z1_ptr", "z2_ptr", "dz1_ptr", "dz2_ptr")
 
 
 def _signature(kernel, input_dtype, acc_dtype, constexprs: dict) -> dict:
@@ -39,13 +39,18 @@ def _signature(kernel, input_dtype, acc_dtype, constexprs: dict) -> dict:
     return signature
 
 
-def kernel_variants(input_dtype, *, standardize: bool, row_sums: bool):
-    """``(kernel, constexprs)`` of every kernel for inputs of ``input_dtype``."""
+def kernel_variants(input_dtype, *, standardize: bool, row_sums: bool, unit_column_stride: bool):
+    """``(kernel, constexprs)`` of every kernel for inputs of ``input_dtype``.
+
+    ``unit_column_stride`` specializes the column strides to 1, as Triton does for contiguous inputs.
+    """
     acc = tl.float64 if input_dtype == tl.float64 else tl.float32
     half = input_dtype in (tl.float16, tl.bfloat16)
     base = dict(STANDARDIZE=standardize, BLOCK_N=64, BLOCK_D=64, ACC=acc)
+    if unit_column_stride:
+        base.update(stride1_d=1, stride2_d=1)
     dot = dict(DOT=input_dtype, DOT_UPCAST=False, DOT_PRECISION="ieee")
-    product = dict(PRODUCT_PRECISION="tf32" if half else "ieee")
+    product = dict(PRODUCT_PRECISION="tf32" if half else "ieee", BLOCK_OWNED=32)
     return [
         (kernels._statistics_kernel, base),
         (kernels._cross_forward_kernel, {**base, **dot}),
@@ -56,14 +61,15 @@ def kernel_variants(input_dtype, *, standardize: bool, row_sums: bool):
 
 
 def compile_all(combinations) -> None:
-    for input_dtype, standardize, row_sums in combinations:
+    for input_dtype, standardize, row_sums, unit in combinations:
         acc = tl.float64 if input_dtype == tl.float64 else tl.float32
-        for kernel, constexprs in kernel_variants(input_dtype, standardize=standardize, row_sums=row_sums):
+        variants = kernel_variants(input_dtype, standardize=standardize, row_sums=row_sums, unit_column_stride=unit)
+        for kernel, constexprs in variants:
             signature = _signature(kernel, input_dtype, acc, constexprs)
             source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
             compiled = triton.compile(source, target=TARGET, options={"num_warps": 4, "num_stages": 2})
             assert compiled.asm.get("cubin"), f"{kernel.fn.__name__}: no cubin"
-            print(f"{kernel.fn.__name__} {input_dtype} standardize={standardize} row_sums={row_sums}: ok", flush=True)
+            print(f"{kernel.fn.__name__} {input_dtype} {standardize=} {row_sums=} {unit=}: ok", flush=True)
 
 
 def main(argv: list[str]) -> int:
@@ -71,9 +77,10 @@ def main(argv: list[str]) -> int:
         raise SystemExit("unset TRITON_INTERPRET: interpreted kernels cannot be compiled")
     if "--all" in argv:
         dtypes = (tl.float32, tl.bfloat16, tl.float16, tl.float64)
-        combinations = [(dtype, s, r) for dtype in dtypes for s in (True, False) for r in (True, False)]
+        flags = (True, False)
+        combinations = [(dtype, s, r, u) for dtype in dtypes for s in flags for r in flags for u in flags]
     else:
-        combinations = [(tl.bfloat16, True, True), (tl.float64, False, False)]
+        combinations = [(tl.bfloat16, True, True, True), (tl.float64, False, False, False)]
     compile_all(combinations)
     return 0
 

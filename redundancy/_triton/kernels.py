@@ -201,7 +201,7 @@ def _standardize_backward_columns(
 
 
 @triton.jit
-def _cross_backward_kernel(
+def _cross_view_gradient(
     x_ptr,
     y_ptr,
     stats_x_ptr,
@@ -226,8 +226,9 @@ def _cross_backward_kernel(
     DOT_UPCAST: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     PRODUCT_PRECISION: tl.constexpr,
+    BLOCK_OWNED: tl.constexpr,
 ):
-    """The gradient of view X for the column block ``pid``, recomputing tiles of ``C_xy = XᵀY / N``.
+    """The gradient of view X for its column block ``pid``, recomputing tiles of ``C_xy = XᵀY / N``.
 
     ``dX = w · Y (C_xy - t)ᵀ + Y diag(g)`` with ``w = coefficient[0]`` and ``g = diagonal_grad`` (the
     cross algorithm's backward of :mod:`redundancy._ops.cross`, the t-term folded into the tile), then the
@@ -235,11 +236,11 @@ def _cross_backward_kernel(
     the column blocks of Y; only this program touches its columns, so the order is fixed.
     """
     pid = tl.program_id(0)
-    cols_i = (pid * BLOCK_D + tl.arange(0, BLOCK_D)).to(tl.int64)
+    cols_i = (pid * BLOCK_OWNED + tl.arange(0, BLOCK_OWNED)).to(tl.int64)
     mask_i = cols_i < D
     for start_j in range(0, D, BLOCK_D):
         cols_j = (start_j + tl.arange(0, BLOCK_D)).to(tl.int64)
-        tile = tl.zeros([BLOCK_D, BLOCK_D], dtype=ACC)
+        tile = tl.zeros([BLOCK_OWNED, BLOCK_D], dtype=ACC)
         for start in range(0, N, BLOCK_N):
             rows = (start + tl.arange(0, BLOCK_N)).to(tl.int64)
             x = _load_standardized(
@@ -268,8 +269,8 @@ def _cross_backward_kernel(
 
     scale = tl.load(coefficient_ptr)
     diagonal_grad = tl.load(diagonal_grad_ptr + cols_i, mask=mask_i, other=0.0)
-    first_sum = tl.zeros([BLOCK_D], dtype=ACC)
-    second_sum = tl.zeros([BLOCK_D], dtype=ACC)
+    first_sum = tl.zeros([BLOCK_OWNED], dtype=ACC)
+    second_sum = tl.zeros([BLOCK_OWNED], dtype=ACC)
     for start in range(0, N, BLOCK_N):
         rows = (start + tl.arange(0, BLOCK_N)).to(tl.int64)
         mask = (rows < N)[:, None] & mask_i[None, :]
@@ -391,7 +392,7 @@ def _gram_forward_kernel(
 
 
 @triton.jit
-def _gram_backward_kernel(
+def _gram_view_gradient(
     x_ptr,
     y_ptr,
     stats_x_ptr,
@@ -416,22 +417,23 @@ def _gram_backward_kernel(
     BLOCK_D: tl.constexpr,
     ACC: tl.constexpr,
     PRODUCT_PRECISION: tl.constexpr,
+    BLOCK_OWNED: tl.constexpr,
 ):
-    """The gradient of view X for the column block ``pid`` from the other view's Gram ``G_y = Y Yᵀ``.
+    """The gradient of view X for its column block ``pid`` from the other view's Gram ``G_y = Y Yᵀ``.
 
     ``dX = (w/N) G_y X + Y diag(g) - w t (Y 1) 1ᵀ`` (:mod:`redundancy._ops.gram`), then the standardization
     backward, all rows of the block in this program.
     """
     pid = tl.program_id(0)
-    cols = (pid * BLOCK_D + tl.arange(0, BLOCK_D)).to(tl.int64)
+    cols = (pid * BLOCK_OWNED + tl.arange(0, BLOCK_OWNED)).to(tl.int64)
     col_mask = cols < D
     scale = tl.load(coefficient_ptr)
     diagonal_grad = tl.load(diagonal_grad_ptr + cols, mask=col_mask, other=0.0)
-    first_sum = tl.zeros([BLOCK_D], dtype=ACC)
-    second_sum = tl.zeros([BLOCK_D], dtype=ACC)
+    first_sum = tl.zeros([BLOCK_OWNED], dtype=ACC)
+    second_sum = tl.zeros([BLOCK_OWNED], dtype=ACC)
     for start_p in range(0, N, BLOCK_N):
         rows_p = (start_p + tl.arange(0, BLOCK_N)).to(tl.int64)
-        product = tl.zeros([BLOCK_N, BLOCK_D], dtype=ACC)
+        product = tl.zeros([BLOCK_N, BLOCK_OWNED], dtype=ACC)
         for start_q in range(0, N, BLOCK_N):
             rows_q = (start_q + tl.arange(0, BLOCK_N)).to(tl.int64)
             gram_mask = (rows_p < N)[:, None] & (rows_q < N)[None, :]
@@ -477,3 +479,97 @@ def _gram_backward_kernel(
             BLOCK_N,
             ACC,
         )
+
+
+@triton.jit
+def _cross_backward_kernel(
+    z1_ptr,
+    z2_ptr,
+    stats_ptr,
+    diagonal_grad_ptr,
+    coefficient_ptr,
+    work1_ptr,
+    work2_ptr,
+    dz1_ptr,
+    dz2_ptr,
+    N,
+    D,
+    stride1_n,
+    stride1_d,
+    stride2_n,
+    stride2_d,
+    target,
+    divisor,
+    first_view,
+    STANDARDIZE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    ACC: tl.constexpr,
+    DOT: tl.constexpr,
+    DOT_UPCAST: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    PRODUCT_PRECISION: tl.constexpr,
+    BLOCK_OWNED: tl.constexpr,
+):
+    """Both views' gradients in one launch: program (pid, v) computes view ``first_view + v`` (0: z1, 1: z2).
+
+    See :func:`_cross_view_gradient`; ``stats`` is the (5, D) tensor of :func:`_statistics_kernel`.
+    """
+    if tl.program_id(1) + first_view == 0:
+        _cross_view_gradient(
+            z1_ptr, z2_ptr, stats_ptr, stats_ptr + 2 * D, diagonal_grad_ptr, coefficient_ptr, work1_ptr, dz1_ptr,
+            N, D, stride1_n, stride1_d, stride2_n, stride2_d, target, divisor,
+            STANDARDIZE, BLOCK_N, BLOCK_D, ACC, DOT, DOT_UPCAST, DOT_PRECISION, PRODUCT_PRECISION, BLOCK_OWNED,
+        )  # fmt: skip
+    else:
+        _cross_view_gradient(
+            z2_ptr, z1_ptr, stats_ptr + 2 * D, stats_ptr, diagonal_grad_ptr, coefficient_ptr, work2_ptr, dz2_ptr,
+            N, D, stride2_n, stride2_d, stride1_n, stride1_d, target, divisor,
+            STANDARDIZE, BLOCK_N, BLOCK_D, ACC, DOT, DOT_UPCAST, DOT_PRECISION, PRODUCT_PRECISION, BLOCK_OWNED,
+        )  # fmt: skip
+
+
+@triton.jit
+def _gram_backward_kernel(
+    z1_ptr,
+    z2_ptr,
+    stats_ptr,
+    gram_a_ptr,
+    gram_b_ptr,
+    row_sums_ptr,
+    diagonal_grad_ptr,
+    coefficient_ptr,
+    work1_ptr,
+    work2_ptr,
+    dz1_ptr,
+    dz2_ptr,
+    N,
+    D,
+    stride1_n,
+    stride1_d,
+    stride2_n,
+    stride2_d,
+    target,
+    divisor,
+    first_view,
+    STANDARDIZE: tl.constexpr,
+    ROW_SUMS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    ACC: tl.constexpr,
+    PRODUCT_PRECISION: tl.constexpr,
+    BLOCK_OWNED: tl.constexpr,
+):
+    """Both views' gradients in one launch (:func:`_gram_view_gradient`): z1's uses ``B Bᵀ``, z2's ``A Aᵀ``."""
+    if tl.program_id(1) + first_view == 0:
+        _gram_view_gradient(
+            z1_ptr, z2_ptr, stats_ptr, stats_ptr + 2 * D, gram_b_ptr, row_sums_ptr + N, diagonal_grad_ptr,
+            coefficient_ptr, work1_ptr, dz1_ptr, N, D, stride1_n, stride1_d, stride2_n, stride2_d, target, divisor,
+            STANDARDIZE, ROW_SUMS, BLOCK_N, BLOCK_D, ACC, PRODUCT_PRECISION, BLOCK_OWNED,
+        )  # fmt: skip
+    else:
+        _gram_view_gradient(
+            z2_ptr, z1_ptr, stats_ptr + 2 * D, stats_ptr, gram_a_ptr, row_sums_ptr, diagonal_grad_ptr,
+            coefficient_ptr, work2_ptr, dz2_ptr, N, D, stride2_n, stride2_d, stride1_n, stride1_d, target, divisor,
+            STANDARDIZE, ROW_SUMS, BLOCK_N, BLOCK_D, ACC, PRODUCT_PRECISION, BLOCK_OWNED,
+        )  # fmt: skip

@@ -29,14 +29,17 @@ class BlockConfig:
 
     block_n: int
     block_d: int
+    #: Columns of a view's gradient that one backward program owns (and so reduces over all rows).
+    block_owned: int
     num_warps: int = 4
     num_stages: int = 2
 
 
-#: Tiles on a GPU: 64×64 tiles of C or of the Grams, 64-row slabs of the inputs.
-GPU_CONFIG = BlockConfig(block_n=64, block_d=64)
+#: Tiles on a GPU: 64×64 tiles of C or of the Grams, 64-row slabs of the inputs; 32 gradient columns per
+#: backward program, so that D = 2048 already gives 2 × 64 programs.
+GPU_CONFIG = BlockConfig(block_n=64, block_d=64, block_owned=32)
 #: Tiles under ``TRITON_INTERPRET=1``: large tiles, so that few programs run one after the other.
-INTERPRETER_CONFIG = BlockConfig(block_n=32, block_d=64)
+INTERPRETER_CONFIG = BlockConfig(block_n=32, block_d=64, block_owned=64)
 
 
 def block_config() -> BlockConfig:
@@ -151,85 +154,16 @@ def forward(z1: torch.Tensor, z2: torch.Tensor, normalization: str, eps: float, 
 # --------------------------------------------------------------------------------------------- backward
 
 
-def _view_gradient(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    stats_x: torch.Tensor,
-    stats_y: torch.Tensor,
-    gram_y: torch.Tensor,
-    row_sum_y: torch.Tensor,
-    diagonal_grad: torch.Tensor,
-    coefficient: torch.Tensor,
-    normalization: str,
-    target: float,
-    algorithm: str,
-) -> torch.Tensor:
-    """The gradient of the terms with respect to the raw view ``x`` (``y`` is the other view)."""
-    n, d = x.shape
-    config, precision = block_config(), _precision(x.dtype)
-    acc_dtype = _accumulation_dtype(x.dtype)
-    standardize = normalization != "none"
-    dz = torch.empty((n, d), dtype=x.dtype, device=x.device)
-    if algorithm == "cross":
-        work = dz if dz.dtype == acc_dtype else torch.empty((n, d), dtype=acc_dtype, device=x.device)
+def _gradient_buffers(z: torch.Tensor, needed: bool, acc_dtype: torch.dtype, zeroed: bool):
+    """``(work, dz)`` for one view: ``dz`` in the view's dtype, ``work`` the ``acc_dtype`` scratch (``dz`` itself
+    when the dtypes agree); empty tensors when the gradient is not needed."""
+    if not needed:
+        return z.new_empty(0, dtype=acc_dtype), z.new_empty(0)
+    dz = torch.empty(z.shape, dtype=z.dtype, device=z.device)
+    work = dz if dz.dtype == acc_dtype else torch.empty(z.shape, dtype=acc_dtype, device=z.device)
+    if zeroed:
         work.zero_()
-    elif standardize:
-        work = dz if dz.dtype == acc_dtype else torch.empty((n, d), dtype=acc_dtype, device=x.device)
-    else:
-        work = dz
-    common = dict(
-        STANDARDIZE=standardize,
-        BLOCK_N=config.block_n,
-        BLOCK_D=config.block_d,
-        ACC=precision.acc,
-        PRODUCT_PRECISION=precision.product_precision,
-        num_warps=config.num_warps,
-        num_stages=config.num_stages,
-    )
-    grid = (triton.cdiv(d, config.block_d),)
-    if algorithm == "cross":
-        kernels._cross_backward_kernel[grid](
-            x,
-            y,
-            stats_x,
-            stats_y,
-            diagonal_grad,
-            coefficient,
-            work,
-            dz,
-            n,
-            d,
-            *x.stride(),
-            *y.stride(),
-            target,
-            _divisor(n, normalization),
-            DOT=precision.dot,
-            DOT_UPCAST=precision.dot_upcast,
-            DOT_PRECISION=precision.dot_precision,
-            **common,
-        )
-    else:
-        kernels._gram_backward_kernel[grid](
-            x,
-            y,
-            stats_x,
-            stats_y,
-            gram_y,
-            row_sum_y,
-            diagonal_grad,
-            coefficient,
-            work,
-            dz,
-            n,
-            d,
-            *x.stride(),
-            *y.stride(),
-            target,
-            _divisor(n, normalization),
-            ROW_SUMS=target != 0.0,
-            **common,
-        )
-    return dz
+    return work, dz
 
 
 def backward(
@@ -247,26 +181,41 @@ def backward(
     needs_grad_z1: bool,
     needs_grad_z2: bool,
 ):
-    n = z1.shape[0]
+    n, d = z1.shape
+    config, precision = block_config(), _precision(z1.dtype)
     acc_dtype = stats.dtype
     grad_invariance = grad_invariance.to(acc_dtype)
     grad_redundancy = grad_redundancy.to(acc_dtype)
     diagonal_grad = diagonal_gradient(stats[4], grad_invariance, grad_redundancy, target).div_(n).contiguous()
     coefficient = (grad_redundancy * (2.0 / n)).reshape(1)
-    stats1, stats2 = stats[0:2], stats[2:4]
-    empty = z1.new_empty(0)
-    has_rows = row_sums.numel() > 0
-    row_sum_1 = row_sums[0] if has_rows else row_sums
-    row_sum_2 = row_sums[1] if has_rows else row_sums
-    options = dict(normalization=normalization, target=target, algorithm=algorithm)
-    dz1 = (
-        _view_gradient(z1, z2, stats1, stats2, gram_b, row_sum_2, diagonal_grad, coefficient, **options)
-        if needs_grad_z1
-        else empty
+    # The cross kernel accumulates into work over column blocks of the other view: it starts from zeros.
+    zeroed = algorithm == "cross"
+    work1, dz1 = _gradient_buffers(z1, needs_grad_z1, acc_dtype, zeroed)
+    work2, dz2 = _gradient_buffers(z2, needs_grad_z2, acc_dtype, zeroed)
+    views = int(needs_grad_z1) + int(needs_grad_z2)
+    if views == 0:
+        return dz1, dz2
+    grid = (triton.cdiv(d, config.block_owned), views)
+    first_view = 0 if needs_grad_z1 else 1
+    common = dict(
+        STANDARDIZE=normalization != "none",
+        BLOCK_N=config.block_n,
+        BLOCK_D=config.block_d,
+        ACC=precision.acc,
+        PRODUCT_PRECISION=precision.product_precision,
+        BLOCK_OWNED=config.block_owned,
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
     )
-    dz2 = (
-        _view_gradient(z2, z1, stats2, stats1, gram_a, row_sum_1, diagonal_grad, coefficient, **options)
-        if needs_grad_z2
-        else z2.new_empty(0)
-    )
+    scalars = (n, d, *z1.stride(), *z2.stride(), target, _divisor(n, normalization), first_view)
+    if algorithm == "cross":
+        kernels._cross_backward_kernel[grid](
+            z1, z2, stats, diagonal_grad, coefficient, work1, work2, dz1, dz2, *scalars,
+            DOT=precision.dot, DOT_UPCAST=precision.dot_upcast, DOT_PRECISION=precision.dot_precision, **common,
+        )  # fmt: skip
+    else:
+        kernels._gram_backward_kernel[grid](
+            z1, z2, stats, gram_a, gram_b, row_sums, diagonal_grad, coefficient, work1, work2, dz1, dz2, *scalars,
+            ROW_SUMS=target != 0.0, **common,
+        )  # fmt: skip
     return dz1, dz2
