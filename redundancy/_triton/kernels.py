@@ -10,6 +10,10 @@ cores are used, otherwise ``ACC``); the backward products of an accumulated tile
 standardized tile run in ``ACC`` with ``PRODUCT_PRECISION`` (``"tf32"`` for half-precision inputs,
 ``"ieee"`` otherwise). Row and element offsets are 64-bit.
 
+Backward: one launch computes both views' gradients; program (i, v) owns ``BLOCK_OWNED`` gradient columns of
+view v over all rows, so it also reduces them for the standardization backward. The cross backward recomputes
+the tiles of C it needs (no D×D buffer); the Gram backward reads the Grams the forward stored (N×N each).
+
 Determinism: no atomics. Each program writes its own partial sums, which the host reduces with one
 ``torch.sum``; every program owns the output columns it writes.
 """

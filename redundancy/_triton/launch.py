@@ -3,6 +3,7 @@
 Importing this module imports Triton; :mod:`redundancy._triton.ops` imports it the first time an op runs.
 """
 
+import contextlib
 import dataclasses
 
 import torch
@@ -12,8 +13,6 @@ import triton.language as tl
 from redundancy._ops.terms import barlow_twins_terms_from_summaries, diagonal_gradient
 from redundancy._triton import interpreter_enabled, kernels
 from redundancy._triton.ops import accumulation_dtype as _accumulation_dtype
-
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 _TRITON_DTYPES = {
     torch.float16: tl.float16,
@@ -67,6 +66,11 @@ def _precision(dtype: torch.dtype) -> _Precision:
     return _Precision(tl.float32, _TRITON_DTYPES[dtype], upcast, "ieee", "tf32")
 
 
+def _on_device(z: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Make ``z``'s GPU the current one: Triton launches on the current device, not on the tensors'."""
+    return torch.cuda.device(z.device) if z.device.type == "cuda" else contextlib.nullcontext()
+
+
 def _divisor(n: int, normalization: str) -> int:
     return n - 1 if normalization == "std" else n
 
@@ -98,6 +102,12 @@ def _statistics(z1: torch.Tensor, z2: torch.Tensor, normalization: str, eps: flo
 
 
 def forward(z1: torch.Tensor, z2: torch.Tensor, normalization: str, eps: float, target: float, algorithm: str):
+    """``(invariance, redundancy, stats, gram_a, gram_b, row_sums)``, the outputs of the forward custom op."""
+    with _on_device(z1):
+        return _forward(z1, z2, normalization, eps, target, algorithm)
+
+
+def _forward(z1: torch.Tensor, z2: torch.Tensor, normalization: str, eps: float, target: float, algorithm: str):
     n, d = z1.shape
     config, precision = block_config(), _precision(z1.dtype)
     acc_dtype = _accumulation_dtype(z1.dtype)
@@ -166,7 +176,13 @@ def _gradient_buffers(z: torch.Tensor, needed: bool, acc_dtype: torch.dtype, zer
     return work, dz
 
 
-def backward(
+def backward(grad_invariance: torch.Tensor, grad_redundancy: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, *rest):
+    """``(dz1, dz2)``, the outputs of the backward custom op (the arguments are those of :func:`_backward`)."""
+    with _on_device(z1):
+        return _backward(grad_invariance, grad_redundancy, z1, z2, *rest)
+
+
+def _backward(
     grad_invariance: torch.Tensor,
     grad_redundancy: torch.Tensor,
     z1: torch.Tensor,
