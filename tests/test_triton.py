@@ -23,6 +23,24 @@ from redundancy._triton import interpreter_enabled
 from redundancy.reference import barlow_twins_loss_reference, barlow_twins_terms_reference
 from tests.utils import relative_error
 
+
+def _define_kernels_for_this_process() -> None:
+    """Re-define the kernels if they were imported before ``TRITON_INTERPRET`` was set above.
+
+    Triton decides at definition (``@triton.jit``) whether a kernel is interpreted; pytest may import
+    :mod:`redundancy._triton.kernels` earlier, to collect doctests.
+    """
+    import importlib
+
+    from triton.runtime.interpreter import InterpretedFunction
+
+    kernels = sys.modules.get("redundancy._triton.kernels")
+    if kernels is not None and isinstance(kernels._statistics_kernel, InterpretedFunction) != interpreter_enabled():
+        importlib.reload(kernels)
+
+
+_define_kernels_for_this_process()
+
 #: (N, D): odd shapes, a batch smaller than one row tile, and one power of two.
 SHAPES = [(37, 70), (5, 130), (32, 64)]
 ALGORITHMS = ["cross", "gram"]
