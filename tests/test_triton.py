@@ -1,6 +1,6 @@
 """The Triton kernels against the float64 reference: values, gradients, dtypes, layouts, determinism, compile.
 
-Without CUDA this module sets ``TRITON_INTERPRET=1`` before Triton is imported, so the kernels run on CPU
+Without CUDA ``tests/conftest.py`` sets ``TRITON_INTERPRET=1`` before Triton is imported, so the kernels run on CPU
 tensors through Triton's interpreter (marker ``triton``). With CUDA and without that variable the same tests run
 natively on the GPU (marker ``gpu``). One process runs one of the two: Triton decides at kernel definition.
 """
@@ -13,6 +13,7 @@ import sys
 import pytest
 import torch
 
+# tests/conftest.py sets this too, before anything imports Triton (which reads it when it is imported).
 if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
@@ -22,24 +23,6 @@ import redundancy
 from redundancy._triton import interpreter_enabled
 from redundancy.reference import barlow_twins_loss_reference, barlow_twins_terms_reference
 from tests.utils import relative_error
-
-
-def _define_kernels_for_this_process() -> None:
-    """Re-define the kernels if they were imported before ``TRITON_INTERPRET`` was set above.
-
-    Triton decides at definition (``@triton.jit``) whether a kernel is interpreted; pytest may import
-    :mod:`redundancy._triton.kernels` earlier, to collect doctests.
-    """
-    import importlib
-
-    from triton.runtime.interpreter import InterpretedFunction
-
-    kernels = sys.modules.get("redundancy._triton.kernels")
-    if kernels is not None and isinstance(kernels._statistics_kernel, InterpretedFunction) != interpreter_enabled():
-        importlib.reload(kernels)
-
-
-_define_kernels_for_this_process()
 
 #: (N, D): odd shapes, a batch smaller than one row tile, and one power of two.
 SHAPES = [(37, 70), (5, 130), (32, 64)]
