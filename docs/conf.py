@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import redundancy  # noqa: E402
+import redundancy
 
 project = "redundancy"
 author = "The redundancy developers"

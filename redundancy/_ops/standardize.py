@@ -22,7 +22,7 @@ class _Standardize(torch.autograd.Function):
         with no_autocast(z.device):
             var, mean = torch.var_mean(z, dim=0, correction=1 if unbiased else 0)
             rstd = torch.rsqrt(var.add_(eps))
-            a = (z - mean).mul_(rstd)
+            a = torch.addcmul(-mean * rstd, z, rstd)  # (z - mean) * rstd in one pass over z
         ctx.save_for_backward(a, rstd)
         ctx.divisor = z.shape[0] - 1 if unbiased else z.shape[0]
         return a
@@ -34,7 +34,8 @@ class _Standardize(torch.autograd.Function):
         with no_autocast(da.device):
             mean_da = da.mean(dim=0)
             mean_da_a = torch.linalg.vecdot(da, a, dim=0).div_(ctx.divisor)
-            dz = torch.addcmul(da - mean_da, a, mean_da_a, value=-1.0).mul_(rstd)
+            # r * (da - mean_da - a * mean_da_a), written as two passes over N×D.
+            dz = torch.addcmul(-mean_da * rstd, a, -mean_da_a * rstd).addcmul_(da, rstd)
         return dz, None, None
 
 
