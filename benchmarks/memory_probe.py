@@ -10,7 +10,13 @@ import sys
 import torch
 
 from benchmarks.cases import all_cases
-from benchmarks.common import make_views, peak_memory_cpu, peak_memory_cuda, use_mmap_for_large_allocations
+from benchmarks.common import (
+    forward_backward,
+    make_views,
+    peak_memory_cpu,
+    peak_memory_cuda,
+    use_mmap_for_large_allocations,
+)
 from benchmarks.suite import DTYPES
 
 
@@ -21,10 +27,7 @@ def measure(case_name: str, n: int, d: int, dtype: str, device: str) -> int:
     loss_fn = all_cases(device)[case_name].make()
     z1, z2 = make_views(n, d, dtype=DTYPES[dtype], device=device)
 
-    def step():
-        loss_fn(z1, z2).backward()
-        z1.grad = z2.grad = None
-
+    step = forward_backward(loss_fn, z1, z2)
     step()  # warm-up
     if device.type == "cuda":
         return peak_memory_cuda(step, device)

@@ -21,7 +21,7 @@ import torch
 
 from benchmarks import report
 from benchmarks.cases import all_cases
-from benchmarks.common import environment, make_views, time_function
+from benchmarks.common import environment, forward_backward, make_views, time_function
 from redundancy import cost
 
 FULL_SHAPES = [(n, d) for n in (32, 128, 512, 2048) for d in (128, 512, 2048, 8192)]
@@ -54,9 +54,6 @@ def time_case(loss_fn, n: int, d: int, dtype: torch.dtype, device: torch.device,
     def backward(loss):
         loss.backward()
 
-    def full():
-        loss_fn(z1, z2).backward()
-
     def drop_gradients_then_forward():
         z1.grad = z2.grad = None
         return (loss_fn(z1, z2),)
@@ -64,17 +61,12 @@ def time_case(loss_fn, n: int, d: int, dtype: torch.dtype, device: torch.device,
     timings = {
         "forward": time_function(forward, sync=sync, min_time=min_time),
         "backward": time_function(backward, setup=drop_gradients_then_forward, sync=sync, min_time=min_time),
-        "full": time_function(full, setup=lambda: _drop(z1, z2), sync=sync, min_time=min_time),
+        "full": time_function(forward_backward(loss_fn, z1, z2), sync=sync, min_time=min_time),
     }
     return {
         mode: {"median_s": t.median, "p20_s": t.p20, "p80_s": t.p80, "repeats": t.repeats}
         for mode, t in timings.items()
     }
-
-
-def _drop(z1, z2) -> tuple:
-    z1.grad = z2.grad = None
-    return ()
 
 
 def peak_memory(case_name: str, n: int, d: int, dtype: str, device: torch.device) -> int:
