@@ -8,17 +8,30 @@ from redundancy.functional import (
     cross_correlation,
     off_diagonal,
 )
-from redundancy.modules import BarlowTwinsLoss
+from redundancy.modules import BarlowTwinsLoss, VICRegLoss
+from redundancy.vicreg import (
+    VICRegTerms,
+    vicreg_covariance_loss,
+    vicreg_loss,
+    vicreg_terms,
+    vicreg_variance_loss,
+)
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "BarlowTwinsLoss",
     "BarlowTwinsTerms",
+    "VICRegLoss",
+    "VICRegTerms",
     "__version__",
     "barlow_twins_loss",
     "barlow_twins_terms",
     "batch_standardize",
     "cross_correlation",
     "off_diagonal",
+    "vicreg_covariance_loss",
+    "vicreg_loss",
+    "vicreg_terms",
+    "vicreg_variance_loss",
 ]

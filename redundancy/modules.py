@@ -4,8 +4,9 @@ import torch
 from torch import nn
 
 from redundancy import functional as F
+from redundancy import vicreg
 
-__all__ = ["BarlowTwinsLoss"]
+__all__ = ["BarlowTwinsLoss", "VICRegLoss"]
 
 
 class BarlowTwinsLoss(nn.Module):
@@ -51,6 +52,56 @@ class BarlowTwinsLoss(nn.Module):
     def terms(self, z1: torch.Tensor, z2: torch.Tensor) -> F.BarlowTwinsTerms:
         """The loss with its invariance and redundancy terms (:func:`redundancy.barlow_twins_terms`)."""
         return F.barlow_twins_terms(z1, z2, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{name}={value!r}" for name, value in self.options.items())
+
+
+class VICRegLoss(nn.Module):
+    r"""The VICReg loss as a module; ``forward(z1, z2)`` is :func:`redundancy.vicreg_loss`.
+
+    The options are those of :func:`redundancy.vicreg_loss` (official ``main_vicreg.py`` defaults) and are
+    checked here, at construction. The module has no parameters or buffers.
+
+    Example:
+        >>> criterion = VICRegLoss()
+        >>> z1, z2 = torch.randn(64, 128, requires_grad=True), torch.randn(64, 128)
+        >>> criterion(z1, z2).backward()
+        >>> criterion.terms(z1, z2).variance.item() >= 0
+        True
+    """
+
+    def __init__(
+        self,
+        *,
+        invariance_weight: float = 25.0,
+        variance_weight: float = 25.0,
+        covariance_weight: float = 1.0,
+        gamma: float = 1.0,
+        eps: float = 1e-4,
+        correction: int = 1,
+        variance_reduction: str = "mean",
+        algorithm: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.options = dict(
+            invariance_weight=invariance_weight,
+            variance_weight=variance_weight,
+            covariance_weight=covariance_weight,
+            gamma=gamma,
+            eps=eps,
+            correction=correction,
+            variance_reduction=variance_reduction,
+            algorithm=algorithm,
+        )
+        vicreg.check_vicreg_options(**self.options)
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        return vicreg.vicreg_loss(z1, z2, **self.options)
+
+    def terms(self, z1: torch.Tensor, z2: torch.Tensor) -> vicreg.VICRegTerms:
+        """The loss with its invariance, variance and covariance terms (:func:`redundancy.vicreg_terms`)."""
+        return vicreg.vicreg_terms(z1, z2, **self.options)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{name}={value!r}" for name, value in self.options.items())

@@ -4,11 +4,21 @@ This is the one reference of the project: tests, benchmarks and docs import it. 
 ``facebookresearch/barlowtwins`` ``main.py`` (``BatchNorm1d`` without affine parameters, ``C = bn(z1)ᵀ bn(z2) / N``,
 the off-diagonal entries gathered explicitly) and its published variants, and is written for clarity, not speed:
 it builds C, an off-diagonal copy of it and autograd's intermediates (several D×D tensors).
+
+The rest of the family is transcribed the same way from the published formulas: VICReg from
+``facebookresearch/vicreg`` ``main_vicreg.py`` (and the conventions of lightly and solo-learn as options), the
+regularizers, losses and diagnostics from their papers, each cited beside its function.
 """
 
 import torch
 
-__all__ = ["barlow_twins_loss_reference", "barlow_twins_terms_reference", "batch_standardize_reference"]
+__all__ = [
+    "barlow_twins_loss_reference",
+    "barlow_twins_terms_reference",
+    "batch_standardize_reference",
+    "vicreg_loss_reference",
+    "vicreg_terms_reference",
+]
 
 
 def batch_standardize_reference(z: torch.Tensor, *, normalization: str = "batchnorm", eps: float = 1e-5):
@@ -74,3 +84,69 @@ def barlow_twins_loss_reference(
         z1, z2, eps=eps, normalization=normalization, off_diagonal_target=off_diagonal_target, upcast=upcast
     )
     return scale * (invariance + lambd * redundancy)
+
+
+def _off_diagonal_entries(matrix: torch.Tensor) -> torch.Tensor:
+    return matrix[~torch.eye(matrix.shape[0], dtype=torch.bool, device=matrix.device)]
+
+
+def vicreg_terms_reference(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    *,
+    gamma: float = 1.0,
+    eps: float = 1e-4,
+    correction: int = 1,
+    variance_reduction: str = "mean",
+    upcast: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(invariance, variance, covariance)`` of VICReg, as ``main_vicreg.py`` computes them.
+
+    ``invariance = mse(z1, z2)``; each view is centred, ``std = sqrt(var + eps)`` (divisor ``N - correction``),
+    ``variance = mean(relu(gamma - std1)) / 2 + mean(relu(gamma - std2)) / 2`` (no ``/ 2`` for
+    ``variance_reduction="sum"``, solo-learn), ``cov = xᵀx / (N - correction)`` and
+    ``covariance = Σ_{i≠j} cov1_ij² / D + Σ_{i≠j} cov2_ij² / D``.
+    """
+    if upcast:
+        z1, z2 = z1.double(), z2.double()
+    n, d = z1.shape
+    invariance = torch.nn.functional.mse_loss(z1, z2)
+    x1, x2 = z1 - z1.mean(dim=0), z2 - z2.mean(dim=0)
+    std1 = torch.sqrt(x1.var(dim=0, correction=correction) + eps)
+    std2 = torch.sqrt(x2.var(dim=0, correction=correction) + eps)
+    variance = torch.relu(gamma - std1).mean() + torch.relu(gamma - std2).mean()
+    if variance_reduction == "mean":
+        variance = variance / 2
+    cov1 = (x1.T @ x1) / (n - correction)
+    cov2 = (x2.T @ x2) / (n - correction)
+    covariance = _off_diagonal_entries(cov1).pow(2).sum() / d + _off_diagonal_entries(cov2).pow(2).sum() / d
+    return invariance, variance, covariance
+
+
+def vicreg_loss_reference(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    *,
+    invariance_weight: float = 25.0,
+    variance_weight: float = 25.0,
+    covariance_weight: float = 1.0,
+    gamma: float = 1.0,
+    eps: float = 1e-4,
+    correction: int = 1,
+    variance_reduction: str = "mean",
+    upcast: bool = False,
+) -> torch.Tensor:
+    """``invariance_weight · invariance + variance_weight · variance + covariance_weight · covariance``.
+
+    The options mean what they mean in :func:`redundancy.vicreg_loss`.
+
+    Example:
+        >>> z1, z2 = torch.randn(32, 16, dtype=torch.float64), torch.randn(32, 16, dtype=torch.float64)
+        >>> import redundancy
+        >>> torch.allclose(vicreg_loss_reference(z1, z2), redundancy.vicreg_loss(z1, z2), rtol=1e-12)
+        True
+    """
+    invariance, variance, covariance = vicreg_terms_reference(
+        z1, z2, gamma=gamma, eps=eps, correction=correction, variance_reduction=variance_reduction, upcast=upcast
+    )
+    return invariance_weight * invariance + variance_weight * variance + covariance_weight * covariance
