@@ -1,5 +1,11 @@
 """redundancy: the exact Barlow Twins loss and the redundancy-reduction family as PyTorch ops."""
 
+from redundancy.diagnostics import (
+    CrossCorrelationSummary,
+    cross_correlation_summary,
+    effective_rank,
+    feature_std,
+)
 from redundancy.functional import (
     BarlowTwinsTerms,
     barlow_twins_loss,
@@ -22,6 +28,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "BarlowTwinsLoss",
     "BarlowTwinsTerms",
+    "CrossCorrelationSummary",
     "VICRegLoss",
     "VICRegTerms",
     "__version__",
@@ -29,6 +36,9 @@ __all__ = [
     "barlow_twins_terms",
     "batch_standardize",
     "cross_correlation",
+    "cross_correlation_summary",
+    "effective_rank",
+    "feature_std",
     "off_diagonal",
     "vicreg_covariance_loss",
     "vicreg_loss",

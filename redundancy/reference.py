@@ -16,6 +16,8 @@ __all__ = [
     "barlow_twins_loss_reference",
     "barlow_twins_terms_reference",
     "batch_standardize_reference",
+    "cross_correlation_summary_reference",
+    "effective_rank_reference",
     "vicreg_loss_reference",
     "vicreg_terms_reference",
 ]
@@ -150,3 +152,22 @@ def vicreg_loss_reference(
         z1, z2, gamma=gamma, eps=eps, correction=correction, variance_reduction=variance_reduction, upcast=upcast
     )
     return invariance_weight * invariance + variance_weight * variance + covariance_weight * covariance
+
+
+def effective_rank_reference(z: torch.Tensor, *, eps: float = 1e-7) -> torch.Tensor:
+    """RankMe (Garrido et al., 2023): ``exp(-Σ p log p)`` with ``p = σ / Σσ + eps``, σ the singular values of z."""
+    singular_values = torch.linalg.svdvals(z.double())
+    p = singular_values / singular_values.sum() + eps
+    return torch.exp(torch.special.entr(p).sum())  # entr(p) = -p log p, 0 at p = 0
+
+
+def cross_correlation_summary_reference(
+    z1: torch.Tensor, z2: torch.Tensor, *, normalization: str = "batchnorm", eps: float = 1e-5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean_i C_ii, sqrt(mean_{i≠j} C_ij²))`` of the Barlow Twins cross-correlation, in float64."""
+    z1, z2 = z1.double(), z2.double()
+    a = batch_standardize_reference(z1, normalization=normalization, eps=eps)
+    b = batch_standardize_reference(z2, normalization=normalization, eps=eps)
+    c = a.T @ b / z1.shape[0]
+    off = _off_diagonal_entries(c)
+    return torch.diagonal(c).mean(), off.pow(2).mean().sqrt() if off.numel() else torch.zeros((), dtype=c.dtype)
