@@ -14,7 +14,8 @@ from redundancy.functional import (
     cross_correlation,
     off_diagonal,
 )
-from redundancy.modules import BarlowTwinsLoss, VICRegLoss
+from redundancy.modules import BarlowTwinsLoss, DeCovLoss, TotalCodingRate, VICRegLoss
+from redundancy.regularizers import decov_loss, total_coding_rate
 from redundancy.vicreg import (
     VICRegTerms,
     vicreg_covariance_loss,
@@ -29,6 +30,8 @@ __all__ = [
     "BarlowTwinsLoss",
     "BarlowTwinsTerms",
     "CrossCorrelationSummary",
+    "DeCovLoss",
+    "TotalCodingRate",
     "VICRegLoss",
     "VICRegTerms",
     "__version__",
@@ -37,9 +40,11 @@ __all__ = [
     "batch_standardize",
     "cross_correlation",
     "cross_correlation_summary",
+    "decov_loss",
     "effective_rank",
     "feature_std",
     "off_diagonal",
+    "total_coding_rate",
     "vicreg_covariance_loss",
     "vicreg_loss",
     "vicreg_terms",

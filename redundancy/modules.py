@@ -4,9 +4,9 @@ import torch
 from torch import nn
 
 from redundancy import functional as F
-from redundancy import vicreg
+from redundancy import regularizers, vicreg
 
-__all__ = ["BarlowTwinsLoss", "VICRegLoss"]
+__all__ = ["BarlowTwinsLoss", "DeCovLoss", "TotalCodingRate", "VICRegLoss"]
 
 
 class BarlowTwinsLoss(nn.Module):
@@ -102,6 +102,48 @@ class VICRegLoss(nn.Module):
     def terms(self, z1: torch.Tensor, z2: torch.Tensor) -> vicreg.VICRegTerms:
         """The loss with its invariance, variance and covariance terms (:func:`redundancy.vicreg_terms`)."""
         return vicreg.vicreg_terms(z1, z2, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{name}={value!r}" for name, value in self.options.items())
+
+
+class DeCovLoss(nn.Module):
+    r"""DeCov as a module; ``forward(h)`` is :func:`redundancy.decov_loss`.
+
+    Example:
+        >>> criterion = DeCovLoss()
+        >>> h = torch.randn(64, 32, requires_grad=True)
+        >>> criterion(h).backward()
+    """
+
+    def __init__(self, *, correction: int = 0, algorithm: str = "auto") -> None:
+        super().__init__()
+        self.options = dict(correction=correction, algorithm=algorithm)
+        regularizers.check_decov_options(**self.options)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return regularizers.decov_loss(h, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{name}={value!r}" for name, value in self.options.items())
+
+
+class TotalCodingRate(nn.Module):
+    r"""The total coding rate as a module; ``forward(z)`` is :func:`redundancy.total_coding_rate` (maximize it).
+
+    Example:
+        >>> tcr = TotalCodingRate(eps=0.2)
+        >>> z = torch.randn(64, 32, requires_grad=True)
+        >>> (-tcr(z)).backward()
+    """
+
+    def __init__(self, *, eps: float = 0.2, algorithm: str = "auto") -> None:
+        super().__init__()
+        self.options = dict(eps=eps, algorithm=algorithm)
+        regularizers.check_total_coding_rate_options(**self.options)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return regularizers.total_coding_rate(z, **self.options)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{name}={value!r}" for name, value in self.options.items())

@@ -17,7 +17,9 @@ __all__ = [
     "barlow_twins_terms_reference",
     "batch_standardize_reference",
     "cross_correlation_summary_reference",
+    "decov_loss_reference",
     "effective_rank_reference",
+    "total_coding_rate_reference",
     "vicreg_loss_reference",
     "vicreg_terms_reference",
 ]
@@ -171,3 +173,21 @@ def cross_correlation_summary_reference(
     c = a.T @ b / z1.shape[0]
     off = _off_diagonal_entries(c)
     return torch.diagonal(c).mean(), off.pow(2).mean().sqrt() if off.numel() else torch.zeros((), dtype=c.dtype)
+
+
+def decov_loss_reference(h: torch.Tensor, *, correction: int = 0, upcast: bool = False) -> torch.Tensor:
+    """DeCov (Cogswell et al., 2016): ``½ (‖C‖_F² - ‖diag C‖²)`` with C the batch covariance of h (N - correction)."""
+    if upcast:
+        h = h.double()
+    centred = h - h.mean(dim=0)
+    covariance = centred.T @ centred / (h.shape[0] - correction)
+    return 0.5 * (covariance.pow(2).sum() - torch.diagonal(covariance).pow(2).sum())
+
+
+def total_coding_rate_reference(z: torch.Tensor, *, eps: float = 0.2, upcast: bool = False) -> torch.Tensor:
+    """Total coding rate ``½ logdet(I_D + D / (N·eps) zᵀz)`` (the D×D form, ``torch.logdet``), as EMP-SSL writes it."""
+    if upcast:
+        z = z.double()
+    n, d = z.shape
+    identity = torch.eye(d, dtype=z.dtype, device=z.device)
+    return 0.5 * torch.logdet(identity + d / (n * eps) * z.T @ z)
