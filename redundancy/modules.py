@@ -3,10 +3,18 @@
 import torch
 from torch import nn
 
+from redundancy import cca_ssg, mixed_barlow_twins, regularizers, spectral_contrastive, vicreg
 from redundancy import functional as F
-from redundancy import regularizers, vicreg
 
-__all__ = ["BarlowTwinsLoss", "DeCovLoss", "TotalCodingRate", "VICRegLoss"]
+__all__ = [
+    "BarlowTwinsLoss",
+    "CCASSGLoss",
+    "DeCovLoss",
+    "MixedBarlowTwinsRegularizer",
+    "SpectralContrastiveLoss",
+    "TotalCodingRate",
+    "VICRegLoss",
+]
 
 
 class BarlowTwinsLoss(nn.Module):
@@ -144,6 +152,87 @@ class TotalCodingRate(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return regularizers.total_coding_rate(z, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{name}={value!r}" for name, value in self.options.items())
+
+
+class MixedBarlowTwinsRegularizer(nn.Module):
+    r"""The Mixed Barlow Twins regularizer as a module; ``forward(z1, z2, z_mixed, permutation, alpha)`` is
+    :func:`redundancy.mixed_barlow_twins_regularizer`.
+
+    Example:
+        >>> regularizer = MixedBarlowTwinsRegularizer(lambd=1 / 128)
+        >>> z1, z2, z_mixed = torch.randn(16, 8), torch.randn(16, 8), torch.randn(16, 8, requires_grad=True)
+        >>> regularizer(z1, z2, z_mixed, torch.randperm(16), 0.4).backward()
+    """
+
+    def __init__(
+        self,
+        *,
+        lambd: float = 0.005,
+        scale: float = 5.0,
+        normalization: str = "std",
+        eps: float = 0.0,
+        algorithm: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.options = dict(lambd=lambd, scale=scale, normalization=normalization, eps=eps, algorithm=algorithm)
+        mixed_barlow_twins.check_mixed_barlow_twins_options(**self.options)
+
+    def forward(
+        self,
+        z1: torch.Tensor,
+        z2: torch.Tensor,
+        z_mixed: torch.Tensor,
+        permutation: torch.Tensor,
+        alpha: float,
+    ) -> torch.Tensor:
+        return mixed_barlow_twins.mixed_barlow_twins_regularizer(z1, z2, z_mixed, permutation, alpha, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{name}={value!r}" for name, value in self.options.items())
+
+
+class CCASSGLoss(nn.Module):
+    r"""The CCA-SSG loss as a module; ``forward(z1, z2)`` is :func:`redundancy.cca_ssg_loss`.
+
+    Example:
+        >>> criterion = CCASSGLoss(lambd=5e-4)
+        >>> z1, z2 = torch.randn(64, 16, requires_grad=True), torch.randn(64, 16)
+        >>> criterion(z1, z2).backward()
+    """
+
+    def __init__(
+        self, *, lambd: float = 1e-3, normalization: str = "std", eps: float = 0.0, algorithm: str = "auto"
+    ) -> None:
+        super().__init__()
+        self.options = dict(lambd=lambd, normalization=normalization, eps=eps, algorithm=algorithm)
+        cca_ssg.check_cca_ssg_options(**self.options)
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        return cca_ssg.cca_ssg_loss(z1, z2, **self.options)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{name}={value!r}" for name, value in self.options.items())
+
+
+class SpectralContrastiveLoss(nn.Module):
+    r"""The spectral contrastive loss as a module; ``forward(z1, z2)`` is :func:`redundancy.spectral_contrastive_loss`.
+
+    Example:
+        >>> criterion = SpectralContrastiveLoss(mu=1.0)
+        >>> z1, z2 = torch.randn(64, 16, requires_grad=True), torch.randn(64, 16)
+        >>> criterion(z1, z2).backward()
+    """
+
+    def __init__(self, *, mu: float = 1.0, algorithm: str = "auto") -> None:
+        super().__init__()
+        self.options = dict(mu=mu, algorithm=algorithm)
+        spectral_contrastive.check_spectral_contrastive_options(**self.options)
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        return spectral_contrastive.spectral_contrastive_loss(z1, z2, **self.options)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{name}={value!r}" for name, value in self.options.items())

@@ -16,9 +16,12 @@ __all__ = [
     "barlow_twins_loss_reference",
     "barlow_twins_terms_reference",
     "batch_standardize_reference",
+    "cca_ssg_loss_reference",
     "cross_correlation_summary_reference",
     "decov_loss_reference",
     "effective_rank_reference",
+    "mixed_barlow_twins_regularizer_reference",
+    "spectral_contrastive_loss_reference",
     "total_coding_rate_reference",
     "vicreg_loss_reference",
     "vicreg_terms_reference",
@@ -191,3 +194,75 @@ def total_coding_rate_reference(z: torch.Tensor, *, eps: float = 0.2, upcast: bo
     n, d = z.shape
     identity = torch.eye(d, dtype=z.dtype, device=z.device)
     return 0.5 * torch.logdet(identity + d / (n * eps) * z.T @ z)
+
+
+def mixed_barlow_twins_regularizer_reference(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    z_mixed: torch.Tensor,
+    permutation: torch.Tensor,
+    alpha: float,
+    *,
+    lambd: float = 0.005,
+    scale: float = 5.0,
+    normalization: str = "std",
+    eps: float = 0.0,
+    upcast: bool = False,
+) -> torch.Tensor:
+    """Mixed Barlow Twins (Bandara et al., 2023) as ``wgcban/mix-bt`` ``main.py`` writes it, four D×D matrices.
+
+    ``scale · lambd · (‖C(M, A) - α C(A, A) - (1-α) C(B[π], A)‖² + ‖C(M, B) - α C(A, B) - (1-α) C(B[π], B)‖²)``.
+    """
+    if upcast:
+        z1, z2, z_mixed = z1.double(), z2.double(), z_mixed.double()
+    n = z1.shape[0]
+    a = batch_standardize_reference(z1, normalization=normalization, eps=eps)
+    b = batch_standardize_reference(z2, normalization=normalization, eps=eps)
+    m = batch_standardize_reference(z_mixed, normalization=normalization, eps=eps)
+    cc_m_1 = m.T @ a / n
+    cc_m_1_target = alpha * (a.T @ a) / n + (1 - alpha) * (b[permutation].T @ a) / n
+    cc_m_2 = m.T @ b / n
+    cc_m_2_target = alpha * (a.T @ b) / n + (1 - alpha) * (b[permutation].T @ b) / n
+    return scale * lambd * ((cc_m_1 - cc_m_1_target).pow(2).sum() + (cc_m_2 - cc_m_2_target).pow(2).sum())
+
+
+def cca_ssg_loss_reference(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    *,
+    lambd: float = 1e-3,
+    normalization: str = "std",
+    eps: float = 0.0,
+    upcast: bool = False,
+) -> torch.Tensor:
+    """CCA-SSG (Zhang et al., 2021) as the official code writes it: ``-tr(C) + λ (‖I - C1‖² + ‖I - C2‖²)``."""
+    if upcast:
+        z1, z2 = z1.double(), z2.double()
+    n, d = z1.shape
+    a = batch_standardize_reference(z1, normalization=normalization, eps=eps)
+    b = batch_standardize_reference(z2, normalization=normalization, eps=eps)
+    c, c1, c2 = a.T @ b / n, a.T @ a / n, b.T @ b / n
+    identity = torch.eye(d, dtype=c.dtype, device=c.device)
+    return -torch.diagonal(c).sum() + lambd * ((identity - c1).pow(2).sum() + (identity - c2).pow(2).sum())
+
+
+def spectral_contrastive_loss_reference(
+    z1: torch.Tensor, z2: torch.Tensor, *, mu: float = 1.0, upcast: bool = False
+) -> torch.Tensor:
+    """Spectral contrastive loss (HaoChen et al., 2021) as ``models/spectral.py`` of the official code writes it.
+
+    Rows of norm at least ``sqrt(mu)`` are normalized to that norm; ``part1 = -2 · mean(z1 ⊙ z2) · D``,
+    ``part2 = mean of the off-diagonal-masked (z1 z2ᵀ)² · N / (N - 1)``; the loss is ``(part1 + part2) / mu``.
+    """
+    if upcast:
+        z1, z2 = z1.double(), z2.double()
+    n, d = z1.shape
+    root = mu**0.5
+    inside1 = (torch.linalg.vector_norm(z1, dim=1) < root).to(z1.dtype).unsqueeze(1)
+    inside2 = (torch.linalg.vector_norm(z2, dim=1) < root).to(z2.dtype).unsqueeze(1)
+    z1 = inside1 * z1 + (1 - inside1) * torch.nn.functional.normalize(z1, dim=1) * root
+    z2 = inside2 * z2 + (1 - inside2) * torch.nn.functional.normalize(z2, dim=1) * root
+    part1 = -2 * torch.mean(z1 * z2) * d
+    square = (z1 @ z2.T) ** 2
+    part2 = torch.mean(torch.triu(square, diagonal=1) + torch.tril(square, diagonal=-1)) * n / (n - 1)
+    return (part1 + part2) / mu
