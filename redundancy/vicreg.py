@@ -206,7 +206,7 @@ def vicreg_loss(
         ``z1``, ``z2``: ``(N, D)`` with ``N >= 2``. Output: ``()``.
 
     Returns:
-        The loss, a 0-dim tensor: float64 for float64 inputs, float32 otherwise.
+        The loss, a 0-dim tensor, float64 for float64 inputs and float32 otherwise.
 
     Example:
         >>> z1, z2 = torch.randn(64, 32), torch.randn(64, 32)

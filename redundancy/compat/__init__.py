@@ -1,4 +1,4 @@
-"""Drop-in replacements with the signatures of other libraries' losses, computed by :mod:`redundancy`.
+"""Drop-in replacements with the signatures of other libraries' losses, computed by ``redundancy``.
 
 - :mod:`redundancy.compat.lightly`: ``BarlowTwinsLoss`` and ``VICRegLoss`` of ``lightly.loss``.
 - :mod:`redundancy.compat.solo`: ``barlow_loss_func`` and ``vicreg_loss_func`` of ``solo.losses``.

@@ -1,4 +1,4 @@
-"""``lightly.loss.BarlowTwinsLoss`` and ``lightly.loss.VICRegLoss`` as thin modules over :mod:`redundancy`.
+"""``lightly.loss.BarlowTwinsLoss`` and ``lightly.loss.VICRegLoss`` as thin modules over ``redundancy``.
 
 Swap ``from lightly.loss import BarlowTwinsLoss`` for ``from redundancy.compat.lightly import BarlowTwinsLoss``:
 the constructor arguments, their defaults and the attribute names are lightly's, and the single-process value

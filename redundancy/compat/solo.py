@@ -1,4 +1,4 @@
-"""solo-learn's ``barlow_loss_func`` and ``vicreg_loss_func`` computed by :mod:`redundancy`.
+"""solo-learn's ``barlow_loss_func`` and ``vicreg_loss_func`` computed by ``redundancy``.
 
 Swap ``from solo.losses import barlow_loss_func`` for ``from redundancy.compat.solo import barlow_loss_func``:
 the arguments and defaults are solo-learn's, and the single-process value is the one solo-learn computes.
