@@ -22,6 +22,7 @@ from redundancy.functional import (
     _standardize_view,
     cross_correlation,
 )
+from redundancy.vicreg import _check_correction
 
 __all__ = ["CrossCorrelationSummary", "cross_correlation_summary", "effective_rank", "feature_std"]
 
@@ -93,8 +94,7 @@ def feature_std(z: torch.Tensor, *, correction: int = 1, normalize: bool = False
         >>> feature_std(torch.tensor([[1.0, 5.0], [3.0, 5.0]]))
         tensor([1.4142, 0.0000])
     """
-    if isinstance(correction, bool) or correction not in (0, 1):
-        raise ValueError(f"correction must be 0 or 1, got {correction!r}")
+    _check_correction(correction)
     if not isinstance(normalize, bool):
         raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
     _check_embedding("z", z, min_rows=2)

@@ -13,13 +13,9 @@ from redundancy import cost
 from redundancy._ops import half_logdet_identity_plus_gram, off_diagonal_energy
 from redundancy._ops._autocast import no_autocast
 from redundancy.functional import ALGORITHMS, _check_choice, _check_embedding, _check_real, _compute_dtype
+from redundancy.vicreg import _check_correction
 
 __all__ = ["check_decov_options", "check_total_coding_rate_options", "decov_loss", "total_coding_rate"]
-
-
-def _check_correction(correction: object) -> None:
-    if isinstance(correction, bool) or not isinstance(correction, int) or correction not in (0, 1):
-        raise ValueError(f"correction must be 0 (divide by N) or 1 (divide by N - 1), got {correction!r}")
 
 
 def check_decov_options(*, correction: int, algorithm: str) -> None:
@@ -102,6 +98,6 @@ def total_coding_rate(z: torch.Tensor, *, eps: float = 0.2, algorithm: str = "au
     _check_embedding("z", z, min_rows=1)
     n, d = z.shape
     if algorithm == "auto":
-        algorithm = "gram" if n < d else "cross"
+        algorithm = cost.choose_autocorrelation_algorithm(n, d)
     with no_autocast(z.device):
         return half_logdet_identity_plus_gram(z.to(_compute_dtype(z)), alpha=d / (n * eps), algorithm=algorithm)

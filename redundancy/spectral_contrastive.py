@@ -10,6 +10,7 @@ import math
 
 import torch
 
+from redundancy import cost
 from redundancy._ops import cross_product_energy
 from redundancy._ops._autocast import no_autocast
 from redundancy.functional import ALGORITHMS, _check_choice, _check_real, _check_views, _compute_dtype
@@ -64,7 +65,7 @@ def spectral_contrastive_loss(
     _check_views(z1, z2)
     n, d = z1.shape
     if algorithm == "auto":
-        algorithm = "gram" if n < d else "cross"
+        algorithm = cost.choose_autocorrelation_algorithm(n, d)  # the N×N form when it is the smaller
     dtype = _compute_dtype(z1, z2)
     radius = math.sqrt(mu)
     with no_autocast(z1.device):
