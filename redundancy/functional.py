@@ -93,7 +93,9 @@ def _check_views(z1: object, z2: object) -> None:
     _check_embedding("z1", z1, min_rows=2)
     _check_embedding("z2", z2, min_rows=2)
     if z1.shape != z2.shape:
-        raise ValueError(f"z1 and z2 must have the same shape, got z1 {tuple(z1.shape)} and z2 {tuple(z2.shape)}")
+        raise ValueError(
+            f"z1 and z2 must have the same shape, got z1 {tuple(z1.shape)} and z2 {tuple(z2.shape)}"
+        )
     if z1.device != z2.device:
         raise ValueError(f"z1 and z2 must be on the same device, got {z1.device} and {z2.device}")
 
