@@ -48,3 +48,32 @@ def choose_algorithm(n: int, d: int) -> str:
         ('gram', 'cross')
     """
     return "gram" if n < GRAM_CROSSOVER * d else "cross"
+
+
+def autocorrelation_flops(algorithm: str, n: int, d: int, *, backward: bool = True) -> int:
+    """Floating-point operations of the off-diagonal energy ``Σ_{i≠j} (XᵀX)_ij²`` of one view (VICReg, DeCov).
+
+    ``cross`` forms ``K = XᵀX`` (2·N·D²) and backpropagates ``X K`` (2·N·D²); ``gram`` forms ``G = X Xᵀ``
+    (2·N²·D) and backpropagates ``G X`` (2·N²·D). The Gram form is the cheaper one when ``N < D``.
+
+    Example:
+        >>> autocorrelation_flops("cross", 256, 8192) // autocorrelation_flops("gram", 256, 8192)
+        32
+    """
+    if algorithm == "cross":
+        forward, backward_flops = 2 * n * d * d, 2 * n * d * d
+    elif algorithm == "gram":
+        forward, backward_flops = 2 * n * n * d, 2 * n * n * d
+    else:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    return forward + backward_flops if backward else forward
+
+
+def choose_autocorrelation_algorithm(n: int, d: int) -> str:
+    """The algorithm ``algorithm="auto"`` uses for the one-view auto-correlation of ``n`` rows and ``d`` features.
+
+    Example:
+        >>> choose_autocorrelation_algorithm(256, 8192), choose_autocorrelation_algorithm(2048, 128)
+        ('gram', 'cross')
+    """
+    return "gram" if n < d else "cross"

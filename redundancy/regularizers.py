@@ -1,0 +1,103 @@
+"""Regularizers usable alone: DeCov (Cogswell et al., 2016) and the total coding rate (TCR).
+
+Both are reductions of one view's auto-correlation: DeCov its off-diagonal energy
+(:func:`redundancy._ops.off_diagonal_energy`), TCR its log-determinant
+(:func:`redundancy._ops.half_logdet_identity_plus_gram`), each through the D×D or the N×N form, whichever is
+smaller. VICReg's own variance and covariance terms are :func:`redundancy.vicreg_variance_loss` and
+:func:`redundancy.vicreg_covariance_loss`.
+"""
+
+import torch
+
+from redundancy import cost
+from redundancy._ops import half_logdet_identity_plus_gram, off_diagonal_energy
+from redundancy._ops._autocast import no_autocast
+from redundancy.functional import ALGORITHMS, _check_choice, _check_embedding, _check_real, _compute_dtype
+from redundancy.vicreg import _check_correction
+
+__all__ = ["check_decov_options", "check_total_coding_rate_options", "decov_loss", "total_coding_rate"]
+
+
+def check_decov_options(*, correction: int, algorithm: str) -> None:
+    """Raise a :class:`ValueError` naming the first bad option of :func:`decov_loss`."""
+    _check_correction(correction)
+    _check_choice("algorithm", algorithm, ALGORITHMS)
+
+
+def check_total_coding_rate_options(*, eps: float, algorithm: str) -> None:
+    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option of :func:`total_coding_rate`."""
+    _check_real("eps", eps, nonnegative=True)
+    if eps == 0:
+        raise ValueError("eps must be positive (the coding rate scales ZᵀZ by D / (N·eps)), got 0")
+    _check_choice("algorithm", algorithm, ALGORITHMS)
+
+
+def decov_loss(h: torch.Tensor, *, correction: int = 0, algorithm: str = "auto") -> torch.Tensor:
+    r"""DeCov (Cogswell et al., 2016): half the off-diagonal energy of the activations' batch covariance.
+
+    .. math::
+
+        L = \frac12 \big(\lVert C \rVert_F^2 - \lVert \operatorname{diag} C \rVert_2^2\big), \qquad
+        C = \frac{(h - \bar h)^\top (h - \bar h)}{N - \mathrm{correction}}.
+
+    The paper divides by N (``correction=0``, the default). Computed through the D×D covariance or, when
+    N < D, through the N×N Gram matrix of the centred activations; neither is returned.
+
+    Args:
+        h: hidden activations, shape ``(N, D)`` with ``N >= 2``.
+        correction: ``0`` divides by ``N`` (paper), ``1`` by ``N - 1``.
+        algorithm: ``"cross"`` (D×D), ``"gram"`` (N×N) or ``"auto"`` (``gram`` when N < D).
+
+    Returns:
+        A 0-dim tensor, float64 for float64 inputs and float32 otherwise.
+
+    Example:
+        >>> h = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])  # two perfectly correlated units, variance 1
+        >>> decov_loss(h)
+        tensor(1.)
+    """
+    check_decov_options(correction=correction, algorithm=algorithm)
+    _check_embedding("h", h, min_rows=2)
+    n, d = h.shape
+    if algorithm == "auto":
+        algorithm = cost.choose_autocorrelation_algorithm(n, d)
+    with no_autocast(h.device):
+        h = h.to(_compute_dtype(h))
+        energy = off_diagonal_energy(h - h.mean(dim=0), algorithm=algorithm)
+        return energy / (2.0 * float(n - correction) ** 2)
+
+
+def total_coding_rate(z: torch.Tensor, *, eps: float = 0.2, algorithm: str = "auto") -> torch.Tensor:
+    r"""The total coding rate of a batch of embeddings (Ma et al., 2007; Yu et al., 2020; EMP-SSL, Tong et al., 2023).
+
+    .. math::
+
+        R(z) = \frac12 \log\det\Big(I_D + \frac{D}{N \epsilon} z^\top z\Big)
+             = \frac12 \log\det\Big(I_N + \frac{D}{N \epsilon} z z^\top\Big),
+
+    the second form (Sylvester's identity) being used when N < D. The log-determinant comes from a Cholesky
+    factorization in float32 (float64 for float64 inputs). ``eps`` is the ε of the EMP-SSL code (and lightly's
+    ``tcr_eps``), which is ε² of the papers. Maximize it (the TCR loss is :math:`-R`); the rows of ``z`` are
+    usually L2-normalized first, as EMP-SSL does.
+
+    Args:
+        z: embeddings, shape ``(N, D)``.
+        eps: the distortion ε, positive.
+        algorithm: ``"cross"`` (D×D form), ``"gram"`` (N×N form) or ``"auto"`` (the smaller, ``gram`` when N < D).
+
+    Returns:
+        A 0-dim tensor, float64 for float64 inputs and float32 otherwise.
+
+    Example:
+        >>> z = torch.nn.functional.normalize(torch.randn(32, 128), dim=1)
+        >>> loss = -total_coding_rate(z)
+        >>> loss.shape
+        torch.Size([])
+    """
+    check_total_coding_rate_options(eps=eps, algorithm=algorithm)
+    _check_embedding("z", z, min_rows=1)
+    n, d = z.shape
+    if algorithm == "auto":
+        algorithm = cost.choose_autocorrelation_algorithm(n, d)
+    with no_autocast(z.device):
+        return half_logdet_identity_plus_gram(z.to(_compute_dtype(z)), alpha=d / (n * eps), algorithm=algorithm)
