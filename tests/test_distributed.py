@@ -49,6 +49,7 @@ TRAINING_STRATEGIES = ("all_reduce", "all_gather")
 TRAINING_STEPS = 5
 LEARNING_RATE = 0.05
 INPUT_DIM = 5
+OFFSET = 1e3  # added to float32 inputs: the loss must not move by more than 1e-4 relative
 
 
 # ------------------------------------------------------------------------------ data shared by every process
@@ -72,6 +73,11 @@ def _training_inputs(world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         x + 0.1 * torch.randn(n, INPUT_DIM, generator=generator, dtype=torch.float64),
         x + 0.1 * torch.randn(n, INPUT_DIM, generator=generator, dtype=torch.float64),
     )
+
+
+def _on_float32_grid(z: torch.Tensor) -> torch.Tensor:
+    """``z`` rounded to multiples of 2**-14 within (-16, 16): adding ``OFFSET`` to it is exact in float32."""
+    return (z.clamp(-15, 15) * 2**14).round() / 2**14
 
 
 def _rows(world_size: int, rank: int) -> slice:
@@ -147,6 +153,15 @@ def _worker(rank: int, world_size: int, store_path: str, out_dir: str) -> None:
         results["dim_mismatch"] = _error_message(lambda: redundancy.barlow_twins_loss(mismatched, mismatched))
         tiny = torch.randn(1 if rank == 0 else 0, DIM, dtype=torch.float64)
         results["too_few_rows"] = _error_message(lambda: redundancy.barlow_twins_loss(tiny, tiny))
+
+        grid1, grid2 = _on_float32_grid(z1_local), _on_float32_grid(z2_local)
+        results["offset"] = {
+            (strategy, offset): redundancy.barlow_twins_loss(
+                (grid1 + offset).float(), (grid2 + offset).float(), strategy=strategy
+            )
+            for strategy in TRAINING_STRATEGIES
+            for offset in (0.0, OFFSET)
+        }
 
         x1_global, x2_global = _training_inputs(world_size)
         results["trained"] = {}
@@ -224,6 +239,18 @@ def test_input_gradients_follow_the_gradient_convention(spawned):
                 assert_relative(official[view] * world_size, global_convention[view], 1e-12, f"1/W {what}")
 
 
+def test_a_large_offset_of_float32_inputs_leaves_the_global_loss_unchanged(spawned):
+    world_size, ranks = spawned
+    z1, z2 = (_on_float32_grid(z) for z in _global_views(world_size))
+    expected = barlow_twins_loss_reference(z1, z2)
+    for strategy in TRAINING_STRATEGIES:
+        for rank, results in enumerate(ranks):
+            for offset in (0.0, OFFSET):
+                loss = results["offset"][strategy, offset]
+                assert loss.dtype == torch.float32
+                assert_relative(loss, expected, 1e-4, f"float32 loss with offset {offset}, {strategy} rank {rank}")
+
+
 def test_ddp_training_matches_one_process_on_the_concatenated_batch(spawned):
     world_size, ranks = spawned
     x1, x2 = _training_inputs(world_size)
@@ -287,10 +314,10 @@ def test_merged_moments_equal_one_pass(counts, dtype):
 
 
 def test_merged_moments_are_robust_to_a_large_offset():
-    # Values on a 2**-14 grid within (-16, 16): adding 1e3 is exact in float32, so only the merge can lose precision.
-    z = (torch.randn(4000, 5, dtype=torch.float64).clamp(-15, 15) * 2**14).round() / 2**14
+    # Adding the offset to values on the grid is exact in float32, so only the merge can lose precision.
+    z = _on_float32_grid(torch.randn(4000, 5, dtype=torch.float64) * 4)
     counts = (1000, 0, 1, 2999)
-    for offset in (0.0, 1e3):
+    for offset in (0.0, OFFSET):
         parts = torch.split((z + offset).float(), list(counts))
         moments = [local_moments(part) for part in parts]
         mean, m2 = merge_moments(counts, torch.stack([m[0] for m in moments]), torch.stack([m[1] for m in moments]))
@@ -300,8 +327,8 @@ def test_merged_moments_are_robust_to_a_large_offset():
 
 def test_naive_moments_would_fail_the_offset_check():
     """The offset test above can fail: E[z²] - E[z]² in float32 loses the variance under an offset of 1e3."""
-    z = (torch.randn(4000, 5, dtype=torch.float64).clamp(-15, 15) * 2**14).round() / 2**14
-    shifted = (z + 1e3).float()
+    z = _on_float32_grid(torch.randn(4000, 5, dtype=torch.float64) * 4)
+    shifted = (z + OFFSET).float()
     naive = (shifted.square().mean(0) - shifted.mean(0).square()) * z.shape[0]
     assert relative_error(naive, z.var(0, correction=0) * z.shape[0]) > 1e-3
 
