@@ -15,10 +15,10 @@ ranks of the process group. :func:`communication_bytes` counts the bytes each ra
 - a ring all-reduce of M elements sends ``2·(W-1)/W·M`` elements per rank;
 - a ring all-gather of a chunk of m elements per rank sends ``(W-1)·m`` elements per rank.
 
-Common to both strategies (``normalization`` other than ``"none"``): the per-rank shapes, an all-gather of 3
-int64 per rank; the per-rank mean and centred sum of squares of each view, an all-gather of 2·D elements per
-view; in backward, the two D-vectors ``Σ dA`` and ``Σ dA ⊙ A`` of each view, an all-reduce of 2·D elements per
-view. Then:
+Common to both strategies: the per-rank shapes and a checksum of the options, an all-gather of 4 int64 per rank.
+Unless ``normalization="none"``, also the per-rank mean and centred sum of squares of each view, an all-gather
+of 2·D elements per view, and in backward the two D-vectors ``Σ dA`` and ``Σ dA ⊙ A`` of each view, an
+all-reduce of 2·D elements per view. Then:
 
 - ``all_reduce``: the local ``AᵀB / N`` summed over ranks, an all-reduce of D² elements; nothing in backward.
   ``2·(W-1)/W·D²`` elements.
@@ -136,7 +136,7 @@ def communication_bytes(
     w = world_size
     if w == 1:
         return 0
-    total = (w - 1) * 3 * 8  # the shapes of every rank (int64)
+    total = (w - 1) * 4 * 8  # the shapes and option checksum of every rank (int64)
     if normalization != "none":
         statistics = 2 * (w - 1) * 2 * d  # mean and centred sum of squares, both views
         backward = 2 * math.ceil(2 * (w - 1) * 2 * d / w)  # Σ dA and Σ dA ⊙ A, both views

@@ -26,11 +26,14 @@ which reproduces ``facebookresearch/barlowtwins``: its ``main.py`` all-reduces C
 rank backpropagates through its own ``AᵀB`` only (with SyncBatchNorm statistics), and DDP's averaging leaves
 parameter gradients at 1/W of the single-process ones.
 
-Ranks must agree on D and on the compute dtype (float32 or float64); the shapes are exchanged first, so a
-mismatch raises the same :class:`ValueError` on every rank instead of hanging in a collective. Unequal row counts
+Every rank of the group must call the loss, with the same options. Ranks must agree on D, on the compute dtype
+(float32 or float64) and on the options; these are exchanged first (a small all-gather, whose row counts the host
+reads to size the padding), so a mismatch raises the same :class:`ValueError` on every rank instead of hanging in
+a collective. Unequal row counts
 never reach a raw all-gather: rows are padded to the largest count and trimmed after.
 """
 
+import zlib
 from collections.abc import Sequence
 
 import torch
@@ -162,20 +165,28 @@ class GlobalBatch:
         self.dim = dim
 
     @classmethod
-    def exchange(cls, z1: torch.Tensor, z2: torch.Tensor, *, dtype: torch.dtype, group=None) -> "GlobalBatch":
-        """All-gather every rank's ``(N, D, dtype)`` and check them; raises the same error on every rank.
+    def exchange(
+        cls, z1: torch.Tensor, z2: torch.Tensor, *, dtype: torch.dtype, options: str = "", group=None
+    ) -> "GlobalBatch":
+        """All-gather every rank's ``(N, D, dtype, options)`` and check them; raises the same error on every rank.
+
+        ``options`` describes the settings that every rank must share (a checksum of it is exchanged).
 
         Raises:
-            ValueError: ranks disagree on D or on the compute dtype, or the global batch has fewer than 2 rows.
+            ValueError: ranks disagree on D, on the compute dtype or on ``options``, or the global batch has fewer
+                than 2 rows.
         """
         rank = dist.get_rank(group)
         if rank < 0:
             raise ValueError("this process is not a member of the process group passed as group")
         world_size = dist.get_world_size(group)
-        shape = torch.tensor([z1.shape[0], z1.shape[1], _DTYPE_CODES[dtype]], dtype=torch.int64, device=z1.device)
+        checksum = zlib.crc32(options.encode())
+        shape = torch.tensor(
+            [z1.shape[0], z1.shape[1], _DTYPE_CODES[dtype], checksum], dtype=torch.int64, device=z1.device
+        )
         gathered = [torch.empty_like(shape) for _ in range(world_size)]
         dist.all_gather(gathered, shape, group=group)
-        counts, dims, dtypes = zip(*(row.tolist() for row in gathered), strict=True)
+        counts, dims, dtypes, checksums = zip(*(row.tolist() for row in gathered), strict=True)
         if len(set(dims)) > 1:
             raise ValueError(
                 "z1 and z2 must have the same number of features D on every rank of the process group, "
@@ -187,6 +198,11 @@ class GlobalBatch:
                 "z1 and z2 must have the same compute dtype on every rank of the process group (float64 inputs "
                 f"compute in float64, the others in float32), got {[names[code] for code in dtypes]} on ranks "
                 f"0..{world_size - 1}"
+            )
+        if len(set(checksums)) > 1:
+            raise ValueError(
+                f"the loss options must be the same on every rank of the process group, got {options} on rank "
+                f"{rank} and different ones on ranks {[r for r, c in enumerate(checksums) if c != checksum]}"
             )
         if sum(counts) < 2:
             raise ValueError(
@@ -278,7 +294,11 @@ def barlow_twins_terms_global(
     options are already validated and ``dtype`` is the compute dtype. Every rank must call it (it runs
     collectives). ``batch`` tells the caller the global N and D.
     """
-    batch = GlobalBatch.exchange(z1, z2, dtype=dtype, group=group)
+    shared_options = (
+        f"normalization={normalization!r}, eps={eps!r}, off_diagonal_target={off_diagonal_target!r}, "
+        f"algorithm={algorithm!r}, strategy={strategy!r}, gradient_convention={gradient_convention!r}"
+    )
+    batch = GlobalBatch.exchange(z1, z2, dtype=dtype, options=shared_options, group=group)
     n, d = batch.count, batch.dim
     if strategy == "auto":
         strategy = cost.choose_strategy(n, d, batch.world_size, dtype, algorithm=algorithm)

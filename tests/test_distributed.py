@@ -22,7 +22,7 @@ import redundancy
 from redundancy import cost
 from redundancy.distributed import local_moments, merge_moments
 from redundancy.reference import barlow_twins_loss_reference
-from tests.utils import assert_relative, relative_error
+from tests.utils import GRAD_TOL, LOSS_RTOL, assert_relative, relative_error
 
 pytestmark = pytest.mark.distributed
 
@@ -151,6 +151,9 @@ def _worker(rank: int, world_size: int, store_path: str, out_dir: str) -> None:
 
         mismatched = torch.randn(3, DIM + rank, dtype=torch.float64)
         results["dim_mismatch"] = _error_message(lambda: redundancy.barlow_twins_loss(mismatched, mismatched))
+        results["options_mismatch"] = _error_message(
+            lambda: redundancy.barlow_twins_loss(z1_local, z2_local, strategy=TRAINING_STRATEGIES[rank % 2])
+        )
         tiny = torch.randn(1 if rank == 0 else 0, DIM, dtype=torch.float64)
         results["too_few_rows"] = _error_message(lambda: redundancy.barlow_twins_loss(tiny, tiny))
 
@@ -162,6 +165,14 @@ def _worker(rank: int, world_size: int, store_path: str, out_dir: str) -> None:
             for strategy in TRAINING_STRATEGIES
             for offset in (0.0, OFFSET)
         }
+
+        results["bfloat16"] = {}
+        for strategy in TRAINING_STRATEGIES:
+            z1 = z1_local.bfloat16().requires_grad_()
+            z2 = z2_local.bfloat16().requires_grad_()
+            loss = redundancy.barlow_twins_loss(z1, z2, strategy=strategy)
+            loss.backward()
+            results["bfloat16"][strategy] = (loss.detach(), z1.grad, z2.grad)
 
         x1_global, x2_global = _training_inputs(world_size)
         results["trained"] = {}
@@ -251,6 +262,25 @@ def test_a_large_offset_of_float32_inputs_leaves_the_global_loss_unchanged(spawn
                 assert_relative(loss, expected, 1e-4, f"float32 loss with offset {offset}, {strategy} rank {rank}")
 
 
+def test_bfloat16_inputs_give_a_float32_loss_and_bfloat16_gradients(spawned):
+    world_size, ranks = spawned
+    z1, z2 = (z.bfloat16().requires_grad_() for z in _global_views(world_size))
+    expected = barlow_twins_loss_reference(z1, z2, upcast=True)
+    expected.backward()
+    rtol, atol = GRAD_TOL[torch.bfloat16]
+    for strategy in TRAINING_STRATEGIES:
+        for rank, results in enumerate(ranks):
+            loss, grad_z1, grad_z2 = results["bfloat16"][strategy]
+            what = f"bfloat16, {strategy} rank {rank}"
+            assert loss.dtype == torch.float32 and grad_z1.dtype == grad_z2.dtype == torch.bfloat16, what
+            assert_relative(loss, expected, LOSS_RTOL[torch.bfloat16], f"loss, {what}")
+            rows = _rows(world_size, rank)
+            for grad, reference in ((grad_z1, z1.grad[rows]), (grad_z2, z2.grad[rows])):
+                torch.testing.assert_close(
+                    grad.double(), (world_size * reference.double()).bfloat16().double(), rtol=rtol, atol=atol
+                )
+
+
 def test_ddp_training_matches_one_process_on_the_concatenated_batch(spawned):
     world_size, ranks = spawned
     x1, x2 = _training_inputs(world_size)
@@ -290,6 +320,13 @@ def test_a_feature_dimension_that_differs_between_ranks_raises_on_every_rank(spa
         message = results["dim_mismatch"]
         assert message is not None and "same number of features D on every rank" in message
         assert str(list(range(DIM, DIM + world_size))) in message
+
+
+def test_options_that_differ_between_ranks_raise_on_every_rank(spawned):
+    _, ranks = spawned
+    for results in ranks:
+        message = results["options_mismatch"]
+        assert message is not None and "options must be the same on every rank" in message
 
 
 def test_a_global_batch_of_one_row_raises_on_every_rank(spawned):
@@ -342,7 +379,7 @@ def test_all_gather_moves_about_n_over_d_of_the_bytes_of_all_reduce(world_size):
 
 def test_communication_bytes_counts_the_formula():
     n, d, w = 100, 30, 3  # ceil(100 / 3) = 34 padded rows per rank
-    shapes = (w - 1) * 3 * 8
+    shapes = (w - 1) * 4 * 8
     assert cost.communication_bytes("all_gather", n, d, w, torch.float64, normalization="none") == (
         shapes + (w - 1) * 2 * 34 * d * 8
     )
