@@ -49,6 +49,7 @@ TRAINING_STRATEGIES = ("all_reduce", "all_gather")
 TRAINING_STEPS = 5
 LEARNING_RATE = 0.05
 INPUT_DIM = 5
+EVEN_ROWS = 4  # rows per rank of the batch on which the bytes sent are counted
 OFFSET = 1e3  # added to float32 inputs: the loss must not move by more than 1e-4 relative
 
 
@@ -99,6 +100,30 @@ def _train(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor, **options) -> N
 
 
 # ------------------------------------------------------------------------------------------ the worker
+
+
+class _RingTraffic:
+    """Counts the bytes a rank sends through ``torch.distributed`` collectives, as ring algorithms send them."""
+
+    def __init__(self, world_size: int) -> None:
+        self.world_size = world_size
+        self.bytes = 0.0
+        self._all_gather, self._all_reduce = dist.all_gather, dist.all_reduce
+
+    def all_gather(self, outputs, tensor, *args, **kwargs):
+        self.bytes += (self.world_size - 1) * tensor.numel() * tensor.element_size()
+        return self._all_gather(outputs, tensor, *args, **kwargs)
+
+    def all_reduce(self, tensor, *args, **kwargs):
+        self.bytes += 2 * (self.world_size - 1) / self.world_size * tensor.numel() * tensor.element_size()
+        return self._all_reduce(tensor, *args, **kwargs)
+
+    def __enter__(self):
+        dist.all_gather, dist.all_reduce = self.all_gather, self.all_reduce
+        return self
+
+    def __exit__(self, *exc_info):
+        dist.all_gather, dist.all_reduce = self._all_gather, self._all_reduce
 
 
 def _error_message(function) -> str | None:
@@ -165,6 +190,16 @@ def _worker(rank: int, world_size: int, store_path: str, out_dir: str) -> None:
             for strategy in TRAINING_STRATEGIES
             for offset in (0.0, OFFSET)
         }
+
+        results["traffic"] = {}
+        even = torch.randn(EVEN_ROWS, DIM, 2, dtype=torch.float64).unbind(-1)  # the same rows on every rank
+        for strategy in TRAINING_STRATEGIES:
+            for normalization in ("batchnorm", "none"):
+                z1, z2 = (z.clone().requires_grad_() for z in even)
+                with _RingTraffic(world_size) as traffic:
+                    loss = redundancy.barlow_twins_loss(z1, z2, strategy=strategy, normalization=normalization)
+                    loss.backward()
+                results["traffic"][strategy, normalization] = traffic.bytes
 
         results["bfloat16"] = {}
         for strategy in TRAINING_STRATEGIES:
@@ -279,6 +314,18 @@ def test_bfloat16_inputs_give_a_float32_loss_and_bfloat16_gradients(spawned):
                 torch.testing.assert_close(
                     grad.double(), (world_size * reference.double()).bfloat16().double(), rtol=rtol, atol=atol
                 )
+
+
+def test_communication_bytes_is_what_the_collectives_send(spawned):
+    world_size, ranks = spawned
+    for strategy in TRAINING_STRATEGIES:
+        for normalization in ("batchnorm", "none"):
+            expected = cost.communication_bytes(
+                strategy, EVEN_ROWS * world_size, DIM, world_size, torch.float64, normalization=normalization
+            )
+            for results in ranks:
+                sent = results["traffic"][strategy, normalization]
+                assert sent == pytest.approx(expected, abs=4 * 8), f"{strategy}, {normalization}"
 
 
 def test_ddp_training_matches_one_process_on_the_concatenated_batch(spawned):
