@@ -4,6 +4,8 @@ Launch with one process per device (gloo on CPU, NCCL on GPUs)::
 
     torchrun --nproc_per_node=2 examples/ddp_barlow_twins.py --steps 20
 
+(with ``redundancy`` installed, or from a checkout with ``PYTHONPATH=.``).
+
 Each rank draws its own shard of synthetic data (two noisy views of the same points), a tiny MLP encoder embeds
 both views, and :class:`redundancy.BarlowTwinsLoss` computes the loss of the batch of *all* ranks: the statistics
 and the cross-correlation C are those of the concatenated batch and every rank gets the same value. Its default

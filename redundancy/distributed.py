@@ -145,7 +145,7 @@ class GlobalBatch:
     """This rank's view of a batch split over the ranks of a process group: row counts and the collectives.
 
     Built by :meth:`exchange`, which all-gathers the shapes of every rank once per loss evaluation (and checks
-    them). The ops of :mod:`redundancy._ops` call :meth:`var_mean` and :meth:`sum_over_ranks`.
+    them). The ops of ``redundancy._ops`` call :meth:`var_mean` and :meth:`sum_over_ranks`.
 
     Attributes:
         group: the process group (``None``: the default group).
