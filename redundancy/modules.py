@@ -41,6 +41,10 @@ class BarlowTwinsLoss(nn.Module):
         off_diagonal_target: float = 0.0,
         algorithm: str = "auto",
         backend: str = "auto",
+        distributed: str = "global",
+        strategy: str = "auto",
+        gradient_convention: str = "global",
+        group: "torch.distributed.ProcessGroup | None" = None,
     ) -> None:
         super().__init__()
         self.options = dict(
@@ -51,6 +55,10 @@ class BarlowTwinsLoss(nn.Module):
             off_diagonal_target=off_diagonal_target,
             algorithm=algorithm,
             backend=backend,
+            distributed=distributed,
+            strategy=strategy,
+            gradient_convention=gradient_convention,
+            group=group,
         )
         F.check_barlow_twins_options(**self.options)
 
