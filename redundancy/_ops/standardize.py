@@ -27,13 +27,17 @@ class _Standardize(torch.autograd.Function):
         correction = 1 if unbiased else 0
         with no_autocast(z.device):
             if batch is None:
-                var, mean = torch.var_mean(z, dim=0, correction=correction)
+                # Two passes (mean, then the centred sum of squares): robust to large offsets, and cheaper on the
+                # CPU than torch.var_mean over dim 0.
                 count = z.shape[0]
+                centered = z - z.mean(dim=0)
+                var = torch.linalg.vecdot(centered, centered, dim=0).div_(count - correction)
             else:
                 var, mean = batch.var_mean(z, correction=correction)
                 count = batch.count
+                centered = z - mean
             rstd = torch.rsqrt(var.add_(eps))
-            a = torch.addcmul(-mean * rstd, z, rstd)  # (z - mean) * rstd in one pass over z
+            a = centered.mul_(rstd)
         ctx.save_for_backward(a, rstd)
         ctx.count = count
         ctx.divisor = count - correction
