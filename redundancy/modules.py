@@ -98,6 +98,9 @@ class VICRegLoss(nn.Module):
         correction: int = 1,
         variance_reduction: str = "mean",
         algorithm: str = "auto",
+        distributed: str = "global",
+        gradient_convention: str = "global",
+        group: "torch.distributed.ProcessGroup | None" = None,
     ) -> None:
         super().__init__()
         self.options = dict(
@@ -109,6 +112,9 @@ class VICRegLoss(nn.Module):
             correction=correction,
             variance_reduction=variance_reduction,
             algorithm=algorithm,
+            distributed=distributed,
+            gradient_convention=gradient_convention,
+            group=group,
         )
         vicreg.check_vicreg_options(**self.options)
 
