@@ -1,4 +1,4 @@
-r"""The global-batch Barlow Twins loss under ``torch.distributed``: process groups, collectives, statistics merge.
+r"""Global-batch losses under ``torch.distributed``: process groups, collectives, statistics merge.
 
 When ``torch.distributed`` is initialized and the process group has W > 1 ranks, :func:`redundancy.barlow_twins_loss`
 computes the loss of the **global batch**: the N rows of all ranks together (ranks may hold different numbers of
@@ -26,6 +26,19 @@ which reproduces ``facebookresearch/barlowtwins``: its ``main.py`` all-reduces C
 rank backpropagates through its own ``AᵀB`` only (with SyncBatchNorm statistics), and DDP's averaging leaves
 parameter gradients at 1/W of the single-process ones.
 
+**The rest of the family.** :func:`redundancy.vicreg_loss` (with :func:`redundancy.vicreg_terms` and the
+one-view :func:`redundancy.vicreg_variance_loss` and :func:`redundancy.vicreg_covariance_loss`),
+:func:`redundancy.decov_loss` and :func:`redundancy.total_coding_rate` take the same ``distributed``,
+``gradient_convention`` and ``group`` options with the same meaning. Their global batch is gathered: after the
+same exchange of shapes and options, one all-gather brings every rank's rows of each view (``gather_global_batch``;
+``V·max_r N_r·D`` elements per rank for V views) and every rank evaluates the single-process formula on the
+concatenated batch, so the mean squared difference, the means, variances and covariances (and VICReg's divisor
+``N - correction``) are those of the whole batch. Centring happens on the gathered rows, in one pass, as in a
+single process. The gather's backward hands each rank its own rows of ``∂L/∂(gathered rows)`` without a collective
+(exact, since every rank computes the same ``L``), and ``apply_gradient_convention``, the one implementation of the
+convention above, scales the gradients by W for ``"global"``. The covariance is computed on every rank (W times
+the FLOPs of one process); no all-reduce variant is offered.
+
 Every rank of the group must call the loss, with the same options. Ranks must agree on D, on the compute dtype
 (float32 or float64) and on the options; these are exchanged first (a small all-gather, whose row counts the host
 reads to size the padding), so a mismatch raises the same :class:`ValueError` on every rank instead of hanging in
@@ -50,6 +63,7 @@ __all__ = [
     "GlobalBatch",
     "apply_gradient_convention",
     "barlow_twins_terms_global",
+    "describe_options",
     "gather_global_batch",
     "gather_rows",
     "group_world_size",
@@ -281,6 +295,16 @@ def gather_rows(batch: GlobalBatch, *views: torch.Tensor) -> tuple[torch.Tensor,
         One ``(N, D)`` tensor per view.
     """
     return _GatherRowsOfReplicatedLoss.apply(batch, *views)
+
+
+def describe_options(function: str, **options: object) -> str:
+    """The settings that every rank must share, as :meth:`GlobalBatch.exchange` compares them.
+
+    Example:
+        >>> describe_options("vicreg_terms", gamma=1.0, correction=1)
+        'vicreg_terms(gamma=1.0, correction=1)'
+    """
+    return f"{function}(" + ", ".join(f"{name}={value!r}" for name, value in options.items()) + ")"
 
 
 def gather_global_batch(

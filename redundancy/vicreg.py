@@ -98,11 +98,6 @@ def check_vicreg_options(
 # ---------------------------------------------------------------------------------- shared computations
 
 
-def _describe(function: str, **options: object) -> str:
-    """The options every rank must share, as the ranks compare them."""
-    return f"{function}(" + ", ".join(f"{name}={value!r}" for name, value in options.items()) + ")"
-
-
 def _center(z: torch.Tensor) -> torch.Tensor:
     """``z - mean_n z``: the one place a view's batch mean is taken (already upcast ``z``)."""
     return z - z.mean(dim=0)
@@ -173,7 +168,7 @@ def vicreg_terms(
     with no_autocast(z1.device):
         z1, z2 = z1.to(dtype), z2.to(dtype)
         if global_batch:
-            options = _describe(
+            options = distributed_ops.describe_options(
                 "vicreg_terms",
                 invariance_weight=invariance_weight,
                 variance_weight=variance_weight,
@@ -334,7 +329,7 @@ def vicreg_variance_loss(
     with no_autocast(z.device):
         z = z.to(_compute_dtype(z))
         if global_batch:
-            options = _describe(
+            options = distributed_ops.describe_options(
                 "vicreg_variance_loss", gamma=gamma, eps=eps, correction=correction, gradient=gradient_convention
             )
             (z,), batch = distributed_ops.gather_global_batch(z, options=options, group=group, names="z")
@@ -388,7 +383,7 @@ def vicreg_covariance_loss(
     with no_autocast(z.device):
         z = z.to(_compute_dtype(z))
         if global_batch:
-            options = _describe(
+            options = distributed_ops.describe_options(
                 "vicreg_covariance_loss", correction=correction, algorithm=algorithm, gradient=gradient_convention
             )
             (z,), batch = distributed_ops.gather_global_batch(z, options=options, group=group, names="z")

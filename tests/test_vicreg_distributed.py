@@ -1,4 +1,4 @@
-"""The global-batch VICReg under torch.distributed: gloo processes on CPU with different, uneven shards per rank.
+"""The global-batch VICReg and regularizers under torch.distributed: gloo processes on CPU, uneven shards per rank.
 
 One spawned run per world size (2 and 3, :func:`tests.utils.spawn_gloo`) evaluates every check and returns what
 each rank saw; the tests below compare it with one process working on the concatenated batch.
@@ -12,7 +12,13 @@ from torch import nn
 
 import redundancy
 from redundancy.compat import lightly, solo
-from redundancy.reference import barlow_twins_loss_reference, vicreg_loss_reference, vicreg_terms_reference
+from redundancy.reference import (
+    barlow_twins_loss_reference,
+    decov_loss_reference,
+    total_coding_rate_reference,
+    vicreg_loss_reference,
+    vicreg_terms_reference,
+)
 from tests.utils import assert_relative, relative_error, spawn_gloo
 
 pytestmark = pytest.mark.distributed
@@ -28,6 +34,30 @@ CONFIGS = [
 ]
 WEIGHTS = ("invariance_weight", "variance_weight", "covariance_weight", "algorithm")
 CONVENTIONS = ("global", "official")
+#: One-view losses: (the function with its options, its reference, the view it is given). A VICReg term of one
+#: view is the reference's term of the pair (z, z): the mean of two equal hinges, half the sum of two covariances.
+ONE_VIEW = {
+    "vicreg_variance": (
+        functools.partial(redundancy.vicreg_variance_loss, gamma=1.5, gradient_convention="official"),
+        lambda z: vicreg_terms_reference(z, z, gamma=1.5)[1],
+        0,
+    ),
+    "vicreg_covariance": (
+        functools.partial(redundancy.vicreg_covariance_loss, algorithm="gram"),
+        lambda z: vicreg_terms_reference(z, z)[2] / 2,
+        1,
+    ),
+    "decov": (
+        functools.partial(redundancy.decov_loss, correction=1, gradient_convention="official"),
+        functools.partial(decov_loss_reference, correction=1),
+        0,
+    ),
+    "total_coding_rate": (
+        functools.partial(redundancy.total_coding_rate, algorithm="gram"),
+        total_coding_rate_reference,
+        1,
+    ),
+}
 UPSTREAM = 0.7  # the loss is multiplied by this before backward: an upstream gradient that is not 1
 TRAINING_STEPS = 4
 LEARNING_RATE = 0.02
@@ -107,10 +137,13 @@ def _worker(rank: int, world_size: int) -> dict:
             terms = functools.partial(redundancy.vicreg_terms, gradient_convention=convention, **config)
             results["terms"][index, convention] = _value_and_grad(terms, z1, z2)
     results["module"] = redundancy.VICRegLoss(**CONFIGS[1])(z1, z2)
-    results["variance"] = _value_and_grad(
-        lambda z: redundancy.vicreg_variance_loss(z, gamma=1.5, gradient_convention="official"), z1
-    )
-    results["covariance"] = _value_and_grad(lambda z: redundancy.vicreg_covariance_loss(z, algorithm="gram"), z2)
+    results["one_view"] = {
+        name: _value_and_grad(function, (z1, z2)[view]) for name, (function, _, view) in ONE_VIEW.items()
+    }
+    results["one_view_modules"] = {
+        "decov": redundancy.DeCovLoss(correction=1)(z1),
+        "total_coding_rate": redundancy.TotalCodingRate(algorithm="gram")(z2),
+    }
 
     def per_rank(criterion):
         """``criterion(z1, z2)`` of a loss that may be per rank: the error message on a rank of fewer than 2 rows."""
@@ -187,22 +220,21 @@ def test_input_gradients_follow_the_gradient_convention(spawned):
                 assert_relative(official * world_size, global_grad, 1e-12, f"1/W, {what}")
 
 
-def test_one_view_regularizers_are_those_of_the_concatenated_batch(spawned):
+@pytest.mark.parametrize("name", list(ONE_VIEW))
+def test_one_view_regularizers_are_those_of_the_concatenated_batch(spawned, name):
     world_size, ranks = spawned
-    z1, z2 = _global_views(world_size)
-    # One view's terms from the reference of the pair (z, z): the mean of two equal hinges, half of two covariances.
-    variance, grad_variance = _value_and_grad(lambda z: vicreg_terms_reference(z, z, gamma=1.5)[1], z1)
-    covariance, grad_covariance = _value_and_grad(lambda z: vicreg_terms_reference(z, z)[2] / 2, z2)
+    function, reference, view = ONE_VIEW[name]
+    expected, (expected_grad,) = _value_and_grad(reference, _global_views(world_size)[view])
+    factor = 1 if function.keywords.get("gradient_convention") == "official" else world_size
     for rank, results in enumerate(ranks):
-        rows = _rows(world_size, rank)
-        value, (grad,) = results["variance"]
-        assert_relative(value, variance, 1e-10, f"variance, rank {rank}")
+        value, (grad,) = results["one_view"][name]
+        assert_relative(value, expected, 1e-10, f"{name}, rank {rank}")
+        assert grad.shape == (SHARDS[world_size][rank], DIM)
         if grad.numel():
-            assert_relative(grad, grad_variance[0][rows], 1e-9, f"official variance gradient, rank {rank}")
-        value, (grad,) = results["covariance"]
-        assert_relative(value, covariance, 1e-10, f"covariance, rank {rank}")
-        if grad.numel():
-            assert_relative(grad, world_size * grad_covariance[0][rows], 1e-9, f"global covariance grad, rank {rank}")
+            rows = _rows(world_size, rank)
+            assert_relative(grad, factor * expected_grad[rows], 1e-9, f"gradient of {name}, rank {rank}")
+        if name in results["one_view_modules"]:
+            assert_relative(results["one_view_modules"][name], expected, 1e-10, f"{name} module, rank {rank}")
 
 
 def test_ddp_training_matches_one_process_on_the_concatenated_batch(spawned):
@@ -286,6 +318,8 @@ def test_single_process_ignores_the_distributed_options():
         assert all(torch.equal(a, b) for a, b in zip(redundancy.vicreg_terms(z1, z2, **options), expected, strict=True))
         assert torch.equal(redundancy.vicreg_variance_loss(z1, **options), redundancy.vicreg_variance_loss(z1))
         assert torch.equal(redundancy.vicreg_covariance_loss(z1, **options), redundancy.vicreg_covariance_loss(z1))
+        assert torch.equal(redundancy.decov_loss(z1, **options), redundancy.decov_loss(z1))
+        assert torch.equal(redundancy.total_coding_rate(z1, **options), redundancy.total_coding_rate(z1))
 
 
 @pytest.mark.parametrize(
@@ -306,3 +340,11 @@ def test_bad_distributed_options_raise(options, error, name):
         redundancy.vicreg_variance_loss(z, **options)
     with pytest.raises(error, match=name):
         redundancy.vicreg_covariance_loss(z, **options)
+    for function, module in (
+        (redundancy.decov_loss, redundancy.DeCovLoss),
+        (redundancy.total_coding_rate, redundancy.TotalCodingRate),
+    ):
+        with pytest.raises(error, match=name):
+            function(z, **options)
+        with pytest.raises(error, match=name):
+            module(**options)
