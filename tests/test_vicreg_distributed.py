@@ -19,7 +19,7 @@ from redundancy.reference import (
     vicreg_loss_reference,
     vicreg_terms_reference,
 )
-from tests.utils import assert_relative, relative_error, spawn_gloo
+from tests.utils import GRAD_TOL, LOSS_RTOL, assert_relative, relative_error, spawn_gloo
 
 pytestmark = pytest.mark.distributed
 
@@ -137,6 +137,7 @@ def _worker(rank: int, world_size: int) -> dict:
             terms = functools.partial(redundancy.vicreg_terms, gradient_convention=convention, **config)
             results["terms"][index, convention] = _value_and_grad(terms, z1, z2)
     results["module"] = redundancy.VICRegLoss(**CONFIGS[1])(z1, z2)
+    results["bfloat16"] = _value_and_grad(redundancy.vicreg_loss, z1.bfloat16(), z2.bfloat16())
     results["one_view"] = {
         name: _value_and_grad(function, (z1, z2)[view]) for name, (function, _, view) in ONE_VIEW.items()
     }
@@ -235,6 +236,21 @@ def test_one_view_regularizers_are_those_of_the_concatenated_batch(spawned, name
             assert_relative(grad, factor * expected_grad[rows], 1e-9, f"gradient of {name}, rank {rank}")
         if name in results["one_view_modules"]:
             assert_relative(results["one_view_modules"][name], expected, 1e-10, f"{name} module, rank {rank}")
+
+
+def test_bfloat16_inputs_give_a_float32_loss_and_bfloat16_gradients(spawned):
+    world_size, ranks = spawned
+    views = [z.bfloat16() for z in _global_views(world_size)]
+    expected, expected_grads = _value_and_grad(functools.partial(vicreg_loss_reference, upcast=True), *views)
+    rtol, atol = GRAD_TOL[torch.bfloat16]
+    for rank, results in enumerate(ranks):
+        loss, grads = results["bfloat16"]
+        assert loss.dtype == torch.float32 and all(grad.dtype == torch.bfloat16 for grad in grads), f"rank {rank}"
+        assert_relative(loss, expected, LOSS_RTOL[torch.bfloat16], f"bfloat16 loss, rank {rank}")
+        rows = _rows(world_size, rank)
+        for grad, reference in zip(grads, expected_grads, strict=True):
+            expected_grad = (world_size * reference[rows].double()).bfloat16().double()
+            torch.testing.assert_close(grad.double(), expected_grad, rtol=rtol, atol=atol)
 
 
 def test_ddp_training_matches_one_process_on_the_concatenated_batch(spawned):
