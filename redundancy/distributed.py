@@ -1,4 +1,4 @@
-r"""The global-batch Barlow Twins loss under ``torch.distributed``: process groups, collectives, statistics merge.
+r"""Global-batch losses under ``torch.distributed``: process groups, collectives, statistics merge.
 
 When ``torch.distributed`` is initialized and the process group has W > 1 ranks, :func:`redundancy.barlow_twins_loss`
 computes the loss of the **global batch**: the N rows of all ranks together (ranks may hold different numbers of
@@ -26,6 +26,19 @@ which reproduces ``facebookresearch/barlowtwins``: its ``main.py`` all-reduces C
 rank backpropagates through its own ``AᵀB`` only (with SyncBatchNorm statistics), and DDP's averaging leaves
 parameter gradients at 1/W of the single-process ones.
 
+**The rest of the family.** :func:`redundancy.vicreg_loss` (with :func:`redundancy.vicreg_terms` and the
+one-view :func:`redundancy.vicreg_variance_loss` and :func:`redundancy.vicreg_covariance_loss`),
+:func:`redundancy.decov_loss` and :func:`redundancy.total_coding_rate` take the same ``distributed``,
+``gradient_convention`` and ``group`` options with the same meaning. Their global batch is gathered: after the
+same exchange of shapes and options, one all-gather brings every rank's rows of each view (``gather_global_batch``;
+``V·max_r N_r·D`` elements per rank for V views) and every rank evaluates the single-process formula on the
+concatenated batch, so the mean squared difference, the means, variances and covariances (and VICReg's divisor
+``N - correction``) are those of the whole batch. Centring happens on the gathered rows, in one pass, as in a
+single process. The gather's backward hands each rank its own rows of ``∂L/∂(gathered rows)`` without a collective
+(exact, since every rank computes the same ``L``), and ``apply_gradient_convention``, the one implementation of the
+convention above, scales the gradients by W for ``"global"``. The covariance is computed on every rank (W times
+the FLOPs of one process); no all-reduce variant is offered.
+
 Every rank of the group must call the loss, with the same options. Ranks must agree on D, on the compute dtype
 (float32 or float64) and on the options; these are exchanged first (a small all-gather, whose row counts the host
 reads to size the padding), so a mismatch raises the same :class:`ValueError` on every rank instead of hanging in
@@ -48,7 +61,11 @@ __all__ = [
     "GRADIENT_CONVENTIONS",
     "STRATEGIES",
     "GlobalBatch",
+    "apply_gradient_convention",
     "barlow_twins_terms_global",
+    "describe_options",
+    "gather_global_batch",
+    "gather_rows",
     "group_world_size",
     "local_moments",
     "merge_moments",
@@ -166,11 +183,13 @@ class GlobalBatch:
 
     @classmethod
     def exchange(
-        cls, z1: torch.Tensor, z2: torch.Tensor, *, dtype: torch.dtype, options: str = "", group=None
+        cls, z: torch.Tensor, *, dtype: torch.dtype, options: str = "", group=None, names: str = "z1 and z2"
     ) -> "GlobalBatch":
         """All-gather every rank's ``(N, D, dtype, options)`` and check them; raises the same error on every rank.
 
-        ``options`` describes the settings that every rank must share (a checksum of it is exchanged).
+        ``z`` is this rank's rows of one view (the views of a loss have the same shape, checked before).
+        ``options`` describes the settings that every rank must share (a checksum of it is exchanged);
+        ``names`` names the inputs in the error messages.
 
         Raises:
             ValueError: ranks disagree on D, on the compute dtype or on ``options``, or the global batch has fewer
@@ -182,21 +201,21 @@ class GlobalBatch:
         world_size = dist.get_world_size(group)
         checksum = zlib.crc32(options.encode())
         shape = torch.tensor(
-            [z1.shape[0], z1.shape[1], _DTYPE_CODES[dtype], checksum], dtype=torch.int64, device=z1.device
+            [z.shape[0], z.shape[1], _DTYPE_CODES[dtype], checksum], dtype=torch.int64, device=z.device
         )
         gathered = [torch.empty_like(shape) for _ in range(world_size)]
         dist.all_gather(gathered, shape, group=group)
         counts, dims, dtypes, checksums = zip(*(row.tolist() for row in gathered), strict=True)
         if len(set(dims)) > 1:
             raise ValueError(
-                "z1 and z2 must have the same number of features D on every rank of the process group, "
+                f"{names} must have the same number of features D on every rank of the process group, "
                 f"got D = {list(dims)} on ranks 0..{world_size - 1}"
             )
         if len(set(dtypes)) > 1:
-            names = [str(dtype).replace("torch.", "") for dtype in (torch.float32, torch.float64)]
+            dtype_names = [str(dtype).replace("torch.", "") for dtype in (torch.float32, torch.float64)]
             raise ValueError(
-                "z1 and z2 must have the same compute dtype on every rank of the process group (float64 inputs "
-                f"compute in float64, the others in float32), got {[names[code] for code in dtypes]} on ranks "
+                f"{names} must have the same compute dtype on every rank of the process group (float64 inputs "
+                f"compute in float64, the others in float32), got {[dtype_names[code] for code in dtypes]} on ranks "
                 f"0..{world_size - 1}"
             )
         if len(set(checksums)) > 1:
@@ -231,7 +250,7 @@ class GlobalBatch:
 
 
 class _GatherRowsOfReplicatedLoss(torch.autograd.Function):
-    """All-gather the rows of two views from every rank, for a loss that every rank computes identically.
+    """All-gather the rows of one or more views from every rank, for a loss that every rank computes identically.
 
     Forward: pad this rank's rows to the largest count, one all-gather, trim, concatenate in rank order.
     Backward: this rank's rows of the upstream gradient, without a collective. That is the exact gradient
@@ -241,35 +260,96 @@ class _GatherRowsOfReplicatedLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, b: torch.Tensor, batch: GlobalBatch):
-        rows, dim = a.shape
-        padded = a.new_zeros(2, max(batch.counts), dim)
-        padded[0, :rows] = a
-        padded[1, :rows] = b
+    def forward(ctx, batch: GlobalBatch, *views: torch.Tensor):
+        rows, dim = views[0].shape
+        padded = views[0].new_zeros(len(views), max(batch.counts), dim)
+        for index, view in enumerate(views):
+            padded[index, :rows] = view
         gathered = [torch.empty_like(padded) for _ in range(batch.world_size)]
         dist.all_gather(gathered, padded, group=batch.group)
         ctx.start = sum(batch.counts[: batch.rank])
         ctx.rows = rows
-        views = [torch.cat([part[view, :n] for part, n in zip(gathered, batch.counts, strict=True)]) for view in (0, 1)]
-        return views[0], views[1]
+        return tuple(
+            torch.cat([part[index, :n] for part, n in zip(gathered, batch.counts, strict=True)])
+            for index in range(len(views))
+        )
 
     @staticmethod
-    def backward(ctx, grad_a: torch.Tensor, grad_b: torch.Tensor):
+    def backward(ctx, *grads: torch.Tensor):
         own = slice(ctx.start, ctx.start + ctx.rows)
-        return grad_a[own], grad_b[own], None
+        return (None, *(grad[own] for grad in grads))
+
+
+def gather_rows(batch: GlobalBatch, *views: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Every rank's rows of each view, concatenated in rank order: the global batch, on every rank.
+
+    For a loss that every rank then computes identically from the gathered views: the backward hands each rank
+    the exact ``∂L/∂z`` of its own rows and communicates nothing. One all-gather of ``len(views)·max_r N_r·D``
+    elements per rank (shards are padded to the largest).
+
+    Args:
+        batch: the :class:`GlobalBatch` of ``views`` (from :meth:`GlobalBatch.exchange`).
+        views: this rank's rows of each view, each of shape ``(N_r, D)``, of one dtype.
+
+    Returns:
+        One ``(N, D)`` tensor per view.
+    """
+    return _GatherRowsOfReplicatedLoss.apply(batch, *views)
+
+
+def describe_options(function: str, **options: object) -> str:
+    """The settings that every rank must share, as :meth:`GlobalBatch.exchange` compares them.
+
+    Example:
+        >>> describe_options("vicreg_terms", gamma=1.0, correction=1)
+        'vicreg_terms(gamma=1.0, correction=1)'
+    """
+    return f"{function}(" + ", ".join(f"{name}={value!r}" for name, value in options.items()) + ")"
+
+
+def gather_global_batch(
+    *views: torch.Tensor, options: str, group=None, names: str = "z1 and z2"
+) -> tuple[tuple[torch.Tensor, ...], GlobalBatch]:
+    """:meth:`GlobalBatch.exchange` then :func:`gather_rows`: the global batch of ``views`` on every rank.
+
+    The entry point of a loss that computes the single-process formula on the gathered views (VICReg and the
+    one-view regularizers). ``views`` are this rank's rows, already in the compute dtype (float32 or float64);
+    ``options`` describes the settings every rank must share; ``names`` names the inputs in error messages.
+    Every rank of ``group`` must call it.
+
+    Returns:
+        ``(gathered views, batch)``.
+    """
+    batch = GlobalBatch.exchange(views[0], dtype=views[0].dtype, options=options, group=group, names=names)
+    return gather_rows(batch, *views), batch
 
 
 class _ScaleGradient(torch.autograd.Function):
-    """The identity on two tensors whose backward multiplies the gradients by ``factor``."""
+    """The identity on tensors whose backward multiplies the gradients by ``factor``."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, y: torch.Tensor, factor: float):
+    def forward(ctx, factor: float, *tensors: torch.Tensor):
         ctx.factor = factor
-        return x.view_as(x), y.view_as(y)
+        return tuple(tensor.view_as(tensor) for tensor in tensors)
 
     @staticmethod
-    def backward(ctx, grad_x: torch.Tensor, grad_y: torch.Tensor):
-        return grad_x * ctx.factor, grad_y * ctx.factor, None
+    def backward(ctx, *grads: torch.Tensor):
+        return (None, *(grad * ctx.factor for grad in grads))
+
+
+def apply_gradient_convention(
+    gradient_convention: str, batch: GlobalBatch, *terms: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """The terms of a global-batch loss, unchanged in value, with the backward of ``gradient_convention``.
+
+    Every rank computes the same loss ``L`` of the global batch and its backward gives ``∂L/∂z_r`` of its own rows.
+    ``"global"`` multiplies the gradients by W (so that, after DDP averages parameter gradients over the W ranks,
+    they equal those of one process on the concatenated batch); ``"official"`` leaves them at ``∂L/∂z_r``.
+    Apply it once, to the terms from which the loss is a linear combination.
+    """
+    if gradient_convention == "global" and any(term.requires_grad for term in terms):
+        return _ScaleGradient.apply(float(batch.world_size), *terms)
+    return terms
 
 
 # ------------------------------------------------------------------------------------------------ the loss
@@ -298,7 +378,7 @@ def barlow_twins_terms_global(
         f"normalization={normalization!r}, eps={eps!r}, off_diagonal_target={off_diagonal_target!r}, "
         f"algorithm={algorithm!r}, strategy={strategy!r}, gradient_convention={gradient_convention!r}"
     )
-    batch = GlobalBatch.exchange(z1, z2, dtype=dtype, options=shared_options, group=group)
+    batch = GlobalBatch.exchange(z1, dtype=dtype, options=shared_options, group=group)
     n, d = batch.count, batch.dim
     if strategy == "auto":
         strategy = cost.choose_strategy(n, d, batch.world_size, dtype, algorithm=algorithm)
@@ -314,9 +394,8 @@ def barlow_twins_terms_global(
         if strategy == "all_reduce":
             invariance, redundancy = cross_correlation_terms(a, b, target=target, batch=batch)
         else:
-            a, b = _GatherRowsOfReplicatedLoss.apply(a, b, batch)
+            a, b = gather_rows(batch, a, b)
             compute_terms = gram_terms if algorithm == "gram" else cross_correlation_terms
             invariance, redundancy = compute_terms(a, b, target=target)
-        if gradient_convention == "global" and (invariance.requires_grad or redundancy.requires_grad):
-            invariance, redundancy = _ScaleGradient.apply(invariance, redundancy, float(batch.world_size))
+        invariance, redundancy = apply_gradient_convention(gradient_convention, batch, invariance, redundancy)
     return invariance, redundancy, batch

@@ -56,6 +56,18 @@ def _check_real(name: str, value: object, *, nonnegative: bool) -> None:
         raise ValueError(f"{name} must be non-negative, got {value!r}")
 
 
+def _check_distributed_options(*, distributed: object, gradient_convention: object, group: object) -> None:
+    """Check ``distributed``, ``gradient_convention`` and ``group``, the options every global-batch loss takes."""
+    _check_choice("distributed", distributed, distributed_ops.DISTRIBUTED_MODES)
+    _check_choice("gradient_convention", gradient_convention, distributed_ops.GRADIENT_CONVENTIONS)
+    distributed_ops.check_group(group)
+
+
+def _is_global(distributed: str, group: object) -> bool:
+    """Whether a loss with these (already checked) options computes the batch of several ranks."""
+    return distributed == "global" and distributed_ops.group_world_size(group) > 1
+
+
 def check_barlow_twins_options(
     *,
     lambd: float | str,
@@ -79,10 +91,8 @@ def check_barlow_twins_options(
     _check_choice("normalization", normalization, NORMALIZATIONS)
     _check_choice("algorithm", algorithm, ALGORITHMS)
     _check_choice("backend", backend, BACKENDS)
-    _check_choice("distributed", distributed, distributed_ops.DISTRIBUTED_MODES)
+    _check_distributed_options(distributed=distributed, gradient_convention=gradient_convention, group=group)
     _check_choice("strategy", strategy, distributed_ops.STRATEGIES)
-    _check_choice("gradient_convention", gradient_convention, distributed_ops.GRADIENT_CONVENTIONS)
-    distributed_ops.check_group(group)
     if strategy == "all_reduce" and algorithm == "gram":
         raise ValueError(
             "strategy='all_reduce' sums C over the ranks, which is the cross algorithm; use algorithm='cross' or "
@@ -171,7 +181,7 @@ def barlow_twins_terms(
         gradient_convention=gradient_convention,
         group=group,
     )
-    if distributed == "global" and distributed_ops.group_world_size(group) > 1:
+    if _is_global(distributed, group):
         return _barlow_twins_terms_global(
             z1,
             z2,

@@ -98,6 +98,9 @@ class VICRegLoss(nn.Module):
         correction: int = 1,
         variance_reduction: str = "mean",
         algorithm: str = "auto",
+        distributed: str = "global",
+        gradient_convention: str = "global",
+        group: "torch.distributed.ProcessGroup | None" = None,
     ) -> None:
         super().__init__()
         self.options = dict(
@@ -109,6 +112,9 @@ class VICRegLoss(nn.Module):
             correction=correction,
             variance_reduction=variance_reduction,
             algorithm=algorithm,
+            distributed=distributed,
+            gradient_convention=gradient_convention,
+            group=group,
         )
         vicreg.check_vicreg_options(**self.options)
 
@@ -132,9 +138,23 @@ class DeCovLoss(nn.Module):
         >>> criterion(h).backward()
     """
 
-    def __init__(self, *, correction: int = 0, algorithm: str = "auto") -> None:
+    def __init__(
+        self,
+        *,
+        correction: int = 0,
+        algorithm: str = "auto",
+        distributed: str = "global",
+        gradient_convention: str = "global",
+        group: "torch.distributed.ProcessGroup | None" = None,
+    ) -> None:
         super().__init__()
-        self.options = dict(correction=correction, algorithm=algorithm)
+        self.options = dict(
+            correction=correction,
+            algorithm=algorithm,
+            distributed=distributed,
+            gradient_convention=gradient_convention,
+            group=group,
+        )
         regularizers.check_decov_options(**self.options)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -153,9 +173,23 @@ class TotalCodingRate(nn.Module):
         >>> (-tcr(z)).backward()
     """
 
-    def __init__(self, *, eps: float = 0.2, algorithm: str = "auto") -> None:
+    def __init__(
+        self,
+        *,
+        eps: float = 0.2,
+        algorithm: str = "auto",
+        distributed: str = "global",
+        gradient_convention: str = "global",
+        group: "torch.distributed.ProcessGroup | None" = None,
+    ) -> None:
         super().__init__()
-        self.options = dict(eps=eps, algorithm=algorithm)
+        self.options = dict(
+            eps=eps,
+            algorithm=algorithm,
+            distributed=distributed,
+            gradient_convention=gradient_convention,
+            group=group,
+        )
         regularizers.check_total_coding_rate_options(**self.options)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -4,35 +4,76 @@ Both are reductions of one view's auto-correlation: DeCov its off-diagonal energ
 (:func:`redundancy._ops.off_diagonal_energy`), TCR its log-determinant
 (:func:`redundancy._ops.half_logdet_identity_plus_gram`), each through the D×D or the N×N form, whichever is
 smaller. VICReg's own variance and covariance terms are :func:`redundancy.vicreg_variance_loss` and
-:func:`redundancy.vicreg_covariance_loss`.
+:func:`redundancy.vicreg_covariance_loss`. Under ``torch.distributed`` both are, by default, those of the batch
+of all ranks, as :func:`redundancy.vicreg_loss` is.
 """
 
 import torch
 
 from redundancy import cost
+from redundancy import distributed as distributed_ops
 from redundancy._ops import half_logdet_identity_plus_gram, off_diagonal_energy
 from redundancy._ops._autocast import no_autocast
-from redundancy.functional import ALGORITHMS, _check_choice, _check_embedding, _check_real, _compute_dtype
+from redundancy.functional import (
+    ALGORITHMS,
+    _check_choice,
+    _check_distributed_options,
+    _check_embedding,
+    _check_real,
+    _compute_dtype,
+    _is_global,
+)
 from redundancy.vicreg import _check_correction
 
 __all__ = ["check_decov_options", "check_total_coding_rate_options", "decov_loss", "total_coding_rate"]
 
 
-def check_decov_options(*, correction: int, algorithm: str) -> None:
-    """Raise a :class:`ValueError` naming the first bad option of :func:`decov_loss`."""
+def check_decov_options(
+    *,
+    correction: int,
+    algorithm: str,
+    distributed: str = "global",
+    gradient_convention: str = "global",
+    group: object = None,
+) -> None:
+    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option of :func:`decov_loss`."""
     _check_correction(correction)
     _check_choice("algorithm", algorithm, ALGORITHMS)
+    _check_distributed_options(distributed=distributed, gradient_convention=gradient_convention, group=group)
 
 
-def check_total_coding_rate_options(*, eps: float, algorithm: str) -> None:
+def check_total_coding_rate_options(
+    *,
+    eps: float,
+    algorithm: str,
+    distributed: str = "global",
+    gradient_convention: str = "global",
+    group: object = None,
+) -> None:
     """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option of :func:`total_coding_rate`."""
     _check_real("eps", eps, nonnegative=True)
     if eps == 0:
         raise ValueError("eps must be positive (the coding rate scales ZᵀZ by D / (N·eps)), got 0")
     _check_choice("algorithm", algorithm, ALGORITHMS)
+    _check_distributed_options(distributed=distributed, gradient_convention=gradient_convention, group=group)
 
 
-def decov_loss(h: torch.Tensor, *, correction: int = 0, algorithm: str = "auto") -> torch.Tensor:
+def _global_rows(function: str, z: torch.Tensor, name: str, group, **options) -> tuple[torch.Tensor, object]:
+    """``(rows of all ranks, batch)`` of the one view ``z`` (already in its compute dtype)."""
+    described = distributed_ops.describe_options(function, **options)
+    (z,), batch = distributed_ops.gather_global_batch(z, options=described, group=group, names=name)
+    return z, batch
+
+
+def decov_loss(
+    h: torch.Tensor,
+    *,
+    correction: int = 0,
+    algorithm: str = "auto",
+    distributed: str = "global",
+    gradient_convention: str = "global",
+    group: "torch.distributed.ProcessGroup | None" = None,
+) -> torch.Tensor:
     r"""DeCov (Cogswell et al., 2016): half the off-diagonal energy of the activations' batch covariance.
 
     .. math::
@@ -47,6 +88,10 @@ def decov_loss(h: torch.Tensor, *, correction: int = 0, algorithm: str = "auto")
         h: hidden activations, shape ``(N, D)`` with ``N >= 2``.
         correction: ``0`` divides by ``N`` (paper), ``1`` by ``N - 1``.
         algorithm: ``"cross"`` (D×D), ``"gram"`` (N×N) or ``"auto"`` (``gram`` when N < D).
+        distributed: ``"global"`` (the covariance of the batch of all ranks under ``torch.distributed``) or
+            ``"local"``, as in :func:`redundancy.vicreg_loss`.
+        gradient_convention: ``"global"`` or ``"official"``, as in :func:`redundancy.vicreg_loss`.
+        group: the process group of the global batch; ``None`` for the default group.
 
     Returns:
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise.
@@ -56,18 +101,40 @@ def decov_loss(h: torch.Tensor, *, correction: int = 0, algorithm: str = "auto")
         >>> decov_loss(h)
         tensor(1.)
     """
-    check_decov_options(correction=correction, algorithm=algorithm)
-    _check_embedding("h", h, min_rows=2)
-    n, d = h.shape
-    if algorithm == "auto":
-        algorithm = cost.choose_autocorrelation_algorithm(n, d)
+    check_decov_options(
+        correction=correction,
+        algorithm=algorithm,
+        distributed=distributed,
+        gradient_convention=gradient_convention,
+        group=group,
+    )
+    global_batch = _is_global(distributed, group)
+    _check_embedding("h", h, min_rows=0 if global_batch else 2)  # the global N >= 2 is checked by the exchange
     with no_autocast(h.device):
         h = h.to(_compute_dtype(h))
+        if global_batch:
+            h, batch = _global_rows(
+                "decov_loss", h, "h", group, correction=correction, algorithm=algorithm, gradient=gradient_convention
+            )
+        n, d = h.shape
+        if algorithm == "auto":
+            algorithm = cost.choose_autocorrelation_algorithm(n, d)
         energy = off_diagonal_energy(h - h.mean(dim=0), algorithm=algorithm)
-        return energy / (2.0 * float(n - correction) ** 2)
+        loss = energy / (2.0 * float(n - correction) ** 2)
+        if global_batch:
+            (loss,) = distributed_ops.apply_gradient_convention(gradient_convention, batch, loss)
+        return loss
 
 
-def total_coding_rate(z: torch.Tensor, *, eps: float = 0.2, algorithm: str = "auto") -> torch.Tensor:
+def total_coding_rate(
+    z: torch.Tensor,
+    *,
+    eps: float = 0.2,
+    algorithm: str = "auto",
+    distributed: str = "global",
+    gradient_convention: str = "global",
+    group: "torch.distributed.ProcessGroup | None" = None,
+) -> torch.Tensor:
     r"""The total coding rate of a batch of embeddings (Ma et al., 2007; Yu et al., 2020; EMP-SSL, Tong et al., 2023).
 
     .. math::
@@ -84,6 +151,11 @@ def total_coding_rate(z: torch.Tensor, *, eps: float = 0.2, algorithm: str = "au
         z: embeddings, shape ``(N, D)``.
         eps: the distortion ε, positive.
         algorithm: ``"cross"`` (D×D form), ``"gram"`` (N×N form) or ``"auto"`` (the smaller, ``gram`` when N < D).
+        distributed: ``"global"`` (the coding rate of the batch of all ranks under ``torch.distributed``, N
+            being the global batch size, which must then be at least 2) or ``"local"``, as in
+            :func:`redundancy.vicreg_loss`.
+        gradient_convention: ``"global"`` or ``"official"``, as in :func:`redundancy.vicreg_loss`.
+        group: the process group of the global batch; ``None`` for the default group.
 
     Returns:
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise.
@@ -94,10 +166,21 @@ def total_coding_rate(z: torch.Tensor, *, eps: float = 0.2, algorithm: str = "au
         >>> loss.shape
         torch.Size([])
     """
-    check_total_coding_rate_options(eps=eps, algorithm=algorithm)
-    _check_embedding("z", z, min_rows=1)
-    n, d = z.shape
-    if algorithm == "auto":
-        algorithm = cost.choose_autocorrelation_algorithm(n, d)
+    check_total_coding_rate_options(
+        eps=eps, algorithm=algorithm, distributed=distributed, gradient_convention=gradient_convention, group=group
+    )
+    global_batch = _is_global(distributed, group)
+    _check_embedding("z", z, min_rows=0 if global_batch else 1)
     with no_autocast(z.device):
-        return half_logdet_identity_plus_gram(z.to(_compute_dtype(z)), alpha=d / (n * eps), algorithm=algorithm)
+        z = z.to(_compute_dtype(z))
+        if global_batch:
+            z, batch = _global_rows(
+                "total_coding_rate", z, "z", group, eps=eps, algorithm=algorithm, gradient=gradient_convention
+            )
+        n, d = z.shape
+        if algorithm == "auto":
+            algorithm = cost.choose_autocorrelation_algorithm(n, d)
+        rate = half_logdet_identity_plus_gram(z, alpha=d / (n * eps), algorithm=algorithm)
+        if global_batch:
+            (rate,) = distributed_ops.apply_gradient_convention(gradient_convention, batch, rate)
+        return rate

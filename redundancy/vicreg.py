@@ -5,6 +5,12 @@ per-feature standard deviation ``s_i = sqrt(Σ_n X_ni² / (N - c) + ε)`` and th
 covariance ``Σ_{i≠j} Cov_ij²`` with ``Cov = XᵀX / (N - c)`` (:func:`redundancy._ops.off_diagonal_energy`, through
 the D×D or the N×N product, whichever is cheaper). The defaults are those of the official implementation,
 ``facebookresearch/vicreg`` ``main_vicreg.py``.
+
+Under ``torch.distributed`` (``distributed="global"``, the default, with more than one rank in ``group``) every
+rank gathers the rows of all ranks (:func:`redundancy.distributed.gather_global_batch`, one all-gather of the
+views) and evaluates the formula above on the concatenated batch: the invariance, the variances and the
+covariances are those of the global batch and every rank returns the same value, with the gradient convention
+of :func:`redundancy.barlow_twins_loss` (:func:`redundancy.distributed.apply_gradient_convention`).
 """
 
 from typing import NamedTuple
@@ -12,15 +18,18 @@ from typing import NamedTuple
 import torch
 
 from redundancy import cost
+from redundancy import distributed as distributed_ops
 from redundancy._ops import off_diagonal_energy
 from redundancy._ops._autocast import no_autocast
 from redundancy.functional import (
     ALGORITHMS,
     _check_choice,
+    _check_distributed_options,
     _check_embedding,
     _check_real,
     _check_views,
     _compute_dtype,
+    _is_global,
 )
 
 __all__ = [
@@ -70,6 +79,9 @@ def check_vicreg_options(
     correction: int,
     variance_reduction: str,
     algorithm: str,
+    distributed: str = "global",
+    gradient_convention: str = "global",
+    group: object = None,
 ) -> None:
     """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option (used by the Module too)."""
     _check_real("invariance_weight", invariance_weight, nonnegative=True)
@@ -80,6 +92,7 @@ def check_vicreg_options(
     _check_correction(correction)
     _check_choice("variance_reduction", variance_reduction, VARIANCE_REDUCTIONS)
     _check_choice("algorithm", algorithm, ALGORITHMS)
+    _check_distributed_options(distributed=distributed, gradient_convention=gradient_convention, group=group)
 
 
 # ---------------------------------------------------------------------------------- shared computations
@@ -119,6 +132,9 @@ def vicreg_terms(
     correction: int = 1,
     variance_reduction: str = "mean",
     algorithm: str = "auto",
+    distributed: str = "global",
+    gradient_convention: str = "global",
+    group: "torch.distributed.ProcessGroup | None" = None,
 ) -> VICRegTerms:
     r"""The VICReg loss together with its invariance, variance and covariance terms, for logging.
 
@@ -142,19 +158,40 @@ def vicreg_terms(
         correction=correction,
         variance_reduction=variance_reduction,
         algorithm=algorithm,
+        distributed=distributed,
+        gradient_convention=gradient_convention,
+        group=group,
     )
-    _check_views(z1, z2)
-    n = z1.shape[0]
-    divisor = n - correction  # N >= 2 and correction <= 1: never 0
+    global_batch = _is_global(distributed, group)
+    _check_views(z1, z2, min_rows=0 if global_batch else 2)  # the global N >= 2 is checked by the exchange
     dtype = _compute_dtype(z1, z2)
     with no_autocast(z1.device):
         z1, z2 = z1.to(dtype), z2.to(dtype)
+        if global_batch:
+            options = distributed_ops.describe_options(
+                "vicreg_terms",
+                invariance_weight=invariance_weight,
+                variance_weight=variance_weight,
+                covariance_weight=covariance_weight,
+                gamma=gamma,
+                eps=eps,
+                correction=correction,
+                variance_reduction=variance_reduction,
+                algorithm=algorithm,
+                gradient_convention=gradient_convention,
+            )
+            (z1, z2), batch = distributed_ops.gather_global_batch(z1, z2, options=options, group=group)
+        divisor = z1.shape[0] - correction  # N >= 2 and correction <= 1: never 0
         invariance = (z1 - z2).square().mean()
         x1, x2 = _center(z1), _center(z2)
         variance = _variance_hinge(x1, divisor, gamma, eps) + _variance_hinge(x2, divisor, gamma, eps)
         if variance_reduction == "mean":
             variance = variance / 2
         covariance = _covariance_penalty(x1, divisor, algorithm) + _covariance_penalty(x2, divisor, algorithm)
+        if global_batch:
+            invariance, variance, covariance = distributed_ops.apply_gradient_convention(
+                gradient_convention, batch, invariance, variance, covariance
+            )
         loss = invariance * invariance_weight + variance * variance_weight + covariance * covariance_weight
     return VICRegTerms(loss, invariance, variance, covariance)
 
@@ -171,6 +208,9 @@ def vicreg_loss(
     correction: int = 1,
     variance_reduction: str = "mean",
     algorithm: str = "auto",
+    distributed: str = "global",
+    gradient_convention: str = "global",
+    group: "torch.distributed.ProcessGroup | None" = None,
 ) -> torch.Tensor:
     r"""The VICReg loss (Bardes et al., 2022) of two embeddings of the same batch.
 
@@ -201,9 +241,22 @@ def vicreg_loss(
             ``"sum"`` keeps the sum (solo-learn's ``vicreg_loss_func``).
         algorithm: ``"cross"`` (D×D covariance, 4·N·D² FLOPs per view), ``"gram"`` (N×N Gram matrix,
             4·N²·D FLOPs per view) or ``"auto"`` (``gram`` when N < D).
+        distributed: ``"global"`` (when ``torch.distributed`` is initialized and ``group`` has more than one
+            rank, the loss of the batch of all ranks: the mean squared difference, the variances and the
+            covariances of the concatenated batch, the same value on every rank; every rank gathers the views of
+            all ranks, 2·N·D elements) or ``"local"`` (each rank's own batch, as ``main_vicreg.py`` computes the
+            invariance term). Without ``torch.distributed``, or with one rank, both are the single-process loss
+            and nothing is communicated.
+        gradient_convention: ``"global"`` (after DDP's gradient averaging, parameter gradients equal those of one
+            process training on the concatenated batch; input gradients are W times ``∂L/∂z`` of this rank's
+            rows) or ``"official"`` (``∂L/∂z`` itself, 1/W of the former), as in
+            :func:`redundancy.barlow_twins_loss`.
+        group: the process group of the global batch; ``None`` for the default group.
 
     Shape:
-        ``z1``, ``z2``: ``(N, D)`` with ``N >= 2``. Output: ``()``.
+        ``z1``, ``z2``: ``(N, D)`` with ``N >= 2``; under ``distributed="global"`` with several ranks, each rank
+        passes its own rows ``(N_r, D)`` (``N_r`` may be 0 or 1) and the global ``N = Σ N_r >= 2``.
+        Output: ``()``.
 
     Returns:
         The loss, a 0-dim tensor, float64 for float64 inputs and float32 otherwise.
@@ -225,11 +278,21 @@ def vicreg_loss(
         correction=correction,
         variance_reduction=variance_reduction,
         algorithm=algorithm,
+        distributed=distributed,
+        gradient_convention=gradient_convention,
+        group=group,
     ).loss
 
 
 def vicreg_variance_loss(
-    z: torch.Tensor, *, gamma: float = 1.0, eps: float = 1e-4, correction: int = 1
+    z: torch.Tensor,
+    *,
+    gamma: float = 1.0,
+    eps: float = 1e-4,
+    correction: int = 1,
+    distributed: str = "global",
+    gradient_convention: str = "global",
+    group: "torch.distributed.ProcessGroup | None" = None,
 ) -> torch.Tensor:
     r"""VICReg's variance regularizer of one view: a hinge on each feature's standard deviation.
 
@@ -245,6 +308,10 @@ def vicreg_variance_loss(
         gamma: γ, target standard deviation.
         eps: ε, added to the variance before the square root.
         correction: ``1`` (unbiased variance, official) or ``0`` (biased).
+        distributed: ``"global"`` (the variance of the batch of all ranks under ``torch.distributed``) or
+            ``"local"``, as in :func:`vicreg_loss`.
+        gradient_convention: ``"global"`` or ``"official"``, as in :func:`vicreg_loss`.
+        group: the process group of the global batch; ``None`` for the default group.
 
     Returns:
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise.
@@ -256,13 +323,31 @@ def vicreg_variance_loss(
     _check_real("gamma", gamma, nonnegative=True)
     _check_real("eps", eps, nonnegative=True)
     _check_correction(correction)
-    _check_embedding("z", z, min_rows=2)
-    divisor = z.shape[0] - correction
+    _check_distributed_options(distributed=distributed, gradient_convention=gradient_convention, group=group)
+    global_batch = _is_global(distributed, group)
+    _check_embedding("z", z, min_rows=0 if global_batch else 2)
     with no_autocast(z.device):
-        return _variance_hinge(_center(z.to(_compute_dtype(z))), divisor, gamma, eps)
+        z = z.to(_compute_dtype(z))
+        if global_batch:
+            options = distributed_ops.describe_options(
+                "vicreg_variance_loss", gamma=gamma, eps=eps, correction=correction, gradient=gradient_convention
+            )
+            (z,), batch = distributed_ops.gather_global_batch(z, options=options, group=group, names="z")
+        loss = _variance_hinge(_center(z), z.shape[0] - correction, gamma, eps)
+        if global_batch:
+            (loss,) = distributed_ops.apply_gradient_convention(gradient_convention, batch, loss)
+        return loss
 
 
-def vicreg_covariance_loss(z: torch.Tensor, *, correction: int = 1, algorithm: str = "auto") -> torch.Tensor:
+def vicreg_covariance_loss(
+    z: torch.Tensor,
+    *,
+    correction: int = 1,
+    algorithm: str = "auto",
+    distributed: str = "global",
+    gradient_convention: str = "global",
+    group: "torch.distributed.ProcessGroup | None" = None,
+) -> torch.Tensor:
     r"""VICReg's covariance regularizer of one view: the off-diagonal energy of its covariance, over D.
 
     .. math::
@@ -276,6 +361,10 @@ def vicreg_covariance_loss(z: torch.Tensor, *, correction: int = 1, algorithm: s
         z: embeddings, shape ``(N, D)`` with ``N >= 2``.
         correction: ``1`` (divide by ``N - 1``, official) or ``0`` (by ``N``).
         algorithm: ``"cross"``, ``"gram"`` or ``"auto"``, as in :func:`vicreg_loss`.
+        distributed: ``"global"`` (the covariance of the batch of all ranks under ``torch.distributed``) or
+            ``"local"``, as in :func:`vicreg_loss`.
+        gradient_convention: ``"global"`` or ``"official"``, as in :func:`vicreg_loss`.
+        group: the process group of the global batch; ``None`` for the default group.
 
     Returns:
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise.
@@ -288,7 +377,17 @@ def vicreg_covariance_loss(z: torch.Tensor, *, correction: int = 1, algorithm: s
     """
     _check_correction(correction)
     _check_choice("algorithm", algorithm, ALGORITHMS)
-    _check_embedding("z", z, min_rows=2)
-    divisor = z.shape[0] - correction
+    _check_distributed_options(distributed=distributed, gradient_convention=gradient_convention, group=group)
+    global_batch = _is_global(distributed, group)
+    _check_embedding("z", z, min_rows=0 if global_batch else 2)
     with no_autocast(z.device):
-        return _covariance_penalty(_center(z.to(_compute_dtype(z))), divisor, algorithm)
+        z = z.to(_compute_dtype(z))
+        if global_batch:
+            options = distributed_ops.describe_options(
+                "vicreg_covariance_loss", correction=correction, algorithm=algorithm, gradient=gradient_convention
+            )
+            (z,), batch = distributed_ops.gather_global_batch(z, options=options, group=group, names="z")
+        loss = _covariance_penalty(_center(z), z.shape[0] - correction, algorithm)
+        if global_batch:
+            (loss,) = distributed_ops.apply_gradient_convention(gradient_convention, batch, loss)
+        return loss

@@ -5,7 +5,6 @@ compare it with one process working on the concatenated batch. The statistics me
 model are tested in this process.
 """
 
-import datetime
 import math
 import os
 import pathlib
@@ -15,14 +14,13 @@ import sys
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 import redundancy
 from redundancy import cost
 from redundancy.distributed import local_moments, merge_moments
 from redundancy.reference import barlow_twins_loss_reference
-from tests.utils import GRAD_TOL, LOSS_RTOL, assert_relative, relative_error
+from tests.utils import GRAD_TOL, LOSS_RTOL, assert_relative, relative_error, spawn_gloo
 
 pytestmark = pytest.mark.distributed
 
@@ -134,106 +132,88 @@ def _error_message(function) -> str | None:
     return None
 
 
-def _worker(rank: int, world_size: int, store_path: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{store_path}",
-        rank=rank,
-        world_size=world_size,
-        timeout=datetime.timedelta(seconds=60),
+def _worker(rank: int, world_size: int) -> dict:
+    """Every check of one rank, run inside the gloo group (:func:`tests.utils.spawn_gloo`)."""
+    rows = _rows(world_size, rank)
+    z1_global, z2_global = _global_views(world_size)
+    z1_local, z2_local = z1_global[rows], z2_global[rows]
+    results = {"evaluations": {}}
+
+    for index, config in enumerate(CONFIGS):
+        for convention in CONVENTIONS:
+            z1 = z1_local.clone().requires_grad_()
+            z2 = z2_local.clone().requires_grad_()
+            terms = redundancy.barlow_twins_terms(z1, z2, gradient_convention=convention, **config)
+            (terms.loss * UPSTREAM).backward()
+            results["evaluations"][index, convention] = {
+                "terms": torch.stack([t.detach() for t in terms]),
+                "grad_z1": z1.grad,
+                "grad_z2": z2.grad,
+            }
+
+    results["module"] = redundancy.BarlowTwinsLoss(**CONFIGS[3])(z1_local, z2_local)
+    results["local"] = (
+        redundancy.barlow_twins_loss(z1_local, z2_local, distributed="local")
+        if z1_local.shape[0] >= 2
+        else _error_message(lambda: redundancy.barlow_twins_loss(z1_local, z2_local, distributed="local"))
     )
-    try:
-        rows = _rows(world_size, rank)
-        z1_global, z2_global = _global_views(world_size)
-        z1_local, z2_local = z1_global[rows], z2_global[rows]
-        results = {"evaluations": {}}
+    single_rank_groups = [dist.new_group([other]) for other in range(world_size)]  # every rank creates each
+    results["local_single_rank_group"] = (
+        redundancy.barlow_twins_loss(z1_local, z2_local, group=single_rank_groups[rank])
+        if z1_local.shape[0] >= 2
+        else None
+    )
 
-        for index, config in enumerate(CONFIGS):
-            for convention in CONVENTIONS:
-                z1 = z1_local.clone().requires_grad_()
-                z2 = z2_local.clone().requires_grad_()
-                terms = redundancy.barlow_twins_terms(z1, z2, gradient_convention=convention, **config)
-                (terms.loss * UPSTREAM).backward()
-                results["evaluations"][index, convention] = {
-                    "terms": torch.stack([t.detach() for t in terms]),
-                    "grad_z1": z1.grad,
-                    "grad_z2": z2.grad,
-                }
+    mismatched = torch.randn(3, DIM + rank, dtype=torch.float64)
+    results["dim_mismatch"] = _error_message(lambda: redundancy.barlow_twins_loss(mismatched, mismatched))
+    results["options_mismatch"] = _error_message(
+        lambda: redundancy.barlow_twins_loss(z1_local, z2_local, strategy=TRAINING_STRATEGIES[rank % 2])
+    )
+    tiny = torch.randn(1 if rank == 0 else 0, DIM, dtype=torch.float64)
+    results["too_few_rows"] = _error_message(lambda: redundancy.barlow_twins_loss(tiny, tiny))
 
-        results["module"] = redundancy.BarlowTwinsLoss(**CONFIGS[3])(z1_local, z2_local)
-        results["local"] = (
-            redundancy.barlow_twins_loss(z1_local, z2_local, distributed="local")
-            if z1_local.shape[0] >= 2
-            else _error_message(lambda: redundancy.barlow_twins_loss(z1_local, z2_local, distributed="local"))
+    grid1, grid2 = _on_float32_grid(z1_local), _on_float32_grid(z2_local)
+    results["offset"] = {
+        (strategy, offset): redundancy.barlow_twins_loss(
+            (grid1 + offset).float(), (grid2 + offset).float(), strategy=strategy
         )
-        single_rank_groups = [dist.new_group([other]) for other in range(world_size)]  # every rank creates each
-        results["local_single_rank_group"] = (
-            redundancy.barlow_twins_loss(z1_local, z2_local, group=single_rank_groups[rank])
-            if z1_local.shape[0] >= 2
-            else None
-        )
+        for strategy in TRAINING_STRATEGIES
+        for offset in (0.0, OFFSET)
+    }
 
-        mismatched = torch.randn(3, DIM + rank, dtype=torch.float64)
-        results["dim_mismatch"] = _error_message(lambda: redundancy.barlow_twins_loss(mismatched, mismatched))
-        results["options_mismatch"] = _error_message(
-            lambda: redundancy.barlow_twins_loss(z1_local, z2_local, strategy=TRAINING_STRATEGIES[rank % 2])
-        )
-        tiny = torch.randn(1 if rank == 0 else 0, DIM, dtype=torch.float64)
-        results["too_few_rows"] = _error_message(lambda: redundancy.barlow_twins_loss(tiny, tiny))
+    results["traffic"] = {}
+    even = torch.randn(EVEN_ROWS, DIM, 2, dtype=torch.float64).unbind(-1)  # the same rows on every rank
+    for strategy in TRAINING_STRATEGIES:
+        for normalization in ("batchnorm", "none"):
+            z1, z2 = (z.clone().requires_grad_() for z in even)
+            with _RingTraffic(world_size) as traffic:
+                loss = redundancy.barlow_twins_loss(z1, z2, strategy=strategy, normalization=normalization)
+                loss.backward()
+            results["traffic"][strategy, normalization] = traffic.bytes
 
-        grid1, grid2 = _on_float32_grid(z1_local), _on_float32_grid(z2_local)
-        results["offset"] = {
-            (strategy, offset): redundancy.barlow_twins_loss(
-                (grid1 + offset).float(), (grid2 + offset).float(), strategy=strategy
-            )
-            for strategy in TRAINING_STRATEGIES
-            for offset in (0.0, OFFSET)
-        }
+    results["bfloat16"] = {}
+    for strategy in TRAINING_STRATEGIES:
+        z1 = z1_local.bfloat16().requires_grad_()
+        z2 = z2_local.bfloat16().requires_grad_()
+        loss = redundancy.barlow_twins_loss(z1, z2, strategy=strategy)
+        loss.backward()
+        results["bfloat16"][strategy] = (loss.detach(), z1.grad, z2.grad)
 
-        results["traffic"] = {}
-        even = torch.randn(EVEN_ROWS, DIM, 2, dtype=torch.float64).unbind(-1)  # the same rows on every rank
-        for strategy in TRAINING_STRATEGIES:
-            for normalization in ("batchnorm", "none"):
-                z1, z2 = (z.clone().requires_grad_() for z in even)
-                with _RingTraffic(world_size) as traffic:
-                    loss = redundancy.barlow_twins_loss(z1, z2, strategy=strategy, normalization=normalization)
-                    loss.backward()
-                results["traffic"][strategy, normalization] = traffic.bytes
+    x1_global, x2_global = _training_inputs(world_size)
+    results["trained"] = {}
+    for strategy in TRAINING_STRATEGIES:
+        model = nn.parallel.DistributedDataParallel(_encoder())
+        _train(model, x1_global[rows], x2_global[rows], strategy=strategy)
+        results["trained"][strategy] = [p.detach().clone() for p in model.module.parameters()]
 
-        results["bfloat16"] = {}
-        for strategy in TRAINING_STRATEGIES:
-            z1 = z1_local.bfloat16().requires_grad_()
-            z2 = z2_local.bfloat16().requires_grad_()
-            loss = redundancy.barlow_twins_loss(z1, z2, strategy=strategy)
-            loss.backward()
-            results["bfloat16"][strategy] = (loss.detach(), z1.grad, z2.grad)
-
-        x1_global, x2_global = _training_inputs(world_size)
-        results["trained"] = {}
-        for strategy in TRAINING_STRATEGIES:
-            model = nn.parallel.DistributedDataParallel(_encoder())
-            _train(model, x1_global[rows], x2_global[rows], strategy=strategy)
-            results["trained"][strategy] = [p.detach().clone() for p in model.module.parameters()]
-
-        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+    return results
 
 
 @pytest.fixture(scope="module", params=sorted(SHARDS), ids=lambda w: f"world{w}")
 def spawned(request, tmp_path_factory):
     """``(world_size, [results of rank 0, rank 1, ...])`` of one spawned gloo run."""
     world_size = request.param
-    directory = tmp_path_factory.mktemp(f"world{world_size}")
-    mp.start_processes(
-        _worker,
-        args=(world_size, str(directory / "store"), str(directory)),
-        nprocs=world_size,
-        join=True,
-        start_method="spawn",
-    )
-    return world_size, [torch.load(directory / f"rank{rank}.pt") for rank in range(world_size)]
+    return world_size, spawn_gloo(_worker, world_size, tmp_path_factory.mktemp(f"world{world_size}"))
 
 
 def _reference(world_size: int, config: dict, z1: torch.Tensor | None = None, z2: torch.Tensor | None = None):

@@ -7,10 +7,11 @@ is the one lightly computes (each view standardized with ``F.batch_norm``, ε = 
 
 Differences, all intended:
 
-- Distributed runs: ``gather_distributed=True`` computes the loss of the global batch (statistics and C of the
-  concatenated batch of all ranks, DESIGN §5), where lightly averages the per-rank cross-correlations
-  (Barlow Twins) or gathers the embeddings only for the variance and covariance terms (VICReg).
-  ``gather_distributed=False`` is each rank's own loss, as in lightly.
+- Distributed runs: ``gather_distributed=True`` is ``distributed="global"``, the loss of the global batch
+  (statistics and C of the concatenated batch of all ranks, with the ``"global"`` gradient convention of
+  :func:`redundancy.barlow_twins_loss`), where lightly averages the per-rank cross-correlations (Barlow Twins)
+  or gathers the embeddings only for the variance and covariance terms, keeping each rank's own invariance
+  term (VICReg). ``gather_distributed=False`` is ``distributed="local"``, each rank's own loss, as in lightly.
 - Bad inputs raise :class:`ValueError` / :class:`TypeError` naming the argument instead of ``AssertionError``.
 - Only 2-D embeddings ``(N, D)`` are accepted (lightly's VICReg also takes ``(N, ..., D)``).
 """
@@ -35,6 +36,11 @@ def _check_gather_distributed(gather_distributed: object) -> None:
         )
 
 
+def _distributed(gather_distributed: bool) -> str:
+    """lightly's ``gather_distributed`` as this library's ``distributed`` option."""
+    return "global" if gather_distributed else "local"
+
+
 class BarlowTwinsLoss(nn.Module):
     r"""lightly's ``BarlowTwinsLoss`` computed by :func:`redundancy.barlow_twins_loss`.
 
@@ -45,8 +51,9 @@ class BarlowTwinsLoss(nn.Module):
 
     Args:
         lambda_param: λ, weight of the redundancy term (lightly's default 5e-3; the official value is 0.0051).
-        gather_distributed: compute the loss of the global batch under ``torch.distributed`` (see the module
-            docstring for how this differs from lightly).
+        gather_distributed: ``True``: the loss of the global batch under ``torch.distributed``
+            (``distributed="global"``; see the module docstring for how this differs from lightly); ``False``: each
+            rank's own loss (``distributed="local"``).
 
     Example:
         >>> import redundancy
@@ -72,7 +79,7 @@ class BarlowTwinsLoss(nn.Module):
         self.gather_distributed = gather_distributed
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
-        return barlow_twins_loss(z_a, z_b, lambd=self.lambda_param)
+        return barlow_twins_loss(z_a, z_b, lambd=self.lambda_param, distributed=_distributed(self.gather_distributed))
 
     def extra_repr(self) -> str:
         return f"lambda_param={self.lambda_param!r}, gather_distributed={self.gather_distributed!r}"
@@ -92,7 +99,8 @@ class VICRegLoss(nn.Module):
         lambda_param: λ, weight of the invariance term.
         mu_param: μ, weight of the variance term.
         nu_param: ν, weight of the covariance term.
-        gather_distributed: compute the loss of the global batch under ``torch.distributed``.
+        gather_distributed: ``True``: the loss of the global batch under ``torch.distributed``
+            (``distributed="global"``); ``False``: each rank's own loss (``distributed="local"``).
         eps: ε, added to the variance before the square root.
 
     Example:
@@ -137,6 +145,7 @@ class VICRegLoss(nn.Module):
             variance_weight=self.mu_param,
             covariance_weight=self.nu_param,
             eps=self.eps,
+            distributed=_distributed(self.gather_distributed),
         )
 
     def extra_repr(self) -> str:

@@ -8,9 +8,12 @@ Conventions of solo-learn that these keep: Barlow Twins standardizes each view w
 where the official code averages them (``variance_reduction="sum"`` of :func:`redundancy.vicreg_loss`), so its
 value exceeds the official one whenever a feature's standard deviation is below 1.
 
-Differences, all intended: under ``torch.distributed`` both give the loss of the global batch (DESIGN §5), where
-solo-learn averages the per-rank cross-correlations (Barlow Twins) or uses each rank's own batch (VICReg); bad
-inputs raise :class:`ValueError` / :class:`TypeError` naming the argument.
+Differences, all intended: under ``torch.distributed`` both give the loss of the global batch (the default
+``distributed="global"`` of :func:`redundancy.barlow_twins_loss` and :func:`redundancy.vicreg_loss`: statistics,
+C, variances and covariances of the concatenated batch of all ranks, with the ``"global"`` gradient convention),
+where solo-learn computes per-rank statistics: it averages the per-rank cross-correlations (Barlow Twins) and
+uses each rank's own batch (VICReg). This is the one difference in value; in a single process the values are
+solo-learn's. Bad inputs raise :class:`ValueError` / :class:`TypeError` naming the argument.
 """
 
 import torch
@@ -31,7 +34,8 @@ def barlow_loss_func(z1: torch.Tensor, z2: torch.Tensor, lamb: float = 5e-3, sca
         scale_loss: factor on the whole loss.
 
     Returns:
-        The loss, a 0-dim tensor.
+        The loss, a 0-dim tensor; under ``torch.distributed``, that of the global batch of all ranks (the one
+        intended difference from solo-learn, see the module docstring).
 
     Example:
         >>> import redundancy
@@ -66,7 +70,8 @@ def vicreg_loss_func(
         cov_loss_weight: weight of the covariance term.
 
     Returns:
-        The loss, a 0-dim tensor.
+        The loss, a 0-dim tensor; under ``torch.distributed``, that of the global batch of all ranks (the one
+        intended difference from solo-learn, see the module docstring).
 
     Example:
         >>> import redundancy
