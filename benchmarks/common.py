@@ -25,15 +25,33 @@ class Timing:
     repeats: int
 
 
-def time_function(fn: Callable[[], object], *, min_time: float = 1.0, min_repeats: int = 5, warmup: int = 1) -> Timing:
-    """Call ``fn`` ``warmup`` times, then at least ``min_repeats`` times and for at least ``min_time`` seconds."""
+def time_function(
+    fn: Callable[..., object],
+    *,
+    setup: Callable[[], tuple] | None = None,
+    sync: Callable[[], None] | None = None,
+    min_time: float = 1.0,
+    min_repeats: int = 5,
+    warmup: int = 1,
+) -> Timing:
+    """Time ``fn(*setup())``: ``warmup`` calls, then at least ``min_repeats`` and for at least ``min_time`` seconds.
+
+    ``setup`` runs untimed before each call (for example the forward pass when timing the backward);
+    ``sync`` waits for the device (``torch.cuda.synchronize``) before the clock is read.
+    """
+    sync = sync or (lambda: None)
+    setup = setup or tuple
     for _ in range(warmup):
-        fn()
+        fn(*setup())
+    sync()
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < min_repeats or time.perf_counter() - start < min_time:
+        args = setup()
+        sync()
         t0 = time.perf_counter()
-        fn()
+        fn(*args)
+        sync()
         times.append(time.perf_counter() - t0)
     if len(times) == 1:
         return Timing(times[0], times[0], times[0], 1)

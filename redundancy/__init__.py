@@ -1,5 +1,12 @@
 """redundancy: the exact Barlow Twins loss and the redundancy-reduction family as PyTorch ops."""
 
+from redundancy.cca_ssg import cca_ssg_loss
+from redundancy.diagnostics import (
+    CrossCorrelationSummary,
+    cross_correlation_summary,
+    effective_rank,
+    feature_std,
+)
 from redundancy.functional import (
     BarlowTwinsTerms,
     barlow_twins_loss,
@@ -8,17 +15,55 @@ from redundancy.functional import (
     cross_correlation,
     off_diagonal,
 )
-from redundancy.modules import BarlowTwinsLoss
+from redundancy.mixed_barlow_twins import mixed_barlow_twins_regularizer
+from redundancy.modules import (
+    BarlowTwinsLoss,
+    CCASSGLoss,
+    DeCovLoss,
+    MixedBarlowTwinsRegularizer,
+    SpectralContrastiveLoss,
+    TotalCodingRate,
+    VICRegLoss,
+)
+from redundancy.regularizers import decov_loss, total_coding_rate
+from redundancy.spectral_contrastive import spectral_contrastive_loss
+from redundancy.vicreg import (
+    VICRegTerms,
+    vicreg_covariance_loss,
+    vicreg_loss,
+    vicreg_terms,
+    vicreg_variance_loss,
+)
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "BarlowTwinsLoss",
     "BarlowTwinsTerms",
+    "CCASSGLoss",
+    "CrossCorrelationSummary",
+    "DeCovLoss",
+    "MixedBarlowTwinsRegularizer",
+    "SpectralContrastiveLoss",
+    "TotalCodingRate",
+    "VICRegLoss",
+    "VICRegTerms",
     "__version__",
     "barlow_twins_loss",
     "barlow_twins_terms",
     "batch_standardize",
+    "cca_ssg_loss",
     "cross_correlation",
+    "cross_correlation_summary",
+    "decov_loss",
+    "effective_rank",
+    "feature_std",
+    "mixed_barlow_twins_regularizer",
     "off_diagonal",
+    "spectral_contrastive_loss",
+    "total_coding_rate",
+    "vicreg_covariance_loss",
+    "vicreg_loss",
+    "vicreg_terms",
+    "vicreg_variance_loss",
 ]

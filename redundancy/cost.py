@@ -7,9 +7,43 @@ work is left out, as it is the same for every algorithm):
 - ``gram``: ``A Aᵀ`` and ``B Bᵀ`` forward (4·N²·D), ``(B Bᵀ) A`` and ``(A Aᵀ) B`` backward (4·N²·D): 8·N²·D.
 
 The Gram algorithm is the cheaper one when ``8·N²·D < 6·N·D²``, that is ``N < 0.75·D``.
+
+Under ``torch.distributed`` (:mod:`redundancy.distributed`) the global-batch loss also moves data between the W
+ranks of the process group. :func:`communication_bytes` counts the bytes each rank sends per training step
+(forward and backward) with bandwidth-optimal ring collectives, in which a rank sends as much as it receives:
+
+- a ring all-reduce of M elements sends ``2·(W-1)/W·M`` elements per rank;
+- a ring all-gather of a chunk of m elements per rank sends ``(W-1)·m`` elements per rank.
+
+Common to both strategies: the per-rank shapes and a checksum of the options, an all-gather of 4 int64 per rank.
+Unless ``normalization="none"``, also the per-rank mean and centred sum of squares of each view, an all-gather
+of 2·D elements per view, and in backward the two D-vectors ``Σ dA`` and ``Σ dA ⊙ A`` of each view, an
+all-reduce of 2·D elements per view. Then:
+
+- ``all_reduce``: the local ``AᵀB / N`` summed over ranks, an all-reduce of D² elements; nothing in backward.
+  ``2·(W-1)/W·D²`` elements.
+- ``all_gather``: the standardized views of every rank, padded to ``ceil(N/W)`` rows and gathered in one
+  all-gather; nothing in backward. ``(W-1)·2·ceil(N/W)·D ≈ 2·(W-1)/W·N·D`` elements.
+
+So ``all_gather`` moves about ``N/D`` times the bytes of ``all_reduce``, but every rank runs the loss on all N
+rows (the Gram or cross algorithm on the gathered views), whereas ``all_reduce`` runs the cross algorithm on
+its own ``N/W`` rows only. :func:`choose_strategy` weighs both.
 """
 
+import math
+
+import torch
+
 ALGORITHMS = ("cross", "gram")
+
+#: The collectives of the global-batch loss (``strategy=`` of :func:`redundancy.barlow_twins_loss`).
+STRATEGIES = ("all_reduce", "all_gather")
+
+#: Nominal machine balance that ``strategy="auto"`` uses: matrix-multiply FLOPs a GPU performs in the time its
+#: collectives move one byte per rank. An assumption about current GPU nodes (tens of TFLOP/s of fp32 matrix
+#: throughput over a few hundred GB/s of collective bandwidth per GPU), not a measurement; slower interconnects
+#: (several nodes) favour ``all_gather`` more than this figure does.
+FLOPS_PER_COMMUNICATED_BYTE = 200
 
 #: ``auto`` picks ``gram`` when ``N < GRAM_CROSSOVER * D``.
 GRAM_CROSSOVER = 0.75
@@ -48,3 +82,139 @@ def choose_algorithm(n: int, d: int) -> str:
         ('gram', 'cross')
     """
     return "gram" if n < GRAM_CROSSOVER * d else "cross"
+
+
+def autocorrelation_flops(algorithm: str, n: int, d: int, *, backward: bool = True) -> int:
+    """Floating-point operations of the off-diagonal energy ``Σ_{i≠j} (XᵀX)_ij²`` of one view (VICReg, DeCov).
+
+    ``cross`` forms ``K = XᵀX`` (2·N·D²) and backpropagates ``X K`` (2·N·D²); ``gram`` forms ``G = X Xᵀ``
+    (2·N²·D) and backpropagates ``G X`` (2·N²·D). The Gram form is the cheaper one when ``N < D``.
+
+    Example:
+        >>> autocorrelation_flops("cross", 256, 8192) // autocorrelation_flops("gram", 256, 8192)
+        32
+    """
+    if algorithm == "cross":
+        forward, backward_flops = 2 * n * d * d, 2 * n * d * d
+    elif algorithm == "gram":
+        forward, backward_flops = 2 * n * n * d, 2 * n * n * d
+    else:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    return forward + backward_flops if backward else forward
+
+
+def choose_autocorrelation_algorithm(n: int, d: int) -> str:
+    """The algorithm ``algorithm="auto"`` uses for the one-view auto-correlation of ``n`` rows and ``d`` features.
+
+    Example:
+        >>> choose_autocorrelation_algorithm(256, 8192), choose_autocorrelation_algorithm(2048, 128)
+        ('gram', 'cross')
+    """
+    return "gram" if n < d else "cross"
+
+
+def _compute_itemsize(dtype: torch.dtype) -> int:
+    """Bytes per communicated element: the loss communicates in its compute dtype (float32 for half inputs)."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    return 8 if dtype == torch.float64 else 4
+
+
+def _check_shape_counts(global_n: int, d: int, world_size: int) -> None:
+    for name, value, minimum in (("global_n", global_n, 2), ("d", d, 1), ("world_size", world_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def communication_bytes(
+    strategy: str,
+    global_n: int,
+    d: int,
+    world_size: int,
+    dtype: torch.dtype = torch.float32,
+    *,
+    normalization: str = "batchnorm",
+) -> int:
+    """Bytes each rank sends (and receives) per training step for the global-batch Barlow Twins loss.
+
+    Forward and backward together, with ring collectives and the batch split evenly (``ceil(N/W)`` rows per
+    rank); the formulas are in the module docstring. One process (``world_size=1``) moves nothing.
+
+    Args:
+        strategy: ``"all_reduce"`` or ``"all_gather"``.
+        global_n: rows of the global batch N (all ranks together).
+        d: feature dimension D.
+        world_size: number of ranks W in the process group.
+        dtype: dtype of the embeddings; communication happens in the compute dtype (float32 for float32, float16
+            and bfloat16 inputs, float64 for float64 inputs).
+        normalization: ``"none"`` skips the statistics of the standardization; any other value counts them.
+
+    Returns:
+        The number of bytes.
+
+    Example:
+        >>> all_gather = communication_bytes("all_gather", 2048, 8192, 8)
+        >>> all_reduce = communication_bytes("all_reduce", 2048, 8192, 8)
+        >>> round(all_gather / all_reduce, 2)
+        0.25
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    _check_shape_counts(global_n, d, world_size)
+    itemsize = _compute_itemsize(dtype)
+    w = world_size
+    if w == 1:
+        return 0
+    total = (w - 1) * 4 * 8  # the shapes and option checksum of every rank (int64)
+    if normalization != "none":
+        statistics = 2 * (w - 1) * 2 * d  # mean and centred sum of squares, both views
+        backward = 2 * math.ceil(2 * (w - 1) * 2 * d / w)  # Σ dA and Σ dA ⊙ A, both views
+        total += (statistics + backward) * itemsize
+    if strategy == "all_reduce":
+        elements = math.ceil(2 * (w - 1) * d * d / w)
+    else:
+        elements = (w - 1) * 2 * math.ceil(global_n / w) * d
+    return total + elements * itemsize
+
+
+def strategy_flops(strategy: str, global_n: int, d: int, world_size: int, *, algorithm: str = "auto") -> int:
+    """Matrix-product FLOPs each rank spends on the loss (forward and backward) under a strategy.
+
+    ``all_reduce`` runs the cross algorithm on the rank's ``ceil(N/W)`` rows; ``all_gather`` runs ``algorithm``
+    (``"auto"``: the cheaper) on all N gathered rows, on every rank.
+
+    Example:
+        >>> strategy_flops("all_reduce", 1024, 256, 4) * 4 == barlow_twins_flops("cross", 1024, 256)
+        True
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    _check_shape_counts(global_n, d, world_size)
+    if strategy == "all_reduce":
+        if algorithm not in ("auto", "cross"):
+            raise ValueError(f"the all_reduce strategy runs the cross algorithm, got algorithm={algorithm!r}")
+        return barlow_twins_flops("cross", math.ceil(global_n / world_size), d)
+    if algorithm == "auto":
+        algorithm = choose_algorithm(global_n, d)
+    return barlow_twins_flops(algorithm, global_n, d)
+
+
+def choose_strategy(
+    global_n: int, d: int, world_size: int, dtype: torch.dtype = torch.float32, *, algorithm: str = "auto"
+) -> str:
+    """The strategy ``strategy="auto"`` uses: the smaller ``FLOPs + FLOPS_PER_COMMUNICATED_BYTE · bytes``.
+
+    An explicit ``algorithm="gram"`` needs the gathered views, hence ``"all_gather"``.
+
+    Example:
+        >>> choose_strategy(256, 8192, 8), choose_strategy(8192, 256, 8)
+        ('all_gather', 'all_reduce')
+    """
+    if algorithm == "gram":
+        return "all_gather"
+
+    def estimated_cost(strategy: str) -> int:
+        flops = strategy_flops(strategy, global_n, d, world_size, algorithm=algorithm)
+        return flops + FLOPS_PER_COMMUNICATED_BYTE * communication_bytes(strategy, global_n, d, world_size, dtype)
+
+    return min(STRATEGIES, key=estimated_cost)

@@ -6,6 +6,7 @@ from typing import NamedTuple
 import torch
 
 from redundancy import cost
+from redundancy import distributed as distributed_ops
 from redundancy._ops import cross_correlation_terms, gram_terms, standardize
 from redundancy._ops._autocast import no_autocast
 from redundancy._triton import barlow_twins_terms_triton, select_backend
@@ -56,6 +57,18 @@ def _check_real(name: str, value: object, *, nonnegative: bool) -> None:
         raise ValueError(f"{name} must be non-negative, got {value!r}")
 
 
+def _check_distributed_options(*, distributed: object, gradient_convention: object, group: object) -> None:
+    """Check ``distributed``, ``gradient_convention`` and ``group``, the options every global-batch loss takes."""
+    _check_choice("distributed", distributed, distributed_ops.DISTRIBUTED_MODES)
+    _check_choice("gradient_convention", gradient_convention, distributed_ops.GRADIENT_CONVENTIONS)
+    distributed_ops.check_group(group)
+
+
+def _is_global(distributed: str, group: object) -> bool:
+    """Whether a loss with these (already checked) options computes the batch of several ranks."""
+    return distributed == "global" and distributed_ops.group_world_size(group) > 1
+
+
 def check_barlow_twins_options(
     *,
     lambd: float | str,
@@ -65,6 +78,10 @@ def check_barlow_twins_options(
     off_diagonal_target: float,
     algorithm: str,
     backend: str,
+    distributed: str = "global",
+    strategy: str = "auto",
+    gradient_convention: str = "global",
+    group: object = None,
 ) -> None:
     """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option (used by the Module too)."""
     if lambd != "auto":
@@ -75,6 +92,13 @@ def check_barlow_twins_options(
     _check_choice("normalization", normalization, NORMALIZATIONS)
     _check_choice("algorithm", algorithm, ALGORITHMS)
     _check_choice("backend", backend, BACKENDS)
+    _check_distributed_options(distributed=distributed, gradient_convention=gradient_convention, group=group)
+    _check_choice("strategy", strategy, distributed_ops.STRATEGIES)
+    if strategy == "all_reduce" and algorithm == "gram":
+        raise ValueError(
+            "strategy='all_reduce' sums C over the ranks, which is the cross algorithm; use algorithm='cross' or "
+            "'auto' with it, or strategy='all_gather' (or 'auto') with algorithm='gram'"
+        )
 
 
 def _check_embedding(name: str, z: object, *, min_rows: int) -> None:
@@ -90,9 +114,9 @@ def _check_embedding(name: str, z: object, *, min_rows: int) -> None:
         raise ValueError(f"{name} needs at least one feature column, got shape {tuple(z.shape)}")
 
 
-def _check_views(z1: object, z2: object) -> None:
-    _check_embedding("z1", z1, min_rows=2)
-    _check_embedding("z2", z2, min_rows=2)
+def _check_views(z1: object, z2: object, *, min_rows: int = 2) -> None:
+    _check_embedding("z1", z1, min_rows=min_rows)
+    _check_embedding("z2", z2, min_rows=min_rows)
     if z1.shape != z2.shape:
         raise ValueError(
             f"z1 and z2 must have the same shape, got z1 {tuple(z1.shape)} and z2 {tuple(z2.shape)}"
@@ -127,6 +151,10 @@ def barlow_twins_terms(
     off_diagonal_target: float = 0.0,
     algorithm: str = "auto",
     backend: str = "auto",
+    distributed: str = "global",
+    strategy: str = "auto",
+    gradient_convention: str = "global",
+    group: "torch.distributed.ProcessGroup | None" = None,
 ) -> BarlowTwinsTerms:
     r"""The Barlow Twins loss together with its invariance and redundancy terms, for logging.
 
@@ -149,7 +177,30 @@ def barlow_twins_terms(
         off_diagonal_target=off_diagonal_target,
         algorithm=algorithm,
         backend=backend,
+        distributed=distributed,
+        strategy=strategy,
+        gradient_convention=gradient_convention,
+        group=group,
     )
+    if _is_global(distributed, group):
+        if backend == "triton":
+            raise ValueError(
+                "backend='triton' does not compute the global-batch loss of several ranks yet; "
+                "use backend='auto' or 'torch' with distributed='global', or distributed='local'"
+            )
+        return _barlow_twins_terms_global(
+            z1,
+            z2,
+            lambd=lambd,
+            scale=scale,
+            eps=eps,
+            normalization=normalization,
+            off_diagonal_target=off_diagonal_target,
+            algorithm=algorithm,
+            strategy=strategy,
+            gradient_convention=gradient_convention,
+            group=group,
+        )
     _check_views(z1, z2)
     n, d = z1.shape
     if lambd == "auto":
@@ -172,6 +223,20 @@ def barlow_twins_terms(
     return BarlowTwinsTerms(loss, invariance, redundancy)
 
 
+def _barlow_twins_terms_global(
+    z1: torch.Tensor, z2: torch.Tensor, *, lambd: float | str, scale: float, **options
+) -> BarlowTwinsTerms:
+    """:func:`barlow_twins_terms` of the batch of all ranks (:mod:`redundancy.distributed`); every rank calls it."""
+    _check_views(z1, z2, min_rows=0)  # the global N >= 2 is checked once the ranks have exchanged their shapes
+    invariance, redundancy, batch = distributed_ops.barlow_twins_terms_global(
+        z1, z2, dtype=_compute_dtype(z1, z2), **options
+    )
+    if lambd == "auto":
+        lambd = 1.0 / batch.dim
+    loss = (invariance + redundancy * lambd) * scale
+    return BarlowTwinsTerms(loss, invariance, redundancy)
+
+
 def barlow_twins_loss(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -183,6 +248,10 @@ def barlow_twins_loss(
     off_diagonal_target: float = 0.0,
     algorithm: str = "auto",
     backend: str = "auto",
+    distributed: str = "global",
+    strategy: str = "auto",
+    gradient_convention: str = "global",
+    group: "torch.distributed.ProcessGroup | None" = None,
 ) -> torch.Tensor:
     r"""The Barlow Twins loss (Zbontar et al., 2021) of two embeddings of the same batch.
 
@@ -212,9 +281,24 @@ def barlow_twins_loss(
         backend: ``"torch"`` (PyTorch operations, any device), ``"triton"`` (fused kernels that never
             materialize C; CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``) or ``"auto"`` (Triton for
             CUDA tensors when it is installed, otherwise torch).
+        distributed: ``"global"`` (when ``torch.distributed`` is initialized and ``group`` has more than one
+            rank, the loss of the batch of all ranks: statistics and C of the concatenated batch, the same value
+            on every rank; see :mod:`redundancy.distributed`) or ``"local"`` (each rank's own batch). Without
+            ``torch.distributed``, or with one rank, both are the single-process loss and nothing is communicated.
+        strategy: how ranks combine under ``distributed="global"``: ``"all_reduce"`` (sum C, D² elements per
+            step, cross algorithm), ``"all_gather"`` (gather the standardized views, 2·N·D elements, and run
+            ``algorithm`` on the whole batch) or ``"auto"`` (by bytes moved and FLOPs,
+            :func:`redundancy.cost.choose_strategy`).
+        gradient_convention: ``"global"`` (after DDP's gradient averaging, parameter gradients equal those of one
+            process training on the concatenated batch, so learning rates carry over between 1 and W GPUs; input
+            gradients are W times ``∂L/∂z`` of this rank's rows) or ``"official"`` (``∂L/∂z`` itself, 1/W of the
+            former, as the official script's in-place all-reduce of C outside autograd gives).
+        group: the process group of the global batch; ``None`` for the default group.
 
     Shape:
-        ``z1``, ``z2``: ``(N, D)`` with ``N >= 2``. Output: ``()``.
+        ``z1``, ``z2``: ``(N, D)`` with ``N >= 2``; under ``distributed="global"`` with several ranks, each rank
+        passes its own rows ``(N_r, D)`` (``N_r`` may be 0 or 1) and the global ``N = Σ N_r >= 2``.
+        Output: ``()``.
 
     Returns:
         The loss as a 0-dim tensor, float64 for float64 inputs and float32 otherwise (half-precision inputs
@@ -236,6 +320,10 @@ def barlow_twins_loss(
         off_diagonal_target=off_diagonal_target,
         algorithm=algorithm,
         backend=backend,
+        distributed=distributed,
+        strategy=strategy,
+        gradient_convention=gradient_convention,
+        group=group,
     ).loss
 
 

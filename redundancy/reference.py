@@ -4,11 +4,28 @@ This is the one reference of the project: tests, benchmarks and docs import it. 
 ``facebookresearch/barlowtwins`` ``main.py`` (``BatchNorm1d`` without affine parameters, ``C = bn(z1)ᵀ bn(z2) / N``,
 the off-diagonal entries gathered explicitly) and its published variants, and is written for clarity, not speed:
 it builds C, an off-diagonal copy of it and autograd's intermediates (several D×D tensors).
+
+The rest of the family is transcribed the same way from the published formulas: VICReg from
+``facebookresearch/vicreg`` ``main_vicreg.py`` (and the conventions of lightly and solo-learn as options), the
+regularizers, losses and diagnostics from their papers, each cited beside its function.
 """
 
 import torch
 
-__all__ = ["barlow_twins_loss_reference", "barlow_twins_terms_reference", "batch_standardize_reference"]
+__all__ = [
+    "barlow_twins_loss_reference",
+    "barlow_twins_terms_reference",
+    "batch_standardize_reference",
+    "cca_ssg_loss_reference",
+    "cross_correlation_summary_reference",
+    "decov_loss_reference",
+    "effective_rank_reference",
+    "mixed_barlow_twins_regularizer_reference",
+    "spectral_contrastive_loss_reference",
+    "total_coding_rate_reference",
+    "vicreg_loss_reference",
+    "vicreg_terms_reference",
+]
 
 
 def batch_standardize_reference(z: torch.Tensor, *, normalization: str = "batchnorm", eps: float = 1e-5):
@@ -74,3 +91,178 @@ def barlow_twins_loss_reference(
         z1, z2, eps=eps, normalization=normalization, off_diagonal_target=off_diagonal_target, upcast=upcast
     )
     return scale * (invariance + lambd * redundancy)
+
+
+def _off_diagonal_entries(matrix: torch.Tensor) -> torch.Tensor:
+    return matrix[~torch.eye(matrix.shape[0], dtype=torch.bool, device=matrix.device)]
+
+
+def vicreg_terms_reference(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    *,
+    gamma: float = 1.0,
+    eps: float = 1e-4,
+    correction: int = 1,
+    variance_reduction: str = "mean",
+    upcast: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(invariance, variance, covariance)`` of VICReg, as ``main_vicreg.py`` computes them.
+
+    ``invariance = mse(z1, z2)``; each view is centred, ``std = sqrt(var + eps)`` (divisor ``N - correction``),
+    ``variance = mean(relu(gamma - std1)) / 2 + mean(relu(gamma - std2)) / 2`` (no ``/ 2`` for
+    ``variance_reduction="sum"``, solo-learn), ``cov = xᵀx / (N - correction)`` and
+    ``covariance = Σ_{i≠j} cov1_ij² / D + Σ_{i≠j} cov2_ij² / D``.
+    """
+    if upcast:
+        z1, z2 = z1.double(), z2.double()
+    n, d = z1.shape
+    invariance = torch.nn.functional.mse_loss(z1, z2)
+    x1, x2 = z1 - z1.mean(dim=0), z2 - z2.mean(dim=0)
+    std1 = torch.sqrt(x1.var(dim=0, correction=correction) + eps)
+    std2 = torch.sqrt(x2.var(dim=0, correction=correction) + eps)
+    variance = torch.relu(gamma - std1).mean() + torch.relu(gamma - std2).mean()
+    if variance_reduction == "mean":
+        variance = variance / 2
+    cov1 = (x1.T @ x1) / (n - correction)
+    cov2 = (x2.T @ x2) / (n - correction)
+    covariance = _off_diagonal_entries(cov1).pow(2).sum() / d + _off_diagonal_entries(cov2).pow(2).sum() / d
+    return invariance, variance, covariance
+
+
+def vicreg_loss_reference(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    *,
+    invariance_weight: float = 25.0,
+    variance_weight: float = 25.0,
+    covariance_weight: float = 1.0,
+    gamma: float = 1.0,
+    eps: float = 1e-4,
+    correction: int = 1,
+    variance_reduction: str = "mean",
+    upcast: bool = False,
+) -> torch.Tensor:
+    """``invariance_weight · invariance + variance_weight · variance + covariance_weight · covariance``.
+
+    The options mean what they mean in :func:`redundancy.vicreg_loss`.
+
+    Example:
+        >>> z1, z2 = torch.randn(32, 16, dtype=torch.float64), torch.randn(32, 16, dtype=torch.float64)
+        >>> import redundancy
+        >>> torch.allclose(vicreg_loss_reference(z1, z2), redundancy.vicreg_loss(z1, z2), rtol=1e-12)
+        True
+    """
+    invariance, variance, covariance = vicreg_terms_reference(
+        z1, z2, gamma=gamma, eps=eps, correction=correction, variance_reduction=variance_reduction, upcast=upcast
+    )
+    return invariance_weight * invariance + variance_weight * variance + covariance_weight * covariance
+
+
+def effective_rank_reference(z: torch.Tensor, *, eps: float = 1e-7) -> torch.Tensor:
+    """RankMe (Garrido et al., 2023): ``exp(-Σ p log p)`` with ``p = σ / Σσ + eps``, σ the singular values of z."""
+    singular_values = torch.linalg.svdvals(z.double())
+    p = singular_values / singular_values.sum() + eps
+    return torch.exp(torch.special.entr(p).sum())  # entr(p) = -p log p, 0 at p = 0
+
+
+def cross_correlation_summary_reference(
+    z1: torch.Tensor, z2: torch.Tensor, *, normalization: str = "batchnorm", eps: float = 1e-5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean_i C_ii, sqrt(mean_{i≠j} C_ij²))`` of the Barlow Twins cross-correlation, in float64."""
+    z1, z2 = z1.double(), z2.double()
+    a = batch_standardize_reference(z1, normalization=normalization, eps=eps)
+    b = batch_standardize_reference(z2, normalization=normalization, eps=eps)
+    c = a.T @ b / z1.shape[0]
+    off = _off_diagonal_entries(c)
+    return torch.diagonal(c).mean(), off.pow(2).mean().sqrt() if off.numel() else torch.zeros((), dtype=c.dtype)
+
+
+def decov_loss_reference(h: torch.Tensor, *, correction: int = 0, upcast: bool = False) -> torch.Tensor:
+    """DeCov (Cogswell et al., 2016): ``½ (‖C‖_F² - ‖diag C‖²)`` with C the batch covariance of h (N - correction)."""
+    if upcast:
+        h = h.double()
+    centred = h - h.mean(dim=0)
+    covariance = centred.T @ centred / (h.shape[0] - correction)
+    return 0.5 * (covariance.pow(2).sum() - torch.diagonal(covariance).pow(2).sum())
+
+
+def total_coding_rate_reference(z: torch.Tensor, *, eps: float = 0.2, upcast: bool = False) -> torch.Tensor:
+    """Total coding rate ``½ logdet(I_D + D / (N·eps) zᵀz)`` (the D×D form, ``torch.logdet``), as EMP-SSL writes it."""
+    if upcast:
+        z = z.double()
+    n, d = z.shape
+    identity = torch.eye(d, dtype=z.dtype, device=z.device)
+    return 0.5 * torch.logdet(identity + d / (n * eps) * z.T @ z)
+
+
+def mixed_barlow_twins_regularizer_reference(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    z_mixed: torch.Tensor,
+    permutation: torch.Tensor,
+    alpha: float,
+    *,
+    lambd: float = 0.005,
+    scale: float = 5.0,
+    normalization: str = "std",
+    eps: float = 0.0,
+    upcast: bool = False,
+) -> torch.Tensor:
+    """Mixed Barlow Twins (Bandara et al., 2023) as ``wgcban/mix-bt`` ``main.py`` writes it, four D×D matrices.
+
+    ``scale · lambd · (‖C(M, A) - α C(A, A) - (1-α) C(B[π], A)‖² + ‖C(M, B) - α C(A, B) - (1-α) C(B[π], B)‖²)``.
+    """
+    if upcast:
+        z1, z2, z_mixed = z1.double(), z2.double(), z_mixed.double()
+    n = z1.shape[0]
+    a = batch_standardize_reference(z1, normalization=normalization, eps=eps)
+    b = batch_standardize_reference(z2, normalization=normalization, eps=eps)
+    m = batch_standardize_reference(z_mixed, normalization=normalization, eps=eps)
+    cc_m_1 = m.T @ a / n
+    cc_m_1_target = alpha * (a.T @ a) / n + (1 - alpha) * (b[permutation].T @ a) / n
+    cc_m_2 = m.T @ b / n
+    cc_m_2_target = alpha * (a.T @ b) / n + (1 - alpha) * (b[permutation].T @ b) / n
+    return scale * lambd * ((cc_m_1 - cc_m_1_target).pow(2).sum() + (cc_m_2 - cc_m_2_target).pow(2).sum())
+
+
+def cca_ssg_loss_reference(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    *,
+    lambd: float = 1e-3,
+    normalization: str = "std",
+    eps: float = 0.0,
+    upcast: bool = False,
+) -> torch.Tensor:
+    """CCA-SSG (Zhang et al., 2021) as the official code writes it: ``-tr(C) + λ (‖I - C1‖² + ‖I - C2‖²)``."""
+    if upcast:
+        z1, z2 = z1.double(), z2.double()
+    n, d = z1.shape
+    a = batch_standardize_reference(z1, normalization=normalization, eps=eps)
+    b = batch_standardize_reference(z2, normalization=normalization, eps=eps)
+    c, c1, c2 = a.T @ b / n, a.T @ a / n, b.T @ b / n
+    identity = torch.eye(d, dtype=c.dtype, device=c.device)
+    return -torch.diagonal(c).sum() + lambd * ((identity - c1).pow(2).sum() + (identity - c2).pow(2).sum())
+
+
+def spectral_contrastive_loss_reference(
+    z1: torch.Tensor, z2: torch.Tensor, *, mu: float = 1.0, upcast: bool = False
+) -> torch.Tensor:
+    """Spectral contrastive loss (HaoChen et al., 2021) as ``models/spectral.py`` of the official code writes it.
+
+    Rows of norm at least ``sqrt(mu)`` are normalized to that norm; ``part1 = -2 · mean(z1 ⊙ z2) · D``,
+    ``part2 = mean of the off-diagonal-masked (z1 z2ᵀ)² · N / (N - 1)``; the loss is ``(part1 + part2) / mu``.
+    """
+    if upcast:
+        z1, z2 = z1.double(), z2.double()
+    n, d = z1.shape
+    root = mu**0.5
+    inside1 = (torch.linalg.vector_norm(z1, dim=1) < root).to(z1.dtype).unsqueeze(1)
+    inside2 = (torch.linalg.vector_norm(z2, dim=1) < root).to(z2.dtype).unsqueeze(1)
+    z1 = inside1 * z1 + (1 - inside1) * torch.nn.functional.normalize(z1, dim=1) * root
+    z2 = inside2 * z2 + (1 - inside2) * torch.nn.functional.normalize(z2, dim=1) * root
+    part1 = -2 * torch.mean(z1 * z2) * d
+    square = (z1 @ z2.T) ** 2
+    part2 = torch.mean(torch.triu(square, diagonal=1) + torch.tril(square, diagonal=-1)) * n / (n - 1)
+    return (part1 + part2) / mu

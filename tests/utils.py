@@ -1,6 +1,12 @@
-"""Helpers shared by the tests: the dtype tolerance table and relative comparisons."""
+"""Helpers shared by the tests: the dtype tolerance table, relative comparisons, spawned gloo process groups."""
+
+import datetime
+import os
+import pathlib
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 #: Input dtype -> relative tolerance of the loss against the float64 reference evaluated on the same
 #: (already rounded) inputs. The torch backend accumulates half-precision inputs in float32, so every dtype
@@ -26,3 +32,31 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 def assert_relative(actual: torch.Tensor, expected: torch.Tensor, rtol: float, what: str = "value") -> None:
     error = relative_error(actual, expected)
     assert error <= rtol, f"{what}: relative error {error:.3e} > {rtol:.1e}"
+
+
+def spawn_gloo(body, world_size: int, directory: pathlib.Path) -> list:
+    """Run ``body(rank, world_size)`` in ``world_size`` spawned processes of one gloo group on CPU.
+
+    ``body`` must be a module-level function (it is pickled by name) that returns what ``torch.save`` can store;
+    the result is the list of what each rank returned, in rank order. ``directory`` holds the rendezvous file
+    and the results.
+    """
+    mp.start_processes(
+        _run_rank, args=(body, world_size, str(directory)), nprocs=world_size, join=True, start_method="spawn"
+    )
+    return [torch.load(directory / f"rank{rank}.pt") for rank in range(world_size)]
+
+
+def _run_rank(rank: int, body, world_size: int, directory: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{os.path.join(directory, 'store')}",
+        rank=rank,
+        world_size=world_size,
+        timeout=datetime.timedelta(seconds=60),
+    )
+    try:
+        torch.save(body(rank, world_size), os.path.join(directory, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()

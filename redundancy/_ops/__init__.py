@@ -1,11 +1,23 @@
-"""PyTorch implementations: the batch standardization and the two Barlow Twins algorithms.
+"""PyTorch implementations: the batch standardization, the two Barlow Twins algorithms, the one-view
+auto-correlation energy, the log-determinant of the coding rate,
+the energy of a cross product.
 
 Each is an :class:`torch.autograd.Function` with a closed-form backward. They expect already-validated
 inputs in their compute dtype (float32 or float64); :mod:`redundancy.functional` is the public entry point.
 """
 
+from redundancy._ops.autocorrelation import off_diagonal_energy
 from redundancy._ops.cross import cross_correlation_terms
+from redundancy._ops.cross_energy import cross_product_energy
 from redundancy._ops.gram import gram_terms
+from redundancy._ops.logdet import half_logdet_identity_plus_gram
 from redundancy._ops.standardize import standardize
 
-__all__ = ["cross_correlation_terms", "gram_terms", "standardize"]
+__all__ = [
+    "cross_correlation_terms",
+    "cross_product_energy",
+    "gram_terms",
+    "half_logdet_identity_plus_gram",
+    "off_diagonal_energy",
+    "standardize",
+]

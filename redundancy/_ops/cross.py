@@ -6,6 +6,11 @@ forming ``dC`` (4·N·D² FLOPs)::
     dA = (2w/N) B Cᵀ + B diag(g) / N - (2wt/N) (B 1) 1ᵀ
 
 C is the only D×D tensor held, forward or backward.
+
+When ``a, b`` are one rank's rows of a batch split over processes, ``batch`` (a
+:class:`redundancy.distributed.GlobalBatch`) makes ``N`` the global row count and sums the local
+``AᵀB / N`` over all ranks in place (one all-reduce of D² elements). Every rank then holds the C of the whole
+batch, and the backward above, applied to the local rows, is their exact gradient: it needs no collective.
 """
 
 import torch
@@ -17,32 +22,39 @@ from redundancy._ops.terms import barlow_twins_terms_from_summaries, diagonal_gr
 
 class _CrossCorrelationTerms(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a: torch.Tensor, b: torch.Tensor, target: float):
-        n = a.shape[0]
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, target: float, batch):
+        n = a.shape[0] if batch is None else batch.count
         with no_autocast(a.device):
             c = torch.mm(a.t(), b).div_(n)
+            if batch is not None:
+                batch.sum_over_ranks(c)
             flat = c.view(-1)
             invariance, redundancy = barlow_twins_terms_from_summaries(
                 c.diagonal(), flat.dot(flat), c.sum() if target != 0.0 else None, target
             )
         ctx.save_for_backward(a, b, c)
         ctx.target = target
+        ctx.count = n
         return invariance, redundancy
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_invariance: torch.Tensor, grad_redundancy: torch.Tensor):
         a, b, c = ctx.saved_tensors
-        n, t = a.shape[0], ctx.target
+        n, t = ctx.count, ctx.target
         with no_autocast(a.device):
             g = diagonal_gradient(c.diagonal(), grad_invariance, grad_redundancy, t).div_(n)
             w = grad_redundancy * (2.0 / n)
             t_scale = w * t if t != 0.0 else None
             da = view_gradient(torch.mm(b, c.t()), w, b, g, t_scale) if ctx.needs_input_grad[0] else None
             db = view_gradient(torch.mm(a, c), w, a, g, t_scale) if ctx.needs_input_grad[1] else None
-        return da, db, None
+        return da, db, None, None
 
 
-def cross_correlation_terms(a: torch.Tensor, b: torch.Tensor, *, target: float):
-    """``(invariance, redundancy)`` of standardized views ``a, b`` (N×D) through the D×D matrix C."""
-    return _CrossCorrelationTerms.apply(a, b, target)
+def cross_correlation_terms(a: torch.Tensor, b: torch.Tensor, *, target: float, batch=None):
+    """``(invariance, redundancy)`` of standardized views ``a, b`` (N×D) through the D×D matrix C.
+
+    ``batch`` (a :class:`redundancy.distributed.GlobalBatch`, or ``None``) makes C that of the batch of all
+    ranks, of which ``a, b`` hold this rank's rows.
+    """
+    return _CrossCorrelationTerms.apply(a, b, target, batch)

@@ -41,8 +41,9 @@ class _GramTerms(torch.autograd.Function):
             g = diagonal_gradient(diagonal, grad_invariance, grad_redundancy, t).div_(n)
             w = grad_redundancy * (2.0 / n)
             t_scale = w * t if t != 0.0 else None
-            da = view_gradient(torch.mm(gram_b, a), w / n, b, g, t_scale) if ctx.needs_input_grad[0] else None
-            db = view_gradient(torch.mm(gram_a, b), w / n, a, g, t_scale) if ctx.needs_input_grad[1] else None
+            # The scale goes on the N×N Gram, not on the N×D product.
+            da = view_gradient(torch.mm(gram_b * (w / n), a), None, b, g, t_scale) if ctx.needs_input_grad[0] else None
+            db = view_gradient(torch.mm(gram_a * (w / n), b), None, a, g, t_scale) if ctx.needs_input_grad[1] else None
         return da, db, None
 
 

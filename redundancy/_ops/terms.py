@@ -39,17 +39,18 @@ def diagonal_gradient(
 
 def view_gradient(
     product: torch.Tensor,
-    product_scale: torch.Tensor,
+    product_scale: torch.Tensor | None,
     other: torch.Tensor,
     g: torch.Tensor,
     t_scale: torch.Tensor | None,
 ) -> torch.Tensor:
     """One view's gradient ``product_scale * product + other * g - t_scale * rowsum(other)``, in place on ``product``.
 
-    ``product`` is ``B Cᵀ`` (cross) or ``(B Bᵀ) A`` (Gram) for view A, and symmetrically for B; ``t_scale`` is
-    ``None`` when the off-diagonal target is 0.
+    ``product`` is ``B Cᵀ`` (cross) or ``(B Bᵀ) A`` (Gram) for view A, and symmetrically for B;
+    ``product_scale`` is ``None`` when the product is already scaled, ``t_scale`` when the target is 0.
     """
-    grad = product.mul_(product_scale).addcmul_(other, g)
+    grad = product if product_scale is None else product.mul_(product_scale)
+    grad = grad.addcmul_(other, g)
     if t_scale is not None:
         grad.sub_(other.sum(dim=1, keepdim=True).mul_(t_scale))
     return grad
