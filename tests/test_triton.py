@@ -242,3 +242,12 @@ def test_kernels_compile_for_a_cuda_gpu(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.stdout.count(": ok") == 10, result.stdout
+
+
+@pytest.mark.parametrize(("algorithm", "target"), [("cross", 0.0), ("gram", -1.0)])
+def test_custom_op_registration(device, algorithm, target):
+    """``torch.library.opcheck``: schema, fake kernel, autograd registration and AOT dispatch of the forward op."""
+    from redundancy._triton import ops
+
+    z1, z2 = _views(37, 70, torch.float32, device)
+    torch.library.opcheck(ops.barlow_twins_terms_forward, (z1, z2, "batchnorm", 1e-5, target, algorithm))
