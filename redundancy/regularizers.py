@@ -19,13 +19,27 @@ __all__ = ["check_decov_options", "check_total_coding_rate_options", "decov_loss
 
 
 def check_decov_options(*, correction: int, algorithm: str) -> None:
-    """Raise a :class:`ValueError` naming the first bad option of :func:`decov_loss`."""
+    """Raise a :class:`ValueError` naming the first bad option of :func:`decov_loss`.
+
+    Example:
+        >>> check_decov_options(correction=2, algorithm="auto")
+        Traceback (most recent call last):
+            ...
+        ValueError: correction must be 0 (divide by N) or 1 (divide by N - 1), got 2
+    """
     _check_correction(correction)
     _check_choice("algorithm", algorithm, ALGORITHMS)
 
 
 def check_total_coding_rate_options(*, eps: float, algorithm: str) -> None:
-    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option of :func:`total_coding_rate`."""
+    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option of :func:`total_coding_rate`.
+
+    Example:
+        >>> check_total_coding_rate_options(eps=0.0, algorithm="auto")
+        Traceback (most recent call last):
+            ...
+        ValueError: eps must be positive (the coding rate scales ZᵀZ by D / (N·eps)), got 0
+    """
     _check_real("eps", eps, nonnegative=True)
     if eps == 0:
         raise ValueError("eps must be positive (the coding rate scales ZᵀZ by D / (N·eps)), got 0")
