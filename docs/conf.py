@@ -20,10 +20,10 @@ extensions = [
     "sphinx.ext.viewcode",
 ]
 
-# PyTorch's inventory is not reachable offline: its names are left unresolved on purpose.
+# PyTorch's inventory is not reachable offline (no intersphinx mapping): its names are left unresolved on purpose.
 nitpicky = True
 nitpick_ignore_regex = [
-    ("py:class", r"torch\..*"),
+    ("py:(class|meth|func|attr|data|mod|exc)", r"torch\..*"),
     ("py:class", r"(Tensor|Module|nn\.Module|NamedTuple)"),
     ("py:class", r"collections\.abc\..*"),
 ]

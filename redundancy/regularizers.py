@@ -19,7 +19,7 @@ __all__ = ["check_decov_options", "check_total_coding_rate_options", "decov_loss
 
 
 def check_decov_options(*, correction: int, algorithm: str) -> None:
-    """Raise a :class:`ValueError` naming the first bad option of :func:`decov_loss`.
+    """Raise a :class:`ValueError` naming the first bad option of :func:`redundancy.decov_loss`.
 
     Example:
         >>> check_decov_options(correction=2, algorithm="auto")
@@ -32,7 +32,9 @@ def check_decov_options(*, correction: int, algorithm: str) -> None:
 
 
 def check_total_coding_rate_options(*, eps: float, algorithm: str) -> None:
-    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option of :func:`total_coding_rate`.
+    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option of the coding rate.
+
+    The options are those of :func:`redundancy.total_coding_rate`.
 
     Example:
         >>> check_total_coding_rate_options(eps=0.0, algorithm="auto")
