@@ -9,10 +9,16 @@ Data: ``sklearn.datasets.load_digits`` (1797 greyscale 8×8 images, 10 classes, 
 a stratified 75% / 25% train / test split (``random_state=0``). Pretraining sees only the training images, without
 labels; every probe is scored on the same held-out test images.
 
+Model: a five-layer convolutional encoder (256 features at the default width 32) and a 3-layer projector of width
+512; AdamW, 200 epochs of batch 256, λ = 0.0051. Views: random affine (rotation, scale, shear, translation),
+random erasing and Gaussian noise, written in torch for whole batches. Probe: scikit-learn's
+``LogisticRegression(C=0.1)`` on features standardized with the statistics of the labelled images; the 2% and 10%
+fractions are drawn (stratified) with 5 seeds and reported as mean ± standard deviation.
+
 Run::
 
     pip install ".[examples]"
-    python examples/digits_barlow_twins.py               # about 2 minutes on 2 CPU cores
+    python examples/digits_barlow_twins.py               # about 2.5 minutes of CPU time
     python examples/digits_barlow_twins.py --help        # epochs, batch size, projector width, output folder
 
 It prints a results table and writes to ``--out`` (default ``runs/digits``): ``loss.png`` (loss curve),
@@ -360,11 +366,8 @@ def save_plots(
     ):
         shown = min(len(matrix), CORRELATION_FEATURES_SHOWN)
         image = ax.imshow(matrix[:shown, :shown].numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
-        ax.set(
-            title=f"C {title} (first {shown} of {len(matrix)} features)",
-            xlabel="feature j (view 2)",
-            ylabel="feature i (view 1)",
-        )
+        ax.set(title=f"C {title}", xlabel="feature j (view 2)", ylabel="feature i (view 1)")
+    fig.suptitle(f"Cross-correlation of the two views' embeddings (first {shown} of {len(matrix)} features)")
     fig.colorbar(image, ax=axes, shrink=0.8)
     fig.savefig(paths[1], dpi=120)
     plt.close(fig)
@@ -388,7 +391,7 @@ def save_plots(
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=100, help="pretraining epochs (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=200, help="pretraining epochs (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=256, help="pretraining batch size (default: %(default)s)")
     parser.add_argument(
         "--width", type=int, default=32, help="encoder width; features = 4·width (default: %(default)s)"
