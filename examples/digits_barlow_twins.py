@@ -9,7 +9,7 @@ Data: ``sklearn.datasets.load_digits`` (1797 greyscale 8×8 images, 10 classes, 
 a stratified 75% / 25% train / test split (``random_state=0``). Pretraining sees only the training images, without
 labels; every probe is scored on the same held-out test images.
 
-Model: a five-layer convolutional encoder (256 features at the default width 32) and a 3-layer projector of width
+Model: a five-layer convolutional encoder (128 features at the default width 32) and a 3-layer projector of width
 512; AdamW, 200 epochs of batch 256, λ = 0.0051. Views: random affine (rotation, scale, shear, translation),
 random erasing and Gaussian noise, written in torch for whole batches. Probe: scikit-learn's
 ``LogisticRegression(C=0.1)`` on features standardized with the statistics of the labelled images; the 2% and 10%
