@@ -18,6 +18,7 @@ sys.path.insert(0, str(EXAMPLES))
 
 import digits_barlow_twins as digits  # noqa: E402
 from image_recipe import augment, data, lars, linear_eval, resnet, train  # noqa: E402
+from image_recipe.common import ShardSampler  # noqa: E402
 
 # Tiny recipe settings shared by the training tests: 32 synthetic images, batch 8, 4 steps per epoch.
 TINY_RECIPE = [
@@ -263,6 +264,23 @@ def test_synthetic_images_are_deterministic():
     image, label = dataset[13]
     assert label == 3 and image.shape == (3, 8, 8)
     assert torch.equal(image, dataset[13][0])
+
+
+def test_shard_sampler_gives_disjoint_equal_shards_and_resumes_mid_epoch():
+    shards = []
+    for rank in range(3):
+        sampler = ShardSampler(50, rank=rank, world_size=3, batch_size=4, seed=0)
+        sampler.set_epoch(2)
+        shards.append(list(sampler))
+    assert [len(shard) for shard in shards] == [16, 16, 16]  # 4 whole batches each, the remainder dropped
+    assert len(set().union(*shards)) == 48
+    sampler = ShardSampler(50, rank=1, world_size=3, batch_size=4, seed=0)
+    sampler.set_epoch(2, start_batch=3)
+    assert list(sampler) == shards[1][12:] and len(sampler) == 4
+    sampler.set_epoch(3)
+    assert list(sampler) != shards[1]
+    with pytest.raises(ValueError, match="global batch"):
+        ShardSampler(10, rank=0, world_size=3, batch_size=4)
 
 
 # ----------------------------------------------------------------------------------------- recipe training
