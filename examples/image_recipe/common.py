@@ -17,10 +17,12 @@ class Process:
     """This process's place in the run: rank, world size and device (``torchrun`` sets the environment)."""
 
     def __init__(self, device: str = "auto") -> None:
-        self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-        use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
         if device not in ("auto", "cuda", "cpu"):
             raise ValueError(f"device must be 'auto', 'cuda' or 'cpu', got {device!r}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for but torch.cuda.is_available() is False")
+        self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if use_cuda:
             torch.cuda.set_device(self.local_rank)
