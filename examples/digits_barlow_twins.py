@@ -409,7 +409,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the model and augmentations (default: %(default)s)"
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads; 0 lets torch choose. The model is tiny: more threads gain little and slow down "
+        "badly on a busy machine (default: %(default)s)",
+    )
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/digits"), help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser.parse_args(argv)
@@ -417,7 +423,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, list[float]]]:
     args = parse_args(argv)
-    if args.threads is not None:
+    if args.threads < 0:
+        raise ValueError(f"--threads must be 0 (torch's choice) or a positive count, got {args.threads}")
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
