@@ -124,7 +124,19 @@ def test_digits_main_end_to_end_at_tiny_size(tmp_path):
     pytest.importorskip("sklearn")
     pytest.importorskip("tqdm")
     pytest.importorskip("matplotlib")
-    args = ["--epochs", "1", "--width", "4", "--projector-width", "16", "--probe-seeds", "2", "--no-progress"]
+    args = [
+        "--epochs",
+        "1",
+        "--width",
+        "4",
+        "--projector-width",
+        "16",
+        "--probe-seeds",
+        "2",
+        "--no-progress",
+        "--threads",
+        "0",
+    ]
     results = digits.main([*args, "--out", str(tmp_path)])
     assert set(results) == {"Barlow Twins encoder", "random encoder", "raw pixels"}
     for by_fraction in results.values():
