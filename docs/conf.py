@@ -1,5 +1,6 @@
 """Sphinx configuration of the redundancy documentation (built with ``sphinx-build -W --keep-going``)."""
 
+import os
 import pathlib
 import sys
 
@@ -20,10 +21,17 @@ extensions = [
     "sphinx.ext.viewcode",
 ]
 
-# PyTorch's inventory is not reachable offline: its names are left unresolved on purpose.
+# PyTorch's names link to its documentation only where its inventory is at hand offline: set
+# REDUNDANCY_TORCH_INVENTORY to a local copy of https://pytorch.org/docs/stable/objects.inv. Without it (CI builds
+# offline) the names are left unresolved on purpose, and nitpicky mode ignores them.
+_torch_inventory = os.environ.get("REDUNDANCY_TORCH_INVENTORY")
+if _torch_inventory and pathlib.Path(_torch_inventory).is_file():
+    extensions.append("sphinx.ext.intersphinx")
+    intersphinx_mapping = {"torch": ("https://pytorch.org/docs/stable/", _torch_inventory)}
+
 nitpicky = True
 nitpick_ignore_regex = [
-    ("py:class", r"torch\..*"),
+    ("py:(class|meth|func|attr|data|mod|exc)", r"torch\..*"),
     ("py:class", r"(Tensor|Module|nn\.Module|NamedTuple)"),
     ("py:class", r"collections\.abc\..*"),
 ]

@@ -25,7 +25,14 @@ __all__ = ["cca_ssg_loss", "check_cca_ssg_options"]
 
 
 def check_cca_ssg_options(*, lambd: float, normalization: str, eps: float, algorithm: str) -> None:
-    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option (used by the Module too)."""
+    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option (used by the Module too).
+
+    Example:
+        >>> check_cca_ssg_options(lambd="0.001", normalization="std", eps=0.0, algorithm="auto")
+        Traceback (most recent call last):
+            ...
+        TypeError: lambd must be a real number, got str '0.001'
+    """
     _check_real("lambd", lambd, nonnegative=True)
     _check_choice("normalization", normalization, NORMALIZATIONS)
     _check_real("eps", eps, nonnegative=True)

@@ -28,7 +28,14 @@ __all__ = ["CrossCorrelationSummary", "cross_correlation_summary", "effective_ra
 
 
 class CrossCorrelationSummary(NamedTuple):
-    """What :func:`cross_correlation_summary` returns; 0-dim tensors without gradients."""
+    """What :func:`cross_correlation_summary` returns; 0-dim tensors without gradients.
+
+    Example:
+        >>> z1, z2 = torch.randn(64, 8), torch.randn(64, 8)
+        >>> mean_diagonal, off_diagonal_rms, matrix = cross_correlation_summary(z1, z2, return_matrix=True)
+        >>> torch.allclose(mean_diagonal, matrix.diagonal().mean()), tuple(matrix.shape)
+        (True, (8, 8))
+    """
 
     mean_diagonal: torch.Tensor
     """``mean_i C_ii``: 1 when the two views agree perfectly feature by feature."""

@@ -171,6 +171,11 @@ class GlobalBatch:
         counts: rows on each rank, a tuple of W ints.
         count: rows of the global batch N.
         dim: feature dimension D (the same on every rank).
+
+    Example:
+        >>> batch = GlobalBatch(None, rank=1, counts=[3, 0, 5], dim=16)  # three ranks, one of them empty
+        >>> batch.world_size, batch.count, batch.counts
+        (3, 8, (3, 0, 5))
     """
 
     def __init__(self, group, rank: int, counts: Sequence[int], dim: int) -> None:
@@ -194,6 +199,15 @@ class GlobalBatch:
         Raises:
             ValueError: ranks disagree on D, on the compute dtype or on ``options``, or the global batch has fewer
                 than 2 rows.
+
+        Example:
+            >>> import torch.distributed as dist
+            >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)  # a one-rank group
+            >>> z1, z2 = torch.randn(6, 4), torch.randn(6, 4)
+            >>> batch = GlobalBatch.exchange(z1, z2, dtype=torch.float32)
+            >>> batch.counts, batch.dim
+            ((6,), 4)
+            >>> dist.destroy_process_group()
         """
         rank = dist.get_rank(group)
         if rank < 0:
@@ -373,6 +387,19 @@ def barlow_twins_terms_global(
     The entry point of :func:`redundancy.barlow_twins_terms` when the process group has more than one rank;
     options are already validated and ``dtype`` is the compute dtype. Every rank must call it (it runs
     collectives). ``batch`` tells the caller the global N and D.
+
+    Example:
+        >>> import redundancy
+        >>> import torch.distributed as dist
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)  # a one-rank group
+        >>> z1, z2 = torch.randn(8, 4, dtype=torch.float64), torch.randn(8, 4, dtype=torch.float64)
+        >>> invariance, redundancy_term, batch = barlow_twins_terms_global(
+        ...     z1, z2, dtype=torch.float64, eps=1e-5, normalization="batchnorm", off_diagonal_target=0.0,
+        ...     algorithm="auto", strategy="all_gather", gradient_convention="global")
+        >>> dist.destroy_process_group()
+        >>> terms = redundancy.barlow_twins_terms(z1, z2)  # one process: the same batch, the same terms
+        >>> torch.allclose(invariance, terms.invariance), torch.allclose(redundancy_term, terms.redundancy), batch.count
+        (True, True, 8)
     """
     shared_options = (
         f"normalization={normalization!r}, eps={eps!r}, off_diagonal_target={off_diagonal_target!r}, "

@@ -30,6 +30,12 @@ class BarlowTwinsTerms(NamedTuple):
 
     ``loss = scale * (invariance + lambd * redundancy)``; the terms are unscaled, so they read the same
     whatever ``lambd`` and ``scale`` are. All three are 0-dim tensors and carry gradients.
+
+    Example:
+        >>> z1, z2 = torch.randn(32, 16), torch.randn(32, 16)
+        >>> loss, invariance, redundancy = barlow_twins_terms(z1, z2, lambd=0.01, scale=0.5)
+        >>> torch.allclose(loss, 0.5 * (invariance + 0.01 * redundancy))
+        True
     """
 
     loss: torch.Tensor
@@ -83,7 +89,15 @@ def check_barlow_twins_options(
     gradient_convention: str = "global",
     group: object = None,
 ) -> None:
-    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option (used by the Module too)."""
+    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option (used by the Module too).
+
+    Example:
+        >>> check_barlow_twins_options(lambd=-1.0, scale=1.0, eps=1e-5, normalization="batchnorm",
+        ...     off_diagonal_target=0.0, algorithm="auto", backend="auto")
+        Traceback (most recent call last):
+            ...
+        ValueError: lambd must be non-negative, got -1.0
+    """
     if lambd != "auto":
         _check_real("lambd", lambd, nonnegative=True)
     _check_real("scale", scale, nonnegative=True)

@@ -32,7 +32,14 @@ __all__ = ["check_mixed_barlow_twins_options", "mixed_barlow_twins_regularizer"]
 def check_mixed_barlow_twins_options(
     *, lambd: float, scale: float, normalization: str, eps: float, algorithm: str
 ) -> None:
-    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option (used by the Module too)."""
+    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option (used by the Module too).
+
+    Example:
+        >>> check_mixed_barlow_twins_options(lambd=0.005, scale=5.0, normalization="layer", eps=0.0, algorithm="auto")
+        Traceback (most recent call last):
+            ...
+        ValueError: normalization must be one of ('batchnorm', 'std', 'none'), got 'layer'
+    """
     _check_real("lambd", lambd, nonnegative=True)
     _check_real("scale", scale, nonnegative=True)
     _check_choice("normalization", normalization, NORMALIZATIONS)

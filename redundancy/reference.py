@@ -29,7 +29,14 @@ __all__ = [
 
 
 def batch_standardize_reference(z: torch.Tensor, *, normalization: str = "batchnorm", eps: float = 1e-5):
-    """``(z - mean) / sqrt(var + eps)`` per column; biased variance for ``"batchnorm"``, unbiased for ``"std"``."""
+    """``(z - mean) / sqrt(var + eps)`` per column; biased variance for ``"batchnorm"``, unbiased for ``"std"``.
+
+    Example:
+        >>> z = torch.randn(16, 4, dtype=torch.float64)
+        >>> import redundancy
+        >>> torch.allclose(batch_standardize_reference(z), redundancy.batch_standardize(z), rtol=1e-12)
+        True
+    """
     if normalization == "none":
         return z
     unbiased = normalization == "std"
@@ -50,6 +57,12 @@ def barlow_twins_terms_reference(
     Args:
         upcast: compute in float64 (the ground truth for the tolerance tables); otherwise in the inputs' dtype,
             as plain PyTorch code would.
+
+    Example:
+        >>> z1, z2 = torch.randn(32, 8), torch.randn(32, 8)
+        >>> invariance, redundancy_term = barlow_twins_terms_reference(z1, z2, upcast=True)
+        >>> invariance.dtype, bool(invariance > 0), bool(redundancy_term > 0)
+        (torch.float64, True, True)
     """
     if upcast:
         z1, z2 = z1.double(), z2.double()
@@ -113,6 +126,14 @@ def vicreg_terms_reference(
     ``variance = mean(relu(gamma - std1)) / 2 + mean(relu(gamma - std2)) / 2`` (no ``/ 2`` for
     ``variance_reduction="sum"``, solo-learn), ``cov = xᵀx / (N - correction)`` and
     ``covariance = Σ_{i≠j} cov1_ij² / D + Σ_{i≠j} cov2_ij² / D``.
+
+    Example:
+        >>> z1, z2 = torch.randn(32, 16, dtype=torch.float64), torch.randn(32, 16, dtype=torch.float64)
+        >>> import redundancy
+        >>> terms = redundancy.vicreg_terms(z1, z2)
+        >>> expected = vicreg_terms_reference(z1, z2)
+        >>> all(torch.allclose(a, b, rtol=1e-12) for a, b in zip(terms[1:], expected))
+        True
     """
     if upcast:
         z1, z2 = z1.double(), z2.double()
@@ -160,7 +181,14 @@ def vicreg_loss_reference(
 
 
 def effective_rank_reference(z: torch.Tensor, *, eps: float = 1e-7) -> torch.Tensor:
-    """RankMe (Garrido et al., 2023): ``exp(-Σ p log p)`` with ``p = σ / Σσ + eps``, σ the singular values of z."""
+    """RankMe (Garrido et al., 2023): ``exp(-Σ p log p)`` with ``p = σ / Σσ + eps``, σ the singular values of z.
+
+    Example:
+        >>> z = torch.randn(64, 8, dtype=torch.float64)
+        >>> import redundancy
+        >>> torch.allclose(effective_rank_reference(z), redundancy.effective_rank(z), rtol=1e-10)
+        True
+    """
     singular_values = torch.linalg.svdvals(z.double())
     p = singular_values / singular_values.sum() + eps
     return torch.exp(torch.special.entr(p).sum())  # entr(p) = -p log p, 0 at p = 0
@@ -169,7 +197,14 @@ def effective_rank_reference(z: torch.Tensor, *, eps: float = 1e-7) -> torch.Ten
 def cross_correlation_summary_reference(
     z1: torch.Tensor, z2: torch.Tensor, *, normalization: str = "batchnorm", eps: float = 1e-5
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(mean_i C_ii, sqrt(mean_{i≠j} C_ij²))`` of the Barlow Twins cross-correlation, in float64."""
+    """``(mean_i C_ii, sqrt(mean_{i≠j} C_ij²))`` of the Barlow Twins cross-correlation, in float64.
+
+    Example:
+        >>> z = torch.randn(64, 8, dtype=torch.float64)
+        >>> mean_diagonal, off_diagonal_rms = cross_correlation_summary_reference(z, z)
+        >>> round(mean_diagonal.item(), 4)  # a view is perfectly correlated with itself
+        1.0
+    """
     z1, z2 = z1.double(), z2.double()
     a = batch_standardize_reference(z1, normalization=normalization, eps=eps)
     b = batch_standardize_reference(z2, normalization=normalization, eps=eps)
@@ -179,7 +214,14 @@ def cross_correlation_summary_reference(
 
 
 def decov_loss_reference(h: torch.Tensor, *, correction: int = 0, upcast: bool = False) -> torch.Tensor:
-    """DeCov (Cogswell et al., 2016): ``½ (‖C‖_F² - ‖diag C‖²)`` with C the batch covariance of h (N - correction)."""
+    """DeCov (Cogswell et al., 2016): ``½ (‖C‖_F² - ‖diag C‖²)`` with C the batch covariance of h (N - correction).
+
+    Example:
+        >>> h = torch.randn(32, 16, dtype=torch.float64)
+        >>> import redundancy
+        >>> torch.allclose(decov_loss_reference(h), redundancy.decov_loss(h), rtol=1e-12)
+        True
+    """
     if upcast:
         h = h.double()
     centred = h - h.mean(dim=0)
@@ -188,7 +230,14 @@ def decov_loss_reference(h: torch.Tensor, *, correction: int = 0, upcast: bool =
 
 
 def total_coding_rate_reference(z: torch.Tensor, *, eps: float = 0.2, upcast: bool = False) -> torch.Tensor:
-    """Total coding rate ``½ logdet(I_D + D / (N·eps) zᵀz)`` (the D×D form, ``torch.logdet``), as EMP-SSL writes it."""
+    """Total coding rate ``½ logdet(I_D + D / (N·eps) zᵀz)`` (the D×D form, ``torch.logdet``), as EMP-SSL writes it.
+
+    Example:
+        >>> z = torch.randn(16, 32, dtype=torch.float64)
+        >>> import redundancy
+        >>> torch.allclose(total_coding_rate_reference(z), redundancy.total_coding_rate(z), rtol=1e-10)
+        True
+    """
     if upcast:
         z = z.double()
     n, d = z.shape
@@ -212,6 +261,14 @@ def mixed_barlow_twins_regularizer_reference(
     """Mixed Barlow Twins (Bandara et al., 2023) as ``wgcban/mix-bt`` ``main.py`` writes it, four D×D matrices.
 
     ``scale · lambd · (‖C(M, A) - α C(A, A) - (1-α) C(B[π], A)‖² + ‖C(M, B) - α C(A, B) - (1-α) C(B[π], B)‖²)``.
+
+    Example:
+        >>> z1, z2, z_mixed = (torch.randn(16, 8, dtype=torch.float64) for _ in range(3))
+        >>> permutation = torch.randperm(16)
+        >>> import redundancy
+        >>> value = redundancy.mixed_barlow_twins_regularizer(z1, z2, z_mixed, permutation, 0.3)
+        >>> torch.allclose(mixed_barlow_twins_regularizer_reference(z1, z2, z_mixed, permutation, 0.3), value)
+        True
     """
     if upcast:
         z1, z2, z_mixed = z1.double(), z2.double(), z_mixed.double()
@@ -235,7 +292,14 @@ def cca_ssg_loss_reference(
     eps: float = 0.0,
     upcast: bool = False,
 ) -> torch.Tensor:
-    """CCA-SSG (Zhang et al., 2021) as the official code writes it: ``-tr(C) + λ (‖I - C1‖² + ‖I - C2‖²)``."""
+    """CCA-SSG (Zhang et al., 2021) as the official code writes it: ``-tr(C) + λ (‖I - C1‖² + ‖I - C2‖²)``.
+
+    Example:
+        >>> z1, z2 = torch.randn(32, 8, dtype=torch.float64), torch.randn(32, 8, dtype=torch.float64)
+        >>> import redundancy
+        >>> torch.allclose(cca_ssg_loss_reference(z1, z2), redundancy.cca_ssg_loss(z1, z2), rtol=1e-12)
+        True
+    """
     if upcast:
         z1, z2 = z1.double(), z2.double()
     n, d = z1.shape
@@ -253,6 +317,13 @@ def spectral_contrastive_loss_reference(
 
     Rows of norm at least ``sqrt(mu)`` are normalized to that norm; ``part1 = -2 · mean(z1 ⊙ z2) · D``,
     ``part2 = mean of the off-diagonal-masked (z1 z2ᵀ)² · N / (N - 1)``; the loss is ``(part1 + part2) / mu``.
+
+    Example:
+        >>> z1, z2 = torch.randn(32, 8, dtype=torch.float64), torch.randn(32, 8, dtype=torch.float64)
+        >>> import redundancy
+        >>> expected = spectral_contrastive_loss_reference(z1, z2)
+        >>> torch.allclose(expected, redundancy.spectral_contrastive_loss(z1, z2), rtol=1e-12)
+        True
     """
     if upcast:
         z1, z2 = z1.double(), z2.double()

@@ -36,7 +36,14 @@ def check_decov_options(
     gradient_convention: str = "global",
     group: object = None,
 ) -> None:
-    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option of :func:`decov_loss`."""
+    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option of :func:`redundancy.decov_loss`.
+
+    Example:
+        >>> check_decov_options(correction=2, algorithm="auto")
+        Traceback (most recent call last):
+            ...
+        ValueError: correction must be 0 (divide by N) or 1 (divide by N - 1), got 2
+    """
     _check_correction(correction)
     _check_choice("algorithm", algorithm, ALGORITHMS)
     _check_distributed_options(distributed=distributed, gradient_convention=gradient_convention, group=group)
@@ -50,7 +57,16 @@ def check_total_coding_rate_options(
     gradient_convention: str = "global",
     group: object = None,
 ) -> None:
-    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option of :func:`total_coding_rate`."""
+    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option of the coding rate.
+
+    The options are those of :func:`redundancy.total_coding_rate`.
+
+    Example:
+        >>> check_total_coding_rate_options(eps=0.0, algorithm="auto")
+        Traceback (most recent call last):
+            ...
+        ValueError: eps must be positive (the coding rate scales ZᵀZ by D / (N·eps)), got 0
+    """
     _check_real("eps", eps, nonnegative=True)
     if eps == 0:
         raise ValueError("eps must be positive (the coding rate scales ZᵀZ by D / (N·eps)), got 0")

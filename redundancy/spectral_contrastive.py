@@ -19,7 +19,14 @@ __all__ = ["check_spectral_contrastive_options", "spectral_contrastive_loss"]
 
 
 def check_spectral_contrastive_options(*, mu: float, algorithm: str) -> None:
-    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option (used by the Module too)."""
+    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option (used by the Module too).
+
+    Example:
+        >>> check_spectral_contrastive_options(mu=1.0, algorithm="fast")
+        Traceback (most recent call last):
+            ...
+        ValueError: algorithm must be one of ('auto', 'cross', 'gram'), got 'fast'
+    """
     _check_real("mu", mu, nonnegative=True)
     if mu == 0:
         raise ValueError("mu must be positive (rows are projected onto the ball of radius sqrt(mu)), got 0")

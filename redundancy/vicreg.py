@@ -49,6 +49,12 @@ class VICRegTerms(NamedTuple):
 
     ``loss = invariance_weight * invariance + variance_weight * variance + covariance_weight * covariance``;
     the terms are unweighted. All four are 0-dim tensors and carry gradients.
+
+    Example:
+        >>> z1, z2 = torch.randn(32, 16), torch.randn(32, 16)
+        >>> loss, invariance, variance, covariance = vicreg_terms(z1, z2)
+        >>> torch.allclose(loss, 25 * invariance + 25 * variance + 1 * covariance)
+        True
     """
 
     loss: torch.Tensor
@@ -83,7 +89,15 @@ def check_vicreg_options(
     gradient_convention: str = "global",
     group: object = None,
 ) -> None:
-    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option (used by the Module too)."""
+    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option (used by the Module too).
+
+    Example:
+        >>> check_vicreg_options(invariance_weight=25.0, variance_weight=25.0, covariance_weight=1.0, gamma=1.0,
+        ...     eps=1e-4, correction=1, variance_reduction="median", algorithm="auto")
+        Traceback (most recent call last):
+            ...
+        ValueError: variance_reduction must be one of ('mean', 'sum'), got 'median'
+    """
     _check_real("invariance_weight", invariance_weight, nonnegative=True)
     _check_real("variance_weight", variance_weight, nonnegative=True)
     _check_real("covariance_weight", covariance_weight, nonnegative=True)
