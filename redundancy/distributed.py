@@ -204,7 +204,7 @@ class GlobalBatch:
             >>> import torch.distributed as dist
             >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)  # a one-rank group
             >>> z1, z2 = torch.randn(6, 4), torch.randn(6, 4)
-            >>> batch = GlobalBatch.exchange(z1, z2, dtype=torch.float32)
+            >>> batch = GlobalBatch.exchange(z1, dtype=torch.float32)
             >>> batch.counts, batch.dim
             ((6,), 4)
             >>> dist.destroy_process_group()
@@ -307,6 +307,15 @@ def gather_rows(batch: GlobalBatch, *views: torch.Tensor) -> tuple[torch.Tensor,
 
     Returns:
         One ``(N, D)`` tensor per view.
+
+    Example:
+        >>> import torch.distributed as dist
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)  # a one-rank group
+        >>> z = torch.randn(6, 4)
+        >>> (gathered,) = gather_rows(GlobalBatch.exchange(z, dtype=z.dtype), z)
+        >>> torch.equal(gathered, z)
+        True
+        >>> dist.destroy_process_group()
     """
     return _GatherRowsOfReplicatedLoss.apply(batch, *views)
 
@@ -333,6 +342,15 @@ def gather_global_batch(
 
     Returns:
         ``(gathered views, batch)``.
+
+    Example:
+        >>> import torch.distributed as dist
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)  # a one-rank group
+        >>> z1, z2 = torch.randn(6, 4), torch.randn(6, 4)
+        >>> (g1, g2), batch = gather_global_batch(z1, z2, options=describe_options("my_loss", weight=1.0))
+        >>> g1.shape, batch.count
+        (torch.Size([6, 4]), 6)
+        >>> dist.destroy_process_group()
     """
     batch = GlobalBatch.exchange(views[0], dtype=views[0].dtype, options=options, group=group, names=names)
     return gather_rows(batch, *views), batch
@@ -360,6 +378,14 @@ def apply_gradient_convention(
     ``"global"`` multiplies the gradients by W (so that, after DDP averages parameter gradients over the W ranks,
     they equal those of one process on the concatenated batch); ``"official"`` leaves them at ``∂L/∂z_r``.
     Apply it once, to the terms from which the loss is a linear combination.
+
+    Example:
+        >>> batch = GlobalBatch(None, rank=0, counts=[3, 5], dim=4)  # two ranks
+        >>> z = torch.ones(3, 4, requires_grad=True)
+        >>> (term,) = apply_gradient_convention("global", batch, z.sum())
+        >>> term.backward()
+        >>> z.grad[0, 0].item()  # W = 2 times ∂L/∂z
+        2.0
     """
     if gradient_convention == "global" and any(term.requires_grad for term in terms):
         return _ScaleGradient.apply(float(batch.world_size), *terms)

@@ -17,7 +17,16 @@ __all__ = [
 ]
 
 
-class BarlowTwinsLoss(nn.Module):
+class _OptionsModule(nn.Module):
+    """A loss module whose state is its options (``self.options``, shown in its repr); no parameters."""
+
+    options: dict
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{name}={value!r}" for name, value in self.options.items())
+
+
+class BarlowTwinsLoss(_OptionsModule):
     r"""The Barlow Twins loss as a module; ``forward(z1, z2)`` is :func:`redundancy.barlow_twins_loss`.
 
     The options are those of :func:`redundancy.barlow_twins_loss` and are checked here, at construction.
@@ -69,11 +78,8 @@ class BarlowTwinsLoss(nn.Module):
         """The loss with its invariance and redundancy terms (:func:`redundancy.barlow_twins_terms`)."""
         return F.barlow_twins_terms(z1, z2, **self.options)
 
-    def extra_repr(self) -> str:
-        return ", ".join(f"{name}={value!r}" for name, value in self.options.items())
 
-
-class VICRegLoss(nn.Module):
+class VICRegLoss(_OptionsModule):
     r"""The VICReg loss as a module; ``forward(z1, z2)`` is :func:`redundancy.vicreg_loss`.
 
     The options are those of :func:`redundancy.vicreg_loss` (official ``main_vicreg.py`` defaults) and are
@@ -125,11 +131,8 @@ class VICRegLoss(nn.Module):
         """The loss with its invariance, variance and covariance terms (:func:`redundancy.vicreg_terms`)."""
         return vicreg.vicreg_terms(z1, z2, **self.options)
 
-    def extra_repr(self) -> str:
-        return ", ".join(f"{name}={value!r}" for name, value in self.options.items())
 
-
-class DeCovLoss(nn.Module):
+class DeCovLoss(_OptionsModule):
     r"""DeCov as a module; ``forward(h)`` is :func:`redundancy.decov_loss`.
 
     Example:
@@ -160,11 +163,8 @@ class DeCovLoss(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return regularizers.decov_loss(h, **self.options)
 
-    def extra_repr(self) -> str:
-        return ", ".join(f"{name}={value!r}" for name, value in self.options.items())
 
-
-class TotalCodingRate(nn.Module):
+class TotalCodingRate(_OptionsModule):
     r"""The total coding rate as a module; ``forward(z)`` is :func:`redundancy.total_coding_rate` (maximize it).
 
     Example:
@@ -195,11 +195,8 @@ class TotalCodingRate(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return regularizers.total_coding_rate(z, **self.options)
 
-    def extra_repr(self) -> str:
-        return ", ".join(f"{name}={value!r}" for name, value in self.options.items())
 
-
-class MixedBarlowTwinsRegularizer(nn.Module):
+class MixedBarlowTwinsRegularizer(_OptionsModule):
     r"""The Mixed Barlow Twins regularizer as a module; ``forward(z1, z2, z_mixed, permutation, alpha)`` is
     :func:`redundancy.mixed_barlow_twins_regularizer`.
 
@@ -232,11 +229,8 @@ class MixedBarlowTwinsRegularizer(nn.Module):
     ) -> torch.Tensor:
         return mixed_barlow_twins.mixed_barlow_twins_regularizer(z1, z2, z_mixed, permutation, alpha, **self.options)
 
-    def extra_repr(self) -> str:
-        return ", ".join(f"{name}={value!r}" for name, value in self.options.items())
 
-
-class CCASSGLoss(nn.Module):
+class CCASSGLoss(_OptionsModule):
     r"""The CCA-SSG loss as a module; ``forward(z1, z2)`` is :func:`redundancy.cca_ssg_loss`.
 
     Example:
@@ -255,11 +249,8 @@ class CCASSGLoss(nn.Module):
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         return cca_ssg.cca_ssg_loss(z1, z2, **self.options)
 
-    def extra_repr(self) -> str:
-        return ", ".join(f"{name}={value!r}" for name, value in self.options.items())
 
-
-class SpectralContrastiveLoss(nn.Module):
+class SpectralContrastiveLoss(_OptionsModule):
     r"""The spectral contrastive loss as a module; ``forward(z1, z2)`` is :func:`redundancy.spectral_contrastive_loss`.
 
     Example:
@@ -275,6 +266,3 @@ class SpectralContrastiveLoss(nn.Module):
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         return spectral_contrastive.spectral_contrastive_loss(z1, z2, **self.options)
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{name}={value!r}" for name, value in self.options.items())
