@@ -9,6 +9,7 @@ from redundancy import cost
 from redundancy import distributed as distributed_ops
 from redundancy._ops import cross_correlation_terms, gram_terms, standardize
 from redundancy._ops._autocast import no_autocast
+from redundancy._triton import barlow_twins_terms_triton, select_backend
 
 __all__ = [
     "BarlowTwinsTerms",
@@ -21,7 +22,7 @@ __all__ = [
 
 NORMALIZATIONS = ("batchnorm", "std", "none")
 ALGORITHMS = ("auto", *cost.ALGORITHMS)
-BACKENDS = ("auto", "torch")
+BACKENDS = ("auto", "torch", "triton")
 
 
 class BarlowTwinsTerms(NamedTuple):
@@ -196,6 +197,11 @@ def barlow_twins_terms(
         group=group,
     )
     if _is_global(distributed, group):
+        if backend == "triton":
+            raise ValueError(
+                "backend='triton' does not compute the global-batch loss of several ranks yet; "
+                "use backend='auto' or 'torch' with distributed='global', or distributed='local'"
+            )
         return _barlow_twins_terms_global(
             z1,
             z2,
@@ -215,12 +221,18 @@ def barlow_twins_terms(
         lambd = 1.0 / d
     if algorithm == "auto":
         algorithm = cost.choose_algorithm(n, d)
-    dtype = _compute_dtype(z1, z2)
+    backend = select_backend(backend, z1)
     with no_autocast(z1.device):
-        a = _standardize_view(z1.to(dtype), normalization, eps)
-        b = _standardize_view(z2.to(dtype), normalization, eps)
-        compute_terms = gram_terms if algorithm == "gram" else cross_correlation_terms
-        invariance, redundancy = compute_terms(a, b, target=float(off_diagonal_target))
+        if backend == "triton":
+            invariance, redundancy = barlow_twins_terms_triton(
+                z1, z2, normalization=normalization, eps=eps, target=off_diagonal_target, algorithm=algorithm
+            )
+        else:
+            dtype = _compute_dtype(z1, z2)
+            a = _standardize_view(z1.to(dtype), normalization, eps)
+            b = _standardize_view(z2.to(dtype), normalization, eps)
+            compute_terms = gram_terms if algorithm == "gram" else cross_correlation_terms
+            invariance, redundancy = compute_terms(a, b, target=float(off_diagonal_target))
         loss = (invariance + redundancy * lambd) * scale
     return BarlowTwinsTerms(loss, invariance, redundancy)
 
@@ -280,7 +292,9 @@ def barlow_twins_loss(
             (Tsai et al., 2021).
         algorithm: ``"cross"`` (through the D×D matrix C, 6·N·D² FLOPs), ``"gram"`` (through two N×N Gram
             matrices, 8·N²·D FLOPs) or ``"auto"`` (the cheaper, see :func:`redundancy.cost.choose_algorithm`).
-        backend: ``"torch"`` or ``"auto"``.
+        backend: ``"torch"`` (PyTorch operations, any device), ``"triton"`` (fused kernels that never
+            materialize C; CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``) or ``"auto"`` (Triton for
+            CUDA tensors when it is installed, otherwise torch).
         distributed: ``"global"`` (when ``torch.distributed`` is initialized and ``group`` has more than one
             rank, the loss of the batch of all ranks: statistics and C of the concatenated batch, the same value
             on every rank; see :mod:`redundancy.distributed`) or ``"local"`` (each rank's own batch). Without

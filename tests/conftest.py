@@ -8,6 +8,11 @@ import pytest
 import torch
 from hypothesis import settings
 
+# Without CUDA the Triton kernels run in Triton's interpreter (tests/test_triton.py). Triton reads this variable
+# when it is imported, which may happen while pytest collects doctests: set it before any collection.
+if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 

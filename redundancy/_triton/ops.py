@@ -1,0 +1,137 @@
+"""``torch.library`` custom ops of the Triton backend, with their fake kernels and autograd formula.
+
+Two custom ops, so that ``torch.compile`` sees opaque, shape-known calls and never traces into Triton:
+
+- ``redundancy::barlow_twins_terms_forward(z1, z2, normalization, eps, target, algorithm)`` returns the
+  invariance and redundancy terms and what the backward reads: the (5, D) statistics
+  ``mean1, rstd1, mean2, rstd2, diag(C)``, the two N×N Grams (Gram algorithm; empty for cross) and the
+  (2, N) row sums of the standardized views (Gram algorithm with a non-zero target; empty otherwise).
+- ``redundancy::barlow_twins_terms_backward(...)`` returns ``dz1, dz2`` (empty when not needed).
+
+This module imports torch only; the implementations import :mod:`redundancy._triton.launch` (and so
+Triton) when they first run.
+"""
+
+import torch
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 for float64 inputs, float32 for every other input dtype."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# ------------------------------------------------------------------------------------------- custom ops
+
+
+@torch.library.custom_op("redundancy::barlow_twins_terms_forward", mutates_args=())
+def barlow_twins_terms_forward(
+    z1: torch.Tensor, z2: torch.Tensor, normalization: str, eps: float, target: float, algorithm: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(invariance, redundancy, stats, gram_a, gram_b, row_sums)`` of raw views z1, z2 (module docstring)."""
+    from redundancy._triton import launch
+
+    return launch.forward(z1, z2, normalization, eps, target, algorithm)
+
+
+@barlow_twins_terms_forward.register_fake
+def _(z1, z2, normalization, eps, target, algorithm):
+    n, d = z1.shape
+    acc_dtype = accumulation_dtype(z1.dtype)
+    gram_shape = (n, n) if algorithm == "gram" else (0,)
+    row_shape = (2, n) if algorithm == "gram" and target != 0.0 else (0,)
+    return (
+        z1.new_empty((), dtype=acc_dtype),
+        z1.new_empty((), dtype=acc_dtype),
+        z1.new_empty((5, d), dtype=acc_dtype),
+        z1.new_empty(gram_shape, dtype=acc_dtype),
+        z1.new_empty(gram_shape, dtype=acc_dtype),
+        z1.new_empty(row_shape, dtype=acc_dtype),
+    )
+
+
+@torch.library.custom_op("redundancy::barlow_twins_terms_backward", mutates_args=())
+def barlow_twins_terms_backward(
+    grad_invariance: torch.Tensor,
+    grad_redundancy: torch.Tensor,
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    stats: torch.Tensor,
+    gram_a: torch.Tensor,
+    gram_b: torch.Tensor,
+    row_sums: torch.Tensor,
+    normalization: str,
+    target: float,
+    algorithm: str,
+    needs_grad_z1: bool,
+    needs_grad_z2: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dz1, dz2)`` in the dtype of the views; an empty tensor for a view whose gradient is not needed."""
+    from redundancy._triton import launch
+
+    return launch.backward(
+        grad_invariance,
+        grad_redundancy,
+        z1,
+        z2,
+        stats,
+        gram_a,
+        gram_b,
+        row_sums,
+        normalization,
+        target,
+        algorithm,
+        needs_grad_z1,
+        needs_grad_z2,
+    )
+
+
+@barlow_twins_terms_backward.register_fake
+def _(grad_invariance, grad_redundancy, z1, z2, stats, gram_a, gram_b, row_sums, normalization, target, algorithm,
+      needs_grad_z1, needs_grad_z2):  # fmt: skip
+    dz1 = torch.empty_like(z1, memory_format=torch.contiguous_format) if needs_grad_z1 else z1.new_empty(0)
+    dz2 = torch.empty_like(z2, memory_format=torch.contiguous_format) if needs_grad_z2 else z2.new_empty(0)
+    return dz1, dz2
+
+
+def _setup_context(ctx, inputs, output):
+    z1, z2, normalization, _eps, target, algorithm = inputs
+    _invariance, _redundancy, stats, gram_a, gram_b, row_sums = output
+    ctx.save_for_backward(z1, z2, stats, gram_a, gram_b, row_sums)
+    ctx.options = (normalization, target, algorithm)
+
+
+def _backward_formula(ctx, grad_invariance, grad_redundancy, *_unused_grads):
+    z1, z2, stats, gram_a, gram_b, row_sums = ctx.saved_tensors
+    normalization, target, algorithm = ctx.options
+    needs_grad_z1, needs_grad_z2 = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    if grad_invariance is None:
+        grad_invariance = torch.zeros((), dtype=stats.dtype, device=stats.device)
+    if grad_redundancy is None:
+        grad_redundancy = torch.zeros((), dtype=stats.dtype, device=stats.device)
+    dz1, dz2 = barlow_twins_terms_backward(
+        grad_invariance,
+        grad_redundancy,
+        z1,
+        z2,
+        stats,
+        gram_a,
+        gram_b,
+        row_sums,
+        normalization,
+        target,
+        algorithm,
+        needs_grad_z1,
+        needs_grad_z2,
+    )
+    return (dz1 if needs_grad_z1 else None, dz2 if needs_grad_z2 else None, None, None, None, None)
+
+
+barlow_twins_terms_forward.register_autograd(_backward_formula, setup_context=_setup_context)
+
+
+def barlow_twins_terms(
+    z1: torch.Tensor, z2: torch.Tensor, *, normalization: str, eps: float, target: float, algorithm: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(invariance, redundancy)`` of raw views ``z1, z2`` computed by the Triton kernels, differentiable."""
+    outputs = barlow_twins_terms_forward(z1, z2, normalization, float(eps), float(target), algorithm)
+    return outputs[0], outputs[1]
