@@ -34,6 +34,7 @@ nitpick_ignore_regex = [
     ("py:(class|meth|func|attr|data|mod|exc)", r"torch\..*"),
     ("py:class", r"(Tensor|Module|nn\.Module|NamedTuple)"),
     ("py:class", r"collections\.abc\..*"),
+    ("py:class", r"redundancy(\.\w+)*\._\w+"),  # private bases (the loss modules' shared extra_repr)
 ]
 
 autodoc_member_order = "bysource"
