@@ -43,8 +43,10 @@ def _sync(device: torch.device):
     return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
 
 
-def time_case(loss_fn, n: int, d: int, dtype: torch.dtype, device: torch.device, min_time: float) -> dict:
-    """Forward, backward and full timings of one case at one shape."""
+def time_case(
+    loss_fn, n: int, d: int, dtype: torch.dtype, device: torch.device, min_time: float, repeats: int
+) -> dict:
+    """Forward, backward and full timings of one case at one shape (at least ``repeats`` calls each)."""
     z1, z2 = make_views(n, d, dtype=dtype, device=device)
     sync = _sync(device)
 
@@ -58,10 +60,11 @@ def time_case(loss_fn, n: int, d: int, dtype: torch.dtype, device: torch.device,
         z1.grad = z2.grad = None
         return (loss_fn(z1, z2),)
 
+    timed = {"sync": sync, "min_time": min_time, "min_repeats": repeats}
     timings = {
-        "forward": time_function(forward, sync=sync, min_time=min_time),
-        "backward": time_function(backward, setup=drop_gradients_then_forward, sync=sync, min_time=min_time),
-        "full": time_function(forward_backward(loss_fn, z1, z2), sync=sync, min_time=min_time),
+        "forward": time_function(forward, **timed),
+        "backward": time_function(backward, setup=drop_gradients_then_forward, **timed),
+        "full": time_function(forward_backward(loss_fn, z1, z2), **timed),
     }
     return {
         mode: {"median_s": t.median, "p20_s": t.p20, "p80_s": t.p80, "repeats": t.repeats}
@@ -107,7 +110,7 @@ def run(args) -> dict:
         row = {"n": n, "d": d, "dtype": args.dtype, "cases": {}}
         for name in names:
             case = cases[name]
-            result = time_case(case.make(), n, d, dtype, device, args.min_time)
+            result = time_case(case.make(), n, d, dtype, device, args.min_time, args.repeats)
             algorithm = case.algorithm(n, d)
             result["algorithm"] = algorithm
             result["gflops_per_s"] = cost.barlow_twins_flops(algorithm, n, d) / result["full"]["median_s"] / 1e9
@@ -127,6 +130,7 @@ def main(argv=None) -> None:
     parser.add_argument("--shapes", nargs="+", type=parse_shape, metavar="NxD", help="default: the full grid")
     parser.add_argument("--cases", nargs="+", metavar="CASE", help="default: every available case")
     parser.add_argument("--min-time", type=float, default=None, help="seconds of timed calls per measurement")
+    parser.add_argument("--repeats", type=int, default=5, help="at least this many timed calls per measurement")
     parser.add_argument("--quick", action="store_true", help="tiny shapes and short timings: a smoke test")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     parser.add_argument("--output", type=pathlib.Path, default=None, help="folder for JSON, table and plots")
