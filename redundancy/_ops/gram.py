@@ -1,8 +1,9 @@
 """The Gram algorithm: the same terms from two N×N Gram matrices, never a D×D tensor.
 
 ``‖C‖² = ‖AᵀB‖² / N² = ⟨A Aᵀ, B Bᵀ⟩_F / N²``, the diagonal ``c_i = Σ_n A_ni B_ni / N`` and
-``ΣC = (A 1)ᵀ (B 1) / N`` cost O(N·D) besides the Grams. Forward 4·N²·D FLOPs; the backward is closed-form
-(4·N²·D FLOPs, no autograd through the Grams)::
+``ΣC = (A 1)ᵀ (B 1) / N`` cost O(N·D) besides the Grams. Forward 4·N²·D FLOPs, or ``2·(1 + 1/k)·N²·D`` with the
+symmetric products of :mod:`redundancy._ops.products`; the backward is closed-form (4·N²·D FLOPs, no autograd
+through the Grams)::
 
     dA = (2w/N²) (B Bᵀ) A + B diag(g) / N - (2wt/N) (B 1) 1ᵀ
     dB = (2w/N²) (A Aᵀ) B + A diag(g) / N - (2wt/N) (A 1) 1ᵀ
@@ -14,6 +15,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from redundancy._ops._autocast import no_autocast
+from redundancy._ops.products import symmetric_gram
 from redundancy._ops.terms import barlow_twins_terms_from_summaries, diagonal_gradient, view_gradient
 
 
@@ -22,8 +24,8 @@ class _GramTerms(torch.autograd.Function):
     def forward(ctx, a: torch.Tensor, b: torch.Tensor, target: float):
         n = a.shape[0]
         with no_autocast(a.device):
-            gram_a = torch.mm(a, a.t())
-            gram_b = torch.mm(b, b.t())
+            gram_a = symmetric_gram(a)
+            gram_b = symmetric_gram(b)
             diagonal = torch.linalg.vecdot(a, b, dim=0).div_(n)
             frobenius_sq = gram_a.view(-1).dot(gram_b.view(-1)).div_(n * n)
             total = a.sum(dim=1).dot(b.sum(dim=1)).div_(n) if target != 0.0 else None
