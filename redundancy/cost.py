@@ -5,10 +5,14 @@ work is left out, as it is the same for every algorithm):
 
 - ``cross``: ``C = AᵀB`` forward (2·N·D²), ``B Cᵀ`` and ``A C`` backward (4·N·D²): 6·N·D².
 - ``gram``: ``A Aᵀ`` and ``B Bᵀ`` forward (4·N²·D, or ``2·(1 + 1/k)·N²·D`` as the symmetric products of
-  :func:`redundancy._ops.products.symmetric_gram` compute them with k row blocks), ``(B Bᵀ) A`` and ``(A Aᵀ) B``
+  ``redundancy._ops.products.symmetric_gram`` compute them with k row blocks), ``(B Bᵀ) A`` and ``(A Aᵀ) B``
   backward (4·N²·D): 8·N²·D, down to 6.5·N²·D for large products.
 
-The Gram algorithm is the cheaper one when ``8·N²·D < 6·N·D²``, that is ``N < 0.75·D``.
+By FLOPs the Gram algorithm is the cheaper one when ``8·N²·D < 6·N·D²``, that is ``N < 0.75·D`` (``N < 0.92·D``
+with four-block symmetric products). ``algorithm="auto"`` uses the crossover measured on a 2-core x86 CPU with
+``python -m benchmarks.crossover`` (``benchmarks/results/cpu/crossover.json``): cross became at least as fast as
+gram at N/D = 0.625, 0.75, 1.0 and 1.0 for D = 128, 512, 2048 and 4096, with the two within 5% of each other from
+0.75 to 0.875 at D ≥ 2048, where the choice matters most: :data:`GRAM_CROSSOVER` = 0.875.
 
 Under ``torch.distributed`` (:mod:`redundancy.distributed`) the global-batch loss also moves data between the W
 ranks of the process group. :func:`communication_bytes` counts the bytes each rank sends per training step
@@ -49,8 +53,8 @@ STRATEGIES = ("all_reduce", "all_gather")
 #: (several nodes) favour ``all_gather`` more than this figure does.
 FLOPS_PER_COMMUNICATED_BYTE = 200
 
-#: ``auto`` picks ``gram`` when ``N < GRAM_CROSSOVER * D``.
-GRAM_CROSSOVER = 0.75
+#: ``auto`` picks ``gram`` when ``N < GRAM_CROSSOVER * D`` (measured, see the module docstring).
+GRAM_CROSSOVER = 0.875
 
 
 def barlow_twins_flops(algorithm: str, n: int, d: int, *, backward: bool = True) -> int:

@@ -129,7 +129,7 @@ def cross_correlation_summary(
         r = \sqrt{\frac{1}{D(D-1)} \sum_{i \ne j} C_{ij}^2}, \qquad C = A^\top B / N,
 
     with ``A, B`` the views standardized as :func:`redundancy.barlow_twins_loss` does. Without
-    ``return_matrix`` no D×D tensor is formed when ``N < 0.75·D`` (the Gram form is used, N×N).
+    ``return_matrix`` no D×D tensor is formed when ``N < GRAM_CROSSOVER·D`` (the Gram form is used, N×N).
 
     Args:
         z1: embeddings of the first view, shape ``(N, D)``.

@@ -108,7 +108,7 @@ def mixed_barlow_twins_regularizer(
         normalization: ``"std"`` (unbiased, mix-bt), ``"batchnorm"`` or ``"none"``, as in
             :func:`redundancy.barlow_twins_loss`.
         eps: added to the variance before the square root.
-        algorithm: ``"cross"`` (D×D), ``"gram"`` (N×N) or ``"auto"`` (``gram`` when N < 0.75·D).
+        algorithm: ``"cross"`` (D×D), ``"gram"`` (N×N) or ``"auto"`` (``gram`` when N < ``GRAM_CROSSOVER``·D).
 
     Returns:
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise.

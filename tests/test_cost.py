@@ -13,7 +13,12 @@ def test_flop_counts():
 
 
 @pytest.mark.parametrize(("n", "d"), [(32, 128), (256, 8192), (2048, 8192), (2048, 128), (512, 512), (96, 128)])
-def test_auto_picks_the_algorithm_with_fewer_flops(n, d):
+def test_auto_follows_the_measured_crossover(n, d):
+    assert cost.choose_algorithm(n, d) == ("gram" if n < cost.GRAM_CROSSOVER * d else "cross")
+
+
+@pytest.mark.parametrize(("n", "d"), [(32, 8192), (256, 8192), (2048, 8192), (8192, 2048), (2048, 128)])
+def test_auto_picks_the_algorithm_with_fewer_flops_away_from_the_crossover(n, d):
     cheaper = min(cost.ALGORITHMS, key=lambda algorithm: cost.barlow_twins_flops(algorithm, n, d))
     assert cost.choose_algorithm(n, d) == cheaper
 
