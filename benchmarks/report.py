@@ -1,6 +1,11 @@
-"""Turn the suite's results into a markdown table and plots."""
+"""Turn the suite's results into a markdown table and plots.
 
+``python -m benchmarks.report benchmarks/results/cpu/results.json`` redraws the table and plots of a saved run.
+"""
+
+import json
 import pathlib
+import sys
 
 BASELINE = "reference"
 HEADLINE = "redundancy-auto-torch"
@@ -85,7 +90,7 @@ def plots(results: dict, folder: pathlib.Path) -> list[pathlib.Path]:
                 cases[BASELINE]["full"]["median_s"] / cases[HEADLINE]["full"]["median_s"]
             )
         fig, ax = plt.subplots(figsize=(1.2 * len(ds) + 2, 0.8 * len(ns) + 1.5))
-        image = ax.imshow(grid, cmap="viridis", origin="lower")
+        image = ax.imshow(grid, cmap="viridis", origin="lower", norm=matplotlib.colors.LogNorm())
         ax.set(xticks=range(len(ds)), xticklabels=ds, yticks=range(len(ns)), yticklabels=ns, xlabel="D", ylabel="N",
                title=f"speed-up of {HEADLINE} over {BASELINE}")
         for i, line in enumerate(grid):
@@ -111,3 +116,11 @@ def plots(results: dict, folder: pathlib.Path) -> list[pathlib.Path]:
         fig.savefig(written[-1], dpi=110)
         plt.close(fig)
     return written
+
+
+if __name__ == "__main__":
+    path = pathlib.Path(sys.argv[1])
+    saved = json.loads(path.read_text())
+    (path.parent / "results.md").write_text(markdown(saved))
+    for written in plots(saved, path.parent):
+        print(f"wrote {written}")
