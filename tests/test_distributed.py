@@ -8,8 +8,6 @@ model are tested in this process.
 import math
 import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -20,7 +18,7 @@ import redundancy
 from redundancy import cost
 from redundancy.distributed import local_moments, merge_moments
 from redundancy.reference import barlow_twins_loss_reference
-from tests.utils import GRAD_TOL, LOSS_RTOL, assert_relative, relative_error, spawn_gloo
+from tests.utils import GRAD_TOL, LOSS_RTOL, assert_relative, relative_error, run_torchrun, spawn_gloo
 
 pytestmark = pytest.mark.distributed
 
@@ -456,13 +454,8 @@ def test_group_must_be_a_process_group():
 
 def test_example_runs_under_torchrun():
     environment = dict(os.environ, PYTHONPATH=str(REPOSITORY), OMP_NUM_THREADS="1")
-    completed = subprocess.run(
-        [
-            *(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"),
-            *(str(REPOSITORY / "examples" / "ddp_barlow_twins.py"), "--steps", "3"),
-        ],
-        capture_output=True,
-        text=True,
+    completed = run_torchrun(
+        ["--nproc_per_node=2", str(REPOSITORY / "examples" / "ddp_barlow_twins.py"), "--steps", "3"],
         env=environment,
         timeout=120,
     )

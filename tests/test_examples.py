@@ -5,7 +5,6 @@ import json
 import os
 import pathlib
 import pickle
-import subprocess
 import sys
 
 import numpy as np
@@ -19,6 +18,8 @@ sys.path.insert(0, str(EXAMPLES))
 import digits_barlow_twins as digits  # noqa: E402
 from image_recipe import augment, data, lars, linear_eval, resnet, train  # noqa: E402
 from image_recipe.common import ShardSampler  # noqa: E402
+
+from tests.utils import run_torchrun  # noqa: E402
 
 # Tiny recipe settings shared by the training tests: 32 synthetic images, batch 8, 4 steps per epoch.
 TINY_RECIPE = [
@@ -325,11 +326,11 @@ def test_recipe_epoch_then_linear_evaluation(tmp_path):
 def test_recipe_trains_two_steps_under_torchrun(tmp_path):
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     environment["OMP_NUM_THREADS"] = "1"
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    arguments = [
+        "--nproc_per_node=2",
         str(EXAMPLES / "image_recipe" / "train.py"), *TINY_RECIPE, "--max-steps", "2", "--out", str(tmp_path),
     ]  # fmt: skip
-    completed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    completed = run_torchrun(arguments, env=environment, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     records = _read_stats(tmp_path)
     assert records[0]["world_size"] == 2 and records[0]["global_batch"] == 8
