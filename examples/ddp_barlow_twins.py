@@ -87,7 +87,7 @@ def main() -> None:
         if rank == 0:
             print(f"step {step:4d}  global batch {arguments.batch_size * world_size:5d}  loss {loss.item():.4f}")
 
-    dist.barrier()  # every rank done before the group goes: gloo can abort a rank whose peer left first
+    dist.barrier()  # every rank has finished its last step before the group is destroyed
     dist.destroy_process_group()
 
 

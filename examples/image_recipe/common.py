@@ -55,7 +55,7 @@ class Process:
 
     def close(self) -> None:
         if self.distributed and dist.is_initialized():
-            dist.barrier()  # every process done before the group goes: gloo can abort a rank whose peer left first
+            dist.barrier()  # every process has finished before the group is destroyed
             dist.destroy_process_group()
 
 
