@@ -356,6 +356,16 @@ def gather_global_batch(
     return gather_rows(batch, *views), batch
 
 
+def _gather_one_view(function: str, z: torch.Tensor, name: str, group, **options) -> tuple[torch.Tensor, GlobalBatch]:
+    """``(rows of all ranks, batch)`` of the one view ``z`` of a one-view loss (already in its compute dtype).
+
+    ``function`` and ``options`` describe the settings every rank must share; ``name`` names ``z`` in errors.
+    """
+    described = describe_options(function, **options)
+    (z,), batch = gather_global_batch(z, options=described, group=group, names=name)
+    return z, batch
+
+
 class _ScaleGradient(torch.autograd.Function):
     """The identity on tensors whose backward multiplies the gradients by ``factor``."""
 

@@ -74,13 +74,6 @@ def check_total_coding_rate_options(
     _check_distributed_options(distributed=distributed, gradient_convention=gradient_convention, group=group)
 
 
-def _global_rows(function: str, z: torch.Tensor, name: str, group, **options) -> tuple[torch.Tensor, object]:
-    """``(rows of all ranks, batch)`` of the one view ``z`` (already in its compute dtype)."""
-    described = distributed_ops.describe_options(function, **options)
-    (z,), batch = distributed_ops.gather_global_batch(z, options=described, group=group, names=name)
-    return z, batch
-
-
 def decov_loss(
     h: torch.Tensor,
     *,
@@ -129,7 +122,7 @@ def decov_loss(
     with no_autocast(h.device):
         h = h.to(_compute_dtype(h))
         if global_batch:
-            h, batch = _global_rows(
+            h, batch = distributed_ops._gather_one_view(
                 "decov_loss", h, "h", group, correction=correction, algorithm=algorithm, gradient=gradient_convention
             )
         n, d = h.shape
@@ -190,7 +183,7 @@ def total_coding_rate(
     with no_autocast(z.device):
         z = z.to(_compute_dtype(z))
         if global_batch:
-            z, batch = _global_rows(
+            z, batch = distributed_ops._gather_one_view(
                 "total_coding_rate", z, "z", group, eps=eps, algorithm=algorithm, gradient=gradient_convention
             )
         n, d = z.shape

@@ -343,10 +343,10 @@ def vicreg_variance_loss(
     with no_autocast(z.device):
         z = z.to(_compute_dtype(z))
         if global_batch:
-            options = distributed_ops.describe_options(
-                "vicreg_variance_loss", gamma=gamma, eps=eps, correction=correction, gradient=gradient_convention
+            z, batch = distributed_ops._gather_one_view(
+                "vicreg_variance_loss", z, "z", group, gamma=gamma, eps=eps, correction=correction,
+                gradient=gradient_convention,
             )
-            (z,), batch = distributed_ops.gather_global_batch(z, options=options, group=group, names="z")
         loss = _variance_hinge(_center(z), z.shape[0] - correction, gamma, eps)
         if global_batch:
             (loss,) = distributed_ops.apply_gradient_convention(gradient_convention, batch, loss)
@@ -397,10 +397,10 @@ def vicreg_covariance_loss(
     with no_autocast(z.device):
         z = z.to(_compute_dtype(z))
         if global_batch:
-            options = distributed_ops.describe_options(
-                "vicreg_covariance_loss", correction=correction, algorithm=algorithm, gradient=gradient_convention
+            z, batch = distributed_ops._gather_one_view(
+                "vicreg_covariance_loss", z, "z", group, correction=correction, algorithm=algorithm,
+                gradient=gradient_convention,
             )
-            (z,), batch = distributed_ops.gather_global_batch(z, options=options, group=group, names="z")
         loss = _covariance_penalty(_center(z), z.shape[0] - correction, algorithm)
         if global_batch:
             (loss,) = distributed_ops.apply_gradient_convention(gradient_convention, batch, loss)
