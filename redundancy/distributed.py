@@ -53,7 +53,7 @@ import torch
 import torch.distributed as dist
 
 from redundancy import cost
-from redundancy._ops import cross_correlation_terms, gram_terms, standardize
+from redundancy._ops import cross_correlation_terms, gram_terms, standardization_of, standardize
 from redundancy._ops._autocast import no_autocast
 
 __all__ = [
@@ -450,13 +450,15 @@ def barlow_twins_terms_global(
     target = float(off_diagonal_target)
     with no_autocast(z1.device):
         a, b = z1.to(dtype), z2.to(dtype)
-        if normalization != "none":
-            unbiased = normalization == "std"
-            a = standardize(a, unbiased=unbiased, eps=eps, batch=batch)
-            b = standardize(b, unbiased=unbiased, eps=eps, batch=batch)
+        standardization = standardization_of(normalization, eps)
         if strategy == "all_reduce":
-            invariance, redundancy = cross_correlation_terms(a, b, target=target, batch=batch)
+            invariance, redundancy = cross_correlation_terms(
+                a, b, target=target, batch=batch, standardization=standardization
+            )
         else:
+            if standardization is not None:  # with the global statistics, before the gather
+                a = standardize(a, standardization, batch=batch)
+                b = standardize(b, standardization, batch=batch)
             a, b = gather_rows(batch, a, b)
             compute_terms = gram_terms if algorithm == "gram" else cross_correlation_terms
             invariance, redundancy = compute_terms(a, b, target=target)

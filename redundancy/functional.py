@@ -7,7 +7,7 @@ import torch
 
 from redundancy import cost
 from redundancy import distributed as distributed_ops
-from redundancy._ops import cross_correlation_terms, gram_terms, standardize
+from redundancy._ops import cross_correlation_terms, gram_terms, standardization_of, standardize
 from redundancy._ops._autocast import no_autocast
 from redundancy._triton import barlow_twins_terms_triton, select_backend
 
@@ -146,9 +146,8 @@ def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
 
 def _standardize_view(z: torch.Tensor, normalization: str, eps: float) -> torch.Tensor:
     """Standardize an already upcast view (the identity for ``"none"``)."""
-    if normalization == "none":
-        return z
-    return standardize(z, unbiased=normalization == "std", eps=eps)
+    standardization = standardization_of(normalization, eps)
+    return z if standardization is None else standardize(z, standardization)
 
 
 # ------------------------------------------------------------------------------------------------ public
@@ -229,10 +228,13 @@ def barlow_twins_terms(
             )
         else:
             dtype = _compute_dtype(z1, z2)
-            a = _standardize_view(z1.to(dtype), normalization, eps)
-            b = _standardize_view(z2.to(dtype), normalization, eps)
             compute_terms = gram_terms if algorithm == "gram" else cross_correlation_terms
-            invariance, redundancy = compute_terms(a, b, target=float(off_diagonal_target))
+            invariance, redundancy = compute_terms(
+                z1.to(dtype),
+                z2.to(dtype),
+                target=float(off_diagonal_target),
+                standardization=standardization_of(normalization, eps),
+            )
         loss = (invariance + redundancy * lambd) * scale
     return BarlowTwinsTerms(loss, invariance, redundancy)
 

@@ -11,13 +11,15 @@ from redundancy._ops.cross import cross_correlation_terms
 from redundancy._ops.cross_energy import cross_product_energy
 from redundancy._ops.gram import gram_terms
 from redundancy._ops.logdet import half_logdet_identity_plus_gram
-from redundancy._ops.standardize import standardize
+from redundancy._ops.standardize import Standardization, standardization_of, standardize
 
 __all__ = [
+    "Standardization",
     "cross_correlation_terms",
     "cross_product_energy",
     "gram_terms",
     "half_logdet_identity_plus_gram",
     "off_diagonal_energy",
+    "standardization_of",
     "standardize",
 ]

@@ -17,6 +17,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from redundancy._ops._autocast import no_autocast
+from redundancy._ops.reductions import column_dot
 
 
 class _OffDiagonalEnergy(torch.autograd.Function):
@@ -32,7 +33,7 @@ class _OffDiagonalEnergy(torch.autograd.Function):
             else:
                 product = torch.mm(x, x.t())
                 flat = product.view(-1)
-                column_norms_sq = torch.linalg.vecdot(x, x, dim=0)
+                column_norms_sq = column_dot(x, x)
                 energy = flat.dot(flat) - column_norms_sq.dot(column_norms_sq)
         ctx.save_for_backward(x, product, column_norms_sq)
         ctx.algorithm = algorithm

@@ -17,14 +17,20 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from redundancy._ops._autocast import no_autocast
+from redundancy._ops.standardize import Standardization, standardize_backward_, standardize_forward
 from redundancy._ops.terms import barlow_twins_terms_from_summaries, diagonal_gradient, view_gradient
 
 
 class _CrossCorrelationTerms(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a: torch.Tensor, b: torch.Tensor, target: float, batch):
-        n = a.shape[0] if batch is None else batch.count
-        with no_autocast(a.device):
+    def forward(ctx, z1: torch.Tensor, z2: torch.Tensor, target: float, batch, standardization: Standardization | None):
+        n = z1.shape[0] if batch is None else batch.count
+        with no_autocast(z1.device):
+            if standardization is None:
+                a, b, rstd_a, rstd_b = z1, z2, None, None
+            else:
+                a, rstd_a = standardize_forward(z1, standardization, batch)
+                b, rstd_b = standardize_forward(z2, standardization, batch)
             c = torch.mm(a.t(), b).div_(n)
             if batch is not None:
                 batch.sum_over_ranks(c)
@@ -32,29 +38,47 @@ class _CrossCorrelationTerms(torch.autograd.Function):
             invariance, redundancy = barlow_twins_terms_from_summaries(
                 c.diagonal(), flat.dot(flat), c.sum() if target != 0.0 else None, target
             )
-        ctx.save_for_backward(a, b, c)
+        ctx.save_for_backward(a, b, c, rstd_a, rstd_b)
         ctx.target = target
         ctx.count = n
+        ctx.batch = batch
+        ctx.standardization = standardization
         return invariance, redundancy
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_invariance: torch.Tensor, grad_redundancy: torch.Tensor):
-        a, b, c = ctx.saved_tensors
+        a, b, c, rstd_a, rstd_b = ctx.saved_tensors
         n, t = ctx.count, ctx.target
         with no_autocast(a.device):
             g = diagonal_gradient(c.diagonal(), grad_invariance, grad_redundancy, t).div_(n)
             w = grad_redundancy * (2.0 / n)
             t_scale = w * t if t != 0.0 else None
-            da = view_gradient(torch.mm(b, c.t()), w, b, g, t_scale) if ctx.needs_input_grad[0] else None
-            db = view_gradient(torch.mm(a, c), w, a, g, t_scale) if ctx.needs_input_grad[1] else None
-        return da, db, None, None
+            da = db = None
+            if ctx.needs_input_grad[0]:
+                da = view_gradient(torch.mm(b, c.t()), w, b, g, t_scale)
+                if ctx.standardization is not None:
+                    standardize_backward_(da, a, rstd_a, ctx.standardization, ctx.batch)
+            if ctx.needs_input_grad[1]:
+                db = view_gradient(torch.mm(a, c), w, a, g, t_scale)
+                if ctx.standardization is not None:
+                    standardize_backward_(db, b, rstd_b, ctx.standardization, ctx.batch)
+        return da, db, None, None, None
 
 
-def cross_correlation_terms(a: torch.Tensor, b: torch.Tensor, *, target: float, batch=None):
-    """``(invariance, redundancy)`` of standardized views ``a, b`` (N×D) through the D×D matrix C.
+def cross_correlation_terms(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    *,
+    target: float,
+    batch=None,
+    standardization: Standardization | None = None,
+):
+    """``(invariance, redundancy)`` of two views (N×D) through the D×D matrix C.
 
-    ``batch`` (a :class:`redundancy.distributed.GlobalBatch`, or ``None``) makes C that of the batch of all
-    ranks, of which ``a, b`` hold this rank's rows.
+    The views are standardized first when ``standardization`` is given, and are taken as already standardized
+    when it is ``None``. ``batch`` (a :class:`redundancy.distributed.GlobalBatch`, or ``None``) makes C that of
+    the batch of all ranks, of which ``z1, z2`` hold this rank's rows; the standardization then uses its
+    statistics too.
     """
-    return _CrossCorrelationTerms.apply(a, b, target, batch)
+    return _CrossCorrelationTerms.apply(z1, z2, target, batch, standardization)

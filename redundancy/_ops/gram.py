@@ -9,6 +9,10 @@ through the Grams)::
     dB = (2w/N²) (A Aᵀ) B + A diag(g) / N - (2wt/N) (A 1) 1ᵀ
 
 which is the cross algorithm's backward with ``B Cᵀ = (B Bᵀ) A / N``.
+
+Given a :class:`~redundancy._ops.standardize.Standardization`, the op standardizes its raw inputs itself and
+applies the standardization's backward to ``dA, dB`` in place: the only N×D tensors it allocates are the two
+standardized views (held for the backward) and the two gradients it returns.
 """
 
 import torch
@@ -16,39 +20,58 @@ from torch.autograd.function import once_differentiable
 
 from redundancy._ops._autocast import no_autocast
 from redundancy._ops.products import symmetric_gram
+from redundancy._ops.reductions import column_dot
+from redundancy._ops.standardize import Standardization, standardize_backward_, standardize_forward
 from redundancy._ops.terms import barlow_twins_terms_from_summaries, diagonal_gradient, view_gradient
 
 
 class _GramTerms(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a: torch.Tensor, b: torch.Tensor, target: float):
-        n = a.shape[0]
-        with no_autocast(a.device):
+    def forward(ctx, z1: torch.Tensor, z2: torch.Tensor, target: float, standardization: Standardization | None):
+        n = z1.shape[0]
+        with no_autocast(z1.device):
+            if standardization is None:
+                a, b, rstd_a, rstd_b = z1, z2, None, None
+            else:
+                a, rstd_a = standardize_forward(z1, standardization)
+                b, rstd_b = standardize_forward(z2, standardization)
             gram_a = symmetric_gram(a)
             gram_b = symmetric_gram(b)
-            diagonal = torch.linalg.vecdot(a, b, dim=0).div_(n)
+            diagonal = column_dot(a, b).div_(n)
             frobenius_sq = gram_a.view(-1).dot(gram_b.view(-1)).div_(n * n)
             total = a.sum(dim=1).dot(b.sum(dim=1)).div_(n) if target != 0.0 else None
             invariance, redundancy = barlow_twins_terms_from_summaries(diagonal, frobenius_sq, total, target)
-        ctx.save_for_backward(a, b, gram_a, gram_b, diagonal)
+        ctx.save_for_backward(a, b, gram_a, gram_b, diagonal, rstd_a, rstd_b)
         ctx.target = target
+        ctx.standardization = standardization
         return invariance, redundancy
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_invariance: torch.Tensor, grad_redundancy: torch.Tensor):
-        a, b, gram_a, gram_b, diagonal = ctx.saved_tensors
+        a, b, gram_a, gram_b, diagonal, rstd_a, rstd_b = ctx.saved_tensors
         n, t = a.shape[0], ctx.target
         with no_autocast(a.device):
             g = diagonal_gradient(diagonal, grad_invariance, grad_redundancy, t).div_(n)
             w = grad_redundancy * (2.0 / n)
             t_scale = w * t if t != 0.0 else None
             # The scale goes on the N×N Gram, not on the N×D product.
-            da = view_gradient(torch.mm(gram_b * (w / n), a), None, b, g, t_scale) if ctx.needs_input_grad[0] else None
-            db = view_gradient(torch.mm(gram_a * (w / n), b), None, a, g, t_scale) if ctx.needs_input_grad[1] else None
-        return da, db, None
+            da = db = None
+            if ctx.needs_input_grad[0]:
+                da = view_gradient(torch.mm(gram_b * (w / n), a), None, b, g, t_scale)
+                if ctx.standardization is not None:
+                    standardize_backward_(da, a, rstd_a, ctx.standardization)
+            if ctx.needs_input_grad[1]:
+                db = view_gradient(torch.mm(gram_a * (w / n), b), None, a, g, t_scale)
+                if ctx.standardization is not None:
+                    standardize_backward_(db, b, rstd_b, ctx.standardization)
+        return da, db, None, None
 
 
-def gram_terms(a: torch.Tensor, b: torch.Tensor, *, target: float):
-    """``(invariance, redundancy)`` of standardized views ``a, b`` (N×D) through two N×N Gram matrices."""
-    return _GramTerms.apply(a, b, target)
+def gram_terms(z1: torch.Tensor, z2: torch.Tensor, *, target: float, standardization: Standardization | None = None):
+    """``(invariance, redundancy)`` of two views (N×D) through two N×N Gram matrices.
+
+    The views are standardized first when ``standardization`` is given, and are taken as already standardized
+    when it is ``None``.
+    """
+    return _GramTerms.apply(z1, z2, target, standardization)

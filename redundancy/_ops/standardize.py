@@ -13,34 +13,78 @@ When ``z`` is one rank's shard of a batch split over processes, ``batch`` suppli
 batch (``N`` rows over all ranks, see :class:`redundancy.distributed.GlobalBatch`): the forward uses the global
 mean and variance, and the backward sums the two D-vectors ``Σ_n da`` and ``Σ_n da ⊙ a`` over all ranks (one
 reduction of 2·D elements); the formula is otherwise the same.
+
+:func:`standardize_forward` and :func:`standardize_backward_` are the two halves without autograd, for the ops
+that standardize their inputs inside their own autograd Function (:mod:`redundancy._ops.gram`,
+:mod:`redundancy._ops.cross`): they then own the gradient buffer and apply the backward in place, with no
+N×D tensor besides the views and their gradients.
 """
+
+from typing import NamedTuple
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from redundancy._ops._autocast import no_autocast
+from redundancy._ops.reductions import column_dot
+
+
+class Standardization(NamedTuple):
+    """How an op standardizes its inputs: ``unbiased`` variance (``ddof=1``) or not, and ``eps``."""
+
+    unbiased: bool
+    eps: float
+
+
+def standardization_of(normalization: str, eps: float) -> Standardization | None:
+    """The :class:`Standardization` of a public ``normalization`` option (``None`` for ``"none"``)."""
+    if normalization == "none":
+        return None
+    return Standardization(unbiased=normalization == "std", eps=eps)
+
+
+def standardize_forward(z: torch.Tensor, standardization: Standardization, batch=None):
+    """``(a, rstd)``: the standardized ``z`` (a new tensor) and ``1 / sqrt(var + eps)`` per column."""
+    correction = 1 if standardization.unbiased else 0
+    if batch is None:
+        # Two passes (mean, then the centred sum of squares): robust to large offsets, and cheaper on the CPU
+        # than torch.var_mean over dim 0.
+        centered = z - z.mean(dim=0)
+        var = column_dot(centered, centered).div_(z.shape[0] - correction)
+    else:
+        var, mean = batch.var_mean(z, correction=correction)
+        centered = z - mean
+    rstd = torch.rsqrt(var.add_(standardization.eps))
+    return centered.mul_(rstd), rstd
+
+
+def _gradient_sums(grad: torch.Tensor, a: torch.Tensor, unbiased: bool, batch):
+    """``(mean_n(grad), Σ_n grad ⊙ a / m)``, over all ranks when ``batch`` is given."""
+    count = grad.shape[0] if batch is None else batch.count
+    divisor = count - 1 if unbiased else count
+    if batch is None:
+        return grad.sum(dim=0).div_(count), column_dot(grad, a).div_(divisor)
+    sums = torch.stack((grad.sum(dim=0), column_dot(grad, a)))
+    batch.sum_over_ranks(sums)
+    return sums[0].div_(count), sums[1].div_(divisor)
+
+
+def standardize_backward_(
+    grad: torch.Tensor, a: torch.Tensor, rstd: torch.Tensor, standardization: Standardization, batch=None
+) -> torch.Tensor:
+    """Turn ``grad = dL/da`` into ``dL/dz`` in place (the module docstring's formula); returns ``grad``."""
+    mean_grad, mean_grad_a = _gradient_sums(grad, a, standardization.unbiased, batch)
+    grad.addcmul_(a, mean_grad_a.neg_())
+    return torch.addcmul(mean_grad.mul_(rstd).neg_(), grad, rstd, out=grad)
 
 
 class _Standardize(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, z: torch.Tensor, unbiased: bool, eps: float, batch) -> torch.Tensor:
-        correction = 1 if unbiased else 0
+    def forward(ctx, z: torch.Tensor, standardization: Standardization, batch) -> torch.Tensor:
         with no_autocast(z.device):
-            if batch is None:
-                # Two passes (mean, then the centred sum of squares): robust to large offsets, and cheaper on the
-                # CPU than torch.var_mean over dim 0.
-                count = z.shape[0]
-                centered = z - z.mean(dim=0)
-                var = torch.linalg.vecdot(centered, centered, dim=0).div_(count - correction)
-            else:
-                var, mean = batch.var_mean(z, correction=correction)
-                count = batch.count
-                centered = z - mean
-            rstd = torch.rsqrt(var.add_(eps))
-            a = centered.mul_(rstd)
+            a, rstd = standardize_forward(z, standardization, batch)
         ctx.save_for_backward(a, rstd)
-        ctx.count = count
-        ctx.divisor = count - correction
+        ctx.standardization = standardization
         ctx.batch = batch
         return a
 
@@ -49,22 +93,16 @@ class _Standardize(torch.autograd.Function):
     def backward(ctx, da: torch.Tensor):
         a, rstd = ctx.saved_tensors
         with no_autocast(da.device):
-            if ctx.batch is None:
-                mean_da = da.mean(dim=0)
-                mean_da_a = torch.linalg.vecdot(da, a, dim=0).div_(ctx.divisor)
-            else:
-                sums = torch.stack((da.sum(dim=0), torch.linalg.vecdot(da, a, dim=0)))
-                ctx.batch.sum_over_ranks(sums)
-                mean_da, mean_da_a = sums[0].div_(ctx.count), sums[1].div_(ctx.divisor)
-            # r * (da - mean_da - a * mean_da_a), written as two passes over N×D.
+            mean_da, mean_da_a = _gradient_sums(da, a, ctx.standardization.unbiased, ctx.batch)
+            # r * (da - mean_da - a * mean_da_a), written as two passes over N×D (da is not ours to overwrite).
             dz = torch.addcmul(-mean_da * rstd, a, -mean_da_a * rstd).addcmul_(da, rstd)
-        return dz, None, None, None
+        return dz, None, None
 
 
-def standardize(z: torch.Tensor, *, unbiased: bool, eps: float, batch=None) -> torch.Tensor:
+def standardize(z: torch.Tensor, standardization: Standardization, *, batch=None) -> torch.Tensor:
     """Standardize each column of ``z`` (N×D) over the batch; differentiable with a closed-form backward.
 
     ``batch`` (a :class:`redundancy.distributed.GlobalBatch`, or ``None`` for the local batch) makes the
     statistics those of the batch of all ranks, of which ``z`` holds this rank's rows.
     """
-    return _Standardize.apply(z, unbiased, eps, batch)
+    return _Standardize.apply(z, standardization, batch)

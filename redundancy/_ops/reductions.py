@@ -1,0 +1,48 @@
+"""Column reductions over the batch dimension that need no N×D temporary.
+
+``torch.linalg.vecdot(x, y, dim=0)`` multiplies into a full N×D temporary and then sums it. On the CPU a fresh
+temporary of several MiB costs more than the arithmetic: the allocator returns large freed blocks to the
+operating system, and the next one is paid again in page faults (at N=2048, D=8192 the 64 MiB temporary makes
+``vecdot`` about 7× slower than :func:`column_dot`). The reductions here accumulate row slabs into one small
+buffer instead, which stays in cache.
+"""
+
+import torch
+
+#: The accumulator holds about this many elements (2 MiB in float32), and at least :data:`MIN_SLAB_ROWS` rows.
+SLAB_ELEMENTS = 1 << 19
+#: Fewer rows per slab would spend more on per-call overhead than the smaller buffer saves.
+MIN_SLAB_ROWS = 64
+
+
+def slab_rows(n: int, d: int) -> int:
+    """The number of rows :func:`column_dot` accumulates at a time for an ``n``×``d`` input.
+
+    Example:
+        >>> slab_rows(2048, 8192), slab_rows(2048, 128), slab_rows(10, 8192)
+        (64, 2048, 10)
+    """
+    return min(n, max(MIN_SLAB_ROWS, SLAB_ELEMENTS // max(d, 1)))
+
+
+def column_dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``Σ_n x[n] ⊙ y[n]``: the dot product of each column of ``x`` with the same column of ``y`` (a D-vector).
+
+    Equal to ``torch.linalg.vecdot(x, y, dim=0)`` for real ``x, y`` of the same shape N×D, without its N×D
+    temporary (zeros when N = 0, as for a rank that holds no rows of a distributed batch). Meant for the inside
+    of the ops' own forward and backward, not for autograd.
+
+    Example:
+        >>> x, y = torch.randn(300, 5, dtype=torch.float64), torch.randn(300, 5, dtype=torch.float64)
+        >>> torch.allclose(column_dot(x, y), (x * y).sum(dim=0))
+        True
+    """
+    n, d = x.shape
+    if n == 0:
+        return x.new_zeros(d)
+    rows = slab_rows(n, d)
+    accumulator = torch.mul(x[:rows], y[:rows])
+    for start in range(rows, n, rows):
+        stop = min(start + rows, n)
+        accumulator[: stop - start].addcmul_(x[start:stop], y[start:stop])
+    return accumulator.sum(dim=0)
