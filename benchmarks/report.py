@@ -27,13 +27,20 @@ def progress_line(n: int, d: int, name: str, result: dict) -> str:
     )
 
 
+def _matmul_samples(env: dict) -> str:
+    samples = env.get("matmul_gflops_samples", [])
+    if len(samples) < 2:
+        return ""
+    return f" (the highest of {len(samples)} measurements during the run, {min(samples):.1f}–{max(samples):.1f})"
+
+
 def markdown(results: dict) -> str:
     """One row per shape and case: times (median, p20–p80), speed-up and memory against the reference."""
     env = results["environment"]
     lines = [
         f"Device: {results['device']} ({env.get('gpu', env['processor'])}, {env['torch_threads']} threads), "
         f"dtype {results['dtype']}, torch {env['torch']}, redundancy {env['redundancy']}, {env['date']}.",
-        f"Measured matmul throughput: {env['matmul_gflops']:.1f} GFLOP/s.",
+        f"Measured matmul throughput: {env['matmul_gflops']:.1f} GFLOP/s{_matmul_samples(env)}.",
         "",
         "| N | D | case | algorithm | forward ms | backward ms | full ms (p20–p80) | speed-up | peak MiB | "
         "memory vs reference | GFLOP/s | % of matmul |",

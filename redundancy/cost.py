@@ -23,13 +23,15 @@ ranks of the process group. :func:`communication_bytes` counts the bytes each ra
 
 Common to both strategies: the per-rank shapes and a checksum of the options, an all-gather of 4 int64 per rank.
 Unless ``normalization="none"``, also the per-rank mean and centred sum of squares of each view, an all-gather
-of 2·D elements per view, and in backward the two D-vectors ``Σ dA`` and ``Σ dA ⊙ A`` of each view, an
-all-reduce of 2·D elements per view. Then:
+of 2·D elements per view, and in backward the sums over the batch that the standardization's backward needs.
+Then:
 
-- ``all_reduce``: the local ``AᵀB / N`` summed over ranks, an all-reduce of D² elements; nothing in backward.
-  ``2·(W-1)/W·D²`` elements.
+- ``all_reduce``: the local ``AᵀB / N`` summed over ranks, an all-reduce of D² elements; in backward
+  ``Σ dA ⊙ A`` of each view, an all-reduce of D elements per view (the op knows ``Σ dA = 0``).
+  ``2·(W-1)/W·(D² + 2·D)`` elements besides the statistics.
 - ``all_gather``: the standardized views of every rank, padded to ``ceil(N/W)`` rows and gathered in one
-  all-gather; nothing in backward. ``(W-1)·2·ceil(N/W)·D ≈ 2·(W-1)/W·N·D`` elements.
+  all-gather; in backward ``Σ dA`` and ``Σ dA ⊙ A`` of each view, an all-reduce of 2·D elements per view.
+  ``(W-1)·2·ceil(N/W)·D ≈ 2·(W-1)/W·N·D`` elements besides those.
 
 So ``all_gather`` moves about ``N/D`` times the bytes of ``all_reduce``, but every rank runs the loss on all N
 rows (the Gram or cross algorithm on the gathered views), whereas ``all_reduce`` runs the cross algorithm on
@@ -176,7 +178,8 @@ def communication_bytes(
     total = (w - 1) * 4 * 8  # the shapes and option checksum of every rank (int64)
     if normalization != "none":
         statistics = 2 * (w - 1) * 2 * d  # mean and centred sum of squares, both views
-        backward = 2 * math.ceil(2 * (w - 1) * 2 * d / w)  # Σ dA and Σ dA ⊙ A, both views
+        sums = 1 if strategy == "all_reduce" else 2  # Σ dA ⊙ A, and Σ dA where the op does not know it is 0
+        backward = 2 * math.ceil(2 * (w - 1) * sums * d / w)  # both views
         total += (statistics + backward) * itemsize
     if strategy == "all_reduce":
         elements = math.ceil(2 * (w - 1) * d * d / w)

@@ -12,8 +12,9 @@ sums of squares (an offset of 10³ on fp32 inputs leaves the loss unchanged to 1
 
 **Strategies.** ``all_reduce`` sums each rank's ``AᵀB / N`` (an all-reduce of D² elements) so that every rank holds
 the global C; ``all_gather`` gathers the standardized views of all ranks (2·N·D elements) and every rank runs the
-Gram (or cross) algorithm on the whole batch. Neither needs a collective in backward beyond the two D-vectors
-``Σ dA`` and ``Σ dA ⊙ A`` of each view's standardization. ``auto`` chooses by bytes moved and FLOPs
+Gram (or cross) algorithm on the whole batch. Neither needs a collective in backward beyond the sums of each
+view's standardization backward: ``Σ dA ⊙ A`` (D elements) under ``all_reduce``, where the op knows that
+``Σ dA = 0``, and both D-vectors under ``all_gather``. ``auto`` chooses by bytes moved and FLOPs
 (:func:`redundancy.cost.choose_strategy`; :func:`redundancy.cost.communication_bytes` counts the bytes).
 
 **Gradient convention.** Every rank computes the same loss ``L`` of the global batch, and the collectives above are

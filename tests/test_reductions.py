@@ -32,9 +32,11 @@ def test_slab_rows_bound_the_accumulator():
 
 @pytest.mark.parametrize("unbiased", [False, True])
 def test_in_place_standardization_backward_equals_the_autograd_function(unbiased):
+    """For the gradients it is meant for: those of a function of C = AᵀB/N, ``B dCᵀ`` with B's columns centred."""
     standardization = Standardization(unbiased=unbiased, eps=1e-3)
     z = (torch.randn(37, 70, dtype=torch.float64) * 3 + 5).requires_grad_()
-    upstream = torch.randn(37, 70, dtype=torch.float64)
+    other = torch.randn(37, 70, dtype=torch.float64)
+    upstream = (other - other.mean(dim=0)) @ torch.randn(70, 70, dtype=torch.float64)
     (expected,) = torch.autograd.grad(standardize(z, standardization), z, upstream)
     a, rstd = standardize_forward(z.detach(), standardization)
     grad = upstream.clone()

@@ -56,11 +56,11 @@ class _CrossCorrelationTerms(torch.autograd.Function):
             t_scale = w * t if t != 0.0 else None
             da = db = None
             if ctx.needs_input_grad[0]:
-                da = view_gradient(torch.mm(b, c.t()), w, b, g, t_scale)
+                da = view_gradient(b, c.t(), b, g, scale=w, t_scale=t_scale)
                 if ctx.standardization is not None:
                     standardize_backward_(da, a, rstd_a, ctx.standardization, ctx.batch)
             if ctx.needs_input_grad[1]:
-                db = view_gradient(torch.mm(a, c), w, a, g, t_scale)
+                db = view_gradient(a, c, a, g, scale=w, t_scale=t_scale)
                 if ctx.standardization is not None:
                     standardize_backward_(db, b, rstd_b, ctx.standardization, ctx.batch)
         return da, db, None, None, None

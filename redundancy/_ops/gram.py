@@ -58,11 +58,11 @@ class _GramTerms(torch.autograd.Function):
             # The scale goes on the N×N Gram, not on the N×D product.
             da = db = None
             if ctx.needs_input_grad[0]:
-                da = view_gradient(torch.mm(gram_b * (w / n), a), None, b, g, t_scale)
+                da = view_gradient(gram_b * (w / n), a, b, g, t_scale=t_scale)
                 if ctx.standardization is not None:
                     standardize_backward_(da, a, rstd_a, ctx.standardization)
             if ctx.needs_input_grad[1]:
-                db = view_gradient(torch.mm(gram_a * (w / n), b), None, a, g, t_scale)
+                db = view_gradient(gram_a * (w / n), b, a, g, t_scale=t_scale)
                 if ctx.standardization is not None:
                     standardize_backward_(db, b, rstd_b, ctx.standardization)
         return da, db, None, None

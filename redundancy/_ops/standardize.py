@@ -72,10 +72,19 @@ def _gradient_sums(grad: torch.Tensor, a: torch.Tensor, unbiased: bool, batch):
 def standardize_backward_(
     grad: torch.Tensor, a: torch.Tensor, rstd: torch.Tensor, standardization: Standardization, batch=None
 ) -> torch.Tensor:
-    """Turn ``grad = dL/da`` into ``dL/dz`` in place (the module docstring's formula); returns ``grad``."""
-    mean_grad, mean_grad_a = _gradient_sums(grad, a, standardization.unbiased, batch)
-    grad.addcmul_(a, mean_grad_a.neg_())
-    return torch.addcmul(mean_grad.mul_(rstd).neg_(), grad, rstd, out=grad)
+    """Turn ``grad = dL/da`` into ``dL/dz`` in place (the module docstring's formula); returns ``grad``.
+
+    For the gradient of a function of the cross-correlation ``C = AᵀB / N`` only: ``dL/dA = B (dL/dC)ᵀ / N``
+    has columns that sum to zero over the batch, because ``B``'s do, so the ``mean_n(da)`` term is left out
+    (it is rounding noise), and the backward makes two passes over N×D after one reduction.
+    """
+    unbiased = standardization.unbiased
+    count = grad.shape[0] if batch is None else batch.count
+    mean_grad_a = column_dot(grad, a)
+    if batch is not None:
+        batch.sum_over_ranks(mean_grad_a)
+    mean_grad_a.div_(count - 1 if unbiased else count)
+    return grad.addcmul_(a, mean_grad_a.neg_()).mul_(rstd)
 
 
 class _Standardize(torch.autograd.Function):

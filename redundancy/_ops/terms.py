@@ -38,19 +38,25 @@ def diagonal_gradient(
 
 
 def view_gradient(
-    product: torch.Tensor,
-    product_scale: torch.Tensor | None,
+    left: torch.Tensor,
+    right: torch.Tensor,
     other: torch.Tensor,
     g: torch.Tensor,
-    t_scale: torch.Tensor | None,
+    *,
+    scale: torch.Tensor | None = None,
+    t_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One view's gradient ``product_scale * product + other * g - t_scale * rowsum(other)``, in place on ``product``.
+    """One view's gradient ``scale * (left @ right) + other * g - t_scale * rowsum(other) 1ᵀ`` (a new tensor).
 
-    ``product`` is ``B Cᵀ`` (cross) or ``(B Bᵀ) A`` (Gram) for view A, and symmetrically for B;
-    ``product_scale`` is ``None`` when the product is already scaled, ``t_scale`` when the target is 0.
+    ``left @ right`` is ``B Cᵀ`` (cross) or ``(B Bᵀ) A`` (Gram, with the scale already on the N×N ``left``) for
+    view A, and symmetrically for B; ``scale`` is ``None`` when the product needs none, ``t_scale`` when the
+    target is 0. Without ``scale`` the product is accumulated onto ``other * g`` by the matrix product itself
+    (one pass over N×D fewer).
     """
-    grad = product if product_scale is None else product.mul_(product_scale)
-    grad = grad.addcmul_(other, g)
+    if scale is None:
+        grad = torch.mul(other, g).addmm_(left, right)
+    else:
+        grad = torch.mm(left, right).mul_(scale).addcmul_(other, g)
     if t_scale is not None:
         grad.sub_(other.sum(dim=1, keepdim=True).mul_(t_scale))
     return grad
