@@ -17,7 +17,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops.standardize import Standardization, standardize_backward_, standardize_forward
+from redundancy._ops.standardize import Standardization, standardize_backward_, standardize_views
 from redundancy._ops.terms import barlow_twins_terms_from_summaries, diagonal_gradient, view_gradient
 
 
@@ -26,11 +26,7 @@ class _CrossCorrelationTerms(torch.autograd.Function):
     def forward(ctx, z1: torch.Tensor, z2: torch.Tensor, target: float, batch, standardization: Standardization | None):
         n = z1.shape[0] if batch is None else batch.count
         with no_autocast(z1.device):
-            if standardization is None:
-                a, b, rstd_a, rstd_b = z1, z2, None, None
-            else:
-                a, rstd_a = standardize_forward(z1, standardization, batch)
-                b, rstd_b = standardize_forward(z2, standardization, batch)
+            a, b, rstd_a, rstd_b = standardize_views(z1, z2, standardization, batch)
             c = torch.mm(a.t(), b).div_(n)
             if batch is not None:
                 batch.sum_over_ranks(c)
@@ -57,12 +53,10 @@ class _CrossCorrelationTerms(torch.autograd.Function):
             da = db = None
             if ctx.needs_input_grad[0]:
                 da = view_gradient(b, c.t(), b, g, scale=w, t_scale=t_scale)
-                if ctx.standardization is not None:
-                    standardize_backward_(da, a, rstd_a, ctx.standardization, ctx.batch)
+                da = standardize_backward_(da, a, rstd_a, ctx.standardization, ctx.batch)
             if ctx.needs_input_grad[1]:
                 db = view_gradient(a, c, a, g, scale=w, t_scale=t_scale)
-                if ctx.standardization is not None:
-                    standardize_backward_(db, b, rstd_b, ctx.standardization, ctx.batch)
+                db = standardize_backward_(db, b, rstd_b, ctx.standardization, ctx.batch)
         return da, db, None, None, None
 
 

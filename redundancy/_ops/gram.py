@@ -21,7 +21,7 @@ from torch.autograd.function import once_differentiable
 from redundancy._ops._autocast import no_autocast
 from redundancy._ops.products import symmetric_gram
 from redundancy._ops.reductions import column_dot
-from redundancy._ops.standardize import Standardization, standardize_backward_, standardize_forward
+from redundancy._ops.standardize import Standardization, standardize_backward_, standardize_views
 from redundancy._ops.terms import barlow_twins_terms_from_summaries, diagonal_gradient, view_gradient
 
 
@@ -30,11 +30,7 @@ class _GramTerms(torch.autograd.Function):
     def forward(ctx, z1: torch.Tensor, z2: torch.Tensor, target: float, standardization: Standardization | None):
         n = z1.shape[0]
         with no_autocast(z1.device):
-            if standardization is None:
-                a, b, rstd_a, rstd_b = z1, z2, None, None
-            else:
-                a, rstd_a = standardize_forward(z1, standardization)
-                b, rstd_b = standardize_forward(z2, standardization)
+            a, b, rstd_a, rstd_b = standardize_views(z1, z2, standardization)
             gram_a = symmetric_gram(a)
             gram_b = symmetric_gram(b)
             diagonal = column_dot(a, b).div_(n)
@@ -59,12 +55,10 @@ class _GramTerms(torch.autograd.Function):
             da = db = None
             if ctx.needs_input_grad[0]:
                 da = view_gradient(gram_b * (w / n), a, b, g, t_scale=t_scale)
-                if ctx.standardization is not None:
-                    standardize_backward_(da, a, rstd_a, ctx.standardization)
+                da = standardize_backward_(da, a, rstd_a, ctx.standardization)
             if ctx.needs_input_grad[1]:
                 db = view_gradient(gram_a * (w / n), b, a, g, t_scale=t_scale)
-                if ctx.standardization is not None:
-                    standardize_backward_(db, b, rstd_b, ctx.standardization)
+                db = standardize_backward_(db, b, rstd_b, ctx.standardization)
         return da, db, None, None
 
 

@@ -14,10 +14,12 @@ batch (``N`` rows over all ranks, see :class:`redundancy.distributed.GlobalBatch
 mean and variance, and the backward sums the two D-vectors ``Σ_n da`` and ``Σ_n da ⊙ a`` over all ranks (one
 reduction of 2·D elements); the formula is otherwise the same.
 
-:func:`standardize_forward` and :func:`standardize_backward_` are the two halves without autograd, for the ops
+:func:`standardize_views` and :func:`standardize_backward_` are the two halves without autograd, for the ops
 that standardize their inputs inside their own autograd Function (:mod:`redundancy._ops.gram`,
-:mod:`redundancy._ops.cross`): they then own the gradient buffer and apply the backward in place, with no
-N×D tensor besides the views and their gradients.
+:mod:`redundancy._ops.cross`): they own the gradient buffer and apply the backward in place, with no N×D tensor
+besides the views and their gradients. Their gradient is that of a function of the cross-correlation, whose
+columns sum to zero, so :func:`standardize_backward_` leaves out the ``mean_n(da)`` term (and its share of the
+reduction over ranks).
 """
 
 from typing import NamedTuple
@@ -58,6 +60,15 @@ def standardize_forward(z: torch.Tensor, standardization: Standardization, batch
     return centered.mul_(rstd), rstd
 
 
+def standardize_views(z1: torch.Tensor, z2: torch.Tensor, standardization: Standardization | None, batch=None):
+    """``(a, b, rstd_a, rstd_b)``: both views standardized, or as they are (and no ``rstd``) for ``None``."""
+    if standardization is None:
+        return z1, z2, None, None
+    a, rstd_a = standardize_forward(z1, standardization, batch)
+    b, rstd_b = standardize_forward(z2, standardization, batch)
+    return a, b, rstd_a, rstd_b
+
+
 def _gradient_sums(grad: torch.Tensor, a: torch.Tensor, unbiased: bool, batch):
     """``(mean_n(grad), Σ_n grad ⊙ a / m)``, over all ranks when ``batch`` is given."""
     count = grad.shape[0] if batch is None else batch.count
@@ -70,14 +81,22 @@ def _gradient_sums(grad: torch.Tensor, a: torch.Tensor, unbiased: bool, batch):
 
 
 def standardize_backward_(
-    grad: torch.Tensor, a: torch.Tensor, rstd: torch.Tensor, standardization: Standardization, batch=None
+    grad: torch.Tensor,
+    a: torch.Tensor,
+    rstd: torch.Tensor | None,
+    standardization: Standardization | None,
+    batch=None,
 ) -> torch.Tensor:
     """Turn ``grad = dL/da`` into ``dL/dz`` in place (the module docstring's formula); returns ``grad``.
+
+    The identity when ``standardization`` is ``None`` (the op's inputs were already standardized).
 
     For the gradient of a function of the cross-correlation ``C = AᵀB / N`` only: ``dL/dA = B (dL/dC)ᵀ / N``
     has columns that sum to zero over the batch, because ``B``'s do, so the ``mean_n(da)`` term is left out
     (it is rounding noise), and the backward makes two passes over N×D after one reduction.
     """
+    if standardization is None:
+        return grad
     unbiased = standardization.unbiased
     count = grad.shape[0] if batch is None else batch.count
     mean_grad_a = column_dot(grad, a)
