@@ -106,6 +106,12 @@ def peak_memory_cuda(fn: Callable[[], object], device: torch.device) -> int:
     return torch.cuda.max_memory_allocated(device) - baseline
 
 
+#: Environment variables that change how the C allocator serves and returns memory, recorded with every run: on
+#: the CPU a fresh N×D buffer costs page faults whenever glibc has returned the freed one to the system, and
+#: ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_`` (or another allocator through ``LD_PRELOAD``) decide that.
+ALLOCATOR_VARIABLES = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES", "LD_PRELOAD")
+
+
 def environment() -> dict:
     """Device, library versions and date, recorded beside every result."""
     info = {
@@ -120,6 +126,9 @@ def environment() -> dict:
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
+    allocator = {name: os.environ[name] for name in ALLOCATOR_VARIABLES if name in os.environ}
+    if allocator:
+        info["allocator"] = allocator
     return info
 
 

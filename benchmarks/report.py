@@ -27,6 +27,10 @@ def progress_line(n: int, d: int, name: str, result: dict) -> str:
     )
 
 
+def _allocator(env: dict) -> str:
+    return ", ".join(f"{name}={value}" for name, value in env["allocator"].items())
+
+
 def _matmul_samples(env: dict) -> str:
     samples = env.get("matmul_gflops_samples", [])
     if len(samples) < 2:
@@ -41,6 +45,7 @@ def markdown(results: dict) -> str:
         f"Device: {results['device']} ({env.get('gpu', env['processor'])}, {env['torch_threads']} threads), "
         f"dtype {results['dtype']}, torch {env['torch']}, redundancy {env['redundancy']}, {env['date']}.",
         f"Measured matmul throughput: {env['matmul_gflops']:.1f} GFLOP/s{_matmul_samples(env)}.",
+        *([f"Allocator settings: {_allocator(env)}."] if env.get("allocator") else []),
         "",
         "| N | D | case | algorithm | forward ms | backward ms | full ms (p20–p80) | speed-up | peak MiB | "
         "memory vs reference | GFLOP/s | % of matmul |",
