@@ -56,6 +56,7 @@ import torch.distributed as dist
 from redundancy import cost
 from redundancy._ops import cross_correlation_terms, gram_terms, standardization_of, standardize
 from redundancy._ops._autocast import no_autocast
+from redundancy._ops.reductions import column_dot
 
 __all__ = [
     "DISTRIBUTED_MODES",
@@ -116,8 +117,11 @@ def local_moments(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if z.shape[0] == 0:
         zeros = z.new_zeros(z.shape[1])
         return zeros, zeros.clone()
-    var, mean = torch.var_mean(z, dim=0, correction=0)
-    return mean, var.mul_(z.shape[0])
+    # Two passes (the mean, then the centred sum of squares): several times faster on the CPU than
+    # torch.var_mean over dim 0, and as robust to a large offset.
+    mean = z.mean(dim=0)
+    centered = z - mean
+    return mean, column_dot(centered, centered)
 
 
 def merge_moments(counts: Sequence[int], means: torch.Tensor, m2s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
