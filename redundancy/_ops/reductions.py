@@ -2,8 +2,8 @@
 
 ``torch.linalg.vecdot(x, y, dim=0)`` multiplies into a full N×D temporary and then sums it. On the CPU a fresh
 temporary of several MiB costs more than the arithmetic: the allocator returns large freed blocks to the
-operating system, and the next one is paid again in page faults (at N=2048, D=8192 the 64 MiB temporary makes
-``vecdot`` about 7× slower than :func:`column_dot`). The reductions here accumulate row slabs into one small
+operating system, and the next one is paid again in page faults (a temporary larger than glibc's mmap threshold,
+such as the 64 MiB one at N=2048, D=8192, on every call). The reductions here accumulate row slabs into one small
 buffer instead, which stays in cache.
 """
 
