@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import redundancy
+from redundancy._ops._autograd import saved_tensors_die_after_backward
 from redundancy.reference import (
     barlow_twins_loss_reference,
     barlow_twins_terms_reference,
@@ -245,6 +246,52 @@ def test_same_tensor_for_both_views():
         z_ref = z.detach().requires_grad_(True)
         (g_ref,) = torch.autograd.grad(barlow_twins_loss_reference(z_ref, z_ref), (z_ref,))
         assert_relative(g, g_ref, 1e-8)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("normalization", NORMALIZATIONS)
+@pytest.mark.parametrize("wanted", ["both", "z1", "z2"])
+def test_retained_graph_backward_twice_and_inputs_untouched(wanted, normalization, algorithm):
+    # Without retain_graph the Gram backward forms gradients in the memory of its own standardized views; with it,
+    # a second backward must see those views intact, and the caller's inputs are never written.
+    z1, z2 = _views(37, 70)
+    inputs = z1.clone(), z2.clone()
+    options = {"normalization": normalization, "off_diagonal_target": 0.25}
+    _, g1_ref, g2_ref = _reference_gradients(z1, z2, **options)
+    chosen = {"both": (0, 1), "z1": (0,), "z2": (1,)}[wanted]
+    leaves, expected = [(z1, z2)[i] for i in chosen], [(g1_ref, g2_ref)[i] for i in chosen]
+    for z in leaves:
+        z.requires_grad_(True)
+    loss = redundancy.barlow_twins_loss(z1, z2, algorithm=algorithm, **options)
+    first = torch.autograd.grad(loss, leaves, retain_graph=True)
+    second = torch.autograd.grad(loss, leaves)
+    for g_first, g_second, g_ref in zip(first, second, expected, strict=True):
+        assert_relative(g_first, g_ref, 1e-8)
+        assert_relative(g_second, g_first, 1e-12)
+    for z, original in zip((z1, z2), inputs, strict=True):
+        assert torch.equal(z.detach(), original)
+
+
+def test_saved_tensors_die_only_in_a_backward_without_retain_graph():
+    seen = []
+
+    class Probe(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, grad):
+            seen.append(saved_tensors_die_after_backward())
+            return grad * 2
+
+    x = torch.ones(3, requires_grad=True)
+    y = Probe.apply(x).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    torch.autograd.grad(Probe.apply(x).sum(), x, create_graph=True)
+    assert seen == [False, True, False]
+    assert not saved_tensors_die_after_backward()  # outside a backward
 
 
 # ------------------------------------------------------------------------------------------ semantics, edge cases

@@ -11,14 +11,17 @@ through the Grams)::
 which is the cross algorithm's backward with ``B Cᵀ = (B Bᵀ) A / N``.
 
 Given a :class:`~redundancy._ops.standardize.Standardization`, the op standardizes its raw inputs itself and
-applies the standardization's backward to ``dA, dB`` in place: the only N×D tensors it allocates are the two
-standardized views (held for the backward) and the two gradients it returns.
+applies the standardization's backward to ``dA, dB`` in place. The only N×D tensors it allocates are the two
+standardized views (held for the backward) and one gradient: unless the graph is retained for another backward,
+``dA`` is formed in the memory of ``B`` once ``dB`` no longer needs it (with ``retain_graph`` both gradients are
+new tensors).
 """
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from redundancy._ops._autocast import no_autocast
+from redundancy._ops._autograd import saved_tensors_die_after_backward
 from redundancy._ops.products import symmetric_gram
 from redundancy._ops.reductions import column_dot
 from redundancy._ops.standardize import Standardization, standardize_backward_, standardize_views
@@ -52,13 +55,19 @@ class _GramTerms(torch.autograd.Function):
             w = grad_redundancy * (2.0 / n)
             t_scale = w * t if t != 0.0 else None
             # The scale goes on the N×N Gram, not on the N×D product.
+            scaled_gram_a, scaled_gram_b = gram_a * (w / n), gram_b * (w / n)
+            # The standardized views are the op's own tensors: unless the graph is kept for another backward,
+            # dA is formed in b's memory once dB no longer needs b (one new N×D tensor instead of two), or each
+            # gradient in the memory of the view it no longer needs when only one is wanted.
+            donate = ctx.standardization is not None and saved_tensors_die_after_backward()
+            need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
             da = db = None
-            if ctx.needs_input_grad[0]:
-                da = view_gradient(gram_b * (w / n), a, b, g, t_scale=t_scale)
-                da = standardize_backward_(da, a, rstd_a, ctx.standardization)
-            if ctx.needs_input_grad[1]:
-                db = view_gradient(gram_a * (w / n), b, a, g, t_scale=t_scale)
+            if need_b:
+                db = view_gradient(scaled_gram_a, b, a, g, t_scale=t_scale, overwrite_other=donate and not need_a)
                 db = standardize_backward_(db, b, rstd_b, ctx.standardization)
+            if need_a:
+                da = view_gradient(scaled_gram_b, a, b, g, t_scale=t_scale, overwrite_other=donate)
+                da = standardize_backward_(da, a, rstd_a, ctx.standardization)
         return da, db, None, None
 
 

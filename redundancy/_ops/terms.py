@@ -45,18 +45,26 @@ def view_gradient(
     *,
     scale: torch.Tensor | None = None,
     t_scale: torch.Tensor | None = None,
+    overwrite_other: bool = False,
 ) -> torch.Tensor:
-    """One view's gradient ``scale * (left @ right) + other * g - t_scale * rowsum(other) 1ᵀ`` (a new tensor).
+    """One view's gradient ``scale * (left @ right) + other * g - t_scale * rowsum(other) 1ᵀ``.
 
     ``left @ right`` is ``B Cᵀ`` (cross) or ``(B Bᵀ) A`` (Gram, with the scale already on the N×N ``left``) for
     view A, and symmetrically for B; ``scale`` is ``None`` when the product needs none, ``t_scale`` when the
     target is 0. Without ``scale`` the product is accumulated onto ``other * g`` by the matrix product itself
     (one pass over N×D fewer).
+
+    The result is a new tensor, or ``other`` itself with ``overwrite_other`` (only without ``scale``, and only
+    when ``other`` is neither ``left`` nor ``right`` and is not needed afterwards).
     """
+    shift = other.sum(dim=1, keepdim=True).mul_(t_scale) if t_scale is not None else None
     if scale is None:
-        grad = torch.mul(other, g).addmm_(left, right)
+        grad = other.mul_(g) if overwrite_other else torch.mul(other, g)
+        grad.addmm_(left, right)
     else:
+        if overwrite_other:
+            raise ValueError("overwrite_other needs scale=None: the product reads other")
         grad = torch.mm(left, right).mul_(scale).addcmul_(other, g)
-    if t_scale is not None:
-        grad.sub_(other.sum(dim=1, keepdim=True).mul_(t_scale))
+    if shift is not None:
+        grad.sub_(shift)
     return grad
