@@ -38,6 +38,13 @@ def _matmul_samples(env: dict) -> str:
     return f" (the highest of {len(samples)} measurements during the run, {min(samples):.1f}–{max(samples):.1f})"
 
 
+def _rounds(rounds: int) -> str:
+    return (
+        f"Each shape's cases were timed in {rounds} interleaved rounds: times are the median of the rounds' "
+        "medians, p20–p80 across the rounds."
+    )
+
+
 def markdown(results: dict) -> str:
     """One row per shape and case: times (median, p20–p80), speed-up and memory against the reference."""
     env = results["environment"]
@@ -46,6 +53,7 @@ def markdown(results: dict) -> str:
         f"dtype {results['dtype']}, torch {env['torch']}, redundancy {env['redundancy']}, {env['date']}.",
         f"Measured matmul throughput: {env['matmul_gflops']:.1f} GFLOP/s{_matmul_samples(env)}.",
         *([f"Allocator settings: {_allocator(env)}."] if env.get("allocator") else []),
+        *([_rounds(results["rounds"])] if results.get("rounds", 1) > 1 else []),
         "",
         "| N | D | case | algorithm | forward ms | backward ms | full ms (p20–p80) | speed-up | peak MiB | "
         "memory vs reference | GFLOP/s | % of matmul |",

@@ -6,14 +6,19 @@ high-water mark of a child process per case, reset after a warm-up step; CUDA: `
 the achieved GFLOP/s from the FLOP count of the algorithm the case runs, next to this machine's measured
 matmul throughput. Results go to JSON, a markdown table and plots.
 
+With ``--rounds R`` every case of a shape is timed R times, the cases taking turns within each round, and each
+timing is the median of the R rounds' medians (p20–p80 across the rounds). On a shared machine whose speed drifts
+over seconds, this compares the cases under the same conditions instead of giving each its own stretch of time.
+
     python -m benchmarks --device cpu --quick                 # smoke run (CI), under a minute
     python -m benchmarks --device cpu                         # the full CPU grid
-    python -m benchmarks --shapes 256x8192 2048x8192 --cases reference redundancy-auto-torch
+    python -m benchmarks --shapes 256x8192 2048x8192 --cases reference redundancy-auto-torch --rounds 5
 """
 
 import argparse
 import json
 import pathlib
+import statistics
 import subprocess
 import sys
 
@@ -43,9 +48,7 @@ def _sync(device: torch.device):
     return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
 
 
-def time_case(
-    loss_fn, n: int, d: int, dtype: torch.dtype, device: torch.device, min_time: float, repeats: int
-) -> dict:
+def time_case(loss_fn, n: int, d: int, dtype: torch.dtype, device: torch.device, min_time: float, repeats: int) -> dict:
     """Forward, backward and full timings of one case at one shape (at least ``repeats`` calls each)."""
     z1, z2 = make_views(n, d, dtype=dtype, device=device)
     sync = _sync(device)
@@ -70,6 +73,28 @@ def time_case(
         mode: {"median_s": t.median, "p20_s": t.p20, "p80_s": t.p80, "repeats": t.repeats}
         for mode, t in timings.items()
     }
+
+
+def combine_rounds(rounds: list[dict]) -> dict:
+    """One case's timings over interleaved rounds (each a :func:`time_case` result).
+
+    Per mode: the median of the rounds' medians, the 20th and 80th percentiles across those medians, the calls
+    timed in all, and the rounds' medians themselves. A single round is returned as it is.
+    """
+    if len(rounds) == 1:
+        return rounds[0]
+    combined = {}
+    for mode in rounds[0]:
+        medians = [timing[mode]["median_s"] for timing in rounds]
+        deciles = statistics.quantiles(medians, n=10, method="inclusive")
+        combined[mode] = {
+            "median_s": statistics.median(medians),
+            "p20_s": deciles[1],
+            "p80_s": deciles[7],
+            "repeats": sum(timing[mode]["repeats"] for timing in rounds),
+            "round_medians_s": medians,
+        }
+    return combined
 
 
 def peak_memory(case_name: str, n: int, d: int, dtype: str, device: torch.device) -> int:
@@ -111,9 +136,16 @@ def run(args) -> dict:
     rows = []
     for n, d in args.shapes:
         row = {"n": n, "d": d, "dtype": args.dtype, "cases": {}}
+        loss_fns = {name: cases[name].make() for name in names}
+        rounds = {name: [] for name in names}
+        for round_index in range(args.rounds):
+            for name in names:
+                rounds[name].append(time_case(loss_fns[name], n, d, dtype, device, args.min_time, args.repeats))
+            if round_index < args.rounds - 1:
+                samples.append(matmul_gflops(dtype, device, matmul_size, args.min_time))
         for name in names:
             case = cases[name]
-            result = time_case(case.make(), n, d, dtype, device, args.min_time, args.repeats)
+            result = combine_rounds(rounds[name])
             algorithm = case.algorithm(n, d)
             result["algorithm"] = algorithm
             result["gflops_per_s"] = cost.barlow_twins_flops(algorithm, n, d) / result["full"]["median_s"] / 1e9
@@ -124,7 +156,14 @@ def run(args) -> dict:
         samples.append(matmul_gflops(dtype, device, matmul_size, args.min_time))
     env["matmul_gflops"] = max(samples)
     env["matmul_gflops_samples"] = samples
-    return {"environment": env, "device": str(device), "dtype": args.dtype, "quick": args.quick, "results": rows}
+    return {
+        "environment": env,
+        "device": str(device),
+        "dtype": args.dtype,
+        "quick": args.quick,
+        "rounds": args.rounds,
+        "results": rows,
+    }
 
 
 def main(argv=None) -> None:
@@ -137,11 +176,16 @@ def main(argv=None) -> None:
     parser.add_argument("--cases", nargs="+", metavar="CASE", help="default: every available case")
     parser.add_argument("--min-time", type=float, default=None, help="seconds of timed calls per measurement")
     parser.add_argument("--repeats", type=int, default=5, help="at least this many timed calls per measurement")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="time the cases of each shape this many times, taking turns"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny shapes and short timings: a smoke test")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     parser.add_argument("--output", type=pathlib.Path, default=None, help="folder for JSON, table and plots")
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     if args.shapes is None:
         args.shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
     if args.min_time is None:
