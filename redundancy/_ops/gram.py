@@ -54,19 +54,18 @@ class _GramTerms(torch.autograd.Function):
             g = diagonal_gradient(diagonal, grad_invariance, grad_redundancy, t).div_(n)
             w = grad_redundancy * (2.0 / n)
             t_scale = w * t if t != 0.0 else None
-            # The scale goes on the N×N Gram, not on the N×D product.
-            scaled_gram_a, scaled_gram_b = gram_a * (w / n), gram_b * (w / n)
             # The standardized views are the op's own tensors: unless the graph is kept for another backward,
             # dA is formed in b's memory once dB no longer needs b (one new N×D tensor instead of two), or each
             # gradient in the memory of the view it no longer needs when only one is wanted.
             donate = ctx.standardization is not None and saved_tensors_die_after_backward()
             need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
             da = db = None
+            # The scale goes on the N×N Gram, not on the N×D product.
             if need_b:
-                db = view_gradient(scaled_gram_a, b, a, g, t_scale=t_scale, overwrite_other=donate and not need_a)
+                db = view_gradient(gram_a * (w / n), b, a, g, t_scale=t_scale, overwrite_other=donate and not need_a)
                 db = standardize_backward_(db, b, rstd_b, ctx.standardization)
             if need_a:
-                da = view_gradient(scaled_gram_b, a, b, g, t_scale=t_scale, overwrite_other=donate)
+                da = view_gradient(gram_b * (w / n), a, b, g, t_scale=t_scale, overwrite_other=donate)
                 da = standardize_backward_(da, a, rstd_a, ctx.standardization)
         return da, db, None, None
 
