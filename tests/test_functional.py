@@ -272,6 +272,24 @@ def test_retained_graph_backward_twice_and_inputs_untouched(wanted, normalizatio
         assert torch.equal(z.detach(), original)
 
 
+def test_gram_backward_forms_one_gradient_in_its_own_standardized_view():
+    # The memory claim of the Gram op: one new N×D tensor in the backward, the other gradient reuses a view.
+    z1, z2 = (z.float().requires_grad_(True) for z in _views(37, 70))
+    saved = []
+
+    def keep(tensor):
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        loss = redundancy.barlow_twins_loss(z1, z2, algorithm="gram")
+    own_views = {t.data_ptr() for t in saved if t.shape == z1.shape} - {z1.data_ptr(), z2.data_ptr()}
+    g1, g2 = torch.autograd.grad(loss, (z1, z2))
+    assert len(own_views) == 2
+    assert g1.data_ptr() in own_views
+    assert g2.data_ptr() not in own_views
+
+
 def test_saved_tensors_die_only_in_a_backward_without_retain_graph():
     seen = []
 
