@@ -69,10 +69,15 @@ def standardize_views(z1: torch.Tensor, z2: torch.Tensor, standardization: Stand
     return a, b, rstd_a, rstd_b
 
 
+def _count_and_divisor(grad: torch.Tensor, unbiased: bool, batch) -> tuple[int, int]:
+    """``(N, m)``: the rows of the batch (of all ranks when ``batch`` is given) and the variance divisor."""
+    count = grad.shape[0] if batch is None else batch.count
+    return count, count - 1 if unbiased else count
+
+
 def _gradient_sums(grad: torch.Tensor, a: torch.Tensor, unbiased: bool, batch):
     """``(mean_n(grad), Σ_n grad ⊙ a / m)``, over all ranks when ``batch`` is given."""
-    count = grad.shape[0] if batch is None else batch.count
-    divisor = count - 1 if unbiased else count
+    count, divisor = _count_and_divisor(grad, unbiased, batch)
     if batch is None:
         return grad.sum(dim=0).div_(count), column_dot(grad, a).div_(divisor)
     sums = torch.stack((grad.sum(dim=0), column_dot(grad, a)))
@@ -97,12 +102,11 @@ def standardize_backward_(
     """
     if standardization is None:
         return grad
-    unbiased = standardization.unbiased
-    count = grad.shape[0] if batch is None else batch.count
+    _, divisor = _count_and_divisor(grad, standardization.unbiased, batch)
     mean_grad_a = column_dot(grad, a)
     if batch is not None:
         batch.sum_over_ranks(mean_grad_a)
-    mean_grad_a.div_(count - 1 if unbiased else count)
+    mean_grad_a.div_(divisor)
     return grad.addcmul_(a, mean_grad_a.neg_()).mul_(rstd)
 
 
