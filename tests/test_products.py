@@ -1,4 +1,4 @@
-"""The symmetric product X Xᵀ from its upper block-triangle."""
+"""The symmetric product X Xᵀ from its lower block-triangle."""
 
 import pytest
 import torch
@@ -17,7 +17,7 @@ def test_symmetric_gram_equals_the_full_product(n, d, monkeypatch):
     assert blocks == min(products.MAX_BLOCKS, max(1, n // products.MIN_BLOCK_ROWS))
 
 
-def test_flops_count_the_upper_block_triangle():
+def test_flops_count_the_lower_block_triangle():
     n = 1024
     k = products.symmetric_blocks(n, 2**20)
     assert k == 4

@@ -1,10 +1,12 @@
-"""The symmetric product ``X Xᵀ`` computed from its upper block-triangle.
+"""The symmetric product ``X Xᵀ`` computed from its lower block-triangle.
 
 BLAS has a symmetric rank-k update (``syrk``) but PyTorch does not expose it, and ``torch.mm(x, x.t())``
 computes both triangles. Splitting the rows of X into k blocks and multiplying each block only by itself and the
-blocks after it costs ``(1 + 1/k)·N²·D`` FLOPs instead of ``2·N²·D``; the lower triangle is a copy of the upper
-one (O(N²) work). Small products (fewer than :data:`MIN_SPLIT_WORK` multiply-adds) stay whole, and blocks have
-at least :data:`MIN_BLOCK_ROWS` rows, so that every product still runs at full matrix-product speed.
+blocks after it costs ``(1 + 1/k)·N²·D`` FLOPs instead of ``2·N²·D``; the upper triangle is a copy of the lower
+one (O(N²) work). Each product is one block column of the Gram, ``X[i:] X[i:j]ᵀ`` (tall and narrow), which the
+CPU's BLAS runs a little faster than the same block as a row, ``X[i:j] X[i:]ᵀ``. Small products (fewer than
+:data:`MIN_SPLIT_WORK` multiply-adds) stay whole, and blocks have at least :data:`MIN_BLOCK_ROWS` rows, so that
+every product still runs at full matrix-product speed.
 """
 
 import itertools
@@ -48,7 +50,7 @@ def _block_bounds(n: int, blocks: int) -> list[tuple[int, int]]:
 
 
 def symmetric_gram(x: torch.Tensor) -> torch.Tensor:
-    """``x @ x.T`` (N×N) for ``x`` of shape N×D, from the upper block-triangle (not differentiable).
+    """``x @ x.T`` (N×N) for ``x`` of shape N×D, from the lower block-triangle (not differentiable).
 
     Example:
         >>> x = torch.randn(300, 1024, dtype=torch.float64)
@@ -61,7 +63,7 @@ def symmetric_gram(x: torch.Tensor) -> torch.Tensor:
         return torch.mm(x, x.t())
     gram = x.new_empty(n, n)
     for start, stop in _block_bounds(n, blocks):
-        row_block = torch.mm(x[start:stop], x[start:].t())  # (stop-start) × (n-start): the diagonal block and right
-        gram[start:stop, start:] = row_block
-        gram[stop:, start:stop] = row_block[:, stop - start :].t()
+        column_block = torch.mm(x[start:], x[start:stop].t())  # (n-start) × (stop-start): the diagonal block and below
+        gram[start:, start:stop] = column_block
+        gram[start:stop, stop:] = column_block[stop - start :].t()
     return gram
