@@ -1,8 +1,11 @@
 """The pure-Python pieces of the CPU benchmark suite (the measurements themselves run in CI's smoke run)."""
 
-import pytest
+import json
 
-from benchmarks import report, suite
+import pytest
+import torch
+
+from benchmarks import gram_products, report, suite
 
 
 def _timing(median, repeats=5):
@@ -51,3 +54,34 @@ def test_rounds_must_be_positive(tmp_path, capsys):
         suite.main(["--rounds", "0", "--quick", "--no-memory", "--no-plots", "--output", str(tmp_path)])
     assert "--rounds must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize(("n", "d"), [(256, 2048), (300, 1024), (64, 64)])
+def test_the_block_row_gram_it_compares_against_is_the_same_product(n, d):
+    x = torch.randn(n, d, dtype=torch.float64)
+    torch.testing.assert_close(gram_products.gram_by_block_rows(x), x @ x.T, rtol=1e-12, atol=1e-12 * d)
+
+
+def test_gram_products_times_every_method_and_writes_json(tmp_path, capsys):
+    output, table = tmp_path / "gram_products.json", tmp_path / "gram_products.md"
+    options = ["--rounds", "3", "--calls", "1", "--json", str(output), "--markdown", str(table)]
+    gram_products.main(["--shapes", "256x2048", "40x64", *options])
+    saved = json.loads(output.read_text())
+    assert [(r["n"], r["d"], r["blocks"]) for r in saved["results"]] == [(256, 2048, 4), (40, 64, 1)]
+    for result in saved["results"]:
+        methods = result["methods"]
+        assert set(methods) == {"full", "block-rows", "block-columns"}
+        assert methods["full"]["flops"] == 2 * result["n"] ** 2 * result["d"]
+        assert methods["block-rows"]["flops"] == methods["block-columns"]["flops"] <= methods["full"]["flops"]
+        for timing in methods.values():
+            assert 0 < timing["p20_s"] <= timing["median_s"] <= timing["p80_s"]
+    assert saved["results"][0]["methods"]["block-columns"]["flops"] == (1 + 1 / 4) * 256 * 256 * 2048
+    assert "| 256 | 2048 | 4 | block-columns |" in capsys.readouterr().out
+    assert "3 interleaved rounds, 1 call(s) per method and round" in table.read_text()
+    assert "| 40 | 64 | 1 | full |" in table.read_text()
+
+
+def test_gram_products_rounds_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        gram_products.main(["--rounds", "0"])
+    assert "--rounds and --calls must be at least 1" in capsys.readouterr().err
