@@ -40,14 +40,20 @@ METHODS = {
 
 
 def measure(n: int, d: int, rounds: int, calls: int, dtype: torch.dtype, device: torch.device) -> dict:
-    """Each method's median time per product, taking turns over ``rounds`` rounds of ``calls`` calls."""
+    """Each method's median time per product, taking turns over ``rounds`` rounds of ``calls`` calls.
+
+    The order of the methods rotates from one round to the next, so that none always runs after the same one.
+    """
     x = torch.randn(n, d, dtype=dtype, device=device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     for method in METHODS.values():
         method(x)
-    times = {name: [] for name in METHODS}
-    for _ in range(rounds):
-        for name, method in METHODS.items():
+    names = list(METHODS)
+    times = {name: [] for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            method = METHODS[name]
             sync()
             start = time.perf_counter()
             for _ in range(calls):
