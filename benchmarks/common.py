@@ -1,5 +1,6 @@
 """Measurement helpers shared by the benchmark scripts: timing percentiles, peak memory, environment."""
 
+import argparse
 import ctypes
 import datetime
 import gc
@@ -53,10 +54,24 @@ def time_function(
         fn(*args)
         sync()
         times.append(time.perf_counter() - t0)
-    if len(times) == 1:
-        return Timing(times[0], times[0], times[0], 1)
-    deciles = statistics.quantiles(times, n=10, method="inclusive")
-    return Timing(statistics.median(times), deciles[1], deciles[7], len(times))
+    return Timing(*median_p20_p80(times), len(times))
+
+
+def median_p20_p80(samples: list[float]) -> tuple[float, float, float]:
+    """The median and the 20th and 80th percentiles of ``samples`` (all three the sample itself when alone)."""
+    if len(samples) == 1:
+        return samples[0], samples[0], samples[0]
+    deciles = statistics.quantiles(samples, n=10, method="inclusive")
+    return statistics.median(samples), deciles[1], deciles[7]
+
+
+def parse_shape(text: str) -> tuple[int, int]:
+    """``"256x8192"`` -> ``(256, 8192)``; for the ``--shapes`` option of the benchmark scripts."""
+    try:
+        n, d = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a shape is NxD, for example 256x8192, got {text!r}") from None
+    return n, d
 
 
 _M_MMAP_THRESHOLD = -3

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 import torch
 
+from benchmarks.common import parse_shape
 from redundancy import barlow_twins_loss, cost
 from redundancy.reference import barlow_twins_loss_reference
 
@@ -31,15 +32,6 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 CASES = ("reference", "reference_autocast", "reference_compiled", "torch", "triton")
 MODES = ("forward", "backward", "full")
 QUANTILES = (0.5, 0.2, 0.8)
-
-
-def parse_shape(text: str) -> tuple[int, int]:
-    """``"256x8192"`` -> ``(256, 8192)``."""
-    try:
-        n, d = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a shape is NxD, for example 256x8192, got {text!r}") from None
-    return n, d
 
 
 def mode_flops(algorithm: str, n: int, d: int, mode: str) -> int:

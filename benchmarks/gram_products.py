@@ -12,12 +12,11 @@ rows (``X[i:j] X[i:]ᵀ``), in interleaved rounds, so that the three see the sam
 import argparse
 import json
 import pathlib
-import statistics
 import time
 
 import torch
 
-from benchmarks.common import environment
+from benchmarks.common import environment, median_p20_p80, parse_shape
 from redundancy._ops.products import _block_bounds, symmetric_blocks, symmetric_gram, symmetric_gram_flops
 
 
@@ -64,12 +63,11 @@ def measure(n: int, d: int, rounds: int, calls: int, dtype: torch.dtype, device:
     flops = {"full": 2 * n * n * d, "block-rows": symmetric_flops, "block-columns": symmetric_flops}
     result = {"n": n, "d": d, "blocks": symmetric_blocks(n, d), "methods": {}}
     for name, samples in times.items():
-        deciles = statistics.quantiles(samples, n=10, method="inclusive") if len(samples) > 1 else samples * 9
-        median = statistics.median(samples)
+        median, p20, p80 = median_p20_p80(samples)
         result["methods"][name] = {
             "median_s": median,
-            "p20_s": deciles[1],
-            "p80_s": deciles[7],
+            "p20_s": p20,
+            "p80_s": p80,
             "flops": flops[name],
             "gflops_per_s": flops[name] / median / 1e9,
         }
@@ -92,11 +90,6 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _shape(text: str) -> tuple[int, int]:
-    n, d = text.lower().split("x")
-    return int(n), int(d)
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -104,7 +97,7 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--shapes",
         nargs="+",
-        type=_shape,
+        type=parse_shape,
         default=[(256, 8192), (512, 8192), (2048, 8192)],
         help="NxD, for example 256x8192",
     )

@@ -18,7 +18,6 @@ over seconds, this compares the cases under the same conditions instead of givin
 import argparse
 import json
 import pathlib
-import statistics
 import subprocess
 import sys
 
@@ -26,22 +25,13 @@ import torch
 
 from benchmarks import report
 from benchmarks.cases import all_cases
-from benchmarks.common import environment, forward_backward, make_views, time_function
+from benchmarks.common import environment, forward_backward, make_views, median_p20_p80, parse_shape, time_function
 from redundancy import cost
 
 FULL_SHAPES = [(n, d) for n in (32, 128, 512, 2048) for d in (128, 512, 2048, 8192)]
 QUICK_SHAPES = [(32, 64), (64, 256)]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 DEFAULT_OUTPUT = pathlib.Path(__file__).resolve().parent / "results"
-
-
-def parse_shape(text: str) -> tuple[int, int]:
-    """``"256x8192"`` -> ``(256, 8192)``."""
-    try:
-        n, d = text.lower().split("x")
-        return int(n), int(d)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a shape is NxD, for example 256x8192, got {text!r}") from None
 
 
 def _sync(device: torch.device):
@@ -86,11 +76,11 @@ def combine_rounds(rounds: list[dict]) -> dict:
     combined = {}
     for mode in rounds[0]:
         medians = [timing[mode]["median_s"] for timing in rounds]
-        deciles = statistics.quantiles(medians, n=10, method="inclusive")
+        median, p20, p80 = median_p20_p80(medians)
         combined[mode] = {
-            "median_s": statistics.median(medians),
-            "p20_s": deciles[1],
-            "p80_s": deciles[7],
+            "median_s": median,
+            "p20_s": p20,
+            "p80_s": p80,
             "repeats": sum(timing[mode]["repeats"] for timing in rounds),
             "round_medians_s": medians,
         }

@@ -85,3 +85,9 @@ def test_gram_products_rounds_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         gram_products.main(["--rounds", "0"])
     assert "--rounds and --calls must be at least 1" in capsys.readouterr().err
+
+
+def test_gram_products_names_a_bad_shape(capsys):
+    with pytest.raises(SystemExit):
+        gram_products.main(["--shapes", "256-8192"])
+    assert "a shape is NxD, for example 256x8192, got '256-8192'" in capsys.readouterr().err
