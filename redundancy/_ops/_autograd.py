@@ -1,4 +1,11 @@
-"""Whether a backward may write into the tensors its forward saved."""
+"""What a backward may do: write into the tensors its forward saved, or build a graph of its own.
+
+Every op of :mod:`redundancy._ops` has two backwards. The fast one runs when the caller builds no graph (the usual
+``loss.backward()``): it works on the tensors the forward saved, in place where it may. The differentiable one
+runs when the caller builds a graph (``create_graph=True``, a gradient penalty, ``torch.func.grad``): it recomputes
+the closed-form gradient from the op's saved *inputs* with differentiable torch operations, so that autograd
+differentiates the gradient itself and second derivatives are exact.
+"""
 
 import torch
 
@@ -15,3 +22,23 @@ def saved_tensors_die_after_backward() -> bool:
         return not torch._C._autograd._get_current_graph_task_keep_graph()
     except (AttributeError, RuntimeError):
         return False
+
+
+def builds_graph() -> bool:
+    """``True`` inside a backward whose result must itself be differentiable (``create_graph=True``, the
+    transforms of :mod:`torch.func`): autograd runs the backward with gradient recording on exactly then."""
+    return torch.is_grad_enabled()
+
+
+def refuse_graph_with_collectives(batch, what: str) -> None:
+    """Raise when a graph of the backward is asked for while ``batch`` spreads the op over several processes.
+
+    The backward of a batch split over ranks sums over the ranks outside autograd, so its own derivative would miss
+    the other ranks' share: an error is better than a silently wrong second derivative.
+    """
+    if batch is not None and builds_graph():
+        raise RuntimeError(
+            f"{what}: second derivatives (create_graph=True, torch.func transforms) are not supported for the "
+            "global batch of several processes; call the loss with distributed='local', or differentiate "
+            "without create_graph"
+        )

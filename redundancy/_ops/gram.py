@@ -15,58 +15,119 @@ applies the standardization's backward to ``dA, dB`` in place. The only N×D ten
 standardized views (held for the backward) and one gradient: unless the graph is retained for another backward,
 ``dA`` is formed in the memory of ``B`` once ``dB`` no longer needs it (with ``retain_graph`` both gradients are
 new tensors).
+
+**The reported redundancy.** ``⟨A Aᵀ, B Bᵀ⟩_F / N² - Σ c_i²`` cancels near convergence (C ≈ I) when N ≥ D: both
+numbers are close to D while their difference, the off-diagonal energy, is tiny, and even float32 Grams are not
+precise enough for it. When D ≤ N the forward therefore forms C (D×D, no larger than a Gram matrix, and 2·N·D²
+FLOPs, no more than one Gram) and sums its off-diagonal entries directly, as the cross algorithm does; the
+backward is the Gram backward above either way. When D > N the off-diagonal energy is at least about
+``D (D - N) / N`` and the difference does not cancel.
+
+When the caller builds a graph of the backward (``create_graph=True``), the backward recomputes the same closed
+form from the op's inputs in differentiable operations (:mod:`redundancy._ops._autograd`).
 """
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops._autograd import saved_tensors_die_after_backward
+from redundancy._ops._autograd import builds_graph, saved_tensors_die_after_backward
 from redundancy._ops.products import symmetric_gram
 from redundancy._ops.reductions import column_dot
-from redundancy._ops.standardize import Standardization, standardize_backward_, standardize_views
-from redundancy._ops.terms import barlow_twins_terms_from_summaries, diagonal_gradient, view_gradient
+from redundancy._ops.standardize import (
+    Standardization,
+    standardize_backward_,
+    standardize_views,
+    standardize_views_differentiable,
+    standardize_vjp,
+)
+from redundancy._ops.terms import (
+    barlow_twins_terms_from_summaries,
+    diagonal_gradient,
+    off_diagonal_summaries_,
+    view_gradient,
+    view_gradients_differentiable,
+    zero_if_none,
+)
+
+
+def _off_diagonal_summaries(a, b, gram_a, gram_b, diagonal, target: float):
+    """``(‖C°‖², ΣC°)`` (``ΣC°`` only for ``target != 0``) of ``C = AᵀB / N``, without cancellation when D ≤ N."""
+    n, d = a.shape
+    if d <= n:
+        _, off_diagonal_sq, off_diagonal_total = off_diagonal_summaries_(
+            torch.mm(a.t(), b).div_(n), total=target != 0.0
+        )
+        return off_diagonal_sq, off_diagonal_total
+    off_diagonal_sq = gram_a.view(-1).dot(gram_b.view(-1)).div_(n * n).sub_(diagonal.dot(diagonal))
+    if target == 0.0:
+        return off_diagonal_sq, None
+    return off_diagonal_sq, a.sum(dim=1).dot(b.sum(dim=1)).div_(n).sub_(diagonal.sum())
 
 
 class _GramTerms(torch.autograd.Function):
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, z1: torch.Tensor, z2: torch.Tensor, target: float, standardization: Standardization | None):
+    def forward(z1: torch.Tensor, z2: torch.Tensor, target: float, standardization: Standardization | None):
         n = z1.shape[0]
         with no_autocast(z1.device):
             a, b, rstd_a, rstd_b = standardize_views(z1, z2, standardization)
             gram_a = symmetric_gram(a)
             gram_b = symmetric_gram(b)
             diagonal = column_dot(a, b).div_(n)
-            frobenius_sq = gram_a.view(-1).dot(gram_b.view(-1)).div_(n * n)
-            total = a.sum(dim=1).dot(b.sum(dim=1)).div_(n) if target != 0.0 else None
-            invariance, redundancy = barlow_twins_terms_from_summaries(diagonal, frobenius_sq, total, target)
-        ctx.save_for_backward(a, b, gram_a, gram_b, diagonal, rstd_a, rstd_b)
-        ctx.target = target
-        ctx.standardization = standardization
-        return invariance, redundancy
+            off_diagonal_sq, off_diagonal_total = _off_diagonal_summaries(a, b, gram_a, gram_b, diagonal, target)
+            invariance, redundancy = barlow_twins_terms_from_summaries(
+                diagonal, off_diagonal_sq, off_diagonal_total, target
+            )
+        if standardization is None:  # the views are the inputs: setup_context saves those
+            return invariance, redundancy, gram_a, gram_b, diagonal
+        return invariance, redundancy, gram_a, gram_b, diagonal, a, b, rstd_a, rstd_b
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_invariance: torch.Tensor, grad_redundancy: torch.Tensor):
-        a, b, gram_a, gram_b, diagonal, rstd_a, rstd_b = ctx.saved_tensors
-        n, t = a.shape[0], ctx.target
-        with no_autocast(a.device):
-            g = diagonal_gradient(diagonal, grad_invariance, grad_redundancy, t).div_(n)
+    def setup_context(ctx, inputs, output):
+        z1, z2, target, standardization = inputs
+        gram_a, gram_b, diagonal, *standardized = output[2:]
+        a, b, rstd_a, rstd_b = standardized if standardization is not None else (z1, z2, None, None)
+        ctx.mark_non_differentiable(*output[2:])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(z1, z2, a, b, gram_a, gram_b, diagonal, rstd_a, rstd_b)
+        ctx.target = target
+        ctx.standardization = standardization
+
+    @staticmethod
+    def backward(ctx, grad_invariance: torch.Tensor | None, grad_redundancy: torch.Tensor | None, *_):
+        z1, z2, a, b, gram_a, gram_b, diagonal, rstd_a, rstd_b = ctx.saved_tensors
+        t, standardization = ctx.target, ctx.standardization
+        if grad_invariance is None and grad_redundancy is None:
+            return None, None, None, None
+        grad_invariance = zero_if_none(grad_invariance, diagonal)
+        grad_redundancy = zero_if_none(grad_redundancy, diagonal)
+        need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        with no_autocast(diagonal.device):
+            if builds_graph():
+                a, b, rstd_a, rstd_b = standardize_views_differentiable(z1, z2, standardization)
+                da, db = view_gradients_differentiable(
+                    a, b, grad_invariance, grad_redundancy, t, algorithm="gram", needs=(need_a, need_b)
+                )
+                da = standardize_vjp(da, a, rstd_a, standardization) if need_a else None
+                db = standardize_vjp(db, b, rstd_b, standardization) if need_b else None
+                return da, db, None, None
+            n = a.shape[0]
+            g = diagonal_gradient(diagonal, grad_invariance, grad_redundancy, t, off_diagonal_product=False).div_(n)
             w = grad_redundancy * (2.0 / n)
             t_scale = w * t if t != 0.0 else None
             # The standardized views are the op's own tensors: unless the graph is kept for another backward,
             # dA is formed in b's memory once dB no longer needs b (one new N×D tensor instead of two), or each
             # gradient in the memory of the view it no longer needs when only one is wanted.
-            donate = ctx.standardization is not None and saved_tensors_die_after_backward()
-            need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+            donate = standardization is not None and saved_tensors_die_after_backward()
             da = db = None
             # The scale goes on the N×N Gram, not on the N×D product.
             if need_b:
                 db = view_gradient(gram_a * (w / n), b, a, g, t_scale=t_scale, overwrite_other=donate and not need_a)
-                db = standardize_backward_(db, b, rstd_b, ctx.standardization)
+                db = standardize_backward_(db, b, rstd_b, standardization)
             if need_a:
                 da = view_gradient(gram_b * (w / n), a, b, g, t_scale=t_scale, overwrite_other=donate)
-                da = standardize_backward_(da, a, rstd_a, ctx.standardization)
+                da = standardize_backward_(da, a, rstd_a, standardization)
         return da, db, None, None
 
 
@@ -76,4 +137,5 @@ def gram_terms(z1: torch.Tensor, z2: torch.Tensor, *, target: float, standardiza
     The views are standardized first when ``standardization`` is given, and are taken as already standardized
     when it is ``None``.
     """
-    return _GramTerms.apply(z1, z2, target, standardization)
+    invariance, redundancy = _GramTerms.apply(z1, z2, target, standardization)[:2]
+    return invariance, redundancy

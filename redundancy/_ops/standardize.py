@@ -20,14 +20,21 @@ that standardize their inputs inside their own autograd Function (:mod:`redundan
 besides the views and their gradients. Their gradient is that of a function of the cross-correlation, whose
 columns sum to zero, so :func:`standardize_backward_` leaves out the ``mean_n(da)`` term (and its share of the
 reduction over ranks).
+
+**Magnitudes.** A column whose largest magnitude reaches ``2**SAFE_EXPONENT`` is first multiplied by a power of
+two (exact) that brings it below, so that its squares cannot overflow: float32 embeddings of magnitude 1e18 or
+3e38 standardize as well as those of magnitude 1. Other columns are left as they are (a scale of 1).
+
+**Second derivatives.** :func:`standardize_differentiable` and :func:`standardize_vjp` are the same formulas in
+differentiable torch operations, for a backward that must itself be differentiable.
 """
 
 from typing import NamedTuple
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from redundancy._ops._autocast import no_autocast
+from redundancy._ops._autograd import builds_graph, refuse_graph_with_collectives
 from redundancy._ops.reductions import column_dot
 
 
@@ -45,19 +52,53 @@ def standardization_of(normalization: str, eps: float) -> Standardization | None
     return Standardization(unbiased=normalization == "std", eps=eps)
 
 
+#: Columns whose largest magnitude reaches ``2**SAFE_EXPONENT`` are scaled below it before squaring: their squares
+#: then stay below ``2**64`` and sums of them below float32's largest value for any batch size.
+SAFE_EXPONENT = 32
+
+
+def column_scale(z: torch.Tensor) -> torch.Tensor:
+    """A power of two per column of ``z`` (N×D), at most 1, that brings the column below ``2**SAFE_EXPONENT``.
+
+    1 for every column of ordinary magnitude (so the arithmetic is unchanged there), NaN for a column holding a
+    NaN, 0 for one holding an infinity (non-finite inputs give non-finite outputs).
+
+    Example:
+        >>> column_scale(torch.tensor([[1.0, 3.0e38], [-2.0, 5.0e17]]))
+        tensor([1.0000e+00, 1.2622e-29])
+    """
+    low, high = torch.aminmax(z, dim=0)
+    largest = torch.maximum(high, low.neg())
+    return torch.exp2(torch.clamp(SAFE_EXPONENT - torch.log2(largest).ceil(), max=0.0))
+
+
 def standardize_forward(z: torch.Tensor, standardization: Standardization, batch=None):
     """``(a, rstd)``: the standardized ``z`` (a new tensor) and ``1 / sqrt(var + eps)`` per column."""
     correction = 1 if standardization.unbiased else 0
     if batch is None:
-        # Two passes (mean, then the centred sum of squares): robust to large offsets, and cheaper on the CPU
-        # than torch.var_mean over dim 0.
-        centered = z - z.mean(dim=0)
+        # Scale (1 for ordinary columns), then two passes (mean, then the centred sum of squares): robust to large
+        # offsets and magnitudes, and cheaper on the CPU than torch.var_mean over dim 0.
+        scale = column_scale(z)
+        centered = z * scale
+        centered.sub_(centered.mean(dim=0))
         var = column_dot(centered, centered).div_(z.shape[0] - correction)
-    else:
-        var, mean = batch.var_mean(z, correction=correction)
-        centered = z - mean
+        # 1/sqrt(var/scale² + eps) = scale/sqrt(var_scaled + eps·scale²), applied to the scaled column.
+        rstd_scaled = torch.rsqrt(var.add_(scale.square().mul_(standardization.eps)))
+        return centered.mul_(rstd_scaled), rstd_scaled.mul_(scale)
+    var, mean = batch.var_mean(z, correction=correction)
     rstd = torch.rsqrt(var.add_(standardization.eps))
-    return centered.mul_(rstd), rstd
+    return (z - mean).mul_(rstd), rstd
+
+
+def standardize_differentiable(z: torch.Tensor, standardization: Standardization):
+    """``(a, rstd)`` of :func:`standardize_forward` (one process) in differentiable torch operations."""
+    correction = 1 if standardization.unbiased else 0
+    scale = column_scale(z.detach())  # piecewise constant in z: no gradient of its own
+    scaled = z * scale
+    centered = scaled - scaled.mean(dim=0)
+    var = centered.square().sum(dim=0) / (z.shape[0] - correction)
+    rstd_scaled = torch.rsqrt(var + scale.square() * standardization.eps)
+    return centered * rstd_scaled, rstd_scaled * scale
 
 
 def standardize_views(z1: torch.Tensor, z2: torch.Tensor, standardization: Standardization | None, batch=None):
@@ -66,6 +107,15 @@ def standardize_views(z1: torch.Tensor, z2: torch.Tensor, standardization: Stand
         return z1, z2, None, None
     a, rstd_a = standardize_forward(z1, standardization, batch)
     b, rstd_b = standardize_forward(z2, standardization, batch)
+    return a, b, rstd_a, rstd_b
+
+
+def standardize_views_differentiable(z1: torch.Tensor, z2: torch.Tensor, standardization: Standardization | None):
+    """:func:`standardize_views` (one process) in differentiable torch operations."""
+    if standardization is None:
+        return z1, z2, None, None
+    a, rstd_a = standardize_differentiable(z1, standardization)
+    b, rstd_b = standardize_differentiable(z2, standardization)
     return a, b, rstd_a, rstd_b
 
 
@@ -80,8 +130,7 @@ def _gradient_sums(grad: torch.Tensor, a: torch.Tensor, unbiased: bool, batch):
     count, divisor = _count_and_divisor(grad, unbiased, batch)
     if batch is None:
         return grad.sum(dim=0).div_(count), column_dot(grad, a).div_(divisor)
-    sums = torch.stack((grad.sum(dim=0), column_dot(grad, a)))
-    batch.sum_over_ranks(sums)
+    sums = batch.sum_over_ranks(torch.stack((grad.sum(dim=0), column_dot(grad, a))))
     return sums[0].div_(count), sums[1].div_(divisor)
 
 
@@ -105,27 +154,51 @@ def standardize_backward_(
     _, divisor = _count_and_divisor(grad, standardization.unbiased, batch)
     mean_grad_a = column_dot(grad, a)
     if batch is not None:
-        batch.sum_over_ranks(mean_grad_a)
+        mean_grad_a = batch.sum_over_ranks(mean_grad_a)
     mean_grad_a.div_(divisor)
     return grad.addcmul_(a, mean_grad_a.neg_()).mul_(rstd)
 
 
+def standardize_vjp(
+    grad: torch.Tensor, a: torch.Tensor, rstd: torch.Tensor | None, standardization: Standardization | None
+) -> torch.Tensor:
+    """``dL/dz`` from ``grad = dL/da`` (one process, any ``grad``) in differentiable torch operations."""
+    if standardization is None:
+        return grad
+    _, divisor = _count_and_divisor(grad, standardization.unbiased, None)
+    return rstd * (grad - grad.mean(dim=0) - a * ((grad * a).sum(dim=0) / divisor))
+
+
 class _Standardize(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, z: torch.Tensor, standardization: Standardization, batch) -> torch.Tensor:
-        with no_autocast(z.device):
-            a, rstd = standardize_forward(z, standardization, batch)
-        ctx.save_for_backward(a, rstd)
-        ctx.standardization = standardization
-        ctx.batch = batch
-        return a
+    generate_vmap_rule = True
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, da: torch.Tensor):
-        a, rstd = ctx.saved_tensors
+    def forward(z: torch.Tensor, standardization: Standardization, batch):
+        with no_autocast(z.device):
+            return standardize_forward(z, standardization, batch)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        z, standardization, batch = inputs
+        a, rstd = output
+        ctx.mark_non_differentiable(rstd)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(z, a, rstd)
+        ctx.standardization = standardization
+        ctx.batch = batch
+
+    @staticmethod
+    def backward(ctx, da: torch.Tensor | None, _):
+        z, a, rstd = ctx.saved_tensors
+        if da is None:
+            return None, None, None
+        standardization = ctx.standardization
         with no_autocast(da.device):
-            mean_da, mean_da_a = _gradient_sums(da, a, ctx.standardization.unbiased, ctx.batch)
+            if builds_graph():
+                refuse_graph_with_collectives(ctx.batch, "standardize")
+                a, rstd = standardize_differentiable(z, standardization)
+                return standardize_vjp(da, a, rstd, standardization), None, None
+            mean_da, mean_da_a = _gradient_sums(da, a, standardization.unbiased, ctx.batch)
             # r * (da - mean_da - a * mean_da_a), written as two passes over N×D (da is not ours to overwrite).
             dz = torch.addcmul(-mean_da * rstd, a, -mean_da_a * rstd).addcmul_(da, rstd)
         return dz, None, None
@@ -135,6 +208,7 @@ def standardize(z: torch.Tensor, standardization: Standardization, *, batch=None
     """Standardize each column of ``z`` (N×D) over the batch; differentiable with a closed-form backward.
 
     ``batch`` (a :class:`redundancy.distributed.GlobalBatch`, or ``None`` for the local batch) makes the
-    statistics those of the batch of all ranks, of which ``z`` holds this rank's rows.
+    statistics those of the batch of all ranks, of which ``z`` holds this rank's rows. The backward is itself
+    differentiable (second derivatives) for the local batch.
     """
-    return _Standardize.apply(z, standardization, batch)
+    return _Standardize.apply(z, standardization, batch)[0]
