@@ -6,47 +6,66 @@ For X (N×P) and Y (N×Q), ``K = XᵀY`` is P×Q; the Gram form uses the two N×
     dF/dX = 2 Y Kᵀ = 2 G_Y X,    dF/dY = 2 X K = 2 G_X Y
 
 The Mixed Barlow Twins regularizer applies it to the mixing residual and each view (P = Q = D); the spectral
-contrastive loss to the transposed views (the N×N pairwise products and their D×D dual).
+contrastive loss to the transposed views (the N×N pairwise products and their D×D dual). When the caller builds
+a graph of the backward (``create_graph=True``), the backward recomputes the same closed form in differentiable
+operations.
 """
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from redundancy._ops._autocast import no_autocast
+from redundancy._ops._autograd import builds_graph
 
 
 class _CrossProductEnergy(torch.autograd.Function):
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, y: torch.Tensor, algorithm: str):
+    def forward(x: torch.Tensor, y: torch.Tensor, algorithm: str):
         with no_autocast(x.device):
             if algorithm == "cross":
                 product = torch.mm(x.t(), y)
                 flat = product.reshape(-1)
-                energy = flat.dot(flat)
-                ctx.save_for_backward(x, y, product)
-            else:
-                gram_x, gram_y = torch.mm(x, x.t()), torch.mm(y, y.t())
-                energy = gram_x.reshape(-1).dot(gram_y.reshape(-1))
-                ctx.save_for_backward(x, y, gram_x, gram_y)
-        ctx.algorithm = algorithm
-        return energy
+                return flat.dot(flat), product
+            gram_x, gram_y = torch.mm(x, x.t()), torch.mm(y, y.t())
+            return gram_x.reshape(-1).dot(gram_y.reshape(-1)), gram_x, gram_y
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_energy: torch.Tensor):
+    def setup_context(ctx, inputs, output):
+        x, y, algorithm = inputs
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(x, y, *output[1:])
+        ctx.algorithm = algorithm
+
+    @staticmethod
+    def backward(ctx, grad_energy: torch.Tensor, *_):
+        x, y, *saved = ctx.saved_tensors
+        if grad_energy is None:
+            return None, None, None
         scale = grad_energy * 2.0
+        need_x, need_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         with no_autocast(grad_energy.device):
+            if builds_graph():
+                if ctx.algorithm == "cross":
+                    product = torch.mm(x.t(), y)
+                    dx = torch.mm(y, product.t()) * scale if need_x else None
+                    dy = torch.mm(x, product) * scale if need_y else None
+                else:
+                    dx = torch.mm(torch.mm(y, y.t()), x) * scale if need_x else None
+                    dy = torch.mm(torch.mm(x, x.t()), y) * scale if need_y else None
+                return dx, dy, None
             if ctx.algorithm == "cross":
-                x, y, product = ctx.saved_tensors
-                dx = torch.mm(y, product.t()).mul_(scale) if ctx.needs_input_grad[0] else None
-                dy = torch.mm(x, product).mul_(scale) if ctx.needs_input_grad[1] else None
+                (product,) = saved
+                dx = torch.mm(y, product.t()).mul_(scale) if need_x else None
+                dy = torch.mm(x, product).mul_(scale) if need_y else None
             else:
-                x, y, gram_x, gram_y = ctx.saved_tensors
-                dx = torch.mm(gram_y, x).mul_(scale) if ctx.needs_input_grad[0] else None
-                dy = torch.mm(gram_x, y).mul_(scale) if ctx.needs_input_grad[1] else None
+                gram_x, gram_y = saved
+                dx = torch.mm(gram_y, x).mul_(scale) if need_x else None
+                dy = torch.mm(gram_x, y).mul_(scale) if need_y else None
         return dx, dy, None
 
 
 def cross_product_energy(x: torch.Tensor, y: torch.Tensor, *, algorithm: str) -> torch.Tensor:
     """``‖xᵀy‖_F²`` of ``x`` (N×P) and ``y`` (N×Q) through ``xᵀy`` (``"cross"``) or two N×N Grams (``"gram"``)."""
-    return _CrossProductEnergy.apply(x, y, algorithm)
+    return _CrossProductEnergy.apply(x, y, algorithm)[0]

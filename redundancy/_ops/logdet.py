@@ -6,39 +6,101 @@ with two triangular solves (no autograd through the factorization)::
 
     d/dZ ½ logdet(I_D + α ZᵀZ) = α Z (I_D + α ZᵀZ)⁻¹ = α (I_N + α Z Zᵀ)⁻¹ Z
 
-``M``'s eigenvalues are at least 1, so the factorization of finite inputs never fails; non-finite inputs give NaN.
+**Precision.** M's eigenvalues are at least 1, but in float32 an M of large entries (z of large magnitude, or rank
+deficient: a duplicated row) loses its smallest eigenvalues to rounding: the factorization fails (``info > 0``, a
+NaN or -inf value) or succeeds with a log-determinant off by far more than float32's precision. Since
+``λ_min ≥ 1``, ``κ(M) ≤ λ_max ≤ trace(M) - (m - 1)`` (m×m); the float32 factorization is used when it succeeds
+and this bound is at most :data:`MAX_FLOAT32_CONDITION` (the log-determinant is then within about 1e-6 relative of
+float64's), and otherwise M is formed and factorized again in float64 (the value and the gradients are returned
+in float32). That choice reads one boolean on the host; while ``torch.compile`` traces the op or a
+:mod:`torch.func` transform runs it, where it cannot, float32 inputs are factorized in float64 directly. A matrix
+that float64 cannot factorize either (finite entries beyond about 1e16) raises a :class:`ValueError`; non-finite
+inputs give NaN.
+
+When the caller builds a graph of the backward (``create_graph=True``), the backward recomputes the same closed
+form (factorization and solves) from the op's input in differentiable operations, in the dtype the forward used.
 """
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from redundancy._ops._autocast import no_autocast
+from redundancy._ops._autograd import builds_graph
+
+#: The largest bound ``trace(M) - (m - 1)`` on the condition number for which a float32 factorization is kept.
+MAX_FLOAT32_CONDITION = 2.0**20
+
+
+def _identity_plus_gram(z: torch.Tensor, alpha: float, algorithm: str) -> torch.Tensor:
+    """``I + α zᵀz`` (``"cross"``) or ``I + α z zᵀ`` (``"gram"``), a new matrix."""
+    gram = torch.mm(z.t(), z) if algorithm == "cross" else torch.mm(z, z.t())
+    gram.mul_(alpha).diagonal().add_(1.0)
+    return gram
+
+
+def _in_transform_or_trace(z: torch.Tensor) -> bool:
+    """Whether the host may not read a value of ``z``: a compile trace or a :mod:`torch.func` transform."""
+    return torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(z)
+
+
+def _factorize(z: torch.Tensor, alpha: float, algorithm: str) -> torch.Tensor:
+    """The Cholesky factor of ``I + α zᵀz`` (or ``I + α z zᵀ``): float32, or float64 when float32 is not enough."""
+    if z.dtype != torch.float64:
+        if _in_transform_or_trace(z):
+            return _factorize(z.to(torch.float64), alpha, algorithm)
+        matrix = _identity_plus_gram(z, alpha, algorithm)
+        condition_bound = matrix.diagonal().sum() - (matrix.shape[0] - 1)
+        factor, info = torch.linalg.cholesky_ex(matrix)
+        if bool((info == 0) & (condition_bound <= MAX_FLOAT32_CONDITION)):
+            return factor
+        return _factorize(z.to(torch.float64), alpha, algorithm)
+    matrix = _identity_plus_gram(z, alpha, algorithm)
+    factor, info = torch.linalg.cholesky_ex(matrix)
+    if not _in_transform_or_trace(z) and bool((info != 0) & torch.isfinite(matrix).all()):
+        raise ValueError(
+            "total coding rate: I + α zᵀz cannot be factorized even in float64 (the largest entry of z is "
+            f"{z.abs().max().item():.3g}, α = {alpha:.3g}); scale z down or use a larger eps"
+        )
+    return factor
 
 
 class _HalfLogdetIdentityPlusGram(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, z: torch.Tensor, alpha: float, algorithm: str):
-        with no_autocast(z.device):
-            gram = torch.mm(z.t(), z) if algorithm == "cross" else torch.mm(z, z.t())
-            gram.mul_(alpha).diagonal().add_(1.0)
-            factor, _ = torch.linalg.cholesky_ex(gram)
-            half_logdet = factor.diagonal().log().sum()
-        ctx.save_for_backward(z, factor)
-        ctx.alpha, ctx.algorithm = alpha, algorithm
-        return half_logdet
+    generate_vmap_rule = True
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output: torch.Tensor):
-        z, factor = ctx.saved_tensors
+    def forward(z: torch.Tensor, alpha: float, algorithm: str):
         with no_autocast(z.device):
+            factor = _factorize(z, alpha, algorithm)
+            return factor.diagonal().log().sum().to(z.dtype), factor
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        z, alpha, algorithm = inputs
+        ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(z, output[1])
+        ctx.alpha, ctx.algorithm = alpha, algorithm
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor, _):
+        z, factor = ctx.saved_tensors
+        if grad_output is None:
+            return None, None, None
+        with no_autocast(z.device):
+            z_factor = z.to(factor.dtype)
+            if builds_graph():
+                gram = (
+                    torch.mm(z_factor.t(), z_factor) if ctx.algorithm == "cross" else torch.mm(z_factor, z_factor.t())
+                )
+                factor = torch.linalg.cholesky(
+                    gram * ctx.alpha + torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+                )
             if ctx.algorithm == "cross":
-                grad = torch.cholesky_solve(z.t(), factor).t()
+                grad = torch.cholesky_solve(z_factor.t(), factor).t()
             else:
-                grad = torch.cholesky_solve(z, factor)
-            return grad.mul(grad_output * ctx.alpha), None, None
+                grad = torch.cholesky_solve(z_factor, factor)
+            return grad.to(z.dtype) * (grad_output * ctx.alpha), None, None
 
 
 def half_logdet_identity_plus_gram(z: torch.Tensor, *, alpha: float, algorithm: str) -> torch.Tensor:
     """``½ logdet(I + α zᵀz)`` of ``z`` (N×D) through the D×D (``"cross"``) or the N×N (``"gram"``) form."""
-    return _HalfLogdetIdentityPlusGram.apply(z, alpha, algorithm)
+    return _HalfLogdetIdentityPlusGram.apply(z, alpha, algorithm)[0]
