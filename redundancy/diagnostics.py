@@ -27,6 +27,12 @@ from redundancy.vicreg import _check_correction
 __all__ = ["CrossCorrelationSummary", "cross_correlation_summary", "effective_rank", "feature_std"]
 
 
+def _check_dense(name: str, z: object) -> None:
+    """Raise a :class:`TypeError` naming ``name`` when ``z`` is a sparse (or other non-strided) tensor."""
+    if isinstance(z, torch.Tensor) and z.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {z.layout}; call .to_dense() first")
+
+
 class CrossCorrelationSummary(NamedTuple):
     """What :func:`cross_correlation_summary` returns; 0-dim tensors without gradients.
 
@@ -72,11 +78,14 @@ def effective_rank(z: torch.Tensor, *, eps: float = 1e-7) -> torch.Tensor:
         4.0
     """
     _check_real("eps", eps, nonnegative=True)
+    _check_dense("z", z)
     _check_embedding("z", z, min_rows=1)
     n, d = z.shape
     with no_autocast(z.device):
         z = z.detach().to(_compute_dtype(z))
         gram = torch.mm(z, z.t()) if n < d else torch.mm(z.t(), z)
+        if not bool(torch.isfinite(gram).all()):  # the eigensolver raises on non-finite input: NaN instead
+            return gram.new_tensor(float("nan"))
         singular_values = torch.linalg.eigvalsh(gram).clamp_min_(0).sqrt_()
         p = singular_values / singular_values.sum() + eps
         return torch.exp(torch.special.entr(p).sum())  # entr(p) = -p log p, 0 at p = 0
@@ -104,6 +113,7 @@ def feature_std(z: torch.Tensor, *, correction: int = 1, normalize: bool = False
     _check_correction(correction)
     if not isinstance(normalize, bool):
         raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
+    _check_dense("z", z)
     _check_embedding("z", z, min_rows=2)
     with no_autocast(z.device):
         z = z.detach().to(_compute_dtype(z))
@@ -151,13 +161,16 @@ def cross_correlation_summary(
     _check_real("eps", eps, nonnegative=True)
     if not isinstance(return_matrix, bool):
         raise TypeError(f"return_matrix must be a bool, got {type(return_matrix).__name__}")
+    _check_dense("z1", z1)
+    _check_dense("z2", z2)
     _check_views(z1, z2)
     n, d = z1.shape
     if return_matrix:
         matrix = cross_correlation(z1.detach(), z2.detach(), normalization=normalization, eps=eps)
-        diagonal = matrix.diagonal()
-        off_diagonal_sq = matrix.square().sum() - diagonal.square().sum()
-        mean_diagonal = diagonal.mean()
+        mean_diagonal = matrix.diagonal().mean()
+        off_diagonal = matrix.clone()
+        off_diagonal.diagonal().zero_()  # summed without the diagonal: ‖C‖² - Σc² would cancel near C = I
+        off_diagonal_sq = off_diagonal.view(-1).dot(off_diagonal.view(-1))
     else:
         matrix = None
         dtype = _compute_dtype(z1, z2)
