@@ -57,7 +57,6 @@ from redundancy import cost
 from redundancy._ops import cross_correlation_terms, gram_terms, standardization_of, standardize
 from redundancy._ops._autocast import no_autocast
 from redundancy._ops.reductions import column_dot
-from redundancy._ops.standardize import column_scale
 
 __all__ = [
     "DISTRIBUTED_MODES",
@@ -119,13 +118,10 @@ def local_moments(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         zeros = z.new_zeros(z.shape[1])
         return zeros, zeros.clone()
     # Two passes (the mean, then the centred sum of squares): several times faster on the CPU than
-    # torch.var_mean over dim 0, and as robust to a large offset. Columns of huge magnitude are scaled by a power
-    # of two first (1 for ordinary ones), so that no square overflows unless M2 itself does.
-    scale = column_scale(z)
-    centered = z * scale
-    mean = centered.mean(dim=0)
-    centered.sub_(mean)
-    return mean.div_(scale), column_dot(centered, centered).div_(scale.square())
+    # torch.var_mean over dim 0, and as robust to a large offset.
+    mean = z.mean(dim=0)
+    centered = z - mean
+    return mean, column_dot(centered, centered)
 
 
 def merge_moments(counts: Sequence[int], means: torch.Tensor, m2s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
