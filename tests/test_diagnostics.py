@@ -101,3 +101,25 @@ def test_bad_inputs():
         redundancy.cross_correlation_summary(torch.randn(4, 4), torch.randn(4, 4), normalization="layer")
     with pytest.raises(TypeError, match="return_matrix"):
         redundancy.cross_correlation_summary(torch.randn(4, 4), torch.randn(4, 4), return_matrix=1)
+
+
+@pytest.mark.parametrize("shape", [(12, 5), (5, 12)])
+def test_effective_rank_of_non_finite_input_is_nan(shape):
+    z = torch.randn(*shape)
+    z[1, 2] = float("nan")
+    assert torch.isnan(redundancy.effective_rank(z))
+    z[1, 2] = float("inf")
+    assert torch.isnan(redundancy.effective_rank(z))
+
+
+def test_sparse_inputs_are_refused_naming_the_argument():
+    dense = torch.randn(8, 4)
+    sparse = dense.to_sparse()
+    with pytest.raises(TypeError, match=r"^z must be a dense"):
+        redundancy.effective_rank(sparse)
+    with pytest.raises(TypeError, match=r"^z must be a dense"):
+        redundancy.feature_std(sparse)
+    with pytest.raises(TypeError, match=r"^z1 must be a dense"):
+        redundancy.cross_correlation_summary(sparse, dense)
+    with pytest.raises(TypeError, match=r"^z2 must be a dense"):
+        redundancy.cross_correlation_summary(dense, dense.to_sparse_csr())

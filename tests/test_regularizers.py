@@ -168,3 +168,32 @@ def test_total_coding_rate_bad_inputs():
     z[1, 2] = float("nan")
     for algorithm in ALGORITHMS:
         assert torch.isnan(redundancy.total_coding_rate(z, algorithm=algorithm))
+
+
+@pytest.mark.parametrize("algorithm", ["cross", "gram"])
+def test_total_coding_rate_of_rank_deficient_large_float32_inputs(algorithm):
+    # A duplicated row makes z zᵀ singular: float32 loses I's contribution to rounding (NaN, -inf or a wrong value).
+    failures = []
+    for seed in range(12):
+        generator = torch.Generator().manual_seed(seed)
+        scale = (1.0, 10.0, 100.0)[seed % 3]
+        z = scale * torch.randn(96, 320, generator=generator)
+        z[seed % 96] = z[(seed * 7 + 1) % 96]
+        single = z.clone().requires_grad_()
+        rate = redundancy.total_coding_rate(single, algorithm=algorithm)
+        rate.backward()
+        expected = redundancy.total_coding_rate(z.double(), algorithm=algorithm)
+        error = ((rate.double() - expected).abs() / expected).item()
+        if not (torch.isfinite(rate) and torch.isfinite(single.grad).all() and error < 1e-6):
+            failures.append((seed, rate.item(), expected.item()))
+    assert not failures, failures
+
+
+def test_total_coding_rate_float64_beyond_factorization_raises_and_nan_propagates():
+    z = torch.randn(8, 16, dtype=torch.float64) * 1e12
+    z[1] = z[0]
+    with pytest.raises(ValueError, match="float64"):
+        redundancy.total_coding_rate(z)
+    z = torch.randn(8, 16)
+    z[2, 3] = float("nan")
+    assert torch.isnan(redundancy.total_coding_rate(z))

@@ -9,13 +9,14 @@ with two triangular solves (no autograd through the factorization)::
 **Precision.** M's eigenvalues are at least 1, but in float32 an M of large entries (z of large magnitude, or rank
 deficient: a duplicated row) loses its smallest eigenvalues to rounding: the factorization fails (``info > 0``, a
 NaN or -inf value) or succeeds with a log-determinant off by far more than float32's precision. Since
-``λ_min ≥ 1``, ``κ(M) ≤ λ_max ≤ trace(M) - (m - 1)`` (m×m); the float32 factorization is used when it succeeds
-and this bound is at most :data:`MAX_FLOAT32_CONDITION` (the log-determinant is then within about 1e-6 relative of
-float64's), and otherwise M is formed and factorized again in float64 (the value and the gradients are returned
-in float32). That choice reads one boolean on the host; while ``torch.compile`` traces the op or a
-:mod:`torch.func` transform runs it, where it cannot, float32 inputs are factorized in float64 directly. A matrix
-that float64 cannot factorize either (finite entries beyond about 1e16) raises a :class:`ValueError`; non-finite
-inputs give NaN.
+``λ_min ≥ 1``, ``κ(M) ≤ λ_max ≤ trace(M) - (m - 1)`` (m×m). The float32 factorization is kept when it succeeds and
+``m`` times this bound is at most :data:`MAX_FLOAT32_SIZE_TIMES_CONDITION` (``2**24``, one over float32's unit
+roundoff), where its log-determinant is within about 1e-6 relative of float64's (L2-normalized rows, as EMP-SSL
+and MCR² use, give a bound of ``1 + D/ε``); otherwise M is formed and factorized again in float64, and the value
+and the gradients are returned in float32. That choice reads one boolean on the host; while ``torch.compile``
+traces the op or a :mod:`torch.func` transform runs it, where it cannot, float32 inputs are factorized in float64
+directly. A matrix that float64 cannot factorize either (finite entries beyond about 1e16) raises a
+:class:`ValueError`; non-finite inputs give NaN.
 
 When the caller builds a graph of the backward (``create_graph=True``), the backward recomputes the same closed
 form (factorization and solves) from the op's input in differentiable operations, in the dtype the forward used.
@@ -26,8 +27,9 @@ import torch
 from redundancy._ops._autocast import no_autocast
 from redundancy._ops._autograd import builds_graph
 
-#: The largest bound ``trace(M) - (m - 1)`` on the condition number for which a float32 factorization is kept.
-MAX_FLOAT32_CONDITION = 2.0**20
+#: The largest ``m·(trace(M) - (m - 1))`` (size times a bound on the condition number) for which a float32
+#: factorization is kept.
+MAX_FLOAT32_SIZE_TIMES_CONDITION = 2.0**24
 
 
 def _identity_plus_gram(z: torch.Tensor, alpha: float, algorithm: str) -> torch.Tensor:
@@ -48,9 +50,10 @@ def _factorize(z: torch.Tensor, alpha: float, algorithm: str) -> torch.Tensor:
         if _in_transform_or_trace(z):
             return _factorize(z.to(torch.float64), alpha, algorithm)
         matrix = _identity_plus_gram(z, alpha, algorithm)
-        condition_bound = matrix.diagonal().sum() - (matrix.shape[0] - 1)
+        size = matrix.shape[0]
+        condition_bound = matrix.diagonal().sum() - (size - 1)
         factor, info = torch.linalg.cholesky_ex(matrix)
-        if bool((info == 0) & (condition_bound <= MAX_FLOAT32_CONDITION)):
+        if bool((info == 0) & (condition_bound * size <= MAX_FLOAT32_SIZE_TIMES_CONDITION)):
             return factor
         return _factorize(z.to(torch.float64), alpha, algorithm)
     matrix = _identity_plus_gram(z, alpha, algorithm)
