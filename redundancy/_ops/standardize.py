@@ -21,9 +21,10 @@ besides the views and their gradients. Their gradient is that of a function of t
 columns sum to zero, so :func:`standardize_backward_` leaves out the ``mean_n(da)`` term (and its share of the
 reduction over ranks).
 
-**Magnitudes.** A column whose largest magnitude reaches ``2**SAFE_EXPONENT`` is first multiplied by a power of
-two (exact) that brings it below, so that its squares cannot overflow: float32 embeddings of magnitude 1e18 or
-3e38 standardize as well as those of magnitude 1. Other columns are left as they are (a scale of 1).
+**Magnitudes.** A column whose largest magnitude reaches ``2**SAFE_EXPONENT`` is centred and multiplied by a power
+of two (exact) that brings it below, before any square is formed, so that its squares cannot overflow: float32
+embeddings of magnitude 1e18 or 1e30 standardize as well as those of magnitude 1, as long as a column's sum is
+finite (``|z| < 3.4e38 / N``). Other columns are left as they are (a scale of 1).
 
 **Second derivatives.** :func:`standardize_differentiable` and :func:`standardize_vjp` are the same formulas in
 differentiable torch operations, for a backward that must itself be differentiable.
@@ -67,8 +68,7 @@ def column_scale(z: torch.Tensor) -> torch.Tensor:
         >>> column_scale(torch.tensor([[1.0, 3.0e38], [-2.0, 5.0e17]]))
         tensor([1.0000e+00, 1.2622e-29])
     """
-    low, high = torch.aminmax(z, dim=0)
-    largest = torch.maximum(high, low.neg())
+    largest = torch.maximum(z.amax(dim=0), z.amin(dim=0).neg())  # two reductions: faster than aminmax over dim 0
     return torch.exp2(torch.clamp(SAFE_EXPONENT - torch.log2(largest).ceil(), max=0.0))
 
 
@@ -79,8 +79,7 @@ def standardize_forward(z: torch.Tensor, standardization: Standardization, batch
         # Scale (1 for ordinary columns), then two passes (mean, then the centred sum of squares): robust to large
         # offsets and magnitudes, and cheaper on the CPU than torch.var_mean over dim 0.
         scale = column_scale(z)
-        centered = z * scale
-        centered.sub_(centered.mean(dim=0))
+        centered = torch.addcmul(z.mean(dim=0).mul_(scale).neg_(), z, scale)  # (z - mean) * scale, one pass
         var = column_dot(centered, centered).div_(z.shape[0] - correction)
         # 1/sqrt(var/scale² + eps) = scale/sqrt(var_scaled + eps·scale²), applied to the scaled column.
         rstd_scaled = torch.rsqrt(var.add_(scale.square().mul_(standardization.eps)))
@@ -94,8 +93,7 @@ def standardize_differentiable(z: torch.Tensor, standardization: Standardization
     """``(a, rstd)`` of :func:`standardize_forward` (one process) in differentiable torch operations."""
     correction = 1 if standardization.unbiased else 0
     scale = column_scale(z.detach())  # piecewise constant in z: no gradient of its own
-    scaled = z * scale
-    centered = scaled - scaled.mean(dim=0)
+    centered = z * scale - z.mean(dim=0) * scale
     var = centered.square().sum(dim=0) / (z.shape[0] - correction)
     rstd_scaled = torch.rsqrt(var + scale.square() * standardization.eps)
     return centered * rstd_scaled, rstd_scaled * scale
