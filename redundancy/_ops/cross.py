@@ -31,7 +31,7 @@ from redundancy._ops.standardize import (
     standardize_vjp,
 )
 from redundancy._ops.terms import (
-    barlow_twins_terms_from_summaries,
+    barlow_twins_terms_from_off_diagonal,
     diagonal_gradient,
     off_diagonal_summaries_,
     view_gradient,
@@ -52,7 +52,7 @@ class _CrossCorrelationTerms(torch.autograd.Function):
             if batch is not None:
                 c = batch.sum_over_ranks(c)
             diagonal, off_diagonal_sq, off_diagonal_total = off_diagonal_summaries_(c, total=target != 0.0)
-            invariance, redundancy = barlow_twins_terms_from_summaries(
+            invariance, redundancy = barlow_twins_terms_from_off_diagonal(
                 diagonal, off_diagonal_sq, off_diagonal_total, target
             )
         if standardization is None:  # the views are the inputs: setup_context saves those

@@ -41,7 +41,7 @@ from redundancy._ops.standardize import (
     standardize_vjp,
 )
 from redundancy._ops.terms import (
-    barlow_twins_terms_from_summaries,
+    barlow_twins_terms_from_off_diagonal,
     diagonal_gradient,
     off_diagonal_summaries_,
     view_gradient,
@@ -76,7 +76,7 @@ class _GramTerms(torch.autograd.Function):
             gram_b = symmetric_gram(b)
             diagonal = column_dot(a, b).div_(n)
             off_diagonal_sq, off_diagonal_total = _off_diagonal_summaries(a, b, gram_a, gram_b, diagonal, target)
-            invariance, redundancy = barlow_twins_terms_from_summaries(
+            invariance, redundancy = barlow_twins_terms_from_off_diagonal(
                 diagonal, off_diagonal_sq, off_diagonal_total, target
             )
         if standardization is None:  # the views are the inputs: setup_context saves those

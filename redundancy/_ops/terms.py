@@ -20,6 +20,26 @@ import torch
 
 def barlow_twins_terms_from_summaries(
     diagonal: torch.Tensor,
+    frobenius_sq: torch.Tensor,
+    total: torch.Tensor | None,
+    target: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(invariance, redundancy)`` from ``diag(C)``, ``‖C‖²`` and ``ΣC`` (``ΣC`` only read when ``target != 0``).
+
+    The redundancy is the difference ``‖C‖² - Σ c_i²``, which cancels near convergence: for a backend whose
+    ``‖C‖²`` comes accumulated in float64 or more precisely than C's entries. The ops of this package sum the
+    off-diagonal entries themselves and call :func:`barlow_twins_terms_from_off_diagonal`.
+    """
+    dim = diagonal.shape[0]
+    if dim == 1:  # no off-diagonal entries: exactly 0, not the rounding residue of ‖C‖² - c²
+        return (diagonal - 1).square().sum(), torch.zeros_like(frobenius_sq)
+    off_diagonal_sq = frobenius_sq - diagonal.dot(diagonal)
+    off_diagonal_total = total - diagonal.sum() if target != 0.0 else None
+    return barlow_twins_terms_from_off_diagonal(diagonal, off_diagonal_sq, off_diagonal_total, target)
+
+
+def barlow_twins_terms_from_off_diagonal(
+    diagonal: torch.Tensor,
     off_diagonal_sq: torch.Tensor,
     off_diagonal_total: torch.Tensor | None,
     target: float,
@@ -52,7 +72,7 @@ def diagonal_gradient(
     grad_redundancy: torch.Tensor,
     target: float,
     *,
-    off_diagonal_product: bool,
+    off_diagonal_product: bool = False,
 ) -> torch.Tensor:
     """``g`` of the module docstring (``g°`` with ``off_diagonal_product``): the diagonal correction of ``dC``."""
     g = (diagonal - 1).mul(2.0 * grad_invariance)
