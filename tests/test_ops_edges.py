@@ -152,3 +152,19 @@ def test_dynamic_compile_traces_once_for_several_batch_sizes(name):
         value.backward()
         assert_relative(value, op(a, b), 1e-4, f"compiled value at N = {n}")
     assert counter.frame_count == 1
+
+
+class _AllOps(torch.nn.Module):
+    def forward(self, a, b):
+        return sum(op(a, b) for op in COMPILED_OPS.values())
+
+
+def test_export_with_a_dynamic_batch_dimension():
+    # One exported program for batches smaller and larger than D (the Gram forms branch on N ≥ D in eager mode).
+    batch = torch.export.Dim("batch", min=2, max=4096)
+    program = torch.export.export(
+        _AllOps(), (torch.randn(64, 48), torch.randn(64, 48)), dynamic_shapes=({0: batch}, {0: batch})
+    )
+    for n in (3, 47, 300):
+        a, b = torch.randn(n, 48), torch.randn(n, 48)
+        assert_relative(program.module()(a, b), _AllOps()(a, b), 1e-4, f"exported program at N = {n}")

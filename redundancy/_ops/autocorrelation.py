@@ -10,10 +10,11 @@ Backward, in closed form (no autograd through the products)::
 
     dE/dX = 4 X (K - diag(K)) = 4 (G X - X diag(K))
 
-Only one min(N, D)² matrix is held, forward or backward, except that the Gram form with D ≤ N (where the
-difference ``‖G‖² - Σ K_ii²`` would cancel for decorrelated features, and even float32 Grams are not precise
-enough for it) takes its value from K with its diagonal zeroed, no larger than G. When the caller builds a graph
-of the backward (``create_graph=True``), the backward recomputes the same closed form in differentiable operations.
+Only one min(N, D)² matrix is held, forward or backward, except that the Gram form with D ≤ N (where the difference
+``‖G‖² - Σ K_ii²`` would cancel for decorrelated features, and even float32 Grams are not precise enough for it) takes
+its value from K with its diagonal zeroed, no larger than G (not while ``torch.compile`` or ``torch.export`` traces it
+with a symbolic batch size: a branch on N would specialize the trace). When the caller builds a graph of the backward
+(``create_graph=True``), the backward recomputes the same closed form in differentiable operations.
 """
 
 import torch
@@ -37,7 +38,7 @@ class _OffDiagonalEnergy(torch.autograd.Function):
                 return energy, product
             product = torch.mm(x, x.t())
             column_norms_sq = column_dot(x, x)
-            if d <= n:
+            if not isinstance(n, torch.SymInt) and d <= n:
                 _, energy, _ = off_diagonal_summaries_(torch.mm(x.t(), x), total=False)
             else:
                 flat = product.view(-1)

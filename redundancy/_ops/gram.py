@@ -16,12 +16,13 @@ standardized views (held for the backward) and one gradient: unless the graph is
 ``dA`` is formed in the memory of ``B`` once ``dB`` no longer needs it (with ``retain_graph`` both gradients are
 new tensors).
 
-**The reported redundancy.** ``⟨A Aᵀ, B Bᵀ⟩_F / N² - Σ c_i²`` cancels near convergence (C ≈ I) when N ≥ D: both
-numbers are close to D while their difference, the off-diagonal energy, is tiny, and even float32 Grams are not
-precise enough for it. When D ≤ N the forward therefore forms C (D×D, no larger than a Gram matrix, and 2·N·D²
-FLOPs, no more than one Gram) and sums its off-diagonal entries directly, as the cross algorithm does; the
-backward is the Gram backward above either way. When D > N the off-diagonal energy is at least about
-``D (D - N) / N`` and the difference does not cancel.
+**The reported redundancy.** ``⟨A Aᵀ, B Bᵀ⟩_F / N² - Σ c_i²`` cancels near convergence (C ≈ I) when N ≥ D: both numbers
+are close to D while their difference, the off-diagonal energy, is tiny, and even float32 Grams are not precise enough
+for it. When D ≤ N the forward therefore forms C (D×D, no larger than a Gram matrix, and 2·N·D² FLOPs, no more than one
+Gram) and sums its off-diagonal entries directly, as the cross algorithm does; the backward is the Gram backward above
+either way. When D > N the off-diagonal energy is at least about ``D (D - N) / N`` and the difference does not cancel.
+While ``torch.compile`` or ``torch.export`` traces the op with a symbolic batch size the difference is used for every N
+(a branch on N would specialize the trace); the automatic algorithm choice only takes the Gram form for N < D.
 
 When the caller builds a graph of the backward (``create_graph=True``), the backward recomputes the same closed
 form from the op's inputs in differentiable operations (:mod:`redundancy._ops._autograd`).
@@ -53,7 +54,7 @@ from redundancy._ops.terms import (
 def _off_diagonal_summaries(a, b, gram_a, gram_b, diagonal, target: float):
     """``(‖C°‖², ΣC°)`` (``ΣC°`` only for ``target != 0``) of ``C = AᵀB / N``, without cancellation when D ≤ N."""
     n, d = a.shape
-    if d <= n:
+    if not isinstance(n, torch.SymInt) and d <= n:
         _, off_diagonal_sq, off_diagonal_total = off_diagonal_summaries_(
             torch.mm(a.t(), b).div_(n), total=target != 0.0
         )

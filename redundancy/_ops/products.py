@@ -6,8 +6,8 @@ blocks after it costs ``(1 + 1/k)·N²·D`` FLOPs instead of ``2·N²·D``; the 
 one (O(N²) work). Each product is one block column of the Gram, ``X[i:] X[i:j]ᵀ`` (tall and narrow), which the
 CPU's BLAS runs a little faster than the same block as a row, ``X[i:j] X[i:]ᵀ``. Small products (fewer than
 :data:`MIN_SPLIT_WORK` multiply-adds) stay whole, and blocks have at least :data:`MIN_BLOCK_ROWS` rows, so that
-every product still runs at full matrix-product speed. While ``torch.compile`` traces it, the product is one
-``torch.mm`` (the split depends on the batch size, which a dynamic-shape trace keeps symbolic).
+every product still runs at full matrix-product speed. While ``torch.compile`` or ``torch.export`` traces it,
+the product is one ``torch.mm`` (the split depends on the batch size, which a dynamic-shape trace keeps symbolic).
 """
 
 import itertools
@@ -58,9 +58,9 @@ def symmetric_gram(x: torch.Tensor) -> torch.Tensor:
         >>> torch.allclose(symmetric_gram(x), x @ x.T)
         True
     """
-    if torch.compiler.is_compiling():
-        return torch.mm(x, x.t())
     n, d = x.shape
+    if torch.compiler.is_compiling() or isinstance(n, torch.SymInt):
+        return torch.mm(x, x.t())
     blocks = symmetric_blocks(n, d)
     if blocks == 1:
         return torch.mm(x, x.t())

@@ -6,8 +6,8 @@ operating system, and the next one is paid again in page faults (a temporary lar
 such as the 64 MiB one at N=2048, D=8192, on every call). The reductions here accumulate row slabs into one small
 buffer instead, which stays in cache.
 
-While ``torch.compile`` traces them they are the plain fused expression instead (the compiler needs no slab loop,
-and a loop over the batch dimension would specialize the trace on the batch size).
+While ``torch.compile`` or ``torch.export`` traces them they are the plain fused expression instead (the compiler needs
+no slab loop, and a loop over the batch dimension would specialize the trace on the batch size).
 """
 
 import torch
@@ -40,9 +40,9 @@ def column_dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         >>> torch.allclose(column_dot(x, y), (x * y).sum(dim=0))
         True
     """
-    if torch.compiler.is_compiling():
-        return (x * y).sum(dim=0)
     n, d = x.shape
+    if torch.compiler.is_compiling() or isinstance(n, torch.SymInt):
+        return (x * y).sum(dim=0)
     if n == 0:
         return x.new_zeros(d)
     rows = slab_rows(n, d)
