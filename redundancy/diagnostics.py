@@ -71,7 +71,7 @@ def effective_rank(z: torch.Tensor, *, eps: float = 1e-7) -> torch.Tensor:
         eps: ε added to each normalized singular value (RankMe's ``1e-7``).
 
     Returns:
-        A 0-dim tensor without gradient.
+        A 0-dim tensor without gradient; NaN when ``z`` holds a NaN or an infinity.
 
     Example:
         >>> round(effective_rank(torch.eye(6)[:, :4] * 3.0, eps=0.0).item(), 4)  # four equal singular values

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import redundancy
+from redundancy._ops import half_logdet_identity_plus_gram
 from redundancy.reference import decov_loss_reference, total_coding_rate_reference
 from tests.utils import GRAD_TOL, LOSS_RTOL, assert_relative
 
@@ -197,3 +198,19 @@ def test_total_coding_rate_float64_beyond_factorization_raises_and_nan_propagate
     z = torch.randn(8, 16)
     z[2, 3] = float("nan")
     assert torch.isnan(redundancy.total_coding_rate(z))
+
+
+@pytest.mark.parametrize("algorithm", ["cross", "gram"])
+def test_total_coding_rate_op_compiles_with_a_dynamic_batch(algorithm):
+    def rate(z):
+        return half_logdet_identity_plus_gram(z, alpha=0.7, algorithm=algorithm)
+
+    compiled = torch.compile(rate, fullgraph=True, dynamic=True, backend="aot_eager")
+    for n in (9, 23):
+        z = torch.randn(n, 16, requires_grad=True)
+        value = compiled(z)
+        (gradient,) = torch.autograd.grad(value, z)
+        z_eager = z.detach().requires_grad_()
+        expected = rate(z_eager)
+        assert_relative(value, expected, 1e-6, "compiled rate")
+        assert_relative(gradient, torch.autograd.grad(expected, z_eager)[0], 1e-5, "compiled gradient")
