@@ -116,6 +116,18 @@ def test_standardize_columns_of_every_finite_magnitude():
     assert_relative(actual, expected, 1e-5, "standardized columns")
 
 
+def test_huge_magnitudes_where_the_scale_is_always_applied():
+    # Under torch.func transforms and compile traces (and off the CPU) the scale is found before squaring, without
+    # first trying the unscaled variance: the same values.
+    z = torch.randn(3, 2048, 4, dtype=torch.float64) * torch.tensor([1.0, 5e17, 1e30, 1e-3], dtype=torch.float64)
+    standardization = Standardization(unbiased=False, eps=1e-5)
+    expected = torch.stack([standardize(view, standardization) for view in z])
+    batched = torch.func.vmap(lambda view: standardize(view, standardization))(z.float())
+    assert_relative(batched, expected, 1e-5, "vmap")
+    compiled = torch.compile(lambda view: standardize(view, standardization), backend="aot_eager", fullgraph=True)
+    assert_relative(compiled(z[0].float()), expected[0], 1e-5, "compiled")
+
+
 def test_float16_magnitude_1e4_still_standardizes():
     z1 = (torch.randn(32, 16) * 1e4).half()
     z2 = (z1.float() + 1e3 * torch.randn(32, 16)).half()

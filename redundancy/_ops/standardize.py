@@ -72,21 +72,41 @@ def column_scale(z: torch.Tensor) -> torch.Tensor:
     return torch.exp2(torch.clamp(SAFE_EXPONENT - torch.log2(largest).ceil(), max=0.0))
 
 
+def _host_reads_are_free(z: torch.Tensor) -> bool:
+    """Whether reading a value of ``z`` on the host costs nothing: an eager CPU tensor (no device to wait for, no
+    compile trace or :mod:`torch.func` transform in which the value is unknown)."""
+    return (
+        z.device.type == "cpu"
+        and not torch.compiler.is_compiling()
+        and not torch._C._functorch.is_functorch_wrapped_tensor(z)
+    )
+
+
 def standardize_forward(z: torch.Tensor, standardization: Standardization, batch=None):
-    """``(a, rstd)``: the standardized ``z`` (a new tensor) and ``1 / sqrt(var + eps)`` per column."""
+    """``(a, rstd)``: the standardized ``z`` (a new tensor) and ``1 / sqrt(var + eps)`` per column.
+
+    Two passes (the mean, then the centred sum of squares): robust to large offsets, and cheaper on the CPU than
+    ``torch.var_mean`` over dim 0. Huge columns are scaled first (:func:`column_scale`). Finding the scale costs two
+    more passes over ``z``, negligible on a GPU but not on the CPU, where reading a value is free: there the
+    unscaled variance is computed first and the scaled one only when it is not finite.
+    """
     correction = 1 if standardization.unbiased else 0
-    if batch is None:
-        # Scale (1 for ordinary columns), then two passes (mean, then the centred sum of squares): robust to large
-        # offsets and magnitudes, and cheaper on the CPU than torch.var_mean over dim 0.
-        scale = column_scale(z)
-        centered = torch.addcmul(z.mean(dim=0).mul_(scale).neg_(), z, scale)  # (z - mean) * scale, one pass
-        var = column_dot(centered, centered).div_(z.shape[0] - correction)
-        # 1/sqrt(var/scale² + eps) = scale/sqrt(var_scaled + eps·scale²), applied to the scaled column.
-        rstd_scaled = torch.rsqrt(var.add_(scale.square().mul_(standardization.eps)))
-        return centered.mul_(rstd_scaled), rstd_scaled.mul_(scale)
-    var, mean = batch.var_mean(z, correction=correction)
-    rstd = torch.rsqrt(var.add_(standardization.eps))
-    return (z - mean).mul_(rstd), rstd
+    if batch is not None:
+        var, mean = batch.var_mean(z, correction=correction)
+        rstd = torch.rsqrt(var.add_(standardization.eps))
+        return (z - mean).mul_(rstd), rstd
+    if _host_reads_are_free(z):
+        centered = z - z.mean(dim=0)
+        var = column_dot(centered, centered)
+        if bool(torch.isfinite(var).all()):
+            rstd = torch.rsqrt(var.div_(z.shape[0] - correction).add_(standardization.eps))
+            return centered.mul_(rstd), rstd
+    scale = column_scale(z)  # 1 for columns of ordinary magnitude
+    centered = torch.addcmul(z.mean(dim=0).mul_(scale).neg_(), z, scale)  # (z - mean) * scale, one pass
+    var = column_dot(centered, centered).div_(z.shape[0] - correction)
+    # 1/sqrt(var/scale² + eps) = scale/sqrt(var_scaled + eps·scale²), applied to the scaled column.
+    rstd_scaled = torch.rsqrt(var.add_(scale.square().mul_(standardization.eps)))
+    return centered.mul_(rstd_scaled), rstd_scaled.mul_(scale)
 
 
 def standardize_differentiable(z: torch.Tensor, standardization: Standardization):
