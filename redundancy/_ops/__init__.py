@@ -2,8 +2,11 @@
 auto-correlation energy, the log-determinant of the coding rate,
 the energy of a cross product.
 
-Each is an :class:`torch.autograd.Function` with a closed-form backward. They expect already-validated
-inputs in their compute dtype (float32 or float64); :mod:`redundancy.functional` is the public entry point.
+Each is an :class:`torch.autograd.Function` with a closed-form backward, in the ``setup_context`` form with a
+generated vmap rule (so :func:`torch.func.grad`, :func:`torch.func.vmap` and :func:`torch.func.jacrev` work), whose
+backward is itself differentiable when the caller builds a graph (:mod:`redundancy._ops._autograd`). They expect
+already-validated inputs in their compute dtype (float32 or float64); :mod:`redundancy.functional` is the public
+entry point.
 """
 
 from redundancy._ops.autocorrelation import off_diagonal_energy

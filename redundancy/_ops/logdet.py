@@ -26,6 +26,7 @@ import torch
 
 from redundancy._ops._autocast import no_autocast
 from redundancy._ops._autograd import builds_graph
+from redundancy._ops._tracing import values_are_readable
 
 #: The largest ``m·(trace(M) - (m - 1))`` (size times a bound on the condition number) for which a float32
 #: factorization is kept.
@@ -39,15 +40,10 @@ def _identity_plus_gram(z: torch.Tensor, alpha: float, algorithm: str) -> torch.
     return gram
 
 
-def _in_transform_or_trace(z: torch.Tensor) -> bool:
-    """Whether the host may not read a value of ``z``: a compile trace or a :mod:`torch.func` transform."""
-    return torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(z)
-
-
 def _factorize(z: torch.Tensor, alpha: float, algorithm: str) -> torch.Tensor:
     """The Cholesky factor of ``I + α zᵀz`` (or ``I + α z zᵀ``): float32, or float64 when float32 is not enough."""
     if z.dtype != torch.float64:
-        if _in_transform_or_trace(z):
+        if not values_are_readable(z):
             return _factorize(z.to(torch.float64), alpha, algorithm)
         matrix = _identity_plus_gram(z, alpha, algorithm)
         size = matrix.shape[0]
@@ -58,7 +54,7 @@ def _factorize(z: torch.Tensor, alpha: float, algorithm: str) -> torch.Tensor:
         return _factorize(z.to(torch.float64), alpha, algorithm)
     matrix = _identity_plus_gram(z, alpha, algorithm)
     factor, info = torch.linalg.cholesky_ex(matrix)
-    if not _in_transform_or_trace(z) and bool((info != 0) & torch.isfinite(matrix).all()):
+    if values_are_readable(z) and bool((info != 0) & torch.isfinite(matrix).all()):
         raise ValueError(
             "total coding rate: I + α zᵀz cannot be factorized even in float64 (the largest entry of z is "
             f"{z.abs().max().item():.3g}, α = {alpha:.3g}); scale z down or use a larger eps"

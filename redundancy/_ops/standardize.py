@@ -24,7 +24,8 @@ reduction over ranks).
 **Magnitudes.** A column whose largest magnitude reaches ``2**SAFE_EXPONENT`` is centred and multiplied by a power
 of two (exact) that brings it below, before any square is formed, so that its squares cannot overflow: float32
 embeddings of magnitude 1e18 or 1e30 standardize as well as those of magnitude 1, as long as a column's sum is
-finite (``|z| < 3.4e38 / N``). Other columns are left as they are (a scale of 1).
+finite (``|z| < 3.4e38 / N``). Other columns are left as they are (a scale of 1). On the CPU, in eager mode, the
+unscaled variance is tried first (finding the scale costs two more passes over ``z``).
 
 **Second derivatives.** :func:`standardize_differentiable` and :func:`standardize_vjp` are the same formulas in
 differentiable torch operations, for a backward that must itself be differentiable.
@@ -36,6 +37,7 @@ import torch
 
 from redundancy._ops._autocast import no_autocast
 from redundancy._ops._autograd import builds_graph, refuse_graph_with_collectives
+from redundancy._ops._tracing import values_are_readable
 from redundancy._ops.reductions import column_dot
 
 
@@ -72,16 +74,6 @@ def column_scale(z: torch.Tensor) -> torch.Tensor:
     return torch.exp2(torch.clamp(SAFE_EXPONENT - torch.log2(largest).ceil(), max=0.0))
 
 
-def _host_reads_are_free(z: torch.Tensor) -> bool:
-    """Whether reading a value of ``z`` on the host costs nothing: an eager CPU tensor (no device to wait for, no
-    compile trace or :mod:`torch.func` transform in which the value is unknown)."""
-    return (
-        z.device.type == "cpu"
-        and not torch.compiler.is_compiling()
-        and not torch._C._functorch.is_functorch_wrapped_tensor(z)
-    )
-
-
 def standardize_forward(z: torch.Tensor, standardization: Standardization, batch=None):
     """``(a, rstd)``: the standardized ``z`` (a new tensor) and ``1 / sqrt(var + eps)`` per column.
 
@@ -95,7 +87,7 @@ def standardize_forward(z: torch.Tensor, standardization: Standardization, batch
         var, mean = batch.var_mean(z, correction=correction)
         rstd = torch.rsqrt(var.add_(standardization.eps))
         return (z - mean).mul_(rstd), rstd
-    if _host_reads_are_free(z):
+    if z.device.type == "cpu" and values_are_readable(z):  # reading a value costs no device synchronization
         centered = z - z.mean(dim=0)
         var = column_dot(centered, centered)
         if bool(torch.isfinite(var).all()):
