@@ -207,3 +207,12 @@ def test_second_derivatives_across_processes_raise_naming_create_graph():
     ):
         with pytest.raises(RuntimeError, match="create_graph"):
             torch.autograd.grad(loss, z1, create_graph=True)
+
+
+@pytest.mark.parametrize(("name", "loss", "reference_loss"), FAMILY, ids=IDS)
+def test_torch_func_second_derivatives_equal_the_reference(name, loss, reference_loss):
+    z1 = torch.randn(7, 4, dtype=torch.float64)
+    z2 = torch.randn(7, 4, dtype=torch.float64)
+    hessian = jacrev(jacrev(loss))(z1, z2)
+    expected = jacrev(jacrev(reference_loss))(z1, z2)
+    assert_relative(hessian, expected, 1e-8, "jacrev(jacrev)")
