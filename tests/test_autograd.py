@@ -211,8 +211,8 @@ def test_second_derivatives_across_processes_raise_naming_create_graph():
 
 @pytest.mark.parametrize(("name", "loss", "reference_loss"), FAMILY, ids=IDS)
 def test_torch_func_second_derivatives_equal_the_reference(name, loss, reference_loss):
-    z1 = torch.randn(7, 4, dtype=torch.float64)
-    z2 = torch.randn(7, 4, dtype=torch.float64)
+    z1 = torch.randn(N, 4, dtype=torch.float64)
+    z2 = torch.randn(N, 4, dtype=torch.float64)
     hessian = jacrev(jacrev(loss))(z1, z2)
     expected = jacrev(jacrev(reference_loss))(z1, z2)
     assert_relative(hessian, expected, 1e-8, "jacrev(jacrev)")
