@@ -11,7 +11,7 @@ difference that cancels near convergence). C° is the only D×D tensor held, for
 
 When ``a, b`` are one rank's rows of a batch split over processes, ``batch`` (a
 :class:`redundancy.distributed.GlobalBatch`) makes ``N`` the global row count and sums the local
-``AᵀB / N`` over all ranks in place (one all-reduce of D² elements). Every rank then holds the C of the whole
+``AᵀB / N`` over all ranks (one all-reduce of D² elements). Every rank then holds the C of the whole
 batch, and the backward above, applied to the local rows, is their exact gradient: it needs no collective.
 
 When the caller builds a graph of the backward (``create_graph=True``), the backward recomputes the same closed
