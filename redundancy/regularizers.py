@@ -8,81 +8,55 @@ smaller. VICReg's own variance and covariance terms are :func:`redundancy.vicreg
 of all ranks, as :func:`redundancy.vicreg_loss` is.
 """
 
+import dataclasses
+
 import torch
 
 from redundancy import cost
-from redundancy import distributed as distributed_ops
+from redundancy._loss import ALGORITHMS, Loss, Options, choice_option, option, real, takes_options_of
 from redundancy._ops import half_logdet_identity_plus_gram, off_diagonal_energy
-from redundancy._ops._autocast import no_autocast
-from redundancy.functional import (
-    ALGORITHMS,
-    _check_choice,
-    _check_distributed_options,
-    _check_embedding,
-    _check_real,
-    _compute_dtype,
-    _is_global,
-)
-from redundancy.vicreg import _check_correction
+from redundancy.vicreg import center, correction_option
 
-__all__ = ["check_decov_options", "check_total_coding_rate_options", "decov_loss", "total_coding_rate"]
+__all__ = ["decov_loss", "total_coding_rate"]
 
 
-def check_decov_options(
-    *,
-    correction: int,
-    algorithm: str,
-    distributed: str = "global",
-    gradient_convention: str = "global",
-    group: object = None,
-) -> None:
-    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option of :func:`redundancy.decov_loss`.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DeCovOptions(Options):
+    """The options of :func:`decov_loss`."""
 
-    Example:
-        >>> check_decov_options(correction=2, algorithm="auto")
-        Traceback (most recent call last):
-            ...
-        ValueError: correction must be 0 (divide by N) or 1 (divide by N - 1), got 2
-    """
-    _check_correction(correction)
-    _check_choice("algorithm", algorithm, ALGORITHMS)
-    _check_distributed_options(distributed=distributed, gradient_convention=gradient_convention, group=group)
+    correction: int = correction_option(0)
+    algorithm: str = choice_option("auto", ALGORITHMS)
 
 
-def check_total_coding_rate_options(
-    *,
-    eps: float,
-    algorithm: str,
-    distributed: str = "global",
-    gradient_convention: str = "global",
-    group: object = None,
-) -> None:
-    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option of the coding rate.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TotalCodingRateOptions(Options):
+    """The options of :func:`total_coding_rate`."""
 
-    The options are those of :func:`redundancy.total_coding_rate`.
-
-    Example:
-        >>> check_total_coding_rate_options(eps=0.0, algorithm="auto")
-        Traceback (most recent call last):
-            ...
-        ValueError: eps must be positive (the coding rate scales ZᵀZ by D / (N·eps)), got 0
-    """
-    _check_real("eps", eps, nonnegative=True)
-    if eps == 0:
-        raise ValueError("eps must be positive (the coding rate scales ZᵀZ by D / (N·eps)), got 0")
-    _check_choice("algorithm", algorithm, ALGORITHMS)
-    _check_distributed_options(distributed=distributed, gradient_convention=gradient_convention, group=group)
+    eps: float = option(0.2, real(positive=True))
+    algorithm: str = choice_option("auto", ALGORITHMS)
 
 
-def decov_loss(
-    h: torch.Tensor,
-    *,
-    correction: int = 0,
-    algorithm: str = "auto",
-    distributed: str = "global",
-    gradient_convention: str = "global",
-    group: "torch.distributed.ProcessGroup | None" = None,
-) -> torch.Tensor:
+def _decov(options: DeCovOptions, batch, h: torch.Tensor) -> torch.Tensor:
+    (h,) = batch.gather(h.to(batch.dtype))
+    n, d = h.shape
+    algorithm = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
+    energy = off_diagonal_energy(center(h), algorithm=algorithm)
+    return energy / (2.0 * float(n - options.correction) ** 2)
+
+
+def _total_coding_rate(options: TotalCodingRateOptions, batch, z: torch.Tensor) -> torch.Tensor:
+    (z,) = batch.gather(z.to(batch.dtype))
+    n, d = z.shape
+    algorithm = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
+    return half_logdet_identity_plus_gram(z, alpha=d / (n * options.eps), algorithm=algorithm)
+
+
+DECOV = Loss("decov_loss", DeCovOptions, ("h",), _decov)
+TOTAL_CODING_RATE = Loss("total_coding_rate", TotalCodingRateOptions, ("z",), _total_coding_rate, min_rows=1)
+
+
+@takes_options_of(DECOV)
+def decov_loss(h: torch.Tensor, **options) -> torch.Tensor:
     r"""DeCov (Cogswell et al., 2016): half the off-diagonal energy of the activations' batch covariance.
 
     .. math::
@@ -110,40 +84,11 @@ def decov_loss(
         >>> decov_loss(h)
         tensor(1.)
     """
-    check_decov_options(
-        correction=correction,
-        algorithm=algorithm,
-        distributed=distributed,
-        gradient_convention=gradient_convention,
-        group=group,
-    )
-    global_batch = _is_global(distributed, group)
-    _check_embedding("h", h, min_rows=0 if global_batch else 2)  # the global N >= 2 is checked by the exchange
-    with no_autocast(h.device):
-        h = h.to(_compute_dtype(h))
-        if global_batch:
-            h, batch = distributed_ops._gather_one_view(
-                "decov_loss", h, "h", group, correction=correction, algorithm=algorithm, gradient=gradient_convention
-            )
-        n, d = h.shape
-        if algorithm == "auto":
-            algorithm = cost.choose_autocorrelation_algorithm(n, d)
-        energy = off_diagonal_energy(h - h.mean(dim=0), algorithm=algorithm)
-        loss = energy / (2.0 * float(n - correction) ** 2)
-        if global_batch:
-            (loss,) = distributed_ops.apply_gradient_convention(gradient_convention, batch, loss)
-        return loss
+    return DECOV.run((h,), options)
 
 
-def total_coding_rate(
-    z: torch.Tensor,
-    *,
-    eps: float = 0.2,
-    algorithm: str = "auto",
-    distributed: str = "global",
-    gradient_convention: str = "global",
-    group: "torch.distributed.ProcessGroup | None" = None,
-) -> torch.Tensor:
+@takes_options_of(TOTAL_CODING_RATE)
+def total_coding_rate(z: torch.Tensor, **options) -> torch.Tensor:
     r"""The total coding rate of a batch of embeddings (Ma et al., 2007; Yu et al., 2020; EMP-SSL, Tong et al., 2023).
 
     .. math::
@@ -175,21 +120,4 @@ def total_coding_rate(
         >>> loss.shape
         torch.Size([])
     """
-    check_total_coding_rate_options(
-        eps=eps, algorithm=algorithm, distributed=distributed, gradient_convention=gradient_convention, group=group
-    )
-    global_batch = _is_global(distributed, group)
-    _check_embedding("z", z, min_rows=0 if global_batch else 1)
-    with no_autocast(z.device):
-        z = z.to(_compute_dtype(z))
-        if global_batch:
-            z, batch = distributed_ops._gather_one_view(
-                "total_coding_rate", z, "z", group, eps=eps, algorithm=algorithm, gradient=gradient_convention
-            )
-        n, d = z.shape
-        if algorithm == "auto":
-            algorithm = cost.choose_autocorrelation_algorithm(n, d)
-        rate = half_logdet_identity_plus_gram(z, alpha=d / (n * eps), algorithm=algorithm)
-        if global_batch:
-            (rate,) = distributed_ops.apply_gradient_convention(gradient_convention, batch, rate)
-        return rate
+    return TOTAL_CODING_RATE.run((z,), options)

@@ -20,8 +20,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from redundancy.functional import barlow_twins_loss, check_barlow_twins_options
-from redundancy.vicreg import check_vicreg_options, vicreg_loss
+from redundancy.functional import BarlowTwinsOptions, barlow_twins_loss
+from redundancy.vicreg import VICRegOptions, vicreg_loss
 
 __all__ = ["BarlowTwinsLoss", "VICRegLoss"]
 
@@ -65,15 +65,7 @@ class BarlowTwinsLoss(nn.Module):
 
     def __init__(self, lambda_param: float = 5e-3, gather_distributed: bool = False) -> None:
         super().__init__()
-        check_barlow_twins_options(
-            lambd=lambda_param,
-            scale=1.0,
-            eps=1e-5,
-            normalization="batchnorm",
-            off_diagonal_target=0.0,
-            algorithm="auto",
-            backend="auto",
-        )
+        BarlowTwinsOptions(lambd=lambda_param).check()
         _check_gather_distributed(gather_distributed)
         self.lambda_param = lambda_param
         self.gather_distributed = gather_distributed
@@ -120,16 +112,9 @@ class VICRegLoss(nn.Module):
         eps: float = 0.0001,
     ) -> None:
         super().__init__()
-        check_vicreg_options(
-            invariance_weight=lambda_param,
-            variance_weight=mu_param,
-            covariance_weight=nu_param,
-            gamma=1.0,
-            eps=eps,
-            correction=1,
-            variance_reduction="mean",
-            algorithm="auto",
-        )
+        VICRegOptions(
+            invariance_weight=lambda_param, variance_weight=mu_param, covariance_weight=nu_param, eps=eps
+        ).check()
         _check_gather_distributed(gather_distributed)
         self.lambda_param = lambda_param
         self.mu_param = mu_param
