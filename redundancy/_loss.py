@@ -34,14 +34,21 @@ from redundancy._validation import check_choice, check_embedding, check_real, ch
 
 
 def option(
-    default: Any, check: Callable[[str, Any], None], *, encode: Callable[[Any], Any] = float, shared: bool = True
+    default: Any,
+    check: Callable[[str, Any], None],
+    *,
+    encode: Callable[[Any], Any] = float,
+    decode: Callable[[float], Any] = float,
+    shared: bool = True,
 ) -> dataclasses.Field:
     """A field of an options dataclass: its default, ``check(name, value)``, and how ranks compare it.
 
-    ``encode`` maps a checked value to a number that is equal on two ranks exactly when the values are;
-    ``shared=False`` leaves the option out of that comparison (the process group itself).
+    ``encode`` maps a checked value to a number (exact in float64) that is equal on two ranks exactly when the
+    values are, and ``decode`` maps it back for error messages; ``shared=False`` leaves the option out of that
+    comparison (the process group itself).
     """
-    return dataclasses.field(default=default, metadata={"check": check, "encode": encode, "shared": shared})
+    metadata = {"check": check, "encode": encode, "decode": decode, "shared": shared}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def real(*, nonnegative: bool = False, positive: bool = False) -> Callable[[str, Any], None]:
@@ -63,8 +70,14 @@ def real_or_auto(*, nonnegative: bool = False) -> Callable[[str, Any], None]:
     return check
 
 
-def encode_real_or_auto(value: Any) -> float:
-    return float("-inf") if isinstance(value, str) else value
+def real_or_auto_option(default: Any, *, nonnegative: bool = False) -> dataclasses.Field:
+    """A real-number option that also takes ``"auto"`` (sent to the other ranks as -inf)."""
+    return option(
+        default,
+        real_or_auto(nonnegative=nonnegative),
+        encode=lambda value: float("-inf") if isinstance(value, str) else value,
+        decode=lambda number: "auto" if number == float("-inf") else number,
+    )
 
 
 def one_of(*choices: Any) -> Callable[[str, Any], None]:
@@ -78,7 +91,7 @@ def one_of(*choices: Any) -> Callable[[str, Any], None]:
 
 def choice_option(default: Any, choices: tuple) -> dataclasses.Field:
     """An option that takes one of ``choices``; ranks compare its index."""
-    return option(default, one_of(*choices), encode=choices.index)
+    return option(default, one_of(*choices), encode=choices.index, decode=lambda number: choices[int(number)])
 
 
 ALGORITHMS = ("auto", "cross", "gram")

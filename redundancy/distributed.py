@@ -63,6 +63,7 @@ from redundancy._validation import compute_dtype
 __all__ = [
     "DISTRIBUTED_MODES",
     "GRADIENT_CONVENTIONS",
+    "HEADER_SIZE",
     "STRATEGIES",
     "GlobalBatch",
     "group_world_size",
@@ -159,9 +160,9 @@ def merge_moments(counts: Sequence[int], means: torch.Tensor, m2s: torch.Tensor)
 
 # ------------------------------------------------------------------------------------------------ the batch
 
-#: Values in the header every rank sends at the start of a call: error flag, call counter, loss, rows, D, dtype,
-#: then the shared options (a loss has at most ``_HEADER_SIZE - 6`` of them).
-_HEADER_SIZE = 32
+#: Values in the header every rank sends at the start of a global call: error flag, call counter, loss, rows, D, dtype,
+#: then the shared options (a loss has at most ``HEADER_SIZE - 6`` of them).
+HEADER_SIZE = 32
 #: Calls of a loss per process group (key: the group, or ``None`` for the default group) on this rank.
 _CALLS: dict = {}
 
@@ -230,6 +231,8 @@ class GlobalBatch:
         group = options.group if isinstance(options.group, dist.ProcessGroup) else None
         world_size = group_world_size(group)
         is_global = world_size > 1 and options.distributed != "local"
+        if world_size > 1:  # every call counts, local or global, failed or not: the ranks stay in step
+            _CALLS[group] = call = _CALLS.get(group, 0) + 1
         error = None
         try:
             check(0 if is_global else 2)
@@ -237,8 +240,6 @@ class GlobalBatch:
             if not is_global:
                 raise
             error = caught
-        if world_size > 1:
-            _CALLS[group] = call = _CALLS.get(group, 0) + 1
         if not is_global:
             rows, dim = views[0].shape
             return cls(None, 0, (rows,), dim, compute_dtype(*views))
@@ -263,7 +264,7 @@ class GlobalBatch:
             dtype = compute_dtype(*views)
             rows, dim = views[0].shape
             values = [0.0, call, code, rows, dim, _DTYPE_CODES[dtype], *options.shared_values()]
-        header = torch.zeros(_HEADER_SIZE, dtype=torch.float64, device=_header_device(views, group))
+        header = torch.zeros(HEADER_SIZE, dtype=torch.float64, device=_header_device(views, group))
         header[: len(values)] = torch.tensor(values, dtype=torch.float64)
         gathered = [torch.empty_like(header) for _ in range(world_size)]
         dist.all_gather(gathered, header, group=group)
@@ -272,6 +273,7 @@ class GlobalBatch:
             cls._raise_collective_error(error, headers, rank, group)
         calls = [int(row[1]) for row in headers]
         if len(set(calls)) > 1 or len({row[2] for row in headers}) > 1:
+            _CALLS[group] = max(calls)  # in step again from the next call on
             raise RuntimeError(
                 f"the ranks of the process group are out of step: rank {rank} is at its {_ordinal(call)} loss call "
                 f"on this group ({name}), and the ranks are at calls {calls} of losses that "
@@ -280,25 +282,26 @@ class GlobalBatch:
                 "that call)"
             )
         names = " and ".join(view_names)
+        ranks = f"ranks 0..{world_size - 1}"
         _check_same(
             [int(row[4]) for row in headers],
-            f"{names} must have the same number of features D on every rank of the process group, got D = {{values}}",
+            f"{names} must have the same number of features D on every "
+            f"rank of the process group, got D = {{values}} on {ranks}",
         )
         dtype_names = ("float32", "float64")
         _check_same(
             [dtype_names[int(row[5])] for row in headers],
             f"{names} must have the same compute dtype on "
             "every rank of the process group (float64 inputs compute in float64, the others in float32), "
-            "got {values}",
+            f"got {{values}} on {ranks}",
         )
-        shared = [field.name for field in dataclasses.fields(options) if field.metadata["shared"]]
-        for index, option_name in enumerate(shared, start=6):
-            mine = getattr(options, option_name)
+        shared = [field for field in dataclasses.fields(options) if field.metadata["shared"]]
+        for index, field in enumerate(shared, start=6):
+            decode = field.metadata["decode"]
             _check_same(
-                [row[index] for row in headers],
-                f"{option_name} must be the same on every rank of the "
-                f"process group, got {option_name}={mine!r} on rank {rank} and encoded values {{values}} on "
-                "ranks 0..W-1",
+                [decode(row[index]) for row in headers],
+                f"{field.name} must be the same on every rank of "
+                f"the process group, got {field.name} = {{values}} on {ranks}",
             )
         counts = [int(row[3]) for row in headers]
         if sum(counts) < 2:

@@ -13,10 +13,9 @@ from redundancy._loss import (
     Loss,
     Options,
     choice_option,
-    encode_real_or_auto,
     option,
     real,
-    real_or_auto,
+    real_or_auto_option,
     takes_options_of,
 )
 from redundancy._ops import cross_correlation_terms, gram_terms, standardization_of, standardize
@@ -64,7 +63,7 @@ class BarlowTwinsTerms(NamedTuple):
 class BarlowTwinsOptions(Options):
     """The options of :func:`barlow_twins_loss` (documented there), declared once."""
 
-    lambd: float | str = option(0.0051, real_or_auto(nonnegative=True), encode=encode_real_or_auto)
+    lambd: float | str = real_or_auto_option(0.0051, nonnegative=True)
     scale: float = option(1.0, real(nonnegative=True))
     eps: float = option(1e-5, real(nonnegative=True))
     normalization: str = choice_option("batchnorm", NORMALIZATIONS)

@@ -42,7 +42,7 @@ def check_correction(name: str, value: object) -> None:
 
 def correction_option(default: int) -> dataclasses.Field:
     """The ``correction`` option: 0 divides by N, 1 by N - 1."""
-    return option(default, check_correction, encode=int)
+    return option(default, check_correction, encode=int, decode=int)
 
 
 class VICRegTerms(NamedTuple):
