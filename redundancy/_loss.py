@@ -22,7 +22,7 @@ import dataclasses
 import inspect
 import zlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 
@@ -98,42 +98,66 @@ ALGORITHMS = ("auto", "cross", "gram")
 NORMALIZATIONS = ("batchnorm", "std", "none")
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+class OptionSpec(NamedTuple):
+    """One option of a loss, as the frame reads it (plain attributes: ``torch.compile`` traces them)."""
+
+    name: str
+    default: Any
+    check: Callable[[str, Any], None]
+    encode: Callable[[Any], Any]
+    decode: Callable[[float], Any]
+    shared: bool
+
+
+def options_dataclass(cls: type) -> type:
+    """Make ``cls`` a frozen, keyword-only dataclass and record its fields as :class:`OptionSpec` in ``specs``.
+
+    ``specs`` lists the loss's own options first and the distributed ones (those of :class:`Options`) last: the
+    order of the function's signature, of the Module's repr and of the values the ranks compare.
+    """
+    cls = dataclasses.dataclass(frozen=True, kw_only=True)(cls)
+    fields = dataclasses.fields(cls)
+    common = {"distributed", "gradient_convention", "group"}
+    ordered = [f for f in fields if f.name not in common] + [f for f in fields if f.name in common]
+    cls.specs = tuple(
+        OptionSpec(f.name, f.default, *(f.metadata[key] for key in ("check", "encode", "decode", "shared")))
+        for f in ordered
+    )
+    cls.names = frozenset(spec.name for spec in cls.specs)
+    return cls
+
+
+@options_dataclass
 class Options:
-    """The options every loss of the family takes (see :mod:`redundancy.distributed`)."""
+    """The options every loss of the family takes (see :mod:`redundancy.distributed`).
+
+    A loss's options derive from it, decorated with :func:`options_dataclass`.
+    """
+
+    specs: ClassVar[tuple[OptionSpec, ...]]
+    names: ClassVar[frozenset[str]]
 
     distributed: str = choice_option("global", distributed_ops.DISTRIBUTED_MODES)
     gradient_convention: str = choice_option("global", distributed_ops.GRADIENT_CONVENTIONS)
-    group: Any = option(None, distributed_ops.check_group, shared=False)  # noqa: RUF009 (a dataclasses.Field)
+    group: Any = option(None, distributed_ops.check_group, shared=False)
     """The process group of the global batch (not compared between ranks: each holds its own handle)."""
 
     def check(self) -> None:
         """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option."""
-        for field in dataclasses.fields(self):
-            field.metadata["check"](field.name, getattr(self, field.name))
+        for spec in self.specs:
+            spec.check(spec.name, getattr(self, spec.name))
         self.check_combination()
 
     def check_combination(self) -> None:
         """Checks that involve several options (a loss overrides it); each option alone is already checked."""
 
     def shared_values(self) -> list:
-        """The options every rank must share, as numbers (their order is that of the dataclass fields)."""
-        return [
-            field.metadata["encode"](getattr(self, field.name))
-            for field in dataclasses.fields(self)
-            if field.metadata["shared"]
-        ]
+        """The options every rank must share, as numbers (in the order of ``specs``)."""
+        return [spec.encode(getattr(self, spec.name)) for spec in self.specs if spec.shared]
 
     def as_dict(self) -> dict:
-        """The options by name, the loss's own first and the distributed ones last (the signature's order)."""
-        return {field.name: getattr(self, field.name) for field in _ordered_fields(type(self))}
-
-
-def _ordered_fields(options_type: type[Options]) -> list[dataclasses.Field]:
-    """The fields of a loss's options, its own first and the distributed ones last (the signature's order)."""
-    common = {field.name for field in dataclasses.fields(Options)}
-    fields = dataclasses.fields(options_type)
-    return [f for f in fields if f.name not in common] + [f for f in fields if f.name in common]
+        """The options by name, in the order of ``specs``."""
+        return {spec.name: getattr(self, spec.name) for spec in self.specs}
 
 
 def options_signature(
@@ -142,11 +166,11 @@ def options_signature(
     """The signature ``(inputs..., *, options...)`` of a loss's function (or of its Module's constructor)."""
     parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)] if self_parameter else []
     parameters += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in inputs]
-    hints = options_type.__annotations__
-    for field in _ordered_fields(options_type):
-        annotation = hints.get(field.name, Options.__annotations__.get(field.name, inspect.Parameter.empty))
+    hints = {**Options.__annotations__, **options_type.__annotations__}
+    for spec in options_type.specs:
+        annotation = hints.get(spec.name, inspect.Parameter.empty)
         parameters.append(
-            inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=field.default, annotation=annotation)
+            inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=spec.default, annotation=annotation)
         )
     return inspect.Signature(parameters, return_annotation=returns)
 
@@ -183,16 +207,17 @@ class Loss:
     min_rows: int = 2
     check_inputs: Callable = dataclasses.field(default=None)
 
-    @property
-    def code(self) -> int:
-        """A number that names the loss in the exchange of the ranks."""
-        return zlib.crc32(self.name.encode()) & 0xFFFFFF
+    code: int = dataclasses.field(init=False)
+    """A number that names the loss in the exchange of the ranks (exact in float64)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "code", zlib.crc32(self.name.encode()) & 0xFFFFFF)
 
     def run(self, inputs: tuple, options: dict):
         """Evaluate the loss: check, exchange (several ranks), compute, apply the gradient convention."""
-        unknown = options.keys() - {field.name for field in dataclasses.fields(self.options)}
-        if unknown:
-            raise TypeError(f"{self.name}() got unexpected keyword arguments {sorted(unknown)}")
+        for name in options:
+            if name not in self.options.names:
+                raise TypeError(f"{self.name}() got an unexpected keyword argument {name!r}")
         options = self.options(**options)
         views = inputs[: len(self.views)]
         batch = distributed_ops.GlobalBatch.open(
@@ -274,7 +299,7 @@ class LossModule(torch.nn.Module):
     @property
     def options(self) -> dict:
         """The options, as the function takes them."""
-        return {field.name: getattr(self, field.name) for field in _ordered_fields(self._function.loss.options)}
+        return {spec.name: getattr(self, spec.name) for spec in self._function.loss.options.specs}
 
     def forward(self, *inputs) -> torch.Tensor:
         outputs = self._function(*inputs, **self.options)

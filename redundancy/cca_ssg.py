@@ -6,13 +6,22 @@ energy of :func:`redundancy._ops.off_diagonal_energy` (D×D or N×N form). The d
 official code (``hengruizhang98/CCA-SSG``: ``z = (h - h.mean(0)) / h.std(0)``, ``λ = 1e-3``).
 """
 
-import dataclasses
 from typing import NamedTuple
 
 import torch
 
 from redundancy import cost
-from redundancy._loss import ALGORITHMS, NORMALIZATIONS, Loss, Options, choice_option, option, real, takes_options_of
+from redundancy._loss import (
+    ALGORITHMS,
+    NORMALIZATIONS,
+    Loss,
+    Options,
+    choice_option,
+    option,
+    options_dataclass,
+    real,
+    takes_options_of,
+)
 from redundancy._ops import off_diagonal_energy
 from redundancy.functional import standardize_view
 
@@ -33,7 +42,7 @@ class CCASSGTerms(NamedTuple):
     """``‖I - AᵀA / N‖_F² + ‖I - BᵀB / N‖_F²``."""
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@options_dataclass
 class CCASSGOptions(Options):
     """The options of :func:`cca_ssg_loss` (documented there), declared once."""
 

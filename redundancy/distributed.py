@@ -51,7 +51,6 @@ standardization's backward sums two D-vectors over the ranks). Unequal row count
 rows are padded to the largest count and trimmed after.
 """
 
-import dataclasses
 from collections.abc import Callable, Sequence
 
 import torch
@@ -151,7 +150,7 @@ def merge_moments(counts: Sequence[int], means: torch.Tensor, m2s: torch.Tensor)
     """
     weights = torch.tensor(list(counts), dtype=means.dtype, device=means.device)
     total = weights.sum()
-    shift = means[int(torch.argmax(weights))]
+    shift = means[max(range(len(counts)), key=lambda r: counts[r])]
     mean = shift + torch.mv((means - shift).t(), weights).div_(total)
     deviation = (means - mean).square_()
     m2 = m2s.sum(dim=0).add_(torch.mv(deviation.t(), weights))
@@ -205,7 +204,7 @@ class GlobalBatch:
         self.group = group
         self.rank = rank
         self.world_size = len(counts)
-        self.counts = tuple(int(n) for n in counts)
+        self.counts = tuple(counts)
         self.count = sum(self.counts)
         self.dim = dim
         self.dtype = dtype
@@ -231,7 +230,9 @@ class GlobalBatch:
         group = options.group if isinstance(options.group, dist.ProcessGroup) else None
         world_size = group_world_size(group)
         is_global = world_size > 1 and options.distributed != "local"
-        if world_size > 1:  # every call counts, local or global, failed or not: the ranks stay in step
+        call = 0  # calls are not counted inside a torch.compile graph (see exchange)
+        if world_size > 1 and not torch.compiler.is_compiling():
+            # every call counts, local or global, failed or not: the ranks stay in step
             _CALLS[group] = call = _CALLS.get(group, 0) + 1
         error = None
         try:
@@ -268,6 +269,8 @@ class GlobalBatch:
         header[: len(values)] = torch.tensor(values, dtype=torch.float64)
         gathered = [torch.empty_like(header) for _ in range(world_size)]
         dist.all_gather(gathered, header, group=group)
+        if torch.compiler.is_compiling():
+            return cls._check_in_graph(torch.stack(gathered), rank, views, dtype, group)
         headers = torch.stack(gathered).cpu().tolist()
         if any(row[0] for row in headers):
             cls._raise_collective_error(error, headers, rank, group)
@@ -295,13 +298,12 @@ class GlobalBatch:
             "every rank of the process group (float64 inputs compute in float64, the others in float32), "
             f"got {{values}} on {ranks}",
         )
-        shared = [field for field in dataclasses.fields(options) if field.metadata["shared"]]
-        for index, field in enumerate(shared, start=6):
-            decode = field.metadata["decode"]
+        shared = [spec for spec in options.specs if spec.shared]  # the order of options.shared_values()
+        for index, spec in enumerate(shared, start=6):
             _check_same(
-                [decode(row[index]) for row in headers],
-                f"{field.name} must be the same on every rank of "
-                f"the process group, got {field.name} = {{values}} on {ranks}",
+                [spec.decode(row[index]) for row in headers],
+                f"{spec.name} must be the same on every rank of the process group, got {spec.name} = {{values}} "
+                f"on {ranks}",
             )
         counts = [int(row[3]) for row in headers]
         if sum(counts) < 2:
@@ -310,6 +312,24 @@ class GlobalBatch:
                 f"N = {sum(counts)} (rows per rank: {counts})"
             )
         return cls(group, rank, counts, dim, dtype)
+
+    @classmethod
+    def _check_in_graph(cls, headers: torch.Tensor, rank: int, views, dtype: torch.dtype, group) -> "GlobalBatch":
+        """The checks of :meth:`exchange` inside a ``torch.compile`` graph, where the host cannot read the headers.
+
+        Every rank asserts (``torch._assert_async``, no host synchronization) that all headers are equal: the
+        same loss, D, dtype and options, and equal rows per rank, which a compiled graph needs (it cannot size the
+        padding of uneven shards without reading the counts). A rank whose own inputs are bad raises while it is
+        traced, before the exchange, so the others wait for it: check the first call without ``torch.compile``.
+        """
+        torch._assert_async(
+            (headers == headers[:1]).all(),
+            "the ranks of the process group differ in the loss, its options, D, the compute dtype or the rows per "
+            "rank (a loss compiled with torch.compile needs equal rows on every rank; call it once without "
+            "torch.compile for a message that names the difference)",
+        )
+        rows, dim = views[0].shape
+        return cls(group, rank, (rows,) * headers.shape[0], dim, dtype)
 
     @staticmethod
     def _raise_collective_error(error, headers, rank: int, group) -> None:

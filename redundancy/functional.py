@@ -1,6 +1,5 @@
 """The public functions: argument validation and dispatch to the algorithms of :mod:`redundancy._ops`."""
 
-import dataclasses
 from typing import NamedTuple
 
 import torch
@@ -14,6 +13,7 @@ from redundancy._loss import (
     Options,
     choice_option,
     option,
+    options_dataclass,
     real,
     real_or_auto_option,
     takes_options_of,
@@ -59,7 +59,7 @@ class BarlowTwinsTerms(NamedTuple):
 # ------------------------------------------------------------------------------------------------ options
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@options_dataclass
 class BarlowTwinsOptions(Options):
     """The options of :func:`barlow_twins_loss` (documented there), declared once."""
 

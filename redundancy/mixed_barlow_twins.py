@@ -15,8 +15,6 @@ the global batch the permutation is block-diagonal: row ``i`` of rank ``r`` is m
 rank.
 """
 
-import dataclasses
-
 import torch
 
 from redundancy import cost
@@ -28,6 +26,7 @@ from redundancy._loss import (
     check_views,
     choice_option,
     option,
+    options_dataclass,
     real,
     takes_options_of,
 )
@@ -38,7 +37,7 @@ from redundancy.functional import standardize_view
 __all__ = ["mixed_barlow_twins_regularizer"]
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@options_dataclass
 class MixedBarlowTwinsOptions(Options):
     """The options of :func:`mixed_barlow_twins_regularizer` (documented there), declared once."""
 

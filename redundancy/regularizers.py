@@ -8,19 +8,17 @@ smaller. VICReg's own variance and covariance terms are :func:`redundancy.vicreg
 of all ranks, as :func:`redundancy.vicreg_loss` is.
 """
 
-import dataclasses
-
 import torch
 
 from redundancy import cost
-from redundancy._loss import ALGORITHMS, Loss, Options, choice_option, option, real, takes_options_of
+from redundancy._loss import ALGORITHMS, Loss, Options, choice_option, option, options_dataclass, real, takes_options_of
 from redundancy._ops import half_logdet_identity_plus_gram, off_diagonal_energy
 from redundancy.vicreg import center, correction_option
 
 __all__ = ["decov_loss", "total_coding_rate"]
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@options_dataclass
 class DeCovOptions(Options):
     """The options of :func:`decov_loss`."""
 
@@ -28,7 +26,7 @@ class DeCovOptions(Options):
     algorithm: str = choice_option("auto", ALGORITHMS)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@options_dataclass
 class TotalCodingRateOptions(Options):
     """The options of :func:`total_coding_rate`."""
 

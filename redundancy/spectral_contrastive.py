@@ -6,14 +6,13 @@ matrix of pairwise products or two D×D Gram matrices (:func:`redundancy._ops.cr
 transposed views). The defaults are those of ``jhaochenz96/spectral_contrastive_learning`` ``models/spectral.py``.
 """
 
-import dataclasses
 import math
 from typing import NamedTuple
 
 import torch
 
 from redundancy import cost
-from redundancy._loss import ALGORITHMS, Loss, Options, choice_option, option, real, takes_options_of
+from redundancy._loss import ALGORITHMS, Loss, Options, choice_option, option, options_dataclass, real, takes_options_of
 from redundancy._ops import cross_product_energy
 
 __all__ = ["SpectralContrastiveTerms", "spectral_contrastive_loss", "spectral_contrastive_terms"]
@@ -30,7 +29,7 @@ class SpectralContrastiveTerms(NamedTuple):
     """``Σ_{i≠j} (z1_i · z2_j)² / (N (N - 1))``."""
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@options_dataclass
 class SpectralContrastiveOptions(Options):
     """The options of :func:`spectral_contrastive_loss` (documented there), declared once."""
 

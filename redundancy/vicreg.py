@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 
 from redundancy import cost
-from redundancy._loss import ALGORITHMS, Loss, Options, choice_option, option, real, takes_options_of
+from redundancy._loss import ALGORITHMS, Loss, Options, choice_option, option, options_dataclass, real, takes_options_of
 from redundancy._ops import off_diagonal_energy
 
 __all__ = [
@@ -71,7 +71,7 @@ class VICRegTerms(NamedTuple):
 # ------------------------------------------------------------------------------------------------ options
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@options_dataclass
 class VICRegOptions(Options):
     """The options of :func:`vicreg_loss` (documented there), declared once."""
 
@@ -85,7 +85,7 @@ class VICRegOptions(Options):
     algorithm: str = choice_option("auto", ALGORITHMS)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@options_dataclass
 class VICRegVarianceOptions(Options):
     """The options of :func:`vicreg_variance_loss`."""
 
@@ -94,7 +94,7 @@ class VICRegVarianceOptions(Options):
     correction: int = correction_option(1)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@options_dataclass
 class VICRegCovarianceOptions(Options):
     """The options of :func:`vicreg_covariance_loss`."""
 

@@ -66,11 +66,3 @@ def test_import_redundancy_does_not_import_triton():
     result = _run_isolated("import sys, redundancy; print('triton' in sys.modules)")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
-
-
-def test_explicit_triton_refuses_the_multi_rank_global_loss(monkeypatch):
-    """The kernels compute one process's batch; the global-batch loss of several ranks stays on the torch path."""
-    monkeypatch.setattr(redundancy.functional, "_is_global", lambda distributed, group: True)
-    z = torch.randn(8, 4)
-    with pytest.raises(ValueError, match=r"backend='triton' does not compute the global-batch loss"):
-        redundancy.barlow_twins_loss(z, z, backend="triton")

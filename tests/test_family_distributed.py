@@ -119,6 +119,45 @@ def _faults(rank: int) -> dict:
     return results
 
 
+#: Losses compiled with ``torch.compile(fullgraph=True)`` inside the process group, on equal shards.
+COMPILED = {
+    "barlow_twins_all_reduce": functools.partial(redundancy.barlow_twins_loss, strategy="all_reduce"),
+    "barlow_twins_all_gather": functools.partial(redundancy.barlow_twins_loss, strategy="all_gather", algorithm="gram"),
+    "vicreg": redundancy.vicreg_loss,
+}
+EQUAL_ROWS = 3
+
+
+def _equal_shards() -> list[torch.Tensor]:
+    """Two views of ``EQUAL_ROWS`` rows per rank (a compiled graph needs as many rows on every rank)."""
+    generator = torch.Generator().manual_seed(23)
+    return [torch.randn(EQUAL_ROWS * WORLD_SIZE, DIM, generator=generator, dtype=torch.float64) for _ in range(2)]
+
+
+def _compiled(rank: int) -> dict:
+    """Each compiled loss's value and gradients on this rank's equal shard, and what a mismatch raises."""
+    torch._dynamo.reset()
+    views = [view[rank * EQUAL_ROWS : (rank + 1) * EQUAL_ROWS] for view in _equal_shards()]
+    results = {}
+    for name, function in COMPILED.items():
+        compiled = torch.compile(function, fullgraph=True, backend="aot_eager")  # any graph break raises
+        results[name] = _value_and_grads(compiled, views)
+    mismatched = torch.compile(
+        lambda z1, z2: redundancy.barlow_twins_loss(z1, z2, lambd=0.01 if rank == 2 else 0.0051),
+        fullgraph=True,
+        backend="aot_eager",
+    )
+    results["mismatch"] = _error(lambda: mismatched(*views))
+    return results
+
+
+def _value_and_grads(function, views: list[torch.Tensor]):
+    views = [view.clone().requires_grad_() for view in views]
+    value = function(*views)
+    (value * UPSTREAM).backward()
+    return value.detach(), [view.grad for view in views]
+
+
 def _worker(rank: int, directory: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group(
@@ -132,6 +171,7 @@ def _worker(rank: int, directory: str) -> None:
         _train(model, *views[:2])
         results["trained"] = [p.detach().clone() for p in model.module.parameters()]
         results["faults"] = _faults(rank)
+        results["compiled"] = _compiled(rank)
         torch.save(results, os.path.join(directory, f"rank{rank}.pt"))
         dist.barrier()
     finally:
@@ -207,3 +247,20 @@ def test_a_fault_on_one_rank_raises_on_every_rank_and_the_next_call_is_in_step(r
         message = results["faults"][fault]
         assert FAULTS[fault] in message, f"rank {rank}: {message}"
         assert_relative(results["faults"][fault, "next"], expected, 1e-10, f"the call after {fault}, rank {rank}")
+
+
+@pytest.mark.parametrize("name", list(COMPILED))
+def test_compiled_losses_trace_without_graph_breaks_inside_the_process_group(ranks, name):
+    expected, expected_grads = _value_and_grads(COMPILED[name], _equal_shards())
+    for rank, results in enumerate(ranks):
+        value, grads = results["compiled"][name]
+        assert_relative(value, expected, 1e-10, f"compiled {name}, rank {rank}")
+        rows = slice(rank * EQUAL_ROWS, (rank + 1) * EQUAL_ROWS)
+        for grad, expected_grad in zip(grads, expected_grads, strict=True):
+            assert_relative(grad, WORLD_SIZE * expected_grad[rows], 1e-9, f"gradient of compiled {name}, rank {rank}")
+
+
+def test_compiled_loss_with_options_that_differ_raises_on_every_rank(ranks):
+    for rank, results in enumerate(ranks):
+        message = results["compiled"]["mismatch"]
+        assert "RuntimeError" in message and "the ranks of the process group differ" in message, f"rank {rank}"
