@@ -32,6 +32,12 @@ class CCASSGTerms(NamedTuple):
     """The CCA-SSG loss and its two terms, as :func:`cca_ssg_terms` returns them.
 
     ``loss = invariance + lambd * decorrelation``; all three are 0-dim tensors and carry gradients.
+
+    Example:
+        >>> z1, z2 = torch.randn(32, 8), torch.randn(32, 8)
+        >>> loss, invariance, decorrelation = cca_ssg_terms(z1, z2, lambd=0.01)
+        >>> torch.allclose(loss, invariance + 0.01 * decorrelation)
+        True
     """
 
     loss: torch.Tensor
@@ -78,6 +84,14 @@ def cca_ssg_terms(z1: torch.Tensor, z2: torch.Tensor, **options) -> CCASSGTerms:
     """The CCA-SSG loss together with its invariance and decorrelation terms, for logging.
 
     Takes the same arguments as :func:`cca_ssg_loss`; ``terms.loss`` is exactly what that returns.
+
+    Returns:
+        :class:`CCASSGTerms` ``(loss, invariance, decorrelation)``, each a 0-dim tensor with gradients.
+
+    Example:
+        >>> z1, z2 = torch.randn(32, 8), torch.randn(32, 8)
+        >>> torch.equal(cca_ssg_terms(z1, z2).loss, cca_ssg_loss(z1, z2))
+        True
     """
     return CCA_SSG.run((z1, z2), options)
 

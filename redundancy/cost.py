@@ -43,8 +43,8 @@ import math
 
 import torch
 
+from redundancy import distributed
 from redundancy._ops.products import symmetric_gram_flops
-from redundancy.distributed import HEADER_SIZE
 
 ALGORITHMS = ("cross", "gram")
 
@@ -177,7 +177,7 @@ def communication_bytes(
     w = world_size
     if w == 1:
         return 0
-    total = (w - 1) * HEADER_SIZE * 8  # the header of every rank (float64)
+    total = (w - 1) * distributed.HEADER_SIZE * 8  # the header of every rank (float64)
     if normalization != "none":
         statistics = 2 * (w - 1) * 2 * d  # mean and centred sum of squares, both views
         sums = 1 if strategy == "all_reduce" else 2  # Σ dA ⊙ A, and Σ dA where the op does not know it is 0

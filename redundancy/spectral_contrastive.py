@@ -19,7 +19,16 @@ __all__ = ["SpectralContrastiveTerms", "spectral_contrastive_loss", "spectral_co
 
 
 class SpectralContrastiveTerms(NamedTuple):
-    """The spectral contrastive loss and its two terms (``loss = (attraction + repulsion) / mu``)."""
+    """The spectral contrastive loss and its two terms, as :func:`spectral_contrastive_terms` returns them.
+
+    ``loss = (attraction + repulsion) / mu``; all three are 0-dim tensors and carry gradients.
+
+    Example:
+        >>> z1, z2 = torch.randn(32, 8), torch.randn(32, 8)
+        >>> loss, attraction, repulsion = spectral_contrastive_terms(z1, z2, mu=2.0)
+        >>> torch.allclose(loss, (attraction + repulsion) / 2.0)
+        True
+    """
 
     loss: torch.Tensor
     """The loss, as :func:`spectral_contrastive_loss` returns it."""
@@ -69,6 +78,14 @@ def spectral_contrastive_terms(z1: torch.Tensor, z2: torch.Tensor, **options) ->
     """The spectral contrastive loss together with its attraction and repulsion terms, for logging.
 
     Takes the same arguments as :func:`spectral_contrastive_loss`; ``terms.loss`` is exactly what that returns.
+
+    Returns:
+        :class:`SpectralContrastiveTerms` ``(loss, attraction, repulsion)``, each a 0-dim tensor with gradients.
+
+    Example:
+        >>> z1, z2 = torch.randn(32, 8), torch.randn(32, 8)
+        >>> torch.equal(spectral_contrastive_terms(z1, z2).loss, spectral_contrastive_loss(z1, z2))
+        True
     """
     return SPECTRAL_CONTRASTIVE.run((z1, z2), options)
 

@@ -23,7 +23,6 @@ from redundancy._loss import ALGORITHMS, Loss, Options, choice_option, option, o
 from redundancy._ops import off_diagonal_energy
 
 __all__ = [
-    "VICRegOptions",
     "VICRegTerms",
     "vicreg_covariance_loss",
     "vicreg_loss",
