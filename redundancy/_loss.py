@@ -220,9 +220,14 @@ class Loss:
                 raise TypeError(f"{self.name}() got an unexpected keyword argument {name!r}")
         options = self.options(**options)
         views = inputs[: len(self.views)]
-        batch = distributed_ops.GlobalBatch.open(
-            self.code, self.name, options, views, self.views, lambda min_rows: self._check(options, inputs, min_rows)
-        )
+        # A rank of several holds part of the rows (maybe none): the global batch's size is checked in the exchange.
+        min_rows = 0 if distributed_ops.is_global(options.distributed, options.group) else self.min_rows
+        error = None
+        try:
+            self._check(options, inputs, min_rows)
+        except (TypeError, ValueError) as caught:
+            error = caught  # raised by GlobalBatch.open, on every rank of a global call
+        batch = distributed_ops.GlobalBatch.open(self.code, self.name, options, views, self.views, error=error)
         with no_autocast(views[0].device):
             outputs = self.compute(options, batch, *inputs)
         return batch.apply_gradient_convention(options.gradient_convention, outputs)
@@ -231,9 +236,9 @@ class Loss:
         options.check()
         names = self.views + self.extra
         if self.check_inputs is None:
-            check_views(self.views, inputs, min_rows=min(min_rows, self.min_rows))
+            check_views(self.views, inputs, min_rows=min_rows)
         else:
-            self.check_inputs(names, inputs, min(min_rows, self.min_rows))
+            self.check_inputs(names, inputs, min_rows)
 
 
 def takes_options_of(loss: Loss) -> Callable[[Callable], Callable]:

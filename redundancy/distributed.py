@@ -51,7 +51,7 @@ standardization's backward sums two D-vectors over the ranks). Unequal row count
 rows are padded to the largest count and trimmed after.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
@@ -66,6 +66,7 @@ __all__ = [
     "STRATEGIES",
     "GlobalBatch",
     "group_world_size",
+    "is_global",
     "local_moments",
     "merge_moments",
 ]
@@ -90,6 +91,20 @@ def group_world_size(group: "dist.ProcessGroup | None" = None) -> int:
     if not dist.is_available() or not dist.is_initialized():
         return 1
     return dist.get_world_size(group)
+
+
+def is_global(distributed: object, group: object) -> bool:
+    """Whether a call with these options computes the batch of several ranks (and so exchanges with them).
+
+    ``group`` that is not a process group counts as the default group, so that a rank whose ``group`` is wrong
+    still joins the default group's exchange and reports its error there.
+
+    Example:
+        >>> is_global("global", None)  # a process without torch.distributed.init_process_group
+        False
+    """
+    group = group if isinstance(group, dist.ProcessGroup) else None
+    return distributed != "local" and group_world_size(group) > 1
 
 
 def check_group(name: str, group: object) -> None:
@@ -218,30 +233,22 @@ class GlobalBatch:
 
     @classmethod
     def open(
-        cls, code: int, name: str, options, views: Sequence[object], view_names: Sequence[str], check: Callable
+        cls, code: int, name: str, options, views: Sequence[object], view_names: Sequence[str], *, error=None
     ) -> "GlobalBatch":
-        """Check a call, and exchange it with the other ranks when the loss is global; the batch of the call.
+        """The batch of a call whose checks raised ``error`` (``None`` if they passed); exchanged when global.
 
-        ``view_names`` name the views in error messages; ``check(min_rows)`` raises on a bad option or input
-        (``min_rows`` is 0 when the rows are those of one rank of several). With ``distributed="global"`` and a
-        group of several ranks, every rank joins the exchange even when its check failed, and the same error is
-        raised on every rank (:meth:`exchange`).
+        With ``distributed="global"`` and a group of several ranks (:func:`is_global`), every rank joins the
+        exchange even when its own checks failed, and the same error is raised on every rank (:meth:`exchange`);
+        otherwise ``error`` is raised here. ``view_names`` name the views in error messages.
         """
         group = options.group if isinstance(options.group, dist.ProcessGroup) else None
-        world_size = group_world_size(group)
-        is_global = world_size > 1 and options.distributed != "local"
         call = 0  # calls are not counted inside a torch.compile graph (see exchange)
-        if world_size > 1 and not torch.compiler.is_compiling():
+        if group_world_size(group) > 1 and not torch.compiler.is_compiling():
             # every call counts, local or global, failed or not: the ranks stay in step
             _CALLS[group] = call = _CALLS.get(group, 0) + 1
-        error = None
-        try:
-            check(0 if is_global else 2)
-        except (TypeError, ValueError) as caught:
-            if not is_global:
-                raise
-            error = caught
-        if not is_global:
+        if not is_global(options.distributed, group):
+            if error is not None:
+                raise error
             rows, dim = views[0].shape
             return cls(None, 0, (rows,), dim, compute_dtype(*views))
         return cls.exchange(code, name, options, views, view_names, error=error, call=call, group=group)
