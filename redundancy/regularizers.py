@@ -39,7 +39,8 @@ def _decov(options: DeCovOptions, batch, h: torch.Tensor) -> torch.Tensor:
     n, d = h.shape
     algorithm = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
     energy = off_diagonal_energy(center(h), algorithm=algorithm)
-    return energy / (2.0 * float(n - options.correction) ** 2)
+    divisor = n - options.correction  # an int (no float(): it would fix the batch size of a compiled graph)
+    return energy / (2 * divisor * divisor)
 
 
 def _total_coding_rate(options: TotalCodingRateOptions, batch, z: torch.Tensor) -> torch.Tensor:

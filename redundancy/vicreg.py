@@ -120,7 +120,7 @@ def _covariance_penalty(x: torch.Tensor, divisor: int, algorithm: str) -> torch.
     n, d = x.shape
     if algorithm == "auto":
         algorithm = cost.choose_autocorrelation_algorithm(n, d)
-    return off_diagonal_energy(x, algorithm=algorithm) / (float(divisor) ** 2 * d)
+    return off_diagonal_energy(x, algorithm=algorithm) / (divisor * divisor * d)  # ints: no float() in a trace
 
 
 def _vicreg(options: VICRegOptions, batch, z1: torch.Tensor, z2: torch.Tensor) -> VICRegTerms:
