@@ -127,6 +127,11 @@ def options_dataclass(cls: type) -> type:
     return cls
 
 
+#: Options that passed their checks (see :meth:`Options.check`), at most ``_CHECKED_LIMIT`` of them.
+_CHECKED: set = set()
+_CHECKED_LIMIT = 4096
+
+
 @options_dataclass
 class Options:
     """The options every loss of the family takes (see :mod:`redundancy.distributed`).
@@ -143,7 +148,28 @@ class Options:
     """The process group of the global batch (not compared between ranks: each holds its own handle)."""
 
     def check(self) -> None:
-        """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option."""
+        """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option.
+
+        Options that passed are remembered (by type and value, so that ``True`` is not taken for ``1``), and the
+        checks of a training loop's identical calls cost one set lookup.
+        """
+        if torch.compiler.is_compiling():  # checked while tracing; nothing to remember in a graph
+            self._check_each()
+            return
+        values = tuple(self.__dict__.values())  # the fields, in definition order
+        key = (type(self), values, tuple(map(type, values)))
+        try:
+            if key in _CHECKED:
+                return
+        except TypeError:  # an unhashable value: check it (and fail)
+            self._check_each()
+            return
+        self._check_each()
+        if len(_CHECKED) >= _CHECKED_LIMIT:
+            _CHECKED.clear()
+        _CHECKED.add(key)
+
+    def _check_each(self) -> None:
         for spec in self.specs:
             spec.check(spec.name, getattr(self, spec.name))
         self.check_combination()

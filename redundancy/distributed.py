@@ -79,6 +79,8 @@ STRATEGIES = ("auto", "all_reduce", "all_gather")
 GRADIENT_CONVENTIONS = ("global", "official")
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
+#: Whether this build of torch has torch.distributed at all.
+_DISTRIBUTED_AVAILABLE = dist.is_available()
 
 
 def group_world_size(group: "dist.ProcessGroup | None" = None) -> int:
@@ -88,7 +90,7 @@ def group_world_size(group: "dist.ProcessGroup | None" = None) -> int:
         >>> group_world_size()  # a process without torch.distributed.init_process_group
         1
     """
-    if not dist.is_available() or not dist.is_initialized():
+    if not _DISTRIBUTED_AVAILABLE or not dist.is_initialized():
         return 1
     return dist.get_world_size(group)
 
@@ -241,6 +243,11 @@ class GlobalBatch:
         exchange even when its own checks failed, and the same error is raised on every rank (:meth:`exchange`);
         otherwise ``error`` is raised here. ``view_names`` name the views in error messages.
         """
+        if not _DISTRIBUTED_AVAILABLE or not dist.is_initialized():  # one process: nothing to count or exchange
+            if error is not None:
+                raise error
+            rows, dim = views[0].shape
+            return cls(None, 0, (rows,), dim, compute_dtype(*views))
         group = options.group if isinstance(options.group, dist.ProcessGroup) else None
         call = 0  # calls are not counted inside a torch.compile graph (see exchange)
         if group_world_size(group) > 1 and not torch.compiler.is_compiling():
