@@ -8,6 +8,8 @@ that file's table as ``gram_products.rst``.
 ``python -m benchmarks.report --headline docs/_static/headline.png GRID.json [REPEAT.json ...]`` draws the
 headline figure: speed-up and peak-memory reduction of ``redundancy`` (auto) over the reference against D, at the
 paper's batch sizes, from the saved results (repeat runs of some of the shapes drawn as hollow markers).
+``python -m benchmarks.report --runs RUNS.rst RUN.json RUN.json ...`` writes one table of repeat runs of the same
+shapes, side by side.
 """
 
 import argparse
@@ -231,6 +233,55 @@ def gram_products_rst(saved: dict) -> str:
     return intro + "\n" + list_table(GRAM_PRODUCTS_HEADER, rows, text_columns=(4,))
 
 
+RUNS_HEADER = (
+    "N",
+    "D",
+    "run",
+    "started",
+    "matmul GFLOP/s",
+    "reference ms",
+    "auto ms (p20–p80)",
+    "speed-up",
+    "memory vs reference",
+    "% of matmul",
+)
+
+
+def runs_rst(runs: list[dict]) -> str:
+    """Several runs of the same shapes side by side: per shape, one row per run with its start, the machine's
+    measured matmul throughput, and ``redundancy`` (auto) against the reference, as the documentation includes it."""
+    rows = []
+    shapes = sorted({(row["n"], row["d"]) for run in runs for row in run["results"]})
+    days = {run["environment"]["date"][:10] for run in runs}
+    header = RUNS_HEADER if len(days) > 1 else tuple(
+        f"started {next(iter(days))}" if name == "started" else name for name in RUNS_HEADER
+    )
+    for n, d in shapes:
+        for number, run in enumerate(runs, start=1):
+            env = run["environment"]
+            for row in run["results"]:
+                cases = row["cases"]
+                if (row["n"], row["d"]) != (n, d) or BASELINE not in cases or HEADLINE not in cases:
+                    continue
+                baseline, own = cases[BASELINE], cases[HEADLINE]
+                memory = memory_ratio(baseline, own)
+                rows.append(
+                    (
+                        str(n),
+                        str(d),
+                        str(number),
+                        env["date"][:16].replace("T", " ") if len(days) > 1 else env["date"][11:16],
+                        f"{env['matmul_gflops']:.1f}",
+                        f"{baseline['full']['median_s'] * 1e3:.2f}",
+                        _ms(own, "full"),
+                        f"{speedup(baseline, own):.1f}×",
+                        "–" if memory is None else f"{memory:.3f}",
+                        f"{100 * own['gflops_per_s'] / env['matmul_gflops']:.0f}%",
+                    )
+                )
+    return list_table(header, rows, text_columns=(4,))
+
+
 def write_tables(results: dict, folder: pathlib.Path) -> str:
     """Write ``results.md``, ``summary.rst`` (when the run has the reference) and ``table.rst`` into ``folder``;
     returns the markdown table."""
@@ -397,6 +448,12 @@ def main(argv: list[str] | None = None) -> None:
         metavar="PNG",
         help="draw the headline figure here from the first results (lines) and the others (repeat runs) instead",
     )
+    parser.add_argument(
+        "--runs",
+        type=pathlib.Path,
+        metavar="RST",
+        help="write one table comparing the runs (repeat runs of the same shapes) here instead",
+    )
     parser.add_argument("--no-plots", action="store_true", help="write the tables only")
     args = parser.parse_args(argv)
     missing = [str(path) for path in args.results if not path.is_file()]
@@ -404,10 +461,14 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"no such results file: {', '.join(missing)}")
     saved = [json.loads(path.read_text()) for path in args.results]
 
+    if (args.headline or args.runs) and any(_is_gram_products(run) for run in saved):
+        parser.error("--headline and --runs take results of the suite (python -m benchmarks), not of gram_products")
     if args.headline is not None:
-        if any(_is_gram_products(run) for run in saved):
-            parser.error("--headline takes results of the suite (python -m benchmarks), not of gram_products")
         print(f"wrote {headline(saved[0], saved[1:], args.headline)}")
+    if args.runs is not None:
+        args.runs.write_text(runs_rst(saved))
+        print(f"wrote {args.runs}")
+    if args.headline is not None or args.runs is not None:
         return
     for path, run in zip(args.results, saved, strict=True):
         if _is_gram_products(run):

@@ -221,3 +221,37 @@ def test_the_report_names_a_missing_results_file(tmp_path, capsys):
     with pytest.raises(SystemExit):
         report.main([str(tmp_path / "nothing.json")])
     assert f"no such results file: {tmp_path / 'nothing.json'}" in capsys.readouterr().err
+
+
+def test_the_committed_comparison_of_the_interleaved_runs_is_the_one_the_report_makes():
+    runs = [json.loads((RESULTS / f"cpu-d8192-interleaved-{i}" / "results.json").read_text()) for i in (1, 2, 3, 4)]
+    assert (RESULTS / "cpu-d8192-interleaved-runs.rst").read_text() == report.runs_rst(runs)
+
+
+def test_the_runs_table_puts_each_shape_of_every_run_side_by_side(tmp_path):
+    mib = 2**20
+
+    def run(date, auto_s):
+        cases = {"reference": _case(2.0, 10 * mib), "redundancy-auto-torch": _case(auto_s, mib, "gram", gflops=50.0)}
+        saved = _run([(2048, 8192, cases), (256, 8192, cases)])
+        saved["environment"]["date"] = date
+        return saved
+
+    first, second = run("2026-01-02T03:04:05+00:00", 0.5), run("2026-01-02T04:00:00+00:00", 0.25)
+    paths = [tmp_path / "first.json", tmp_path / "second.json"]
+    for path, saved in zip(paths, (first, second), strict=True):
+        path.write_text(json.dumps(saved))
+    output = tmp_path / "runs.rst"
+    report.main(["--runs", str(output), *map(str, paths)])
+    cells = [line[7:] for line in output.read_text().splitlines() if line.startswith(("   * - ", "     - "))]
+    width = len(report.RUNS_HEADER)
+    rows = [cells[i : i + width] for i in range(width, len(cells), width)]
+    assert cells[3] == "started 2026-01-02"  # one day: the date once, the time in the rows
+    assert [(row[0], row[2], row[3], row[7], row[8], row[9]) for row in rows] == [
+        ("256", "1", "03:04", "4.0×", "0.100", "50%"),
+        ("256", "2", "04:00", "8.0×", "0.100", "50%"),
+        ("2048", "1", "03:04", "4.0×", "0.100", "50%"),
+        ("2048", "2", "04:00", "8.0×", "0.100", "50%"),
+    ]
+    second["environment"]["date"] = "2026-01-03T00:00:00+00:00"
+    assert "     - 2026-01-03 00:00" in report.runs_rst([first, second])
