@@ -394,3 +394,26 @@ def test_examples_shows_the_three_digits_figures(built):
     assert [pathlib.PurePath(src).name for src in shown] == list(DIGITS_FIGURES)
     for name in DIGITS_FIGURES:
         assert (DOCS / "_static" / "digits" / name).read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_digits_table_and_figures_are_those_of_the_committed_run():
+    """The Examples page's probe table and loss figures are what the committed run of the digits job saved."""
+    pytest.importorskip("sklearn")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("digits_job", ROOT / "examples" / "digits_barlow_twins.py")
+    digits = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(digits)
+    saved = json.loads((DOCS / "_static" / "digits" / "results.json").read_text())
+    defaults = {key: str(value) for key, value in vars(digits.parse_args([])).items()}
+    run = saved["args"]
+    assert {**run, "no_progress": "False"} == defaults, "not the README's command (the defaults)"
+    markdown = digits.results_table(saved["accuracy"])
+    expected = [[cell.strip() for cell in line.strip("|").split("|")] for line in markdown.splitlines()]
+    expected = [expected[0], *expected[2:]]  # without the markdown separator row
+    page = (DOCS / "examples.rst").read_text()
+    (table,) = [rows for rows in _list_tables(page) if rows and rows[0][0] == "features"]
+    assert table == expected
+    losses = saved["losses"]
+    assert f"({losses[0]:.1f} at the first step, {losses[-1]:.1f} at the last)" in page
+    assert f"over the {len(losses)} pretraining steps" in page
