@@ -18,8 +18,8 @@ import pathlib
 
 BASELINE = "reference"
 HEADLINE = "redundancy-auto-torch"
-#: Batch sizes of the headline figure: the paper's default batch (2048) and the smallest it reports as still
-#: working well (256).
+#: Batch sizes of the headline figure: the paper's default batch (2048) and a small batch of its batch-size study
+#: (256).
 HEADLINE_BATCHES = (256, 2048)
 OWN_PREFIX = "redundancy-"
 
