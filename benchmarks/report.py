@@ -464,7 +464,10 @@ def main(argv: list[str] | None = None) -> None:
     if (args.headline or args.runs) and any(_is_gram_products(run) for run in saved):
         parser.error("--headline and --runs take results of the suite (python -m benchmarks), not of gram_products")
     if args.headline is not None:
-        print(f"wrote {headline(saved[0], saved[1:], args.headline)}")
+        try:
+            print(f"wrote {headline(saved[0], saved[1:], args.headline)}")
+        except ValueError as error:  # a run without the shapes the figure needs
+            parser.error(f"--headline: {error}")
     if args.runs is not None:
         args.runs.write_text(runs_rst(saved))
         print(f"wrote {args.runs}")

@@ -255,3 +255,15 @@ def test_the_runs_table_puts_each_shape_of_every_run_side_by_side(tmp_path):
     ]
     second["environment"]["date"] = "2026-01-03T00:00:00+00:00"
     assert "     - 2026-01-03 00:00" in report.runs_rst([first, second])
+
+
+def test_the_headline_figure_names_the_batch_size_a_run_lacks(tmp_path, capsys):
+    cases = {"reference": _case(1.0, 2**20), "redundancy-auto-torch": _case(0.1, 2**19)}
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps(_run([(2048, 8192, cases)])))
+    with pytest.raises(SystemExit):
+        report.main(["--headline", str(tmp_path / "headline.png"), str(grid)])
+    assert "--headline: the run has no shape with N=256 and both reference and redundancy-auto-torch" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "headline.png").exists()
