@@ -121,10 +121,8 @@ def cca_ssg_loss(z1: torch.Tensor, z2: torch.Tensor, **options) -> torch.Tensor:
         eps: added to the variance before the square root (0 in the official code: a constant feature
             gives NaN, as there).
         algorithm: ``"cross"`` (D×D), ``"gram"`` (N×N) or ``"auto"`` (``gram`` when N < D).
-        distributed: ``"global"`` (the loss of the batch of all ranks under ``torch.distributed``: every rank
-            gathers the views) or ``"local"``, as in :func:`redundancy.vicreg_loss`.
-        gradient_convention: ``"global"`` or ``"official"``, as in :func:`redundancy.vicreg_loss`.
-        group: the process group of the global batch; ``None`` for the default group.
+        distributed, gradient_convention, group: the batch of all ranks under ``torch.distributed`` (every rank
+            gathers the rows of all ranks) or each rank's own, as in :func:`redundancy.barlow_twins_loss`.
 
     Returns:
         :class:`CCASSGTerms` ``(loss, invariance, decorrelation)``: 0-dim tensors, float64 for float64 inputs and

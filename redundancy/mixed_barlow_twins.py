@@ -132,10 +132,8 @@ def mixed_barlow_twins_regularizer(
             :func:`redundancy.barlow_twins_loss`.
         eps: added to the variance before the square root.
         algorithm: ``"cross"`` (D×D), ``"gram"`` (N×N) or ``"auto"`` (``gram`` when N < ``GRAM_CROSSOVER``·D).
-        distributed: ``"global"`` (the regularizer of the batch of all ranks under ``torch.distributed``, each
-            rank's ``permutation`` permuting its own rows) or ``"local"``, as in :func:`redundancy.vicreg_loss`.
-        gradient_convention: ``"global"`` or ``"official"``, as in :func:`redundancy.vicreg_loss`.
-        group: the process group of the global batch; ``None`` for the default group.
+        distributed, gradient_convention, group: the batch of all ranks under ``torch.distributed`` (every rank
+            gathers the rows of all ranks; each rank's ``permutation`` permutes its own rows) or each rank's own, as in :func:`redundancy.barlow_twins_loss`.
 
     Returns:
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise.

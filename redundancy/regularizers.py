@@ -70,10 +70,8 @@ def decov_loss(h: torch.Tensor, **options) -> torch.Tensor:
         h: hidden activations, shape ``(N, D)`` with ``N >= 2``.
         correction: ``0`` divides by ``N`` (paper), ``1`` by ``N - 1``.
         algorithm: ``"cross"`` (D×D), ``"gram"`` (N×N) or ``"auto"`` (``gram`` when N < D).
-        distributed: ``"global"`` (the covariance of the batch of all ranks under ``torch.distributed``) or
-            ``"local"``, as in :func:`redundancy.vicreg_loss`.
-        gradient_convention: ``"global"`` or ``"official"``, as in :func:`redundancy.vicreg_loss`.
-        group: the process group of the global batch; ``None`` for the default group.
+        distributed, gradient_convention, group: the batch of all ranks under ``torch.distributed`` (every rank
+            gathers the rows of all ranks) or each rank's own, as in :func:`redundancy.barlow_twins_loss`.
 
     Returns:
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise.
@@ -104,11 +102,8 @@ def total_coding_rate(z: torch.Tensor, **options) -> torch.Tensor:
         z: embeddings, shape ``(N, D)``.
         eps: the distortion ε, positive.
         algorithm: ``"cross"`` (D×D form), ``"gram"`` (N×N form) or ``"auto"`` (the smaller, ``gram`` when N < D).
-        distributed: ``"global"`` (the coding rate of the batch of all ranks under ``torch.distributed``, N
-            being the global batch size, which must then be at least 2) or ``"local"``, as in
-            :func:`redundancy.vicreg_loss`.
-        gradient_convention: ``"global"`` or ``"official"``, as in :func:`redundancy.vicreg_loss`.
-        group: the process group of the global batch; ``None`` for the default group.
+        distributed, gradient_convention, group: the batch of all ranks under ``torch.distributed`` (every rank
+            gathers the rows of all ranks; N is then the global batch size) or each rank's own, as in :func:`redundancy.barlow_twins_loss`.
 
     Returns:
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise.

@@ -109,11 +109,8 @@ def spectral_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, **options) -> 
         mu: μ, the squared radius of the projection and the divisor of the loss.
         algorithm: ``"cross"`` (two D×D Gram matrices ``Z1ᵀZ1``, ``Z2ᵀZ2``), ``"gram"`` (the N×N matrix
             ``Z1 Z2ᵀ``) or ``"auto"`` (the smaller: ``gram`` when N < D).
-        distributed: ``"global"`` (the loss of the batch of all ranks under ``torch.distributed``: every rank
-            gathers the views, so the negatives of a row are the rows of all ranks) or ``"local"``, as in
-            :func:`redundancy.vicreg_loss`.
-        gradient_convention: ``"global"`` or ``"official"``, as in :func:`redundancy.vicreg_loss`.
-        group: the process group of the global batch; ``None`` for the default group.
+        distributed, gradient_convention, group: the batch of all ranks under ``torch.distributed`` (every rank
+            gathers the rows of all ranks: the negatives of a row are the rows of all ranks) or each rank's own, as in :func:`redundancy.barlow_twins_loss`.
 
     Returns:
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise. :func:`spectral_contrastive_terms` gives

@@ -223,9 +223,8 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, **options) -> torch.Tensor:
         group: the process group of the global batch; ``None`` for the default group.
 
     Shape:
-        ``z1``, ``z2``: ``(N, D)`` with ``N >= 2``; under ``distributed="global"`` with several ranks, each rank
-        passes its own rows ``(N_r, D)`` (``N_r`` may be 0 or 1) and the global ``N = Σ N_r >= 2``.
-        Output: ``()``.
+        As :func:`redundancy.barlow_twins_loss`: ``(N, D)`` views, or each rank's ``(N_r, D)`` rows of the global
+        batch; output ``()``.
 
     Returns:
         The loss, a 0-dim tensor, float64 for float64 inputs and float32 otherwise.
@@ -255,10 +254,8 @@ def vicreg_variance_loss(z: torch.Tensor, **options) -> torch.Tensor:
         gamma: γ, target standard deviation.
         eps: ε, added to the variance before the square root.
         correction: ``1`` (unbiased variance, official) or ``0`` (biased).
-        distributed: ``"global"`` (the variance of the batch of all ranks under ``torch.distributed``) or
-            ``"local"``, as in :func:`vicreg_loss`.
-        gradient_convention: ``"global"`` or ``"official"``, as in :func:`vicreg_loss`.
-        group: the process group of the global batch; ``None`` for the default group.
+        distributed, gradient_convention, group: the batch of all ranks under ``torch.distributed`` (every rank
+            gathers the rows of all ranks) or each rank's own, as in :func:`redundancy.barlow_twins_loss`.
 
     Returns:
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise.
@@ -285,10 +282,8 @@ def vicreg_covariance_loss(z: torch.Tensor, **options) -> torch.Tensor:
         z: embeddings, shape ``(N, D)`` with ``N >= 2``.
         correction: ``1`` (divide by ``N - 1``, official) or ``0`` (by ``N``).
         algorithm: ``"cross"``, ``"gram"`` or ``"auto"``, as in :func:`vicreg_loss`.
-        distributed: ``"global"`` (the covariance of the batch of all ranks under ``torch.distributed``) or
-            ``"local"``, as in :func:`vicreg_loss`.
-        gradient_convention: ``"global"`` or ``"official"``, as in :func:`vicreg_loss`.
-        group: the process group of the global batch; ``None`` for the default group.
+        distributed, gradient_convention, group: the batch of all ranks under ``torch.distributed`` (every rank
+            gathers the rows of all ranks) or each rank's own, as in :func:`redundancy.barlow_twins_loss`.
 
     Returns:
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise.
