@@ -133,7 +133,8 @@ def mixed_barlow_twins_regularizer(
         eps: added to the variance before the square root.
         algorithm: ``"cross"`` (D×D), ``"gram"`` (N×N) or ``"auto"`` (``gram`` when N < ``GRAM_CROSSOVER``·D).
         distributed, gradient_convention, group: the batch of all ranks under ``torch.distributed`` (every rank
-            gathers the rows of all ranks; each rank's ``permutation`` permutes its own rows) or each rank's own, as in :func:`redundancy.barlow_twins_loss`.
+            gathers the rows of all ranks; each rank's ``permutation`` permutes its own rows) or each rank's own, as in
+            :func:`redundancy.barlow_twins_loss`.
 
     Returns:
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise.

@@ -103,7 +103,8 @@ def total_coding_rate(z: torch.Tensor, **options) -> torch.Tensor:
         eps: the distortion ε, positive.
         algorithm: ``"cross"`` (D×D form), ``"gram"`` (N×N form) or ``"auto"`` (the smaller, ``gram`` when N < D).
         distributed, gradient_convention, group: the batch of all ranks under ``torch.distributed`` (every rank
-            gathers the rows of all ranks; N is then the global batch size) or each rank's own, as in :func:`redundancy.barlow_twins_loss`.
+            gathers the rows of all ranks; N is then the global batch size) or each rank's own, as in
+            :func:`redundancy.barlow_twins_loss`.
 
     Returns:
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise.

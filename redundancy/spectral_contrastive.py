@@ -110,7 +110,8 @@ def spectral_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, **options) -> 
         algorithm: ``"cross"`` (two D×D Gram matrices ``Z1ᵀZ1``, ``Z2ᵀZ2``), ``"gram"`` (the N×N matrix
             ``Z1 Z2ᵀ``) or ``"auto"`` (the smaller: ``gram`` when N < D).
         distributed, gradient_convention, group: the batch of all ranks under ``torch.distributed`` (every rank
-            gathers the rows of all ranks: the negatives of a row are the rows of all ranks) or each rank's own, as in :func:`redundancy.barlow_twins_loss`.
+            gathers the rows of all ranks: the negatives of a row are the rows of all ranks) or each rank's own, as in
+            :func:`redundancy.barlow_twins_loss`.
 
     Returns:
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise. :func:`spectral_contrastive_terms` gives
