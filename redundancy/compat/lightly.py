@@ -188,7 +188,8 @@ class VICRegLoss(nn.Module):
             return self._loss(z_a, z_b)
         positions = math.prod(z_a.shape[1:-1])
         if positions == 0:
-            raise ValueError(f"z_a and z_b have no positions between the batch and the feature dimension: {z_a.shape}")
+            shape = tuple(z_a.shape)
+            raise ValueError(f"z_a and z_b need at least one position between batch and features, got {shape}")
         z_a = z_a.reshape(z_a.shape[0], positions, z_a.shape[-1])
         z_b = z_b.reshape(z_b.shape[0], positions, z_b.shape[-1])
         return torch.stack([self._loss(z_a[:, m], z_b[:, m]) for m in range(positions)]).mean()

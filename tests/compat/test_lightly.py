@@ -178,6 +178,11 @@ def test_bad_inputs_raise_value_error_where_lightly_asserts(cls):
         criterion(torch.randn(8, 4), [[0.0] * 4] * 8)
 
 
+def test_vicreg_needs_a_position_between_batch_and_features():
+    with pytest.raises(ValueError, match=r"at least one position between batch and features, got \(8, 0, 4\)"):
+        lightly.VICRegLoss()(torch.randn(8, 0, 4), torch.randn(8, 0, 4))
+
+
 def test_barlow_twins_takes_2d_embeddings_only():
     with pytest.raises(ValueError, match=r"z_a must have shape \(batch_size, dim\), got shape \(8, 2, 4\)"):
         lightly.BarlowTwinsLoss()(torch.randn(8, 2, 4), torch.randn(8, 2, 4))
