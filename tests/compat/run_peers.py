@@ -11,7 +11,8 @@ peer's loss swapped for the adapter of :mod:`redundancy.compat` in every process
 lightly's tests included): a ``sitecustomize`` module in a temporary folder on ``PYTHONPATH`` replaces the names
 after the peer's module is imported, and the script checks that the swap took effect before it runs the tests.
 Last it runs ``tests/compat`` of this repository with both peers importable, which compares the adapters with
-the peers' own code (tests/compat/test_peers.py, tests/compat/test_solo_distributed.py).
+the peers' own code (test_peers.py, and under 2 gloo processes test_lightly_distributed.py and
+test_solo_distributed.py).
 
 Tests that assert lightly's exception class (``AssertionError``, where the adapters raise ``ValueError`` by
 design) or float32 bit-equality with one summation order are deselected and listed with the reason. The exit
