@@ -6,6 +6,6 @@
 Each gives the value and the gradients its library gives in one process, takes the same arguments (any real
 number for a hyperparameter) and, under ``torch.distributed``, keeps that library's gradient scale. The one
 intended difference is that under ``torch.distributed`` the statistics are those of the global batch of all
-ranks (DESIGN §5), so the value does not depend on how the batch is split; each module says how the library
+ranks, so the value does not depend on how the batch is split; each module says how the library
 differs. Half-precision inputs give a float32 loss.
 """
