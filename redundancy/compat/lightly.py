@@ -69,6 +69,11 @@ def _check_views(z_a: object, z_b: object, *, min_ndim: int, max_ndim: int | Non
         raise ValueError(f"z_a and z_b need a batch of at least 2 rows, got shape {tuple(z_a.shape)}")
 
 
+def _per_rank(gather_distributed: bool) -> bool:
+    """Whether each rank's own rows are the batch (always in one process), as opposed to the global batch."""
+    return not (gather_distributed and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)
+
+
 def _distributed(gather_distributed: bool) -> str:
     """lightly's ``gather_distributed`` as this library's ``distributed`` option."""
     return "global" if gather_distributed else "local"
@@ -113,7 +118,7 @@ class BarlowTwinsLoss(nn.Module):
         self.gather_distributed = gather_distributed
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
-        _check_views(z_a, z_b, min_ndim=2, max_ndim=2, local=not self.gather_distributed)
+        _check_views(z_a, z_b, min_ndim=2, max_ndim=2, local=_per_rank(self.gather_distributed))
         return barlow_twins_loss(z_a, z_b, lambd=self.lambda_param, distributed=_distributed(self.gather_distributed))
 
     def extra_repr(self) -> str:
@@ -183,7 +188,7 @@ class VICRegLoss(nn.Module):
         self.eps = real_option("eps", eps)
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
-        _check_views(z_a, z_b, min_ndim=2, max_ndim=None, local=not self.gather_distributed)
+        _check_views(z_a, z_b, min_ndim=2, max_ndim=None, local=_per_rank(self.gather_distributed))
         if z_a.ndim == 2:
             return self._loss(z_a, z_b)
         positions = math.prod(z_a.shape[1:-1])

@@ -165,9 +165,10 @@ def test_bad_options_are_named_as_lightly_names_them(build, error, match):
         build()
 
 
+@pytest.mark.parametrize("gather_distributed", [False, True])
 @pytest.mark.parametrize("cls", [lightly.BarlowTwinsLoss, lightly.VICRegLoss], ids=lambda c: c.__name__)
-def test_bad_inputs_raise_value_error_where_lightly_asserts(cls):
-    criterion = cls()
+def test_bad_inputs_raise_value_error_where_lightly_asserts(cls, gather_distributed):
+    criterion = cls(gather_distributed=gather_distributed)  # in one process both mean this process's batch
     with pytest.raises(ValueError, match=r"z_a and z_b need a batch of at least 2 rows"):
         criterion(torch.randn(1, 4), torch.randn(1, 4))
     with pytest.raises(ValueError, match=r"z_a and z_b must have the same shape, got \(8, 4\) and \(8, 3\)"):
