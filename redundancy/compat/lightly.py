@@ -37,9 +37,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from redundancy import barlow_twins_loss, vicreg_loss
 from redundancy.compat._options import real_option
-from redundancy.functional import barlow_twins_loss
-from redundancy.vicreg import vicreg_loss
 
 __all__ = ["BarlowTwinsLoss", "VICRegLoss"]
 

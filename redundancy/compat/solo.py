@@ -39,9 +39,8 @@ come back in the input dtype.
 
 import torch
 
+from redundancy import barlow_twins_loss, vicreg_loss
 from redundancy.compat._options import real_option
-from redundancy.functional import barlow_twins_loss
-from redundancy.vicreg import vicreg_loss
 
 __all__ = ["barlow_loss_func", "vicreg_loss_func"]
 
