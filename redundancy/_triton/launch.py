@@ -52,7 +52,7 @@ def dtype_class(dtype: torch.dtype) -> str:
     return {torch.float64: "float64", torch.float32: "float32"}.get(dtype, "half")
 
 
-_STREAM = TileConfig(block_m=64, block_n=64, block_k=0, num_warps=4, num_stages=1)
+_STREAM = TileConfig(block_m=64, block_n=64, block_k=0, num_warps=8, num_stages=1)
 #: Tiles on a GPU, by kernel and dtype class. ``statistics`` uses block_m rows × block_n columns per step.
 GPU_CONFIGS: dict[tuple[str, str], TileConfig] = {
     ("statistics", "half"): TileConfig(64, 64, 0, num_warps=4, num_stages=1),
@@ -61,15 +61,15 @@ GPU_CONFIGS: dict[tuple[str, str], TileConfig] = {
     ("cross_tile", "half"): TileConfig(64, 64, 64, num_warps=4, num_stages=3),
     ("cross_tile", "float32"): TileConfig(64, 64, 32, num_warps=4, num_stages=3),
     ("cross_tile", "float64"): TileConfig(64, 64, 16, num_warps=4, num_stages=2),
-    ("gram_tile", "half"): TileConfig(64, 64, 64, num_warps=4, num_stages=3),
-    ("gram_tile", "float32"): TileConfig(64, 64, 32, num_warps=8, num_stages=2),
+    ("gram_tile", "half"): TileConfig(64, 64, 32, num_warps=8, num_stages=3),
+    ("gram_tile", "float32"): TileConfig(64, 64, 16, num_warps=8, num_stages=3),
     ("gram_tile", "float64"): TileConfig(64, 64, 16, num_warps=8, num_stages=2),
-    ("cross_gradient", "half"): TileConfig(64, 64, 32, num_warps=4, num_stages=3),
-    ("cross_gradient", "float32"): TileConfig(64, 64, 32, num_warps=4, num_stages=3),
-    ("cross_gradient", "float64"): TileConfig(64, 64, 16, num_warps=4, num_stages=2),
-    ("gram_gradient", "half"): TileConfig(64, 64, 32, num_warps=4, num_stages=3),
-    ("gram_gradient", "float32"): TileConfig(64, 64, 32, num_warps=4, num_stages=3),
-    ("gram_gradient", "float64"): TileConfig(64, 64, 16, num_warps=4, num_stages=2),
+    ("cross_gradient", "half"): TileConfig(64, 64, 32, num_warps=8, num_stages=3),
+    ("cross_gradient", "float32"): TileConfig(64, 64, 32, num_warps=8, num_stages=3),
+    ("cross_gradient", "float64"): TileConfig(64, 64, 16, num_warps=8, num_stages=2),
+    ("gram_gradient", "half"): TileConfig(64, 64, 32, num_warps=8, num_stages=3),
+    ("gram_gradient", "float32"): TileConfig(64, 64, 32, num_warps=8, num_stages=3),
+    ("gram_gradient", "float64"): TileConfig(64, 64, 16, num_warps=8, num_stages=2),
     ("standardize_backward", "half"): _STREAM,
     ("standardize_backward", "float32"): _STREAM,
     ("standardize_backward", "float64"): _STREAM,

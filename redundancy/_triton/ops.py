@@ -93,45 +93,86 @@ def _(grad_invariance, grad_redundancy, z1, z2, stats, gram_a, gram_b, row_sums,
     return dz1, dz2
 
 
-def _setup_context(ctx, inputs, output):
-    z1, z2, normalization, _eps, target, algorithm = inputs
-    _invariance, _redundancy, stats, gram_a, gram_b, row_sums = output
-    ctx.save_for_backward(z1, z2, stats, gram_a, gram_b, row_sums)
-    ctx.options = (normalization, target, algorithm)
+class BarlowTwinsTermsFunction(torch.autograd.Function):
+    """The differentiable ``(invariance, redundancy, ...)`` of the forward custom op (``setup_context`` form, so
+    ``torch.func.grad`` can transform it); its backward is the backward custom op.
+
+    The backward is first-order only: asked for a graph of the gradient (``create_graph=True``, a gradient
+    penalty) it returns gradients whose own differentiation raises (:class:`_FirstOrderGradient`), never a
+    gradient whose derivative would be silently wrong.
+    """
+
+    @staticmethod
+    def forward(z1, z2, normalization, eps, target, algorithm):
+        return barlow_twins_terms_forward(z1, z2, normalization, eps, target, algorithm)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        z1, z2, normalization, _eps, target, algorithm = inputs
+        _invariance, _redundancy, stats, gram_a, gram_b, row_sums = output
+        ctx.mark_non_differentiable(stats, gram_a, gram_b, row_sums)
+        ctx.save_for_backward(z1, z2, stats, gram_a, gram_b, row_sums)
+        ctx.options = (normalization, target, algorithm)
+
+    @staticmethod
+    def backward(ctx, grad_invariance, grad_redundancy, *_unused_grads):
+        z1, z2, stats, gram_a, gram_b, row_sums = ctx.saved_tensors
+        normalization, target, algorithm = ctx.options
+        needs_grad_z1, needs_grad_z2 = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if grad_invariance is None:
+            grad_invariance = torch.zeros((), dtype=stats.dtype, device=stats.device)
+        if grad_redundancy is None:
+            grad_redundancy = torch.zeros((), dtype=stats.dtype, device=stats.device)
+        with torch.no_grad():  # the op has no autograd formula: _FirstOrderGradient stands for one
+            dz1, dz2 = barlow_twins_terms_backward(
+                grad_invariance,
+                grad_redundancy,
+                z1,
+                z2,
+                stats,
+                gram_a,
+                gram_b,
+                row_sums,
+                normalization,
+                target,
+                algorithm,
+                needs_grad_z1,
+                needs_grad_z2,
+            )
+        dz1, dz2 = dz1 if needs_grad_z1 else None, dz2 if needs_grad_z2 else None
+        depends_on = [tensor for tensor in (z1, z2, grad_invariance, grad_redundancy) if tensor.requires_grad]
+        if torch.is_grad_enabled() and depends_on:  # create_graph=True: the gradients must not look constant
+            dz1, dz2 = (None if dz is None else _FirstOrderGradient.apply(dz, *depends_on) for dz in (dz1, dz2))
+        return (dz1, dz2, None, None, None, None)
 
 
-def _backward_formula(ctx, grad_invariance, grad_redundancy, *_unused_grads):
-    z1, z2, stats, gram_a, gram_b, row_sums = ctx.saved_tensors
-    normalization, target, algorithm = ctx.options
-    needs_grad_z1, needs_grad_z2 = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    if grad_invariance is None:
-        grad_invariance = torch.zeros((), dtype=stats.dtype, device=stats.device)
-    if grad_redundancy is None:
-        grad_redundancy = torch.zeros((), dtype=stats.dtype, device=stats.device)
-    dz1, dz2 = barlow_twins_terms_backward(
-        grad_invariance,
-        grad_redundancy,
-        z1,
-        z2,
-        stats,
-        gram_a,
-        gram_b,
-        row_sums,
-        normalization,
-        target,
-        algorithm,
-        needs_grad_z1,
-        needs_grad_z2,
-    )
-    return (dz1 if needs_grad_z1 else None, dz2 if needs_grad_z2 else None, None, None, None, None)
+class _FirstOrderGradient(torch.autograd.Function):
+    """A gradient of the Triton backward, linked to what it depends on so that differentiating it raises.
 
+    Used when the caller asks for a graph of the gradient (``create_graph=True``; ``torch.func.grad`` does so
+    too): the first-order gradient is right, and a second derivative through it is an error, never zeros.
+    """
 
-barlow_twins_terms_forward.register_autograd(_backward_formula, setup_context=_setup_context)
+    @staticmethod
+    def forward(gradient, *depends_on):
+        return gradient.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            "backend='triton' computes first derivatives only: a gradient it returned under create_graph=True "
+            "(a gradient penalty, double backward, nested torch.func transforms) cannot be differentiated "
+            "again; use backend='torch', whose backward is differentiable"
+        )
 
 
 def barlow_twins_terms(
     z1: torch.Tensor, z2: torch.Tensor, *, normalization: str, eps: float, target: float, algorithm: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(invariance, redundancy)`` of raw views ``z1, z2`` computed by the Triton kernels, differentiable."""
-    outputs = barlow_twins_terms_forward(z1, z2, normalization, float(eps), float(target), algorithm)
+    outputs = BarlowTwinsTermsFunction.apply(z1, z2, normalization, float(eps), float(target), algorithm)
     return outputs[0], outputs[1]
