@@ -349,11 +349,11 @@ class _RecordingKernel:
         self.name, self.launches = name, launches
 
     def __getitem__(self, grid):
-        return lambda *args, **meta: self.launches.append((self.name, tuple(grid), meta))
+        return lambda *args, **meta: self.launches.append((self.name, tuple(grid), meta, args))
 
 
-def _recorded_launches(monkeypatch, n, d, dtype, algorithm):
-    """The kernel launches (name, grid, meta) of one forward and one backward in the GPU configuration."""
+def _recorded_launches(monkeypatch, n, d, dtype, algorithm, target=0.0):
+    """The kernel launches (name, grid, meta, args) of one forward and one backward in the GPU configuration."""
     import types
 
     from redundancy._triton import kernels, launch
@@ -366,12 +366,12 @@ def _recorded_launches(monkeypatch, n, d, dtype, algorithm):
         if name.endswith("_kernel"):
             setattr(recorder, name, _RecordingKernel(name, forward_launches))
     z1, z2 = torch.zeros(n, d, dtype=dtype), torch.zeros(n, d, dtype=dtype)
-    outputs = launch.forward(z1, z2, "batchnorm", 1e-5, 0.0, algorithm)
+    outputs = launch.forward(z1, z2, "batchnorm", 1e-5, target, algorithm)
     for name in dir(recorder):
         if name.endswith("_kernel"):
             getattr(recorder, name).launches = backward_launches
     one = torch.ones((), dtype=outputs[2].dtype)
-    launch.backward(one, one, z1, z2, *outputs[2:], "batchnorm", 0.0, algorithm, True, True)
+    launch.backward(one, one, z1, z2, *outputs[2:], "batchnorm", target, algorithm, True, True)
     return forward_launches, backward_launches
 
 
@@ -383,16 +383,26 @@ def test_matrix_kernels_fill_an_h100(monkeypatch, algorithm, n, d, dtype):
     (132 SMs), forward and backward; the cross backward computes C once (one launch of the C tiles)."""
     forward, backward = _recorded_launches(monkeypatch, n, d, dtype, algorithm)
     multiplying = ("_cross_tile_kernel", "_gram_tile_kernel", "_cross_gradient_kernel", "_gram_gradient_kernel")
-    for name, grid, _meta in forward + backward:
+    for name, grid, _meta, _args in forward + backward:
         if name in multiplying:
             assert grid[0] * grid[1] * (grid[2] if len(grid) > 2 else 1) >= 264, (name, grid)
-    assert sum(name in multiplying for name, _, _ in forward) == 1
-    assert sum(name in multiplying for name, _, _ in backward) == (2 if algorithm == "cross" else 1)
+    assert sum(name in multiplying for name, *_ in forward) == 1
+    assert sum(name in multiplying for name, *_ in backward) == (2 if algorithm == "cross" else 1)
     if algorithm == "cross":
-        (c_tiles,) = [(grid, meta) for name, grid, meta in backward if name == "_cross_tile_kernel"]
+        (c_tiles,) = [(grid, meta) for name, grid, meta, _ in backward if name == "_cross_tile_kernel"]
         grid, meta = c_tiles
         assert meta["GRADIENT"] and grid[0] * meta["BLOCK_M"] >= d and grid[1] * meta["BLOCK_N"] >= d
         assert (grid[0] - 1) * meta["BLOCK_M"] < d and (grid[1] - 1) * meta["BLOCK_N"] < d  # each tile once
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_float_options_reach_the_kernels_as_tensors(monkeypatch, algorithm):
+    """A Python float kernel argument is a 32-bit float on the GPU: eps and the target must arrive otherwise
+    (eps is applied on the host, the target as a one-element tensor of the accumulation dtype)."""
+    forward, backward = _recorded_launches(monkeypatch, 64, 48, torch.float64, algorithm, target=0.1)
+    for name, _grid, _meta, args in forward + backward:
+        assert not any(isinstance(arg, float) for arg in args), (name, args)
 
 
 def test_float32_products_use_tf32x3():
@@ -401,3 +411,29 @@ def test_float32_products_use_tf32x3():
 
     precision = launch._precision(torch.float32)
     assert (precision.dot_precision, precision.product_precision) == ("tf32x3", "tf32x3")
+
+
+# ------------------------------------------------------------------------ backend="auto"
+
+
+def _cuda_stand_in(dtype=torch.bfloat16, shape=(256, 8192)):
+    """What select_backend reads of a CUDA tensor (device, dtype, shape), on a machine without CUDA."""
+    import types
+
+    return types.SimpleNamespace(device=torch.device("cuda", 0), dtype=dtype, shape=shape)
+
+
+def test_auto_uses_torch_on_cuda_until_a_benchmark_shows_triton_ahead(monkeypatch):
+    import redundancy._triton as backend_choice
+
+    monkeypatch.setattr(backend_choice, "_device_name", lambda index: "NVIDIA H100 80GB HBM3")
+    assert backend_choice.TRITON_FASTER == frozenset()  # no committed GPU benchmark yet
+    assert backend_choice.select_backend("auto", _cuda_stand_in()) == "torch"
+    measured = frozenset({("NVIDIA H100 80GB HBM3", "bfloat16", "gram")})
+    monkeypatch.setattr(backend_choice, "TRITON_FASTER", measured)
+    assert backend_choice.select_backend("auto", _cuda_stand_in()) == "triton"  # 256 x 8192: gram
+    assert backend_choice.select_backend("auto", _cuda_stand_in(), algorithm="cross") == "torch"
+    assert backend_choice.select_backend("auto", _cuda_stand_in(shape=(4096, 1024))) == "torch"  # cross
+    assert backend_choice.select_backend("auto", _cuda_stand_in(dtype=torch.float32)) == "torch"
+    monkeypatch.setattr(backend_choice, "_device_name", lambda index: "NVIDIA A100-SXM4-80GB")
+    assert backend_choice.select_backend("auto", _cuda_stand_in()) == "torch"
