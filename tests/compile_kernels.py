@@ -8,6 +8,7 @@ compiles the kernel for ``GPUTarget("cuda", 90, 32)`` with the launch's tile siz
 - ``shared``: bytes of shared memory per program (Triton's metadata);
 - ``registers`` and ``spill_bytes`` (stores plus loads): ``ptxas -v`` on the kernel's PTX, with the ptxas that
   Triton itself uses for sm_90;
+- ``barriers``: the block-wide barriers (``bar.sync``) in the PTX;
 - ``mma``: the matrix instructions in the PTX (``wgmma …`` or ``mma.sync …`` with their operand types; ``none``
   for kernels that multiply no matrices, ``fma`` for a product that missed the tensor cores).
 
@@ -182,6 +183,7 @@ def _variant_row(index: int) -> dict:
         "registers": resources["registers"],
         "spill_bytes": resources["spill_bytes"],
         "mma": _mma_kind(resources["ptx"], name in _MULTIPLYING),
+        "barriers": len(re.findall(r"\b(?:bar|barrier)\.sync\b", resources["ptx"])),
     }
 
 
@@ -200,7 +202,19 @@ def resource_table(kernels: tuple[str, ...] = (), jobs: int = 1):
 
 def format_rst(rows) -> str:
     """The table as a reStructuredText ``list-table`` (the one on the GPU kernels page)."""
-    columns = ("kernel", "dtype", "flags", "tiles", "warps", "stages", "registers", "spill_bytes", "shared", "mma")
+    columns = (
+        "kernel",
+        "dtype",
+        "flags",
+        "tiles",
+        "warps",
+        "stages",
+        "registers",
+        "spill_bytes",
+        "shared",
+        "barriers",
+        "mma",
+    )
     lines = [".. list-table::", "   :header-rows: 1", ""]
     lines.append("   * - " + "\n     - ".join(columns))
     for row in rows:

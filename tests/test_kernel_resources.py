@@ -64,6 +64,8 @@ def test_every_kernel_variant_fits_sm90(resources):
             failures.append(f"{name}: {row['shared']} B of shared memory > {compile_kernels.SHARED_LIMIT_SM90}")
         if row["dtype"] in _HALF and row["spill_bytes"]:
             failures.append(f"{name}: {row['spill_bytes']} B of register spills in half precision")
+        if "in_place" in row["flags"] and not row["barriers"]:
+            failures.append(f"{name}: rereads and overwrites its tile with no barrier in between")
         if row["kernel"] in _MULTIPLYING:
             mma = row["mma"]
             if row["dtype"] == "float64":
