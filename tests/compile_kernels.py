@@ -201,24 +201,27 @@ def resource_table(kernels: tuple[str, ...] = (), jobs: int = 1):
 
 
 def format_rst(rows) -> str:
-    """The table as a reStructuredText ``list-table`` (the one on the GPU kernels page)."""
-    columns = (
-        "kernel",
-        "dtype",
-        "flags",
-        "tiles",
-        "warps",
-        "stages",
-        "registers",
-        "spill_bytes",
-        "shared",
-        "barriers",
-        "mma",
-    )
+    """The table of the GPU kernels page (reStructuredText): one row per kernel and dtype, the most any of its
+    variants (flags, tile shapes) uses."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["kernel"], row["dtype"]), []).append(row)
+    columns = ("kernel", "dtype", "variants", "tiles", "warps", "registers", "spilled bytes", "shared bytes", "mma")
     lines = [".. list-table::", "   :header-rows: 1", ""]
     lines.append("   * - " + "\n     - ".join(columns))
-    for row in rows:
-        lines.append("   * - " + "\n     - ".join(str(row[column]) or "-" for column in columns))
+    for (kernel, dtype), group in groups.items():
+        values = (
+            kernel,
+            dtype,
+            len(group),
+            ", ".join(sorted({row["tiles"] for row in group})),
+            ", ".join(str(warps) for warps in sorted({row["warps"] for row in group})),
+            max(row["registers"] for row in group),
+            max(row["spill_bytes"] for row in group),
+            max(row["shared"] for row in group),
+            "; ".join(sorted({row["mma"] for row in group})),
+        )
+        lines.append("   * - " + "\n     - ".join(str(value) for value in values))
     return "\n".join(lines)
 
 
