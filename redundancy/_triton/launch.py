@@ -98,7 +98,8 @@ def cross_tile_config(dtype: torch.dtype, d: int) -> TileConfig:
     config = tile_config("cross_tile", dtype)
     if not _gpu_configuration():
         return config
-    candidates = (config, dataclasses.replace(config, block_n=32), dataclasses.replace(config, block_m=32, block_n=32))
+    narrow = dataclasses.replace(config, block_n=min(config.block_n, 32))
+    candidates = (config, narrow, dataclasses.replace(narrow, block_m=min(config.block_m, 32)))
     for candidate in candidates:
         if triton.cdiv(d, candidate.block_m) * triton.cdiv(d, candidate.block_n) >= MIN_PROGRAMS:
             return candidate
