@@ -339,6 +339,22 @@ def test_torch_func_grad_equals_autograd(device, algorithm):
         assert relative_error(grad, expected_grad) <= 1e-8
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_torch_func_vmap_equals_a_loop(device, algorithm):
+    """``vmap`` of the loss and of its gradient over a batch of view pairs: the same as one call per pair."""
+    z1 = torch.randn(3, 16, 24, dtype=torch.float64, device=device)
+    z2 = z1 + 0.5 * torch.randn(3, 16, 24, dtype=torch.float64, device=device)
+
+    def loss_of(a, b):
+        return redundancy.barlow_twins_loss(a, b, backend="triton", algorithm=algorithm, off_diagonal_target=-1.0)
+
+    losses = torch.func.vmap(loss_of)(z1, z2)
+    grads = torch.func.vmap(torch.func.grad(loss_of))(z1, z2)
+    for index in range(3):
+        assert torch.equal(losses[index], loss_of(z1[index], z2[index]))
+        assert torch.equal(grads[index], torch.func.grad(loss_of)(z1[index], z2[index]))
+
+
 # ------------------------------------------------------------------------ the GPU configuration, on the CPU
 
 

@@ -93,6 +93,21 @@ def _(grad_invariance, grad_redundancy, z1, z2, stats, gram_a, gram_b, row_sums,
     return dz1, dz2
 
 
+@barlow_twins_terms_backward.register_vmap
+def _(info, in_dims, *arguments):
+    """``torch.func.vmap`` of the backward (``vmap(grad(loss))``): a loop over the batch of views."""
+    results = [
+        barlow_twins_terms_backward(
+            *(
+                argument.select(dim, index) if dim is not None else argument
+                for argument, dim in zip(arguments, in_dims, strict=True)
+            )
+        )
+        for index in range(info.batch_size)
+    ]
+    return tuple(torch.stack(parts) for parts in zip(*results, strict=True)), (0, 0)
+
+
 class BarlowTwinsTermsFunction(torch.autograd.Function):
     """The differentiable ``(invariance, redundancy, ...)`` of the forward custom op (``setup_context`` form, so
     ``torch.func.grad`` can transform it); its backward is the backward custom op.
@@ -113,6 +128,23 @@ class BarlowTwinsTermsFunction(torch.autograd.Function):
         ctx.mark_non_differentiable(stats, gram_a, gram_b, row_sums)
         ctx.save_for_backward(z1, z2, stats, gram_a, gram_b, row_sums)
         ctx.options = (normalization, target, algorithm)
+
+    @staticmethod
+    def vmap(info, in_dims, z1, z2, normalization, eps, target, algorithm):
+        """``torch.func.vmap``: the kernels take one pair of views, so a batch of pairs is a loop over it."""
+        dim1, dim2 = in_dims[0], in_dims[1]
+        results = [
+            BarlowTwinsTermsFunction.apply(
+                z1.select(dim1, index) if dim1 is not None else z1,
+                z2.select(dim2, index) if dim2 is not None else z2,
+                normalization,
+                eps,
+                target,
+                algorithm,
+            )
+            for index in range(info.batch_size)
+        ]
+        return tuple(torch.stack(parts) for parts in zip(*results, strict=True)), (0,) * 6
 
     @staticmethod
     def backward(ctx, grad_invariance, grad_redundancy, *_unused_grads):
@@ -152,6 +184,8 @@ class _FirstOrderGradient(torch.autograd.Function):
     Used when the caller asks for a graph of the gradient (``create_graph=True``; ``torch.func.grad`` does so
     too): the first-order gradient is right, and a second derivative through it is an error, never zeros.
     """
+
+    generate_vmap_rule = True  # forward is a clone: vmap batches it like any torch operation
 
     @staticmethod
     def forward(gradient, *depends_on):
