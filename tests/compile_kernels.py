@@ -61,6 +61,14 @@ def variants():
         dot = dict(DOT=precision.dot, EMULATE=False, DOT_PRECISION=precision.dot_precision)
         product = dict(EMULATE=False, PRODUCT_PRECISION=precision.product_precision)
         unit = dict(stride1_d=1, stride2_d=1)
+        config = launch.tile_config("statistics", dtype)
+        yield (
+            "difference",
+            dtype,
+            kernels._difference_kernel,
+            dict(BLOCK_N=config.block_m, BLOCK_D=config.block_n, **acc, **unit),
+            config,
+        )
         for standardize in (True, False):
             config = launch.tile_config("statistics", dtype)
             yield (
@@ -168,7 +176,7 @@ def _variant_row(index: int) -> dict:
     name, dtype, kernel, constexprs, config = list(variants())[index]
     resources = compile_variant(kernel, dtype, constexprs, config)
     tiles = "x".join(str(constexprs[key]) for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K") if key in constexprs)
-    if name == "statistics":
+    if name in ("statistics", "difference"):
         tiles = f"{constexprs['BLOCK_N']}x{constexprs['BLOCK_D']}"
     elif name == "gram_tile":
         tiles = f"{constexprs['BLOCK_M']}x{constexprs['BLOCK_M']}x{constexprs['BLOCK_K']}"

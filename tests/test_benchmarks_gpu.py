@@ -62,7 +62,8 @@ def test_model_prints_every_kernel_at_the_benchmark_shapes(capsys):
     output = capsys.readouterr().out
     for n, d in gpu.MODEL_SHAPES:
         assert f"N={n} D={d} bfloat16 ({cost.choose_algorithm(n, d)})" in output
-    for kernel in ("statistics", "cross_tile", "cross_gradient", "gram_tile", "gram_gradient", "standardize_backward"):
+    kernels = ("statistics", "difference", "cross_tile", "cross_gradient", "gram_tile", "gram_gradient")
+    for kernel in (*kernels, "standardize_backward"):
         assert kernel in output
     assert output.count("total forward") == len(gpu.MODEL_SHAPES)
 

@@ -18,7 +18,9 @@ the numbers a GPU computes (:func:`_round_to`).
 
 Work split (each kernel fills the GPU on its own, see :mod:`redundancy._triton.launch`):
 
-- statistics: programs (column block, row range); the host merges the row ranges with Chan's formulas;
+- statistics: programs (column block, row range); the host merges the row ranges with Chan's formulas; a
+  second pass (:func:`_difference_kernel`) gives ``Σ (A - B)²`` per feature, from which the host forms
+  ``1 - c_i`` as a sum of non-negative terms (the invariance term does not cancel as ``c_i → 1``);
 - cross: programs own tiles of C. Forward reduces each tile to its off-diagonal energy ``Σ_{i≠j}(C_ij - t)²``
   in the epilogue (C is never stored); backward computes each tile of C once more and stores
   ``dC = w (C - t) + diag(g)`` (D×D, ``ACC``), which two products turn into both views' gradients;
@@ -139,6 +141,46 @@ def _statistics_kernel(
     tl.store(out + 2 * D, mean2, mask=col_mask)
     tl.store(out + 3 * D, moment2, mask=col_mask)
     tl.store(out + 4 * D, comoment, mask=col_mask)
+
+
+@triton.jit
+def _difference_kernel(
+    z1_ptr,
+    z2_ptr,
+    stats_ptr,
+    partial_ptr,
+    N,
+    D,
+    rows_per_program,
+    stride1_n,
+    stride1_d,
+    stride2_n,
+    stride2_d,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    ACC: tl.constexpr,
+):
+    """``partial[r] = Σ (A - B)²`` over one range of rows, per feature, of the standardized views (R×D).
+
+    With ``r_k = Σ A_k² / N`` this gives ``1 - c_i = Σ(A - B)² / (2N) + (1 - r_1) / 2 + (1 - r_2) / 2``, a sum of
+    non-negative terms: the invariance term without the cancellation of ``1 - c_i`` as ``c_i → 1``.
+    """
+    pid_d = tl.program_id(0)
+    pid_r = tl.program_id(1)
+    cols = (pid_d * BLOCK_D + tl.arange(0, BLOCK_D)).to(tl.int64)
+    row_start = pid_r * rows_per_program
+    row_end = tl.minimum(row_start + rows_per_program, N)
+    total = tl.zeros([BLOCK_D], dtype=ACC)
+    for start in range(row_start, row_end, BLOCK_N):
+        rows = (start + tl.arange(0, BLOCK_N)).to(tl.int64)
+        a = _load_standardized(
+            z1_ptr, rows, cols, stride1_n, stride1_d, row_end, D, stats_ptr, stats_ptr + D, True, ACC
+        )
+        b = _load_standardized(
+            z2_ptr, rows, cols, stride2_n, stride2_d, row_end, D, stats_ptr + 2 * D, stats_ptr + 3 * D, True, ACC
+        )
+        total += tl.sum((a - b) * (a - b), axis=0)
+    tl.store(partial_ptr + pid_r.to(tl.int64) * D + cols, total, mask=cols < D)
 
 
 @triton.jit

@@ -165,8 +165,16 @@ def _scalar(value: float, like: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- forward
 
 
-def _statistics(z1: torch.Tensor, z2: torch.Tensor, normalization: str, eps: float) -> torch.Tensor:
-    """The (5, D) statistics ``mean1, rstd1, mean2, rstd2, diag(C)``: partial moments, merged here."""
+def _statistics(
+    z1: torch.Tensor, z2: torch.Tensor, normalization: str, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (5, D) statistics ``mean1, rstd1, mean2, rstd2, diag(C)`` (partial moments, merged here) and the
+    invariance term ``Σ (1 - c_i)²``.
+
+    With standardization ``1 - c_i`` is formed without cancellation (:func:`kernels._difference_kernel`): with
+    ``r_k = Σ A_k² / N = (M2_k / N) rstd_k²``, ``1 - r_k = (M2_k (1 / divisor - 1 / N) + eps) rstd_k² ≥ 0`` and
+    ``1 - c_i = Σ(A - B)² / (2N) + (1 - r_1) / 2 + (1 - r_2) / 2``.
+    """
     n, d = z1.shape
     config = tile_config("statistics", z1.dtype)
     acc_dtype = _accumulation_dtype(z1.dtype)
@@ -181,7 +189,9 @@ def _statistics(z1: torch.Tensor, z2: torch.Tensor, normalization: str, eps: flo
     mean1, moment1, mean2, moment2, comoment = partial.unbind(1)
     if not standardize:
         ones = torch.ones(d, dtype=acc_dtype, device=z1.device)
-        return torch.stack([torch.zeros_like(ones), ones, torch.zeros_like(ones), ones, comoment.sum(0) / n])
+        diagonal = comoment.sum(0) / n
+        stats = torch.stack([torch.zeros_like(ones), ones, torch.zeros_like(ones), ones, diagonal])
+        return stats, (diagonal - 1).square().sum()
     # Chan's parallel merge of the row ranges (the last range may be shorter).
     counts = (n - torch.arange(ranges, device=z1.device, dtype=acc_dtype) * rows_per_program).clamp_(
         max=rows_per_program
@@ -195,7 +205,18 @@ def _statistics(z1: torch.Tensor, z2: torch.Tensor, normalization: str, eps: flo
     divisor = _divisor(n, normalization)
     rstd1 = (moment1 / divisor + eps).rsqrt()
     rstd2 = (moment2 / divisor + eps).rsqrt()
-    return torch.stack([merged1, rstd1, merged2, rstd2, comoment * rstd1 * rstd2 / n])
+    stats = torch.stack([merged1, rstd1, merged2, rstd2, comoment * rstd1 * rstd2 / n])
+    difference = torch.empty((ranges, d), dtype=acc_dtype, device=z1.device)
+    kernels._difference_kernel[(triton.cdiv(d, config.block_n), ranges)](
+        z1, z2, stats, difference, n, d, rows_per_program, *z1.stride(), *z2.stride(),
+        BLOCK_N=config.block_m, BLOCK_D=config.block_n, ACC=_precision(z1.dtype).acc,
+        num_warps=config.num_warps, num_stages=config.num_stages,
+    )  # fmt: skip
+    excess = 1.0 / divisor - 1.0 / n  # 0 for "batchnorm", 1 / (N (N - 1)) for "std"
+    one_minus_r1 = (moment1 * excess + eps) * rstd1.square()
+    one_minus_r2 = (moment2 * excess + eps) * rstd2.square()
+    one_minus_c = 0.5 * (difference.sum(0) / n + one_minus_r1 + one_minus_r2)
+    return stats, one_minus_c.square().sum()
 
 
 def forward(z1: torch.Tensor, z2: torch.Tensor, normalization: str, eps: float, target: float, algorithm: str):
@@ -208,9 +229,8 @@ def _forward(z1: torch.Tensor, z2: torch.Tensor, normalization: str, eps: float,
     n, d = z1.shape
     precision = _precision(z1.dtype)
     acc_dtype = _accumulation_dtype(z1.dtype)
-    stats = _statistics(z1, z2, normalization, eps)
+    stats, invariance = _statistics(z1, z2, normalization, eps)
     diagonal = stats[4]
-    invariance = (diagonal - 1).square().sum()
     # Three distinct empty tensors where unused: custom-op outputs may not alias one another.
     gram_a, gram_b, row_sums = (z1.new_empty(0, dtype=acc_dtype) for _ in range(3))
     common = dict(
