@@ -144,7 +144,9 @@ def _precision(dtype: torch.dtype) -> _Precision:
         return _Precision(tl.float64, tl.float64, False, "ieee", "ieee")
     if dtype == torch.float32:
         return _Precision(tl.float32, tl.float32, False, "tf32x3", "tf32x3")
-    return _Precision(tl.float32, _TRITON_DTYPES[dtype], interpreting, "ieee" if interpreting else "tf32", "tf32")
+    # A bfloat16 or float16 product uses the tensor cores whatever input_precision says ("ieee", as Triton 3.6
+    # accepts for such operands); the backward products of a float32 matrix with a tile run in TF32.
+    return _Precision(tl.float32, _TRITON_DTYPES[dtype], interpreting, "ieee", "tf32")
 
 
 def _on_device(z: torch.Tensor) -> contextlib.AbstractContextManager:
