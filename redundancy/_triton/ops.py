@@ -1,4 +1,4 @@
-"""``torch.library`` custom ops of the Triton backend, with their fake kernels and autograd formula.
+"""``torch.library`` custom ops of the Triton backend, their fake kernels, and the autograd Function over them.
 
 Two custom ops, so that ``torch.compile`` sees opaque, shape-known calls and never traces into Triton:
 
@@ -7,6 +7,10 @@ Two custom ops, so that ``torch.compile`` sees opaque, shape-known calls and nev
   ``mean1, rstd1, mean2, rstd2, diag(C)``, the two N×N Grams (Gram algorithm; empty for cross) and the
   (2, N) row sums of the standardized views (Gram algorithm with a non-zero target; empty otherwise).
 - ``redundancy::barlow_twins_terms_backward(...)`` returns ``dz1, dz2`` (empty when not needed).
+
+:class:`BarlowTwinsTermsFunction` differentiates the forward op with the backward op. It is an autograd
+Function in the ``setup_context`` form, with a ``vmap`` rule, so ``torch.func.grad`` and ``vmap`` transform
+the loss; its backward is first-order (a second derivative raises an error naming ``create_graph``).
 
 This module imports torch only; the implementations import :mod:`redundancy._triton.launch` (and so
 Triton) when they first run.
