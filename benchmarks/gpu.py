@@ -114,6 +114,7 @@ def roofline(n: int, d: int, dtype: torch.dtype, algorithm: str, peaks: dict | N
 
     ranges, _ = launch.statistics_split(n, d, launch.GPU_CONFIGS[("statistics", launch.dtype_class(dtype))])
     add("statistics", "forward", 0, 2 * nd * e + ranges * 5 * d * a)
+    add("merge_statistics", "forward", 0, ranges * 5 * d * a + 6 * d * a)
     add("difference", "forward", 0, 2 * nd * e + ranges * d * a)
     # The standardization backward reads dA (acc dtype) and the input, and writes dz, for both views.
     stream = 2 * (nd * a + 2 * nd * e)

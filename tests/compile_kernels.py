@@ -62,6 +62,9 @@ def variants():
         product = dict(EMULATE=False, PRODUCT_PRECISION=precision.product_precision)
         unit = dict(stride1_d=1, stride2_d=1)
         config = launch.tile_config("statistics", dtype)
+        for standardize in (True, False):
+            merge = dict(STANDARDIZE=standardize, BLOCK_D=config.block_n, **acc)
+            yield "merge_statistics", dtype, kernels._merge_statistics_kernel, merge, config
         yield (
             "difference",
             dtype,
@@ -178,6 +181,8 @@ def _variant_row(index: int) -> dict:
     tiles = "x".join(str(constexprs[key]) for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K") if key in constexprs)
     if name in ("statistics", "difference"):
         tiles = f"{constexprs['BLOCK_N']}x{constexprs['BLOCK_D']}"
+    elif name == "merge_statistics":
+        tiles = str(constexprs["BLOCK_D"])
     elif name == "gram_tile":
         tiles = f"{constexprs['BLOCK_M']}x{constexprs['BLOCK_M']}x{constexprs['BLOCK_K']}"
     return {

@@ -52,7 +52,8 @@ def test_roofline_counts_the_products_of_the_kernels(algorithm, n, d, dtype):
     for row in rows:
         assert row["peak_flops"] == (accumulated_peak if row["kernel"].endswith("gradient") else input_peak)
         assert row["seconds"] == max(row["flops"] / row["peak_flops"], row["bytes"] / 3.35e12)
-        assert row["bytes"] >= 2 * n * d * torch.empty((), dtype=dtype).element_size() or row["kernel"] == "gram_sum"
+        if row["kernel"] not in ("gram_sum", "merge_statistics"):  # every other kernel reads both views
+            assert row["bytes"] >= 2 * n * d * torch.empty((), dtype=dtype).element_size()
         assert row["bound"] in ("compute", "memory")
 
 

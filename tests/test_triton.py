@@ -419,7 +419,7 @@ def test_matrix_kernels_fill_an_h100(monkeypatch, algorithm, n, d, dtype):
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_float_options_reach_the_kernels_as_tensors(monkeypatch, algorithm):
     """A Python float kernel argument is a 32-bit float on the GPU: eps and the target must arrive otherwise
-    (eps is applied on the host, the target as a one-element tensor of the accumulation dtype)."""
+    (eps and the target as one-element tensors of the accumulation dtype)."""
     forward, backward = _recorded_launches(monkeypatch, 64, 48, torch.float64, algorithm, target=0.1)
     for name, _grid, _meta, args in forward + backward:
         assert not any(isinstance(arg, float) for arg in args), (name, args)

@@ -18,9 +18,9 @@ the numbers a GPU computes (:func:`_round_to`).
 
 Work split (each kernel fills the GPU on its own, see :mod:`redundancy._triton.launch`):
 
-- statistics: programs (column block, row range); the host merges the row ranges with Chan's formulas; a
-  second pass (:func:`_difference_kernel`) gives ``Σ (A - B)²`` per feature, from which the host forms
-  ``1 - c_i`` as a sum of non-negative terms (the invariance term does not cancel as ``c_i → 1``);
+- statistics: programs (column block, row range), merged by :func:`_merge_statistics_kernel` with Chan's
+  formulas; a second pass (:func:`_difference_kernel`) gives ``Σ (A - B)²`` per feature, from which
+  ``1 - c_i`` is a sum of non-negative terms (the invariance term does not cancel as ``c_i → 1``);
 - cross: programs own tiles of C. Forward reduces each tile to its off-diagonal energy ``Σ_{i≠j}(C_ij - t)²``
   in the epilogue (C is never stored); backward computes each tile of C once more and stores
   ``dC = w (C - t) + diag(g)`` (D×D, ``ACC``), which two products turn into both views' gradients;
@@ -141,6 +141,76 @@ def _statistics_kernel(
     tl.store(out + 2 * D, mean2, mask=col_mask)
     tl.store(out + 3 * D, moment2, mask=col_mask)
     tl.store(out + 4 * D, comoment, mask=col_mask)
+
+
+@triton.jit
+def _merge_statistics_kernel(
+    partial_ptr,
+    stats_ptr,
+    complement_ptr,
+    eps_ptr,
+    N,
+    D,
+    ranges,
+    rows_per_program,
+    divisor,
+    STANDARDIZE: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    ACC: tl.constexpr,
+):
+    """Merge the ``ranges`` row ranges of :func:`_statistics_kernel` (Chan's formulas) into ``stats`` (5, D):
+    ``mean1, rstd1, mean2, rstd2, diag(C)``, and ``complement`` (D): ``((1 - r_1) + (1 - r_2)) / 2`` with
+    ``1 - r_k = (M2_k (1 / divisor - 1 / N) + eps) rstd_k²`` (see :func:`_difference_kernel`).
+
+    ``eps`` is a one-element tensor of ``ACC``: a float64 eps reaches a float64 computation unrounded.
+    """
+    cols = (tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)).to(tl.int64)
+    col_mask = cols < D
+    mean1 = tl.zeros([BLOCK_D], dtype=ACC)
+    mean2 = tl.zeros([BLOCK_D], dtype=ACC)
+    moment1 = tl.zeros([BLOCK_D], dtype=ACC)
+    moment2 = tl.zeros([BLOCK_D], dtype=ACC)
+    comoment = tl.zeros([BLOCK_D], dtype=ACC)
+    count = tl.zeros([BLOCK_D], dtype=ACC)
+    for r in range(0, ranges):
+        block = partial_ptr + r * 5 * D + cols
+        block_mean1 = tl.load(block, mask=col_mask, other=0.0)
+        block_moment1 = tl.load(block + D, mask=col_mask, other=0.0)
+        block_mean2 = tl.load(block + 2 * D, mask=col_mask, other=0.0)
+        block_moment2 = tl.load(block + 3 * D, mask=col_mask, other=0.0)
+        block_comoment = tl.load(block + 4 * D, mask=col_mask, other=0.0)
+        block_count = tl.cast(tl.minimum(rows_per_program, N - r * rows_per_program), ACC)
+        total = count + block_count
+        delta1 = block_mean1 - mean1
+        delta2 = block_mean2 - mean2
+        weight = count * block_count / total
+        moment1 += block_moment1 + delta1 * delta1 * weight
+        moment2 += block_moment2 + delta2 * delta2 * weight
+        comoment += block_comoment + delta1 * delta2 * weight
+        mean1 += delta1 * (block_count / total)
+        mean2 += delta2 * (block_count / total)
+        count = total
+    if STANDARDIZE:
+        eps = tl.load(eps_ptr)
+        divisor_acc = tl.cast(divisor, ACC)
+        # Columns past D get variance 1, not eps (which may be 0): no division by zero in unused lanes.
+        rstd1 = 1.0 / tl.sqrt(tl.where(col_mask, moment1 / divisor_acc + eps, 1.0))
+        rstd2 = 1.0 / tl.sqrt(tl.where(col_mask, moment2 / divisor_acc + eps, 1.0))
+        diagonal = comoment * rstd1 * rstd2 / N
+        # 1 / divisor - 1 / N without cancellation: 0 for "batchnorm", 1 / (N (N - 1)) for "std".
+        excess = tl.cast(N - divisor, ACC) / (divisor_acc * tl.cast(N, ACC))
+        complement = 0.5 * ((moment1 * excess + eps) * rstd1 * rstd1 + (moment2 * excess + eps) * rstd2 * rstd2)
+    else:
+        rstd1 = tl.full([BLOCK_D], 1.0, dtype=ACC)
+        rstd2 = tl.full([BLOCK_D], 1.0, dtype=ACC)
+        diagonal = comoment / N
+        complement = tl.zeros([BLOCK_D], dtype=ACC)
+    tl.store(stats_ptr + cols, mean1, mask=col_mask)
+    tl.store(stats_ptr + D + cols, rstd1, mask=col_mask)
+    tl.store(stats_ptr + 2 * D + cols, mean2, mask=col_mask)
+    tl.store(stats_ptr + 3 * D + cols, rstd2, mask=col_mask)
+    tl.store(stats_ptr + 4 * D + cols, diagonal, mask=col_mask)
+    tl.store(complement_ptr + cols, complement, mask=col_mask)
 
 
 @triton.jit

@@ -170,8 +170,7 @@ def _scalar(value: float, like: torch.Tensor) -> torch.Tensor:
 def _statistics(
     z1: torch.Tensor, z2: torch.Tensor, normalization: str, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (5, D) statistics ``mean1, rstd1, mean2, rstd2, diag(C)`` (partial moments, merged here) and the
-    invariance term ``Σ (1 - c_i)²``.
+    """The (5, D) statistics ``mean1, rstd1, mean2, rstd2, diag(C)`` and the invariance term ``Σ (1 - c_i)²``.
 
     With standardization ``1 - c_i`` is formed without cancellation (:func:`kernels._difference_kernel`): with
     ``r_k = Σ A_k² / N = (M2_k / N) rstd_k²``, ``1 - r_k = (M2_k (1 / divisor - 1 / N) + eps) rstd_k² ≥ 0`` and
@@ -188,36 +187,22 @@ def _statistics(
         STANDARDIZE=standardize, BLOCK_N=config.block_m, BLOCK_D=config.block_n, ACC=_precision(z1.dtype).acc,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
-    mean1, moment1, mean2, moment2, comoment = partial.unbind(1)
+    stats = torch.empty((5, d), dtype=acc_dtype, device=z1.device)
+    complement = torch.empty(d, dtype=acc_dtype, device=z1.device)
+    kernels._merge_statistics_kernel[(triton.cdiv(d, config.block_n),)](
+        partial, stats, complement, _scalar(eps, stats), n, d, ranges, rows_per_program,
+        _divisor(n, normalization), STANDARDIZE=standardize, BLOCK_D=config.block_n, ACC=_precision(z1.dtype).acc,
+        num_warps=config.num_warps,
+    )  # fmt: skip
     if not standardize:
-        ones = torch.ones(d, dtype=acc_dtype, device=z1.device)
-        diagonal = comoment.sum(0) / n
-        stats = torch.stack([torch.zeros_like(ones), ones, torch.zeros_like(ones), ones, diagonal])
-        return stats, (diagonal - 1).square().sum()
-    # Chan's parallel merge of the row ranges (the last range may be shorter).
-    counts = (n - torch.arange(ranges, device=z1.device, dtype=acc_dtype) * rows_per_program).clamp_(
-        max=rows_per_program
-    )[:, None]
-    merged1 = (mean1 * counts).sum(0) / n
-    merged2 = (mean2 * counts).sum(0) / n
-    delta1, delta2 = mean1 - merged1, mean2 - merged2
-    moment1 = (moment1 + counts * delta1 * delta1).sum(0)
-    moment2 = (moment2 + counts * delta2 * delta2).sum(0)
-    comoment = (comoment + counts * delta1 * delta2).sum(0)
-    divisor = _divisor(n, normalization)
-    rstd1 = (moment1 / divisor + eps).rsqrt()
-    rstd2 = (moment2 / divisor + eps).rsqrt()
-    stats = torch.stack([merged1, rstd1, merged2, rstd2, comoment * rstd1 * rstd2 / n])
+        return stats, (stats[4] - 1).square().sum()
     difference = torch.empty((ranges, d), dtype=acc_dtype, device=z1.device)
     kernels._difference_kernel[(triton.cdiv(d, config.block_n), ranges)](
         z1, z2, stats, difference, n, d, rows_per_program, *z1.stride(), *z2.stride(),
         BLOCK_N=config.block_m, BLOCK_D=config.block_n, ACC=_precision(z1.dtype).acc,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
-    excess = 1.0 / divisor - 1.0 / n  # 0 for "batchnorm", 1 / (N (N - 1)) for "std"
-    one_minus_r1 = (moment1 * excess + eps) * rstd1.square()
-    one_minus_r2 = (moment2 * excess + eps) * rstd2.square()
-    one_minus_c = 0.5 * (difference.sum(0) / n + one_minus_r1 + one_minus_r2)
+    one_minus_c = difference.sum(0).div_(2 * n).add_(complement)
     return stats, one_minus_c.square().sum()
 
 
