@@ -99,7 +99,7 @@ def _barlow_twins(options: BarlowTwinsOptions, batch, z1: torch.Tensor, z2: torc
         strategy = cost.choose_strategy(n, d, batch.world_size, batch.dtype, algorithm=algorithm)
     if algorithm == "auto":
         algorithm = "cross" if strategy == "all_reduce" else cost.choose_algorithm(n, d)
-    backend = select_backend(options.backend, z1) if batch.world_size == 1 else options.backend
+    backend = select_backend(options.backend, z1, algorithm=algorithm) if batch.world_size == 1 else options.backend
     if backend == "triton":
         if batch.world_size > 1:
             raise ValueError(
