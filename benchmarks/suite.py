@@ -186,8 +186,7 @@ def main(argv=None) -> None:
     results = run(args)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "results.json").write_text(json.dumps(results, indent=2))
-    table = report.markdown(results)
-    (args.output / "results.md").write_text(table)
+    table = report.write_tables(results, args.output)
     print()
     print(table)
     if not args.no_plots:

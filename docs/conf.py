@@ -1,5 +1,6 @@
 """Sphinx configuration of the redundancy documentation (built with ``sphinx-build -W --keep-going``)."""
 
+import importlib.util
 import os
 import pathlib
 import sys
@@ -43,6 +44,14 @@ autodoc_default_options = {"show-inheritance": False}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 
-html_theme = "alabaster"
-html_static_path: list[str] = []
+# The docs extra brings furo and sphinx-copybutton. Sphinx alone still builds the pages (for a quick look at
+# their text in an environment without the extra), in its default theme and without copy buttons.
+if importlib.util.find_spec("sphinx_copybutton") is not None:
+    extensions.append("sphinx_copybutton")
+    copybutton_prompt_text = r">>> |\.\.\. |\$ "  # an example copies as code: no prompts, no output
+    copybutton_prompt_is_regexp = True
+html_theme = "furo" if importlib.util.find_spec("furo") is not None else "alabaster"
+html_title = f"redundancy {release}"
+html_static_path = ["_static"]
+html_css_files = ["redundancy.css"]
 exclude_patterns = ["_build"]

@@ -1,6 +1,6 @@
 """redundancy: the exact Barlow Twins loss and the redundancy-reduction family as PyTorch ops."""
 
-from redundancy.cca_ssg import cca_ssg_loss
+from redundancy.cca_ssg import CCASSGTerms, cca_ssg_loss, cca_ssg_terms
 from redundancy.diagnostics import (
     CrossCorrelationSummary,
     cross_correlation_summary,
@@ -26,7 +26,11 @@ from redundancy.modules import (
     VICRegLoss,
 )
 from redundancy.regularizers import decov_loss, total_coding_rate
-from redundancy.spectral_contrastive import spectral_contrastive_loss
+from redundancy.spectral_contrastive import (
+    SpectralContrastiveTerms,
+    spectral_contrastive_loss,
+    spectral_contrastive_terms,
+)
 from redundancy.vicreg import (
     VICRegTerms,
     vicreg_covariance_loss,
@@ -41,10 +45,12 @@ __all__ = [
     "BarlowTwinsLoss",
     "BarlowTwinsTerms",
     "CCASSGLoss",
+    "CCASSGTerms",
     "CrossCorrelationSummary",
     "DeCovLoss",
     "MixedBarlowTwinsRegularizer",
     "SpectralContrastiveLoss",
+    "SpectralContrastiveTerms",
     "TotalCodingRate",
     "VICRegLoss",
     "VICRegTerms",
@@ -53,6 +59,7 @@ __all__ = [
     "barlow_twins_terms",
     "batch_standardize",
     "cca_ssg_loss",
+    "cca_ssg_terms",
     "cross_correlation",
     "cross_correlation_summary",
     "decov_loss",
@@ -61,6 +68,7 @@ __all__ = [
     "mixed_barlow_twins_regularizer",
     "off_diagonal",
     "spectral_contrastive_loss",
+    "spectral_contrastive_terms",
     "total_coding_rate",
     "vicreg_covariance_loss",
     "vicreg_loss",

@@ -6,37 +6,56 @@ energy of :func:`redundancy._ops.off_diagonal_energy` (D×D or N×N form). The d
 official code (``hengruizhang98/CCA-SSG``: ``z = (h - h.mean(0)) / h.std(0)``, ``λ = 1e-3``).
 """
 
+from typing import NamedTuple
+
 import torch
 
 from redundancy import cost
-from redundancy._ops import off_diagonal_energy
-from redundancy._ops._autocast import no_autocast
-from redundancy.functional import (
+from redundancy._loss import (
     ALGORITHMS,
     NORMALIZATIONS,
-    _check_choice,
-    _check_real,
-    _check_views,
-    _compute_dtype,
-    _standardize_view,
+    Loss,
+    Options,
+    choice_option,
+    option,
+    options_dataclass,
+    real,
+    takes_options_of,
 )
+from redundancy._ops import off_diagonal_energy
+from redundancy.functional import standardize_view
 
-__all__ = ["cca_ssg_loss", "check_cca_ssg_options"]
+__all__ = ["CCASSGTerms", "cca_ssg_loss", "cca_ssg_terms"]
 
 
-def check_cca_ssg_options(*, lambd: float, normalization: str, eps: float, algorithm: str) -> None:
-    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option (used by the Module too).
+class CCASSGTerms(NamedTuple):
+    """The CCA-SSG loss and its two terms, as :func:`cca_ssg_terms` returns them.
+
+    ``loss = invariance + lambd * decorrelation``; all three are 0-dim tensors and carry gradients.
 
     Example:
-        >>> check_cca_ssg_options(lambd="0.001", normalization="std", eps=0.0, algorithm="auto")
-        Traceback (most recent call last):
-            ...
-        TypeError: lambd must be a real number, got str '0.001'
+        >>> z1, z2 = torch.randn(32, 8), torch.randn(32, 8)
+        >>> loss, invariance, decorrelation = cca_ssg_terms(z1, z2, lambd=0.01)
+        >>> torch.allclose(loss, invariance + 0.01 * decorrelation)
+        True
     """
-    _check_real("lambd", lambd, nonnegative=True)
-    _check_choice("normalization", normalization, NORMALIZATIONS)
-    _check_real("eps", eps, nonnegative=True)
-    _check_choice("algorithm", algorithm, ALGORITHMS)
+
+    loss: torch.Tensor
+    """The loss, as :func:`cca_ssg_loss` returns it."""
+    invariance: torch.Tensor
+    """``-tr(AᵀB) / N``."""
+    decorrelation: torch.Tensor
+    """``‖I - AᵀA / N‖_F² + ‖I - BᵀB / N‖_F²``."""
+
+
+@options_dataclass
+class CCASSGOptions(Options):
+    """The options of :func:`cca_ssg_loss` (documented there), declared once."""
+
+    lambd: float = option(1e-3, real(nonnegative=True))
+    normalization: str = choice_option("std", NORMALIZATIONS)
+    eps: float = option(0.0, real(nonnegative=True))
+    algorithm: str = choice_option("auto", ALGORITHMS)
 
 
 def _decorrelation(a: torch.Tensor, algorithm: str) -> torch.Tensor:
@@ -46,15 +65,39 @@ def _decorrelation(a: torch.Tensor, algorithm: str) -> torch.Tensor:
     return (1.0 - diagonal).square().sum() + off_diagonal_energy(a, algorithm=algorithm) / (n * n)
 
 
-def cca_ssg_loss(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    *,
-    lambd: float = 1e-3,
-    normalization: str = "std",
-    eps: float = 0.0,
-    algorithm: str = "auto",
-) -> torch.Tensor:
+def _cca_ssg(options: CCASSGOptions, batch, z1: torch.Tensor, z2: torch.Tensor) -> CCASSGTerms:
+    z1, z2 = batch.gather(z1.to(batch.dtype), z2.to(batch.dtype))
+    n, d = z1.shape
+    algorithm = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
+    a = standardize_view(z1, options.normalization, options.eps)
+    b = standardize_view(z2, options.normalization, options.eps)
+    invariance = -torch.linalg.vecdot(a, b, dim=0).sum() / n
+    decorrelation = _decorrelation(a, algorithm) + _decorrelation(b, algorithm)
+    return CCASSGTerms(invariance + decorrelation * options.lambd, invariance, decorrelation)
+
+
+CCA_SSG = Loss("cca_ssg_loss", CCASSGOptions, ("z1", "z2"), _cca_ssg)
+
+
+@takes_options_of(CCA_SSG)
+def cca_ssg_terms(z1: torch.Tensor, z2: torch.Tensor, **options) -> CCASSGTerms:
+    """The CCA-SSG loss together with its invariance and decorrelation terms, for logging.
+
+    Takes the same arguments as :func:`cca_ssg_loss`; ``terms.loss`` is exactly what that returns.
+
+    Returns:
+        :class:`CCASSGTerms` ``(loss, invariance, decorrelation)``, each a 0-dim tensor with gradients.
+
+    Example:
+        >>> z1, z2 = torch.randn(32, 8), torch.randn(32, 8)
+        >>> torch.equal(cca_ssg_terms(z1, z2).loss, cca_ssg_loss(z1, z2))
+        True
+    """
+    return CCA_SSG.run((z1, z2), options)
+
+
+@takes_options_of(CCA_SSG)
+def cca_ssg_loss(z1: torch.Tensor, z2: torch.Tensor, **options) -> torch.Tensor:
     r"""The CCA-SSG loss (Zhang et al., 2021) of two embeddings of the same batch (of graph nodes).
 
     With ``A, B`` the standardized views:
@@ -78,23 +121,19 @@ def cca_ssg_loss(
         eps: added to the variance before the square root (0 in the official code: a constant feature
             gives NaN, as there).
         algorithm: ``"cross"`` (D×D), ``"gram"`` (N×N) or ``"auto"`` (``gram`` when N < D).
+        distributed, gradient_convention, group: the batch of all ranks under ``torch.distributed`` (every rank
+            gathers the rows of all ranks) or each rank's own, as in :func:`redundancy.barlow_twins_loss`.
 
     Returns:
-        A 0-dim tensor, float64 for float64 inputs and float32 otherwise.
+        :class:`CCASSGTerms` ``(loss, invariance, decorrelation)``: 0-dim tensors, float64 for float64 inputs and
+        float32 otherwise, ``loss = invariance + lambd * decorrelation``.
 
     Example:
         >>> z = torch.randn(64, 8)
         >>> cca_ssg_loss(z, z) < cca_ssg_loss(z, torch.randn(64, 8))
         tensor(True)
+        >>> terms = cca_ssg_terms(z, z, lambd=0.5)
+        >>> torch.allclose(terms.loss, terms.invariance + 0.5 * terms.decorrelation)
+        True
     """
-    check_cca_ssg_options(lambd=lambd, normalization=normalization, eps=eps, algorithm=algorithm)
-    _check_views(z1, z2)
-    n, d = z1.shape
-    if algorithm == "auto":
-        algorithm = cost.choose_autocorrelation_algorithm(n, d)
-    dtype = _compute_dtype(z1, z2)
-    with no_autocast(z1.device):
-        a = _standardize_view(z1.to(dtype), normalization, eps)
-        b = _standardize_view(z2.to(dtype), normalization, eps)
-        invariance = -torch.linalg.vecdot(a, b, dim=0).sum() / n
-        return invariance + (_decorrelation(a, algorithm) + _decorrelation(b, algorithm)) * lambd
+    return CCA_SSG.run((z1, z2), options).loss

@@ -21,7 +21,8 @@ ranks of the process group. :func:`communication_bytes` counts the bytes each ra
 - a ring all-reduce of M elements sends ``2·(W-1)/W·M`` elements per rank;
 - a ring all-gather of a chunk of m elements per rank sends ``(W-1)·m`` elements per rank.
 
-Common to both strategies: the per-rank shapes and a checksum of the options, an all-gather of 4 int64 per rank.
+Common to both strategies: the header of every call (error flag, call counter, shapes, dtype and the options that
+every rank must share), an all-gather of :data:`redundancy.distributed.HEADER_SIZE` float64 values per rank.
 Unless ``normalization="none"``, also the per-rank mean and centred sum of squares of each view, an all-gather
 of 2·D elements per view, and in backward the sums over the batch that the standardization's backward needs.
 Then:
@@ -42,6 +43,7 @@ import math
 
 import torch
 
+from redundancy import distributed
 from redundancy._ops.products import symmetric_gram_flops
 
 ALGORITHMS = ("cross", "gram")
@@ -175,7 +177,7 @@ def communication_bytes(
     w = world_size
     if w == 1:
         return 0
-    total = (w - 1) * 4 * 8  # the shapes and option checksum of every rank (int64)
+    total = (w - 1) * distributed.HEADER_SIZE * 8  # the header of every rank (float64)
     if normalization != "none":
         statistics = 2 * (w - 1) * 2 * d  # mean and centred sum of squares, both views
         sums = 1 if strategy == "all_reduce" else 2  # Σ dA ⊙ A, and Σ dA where the op does not know it is 0

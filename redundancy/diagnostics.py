@@ -10,27 +10,21 @@ from typing import NamedTuple
 import torch
 
 from redundancy import cost
+from redundancy._loss import NORMALIZATIONS
 from redundancy._ops import cross_correlation_terms, gram_terms
 from redundancy._ops._autocast import no_autocast
-from redundancy.functional import (
-    NORMALIZATIONS,
-    _check_choice,
-    _check_embedding,
-    _check_real,
-    _check_views,
-    _compute_dtype,
-    _standardize_view,
-    cross_correlation,
+from redundancy._validation import (
+    check_bool,
+    check_choice,
+    check_embedding,
+    check_real,
+    check_same_batch,
+    compute_dtype,
 )
-from redundancy.vicreg import _check_correction
+from redundancy.functional import cross_correlation, standardize_view
+from redundancy.vicreg import check_correction
 
 __all__ = ["CrossCorrelationSummary", "cross_correlation_summary", "effective_rank", "feature_std"]
-
-
-def _check_dense(name: str, z: object) -> None:
-    """Raise a :class:`TypeError` naming ``name`` when ``z`` is a sparse (or other non-strided) tensor."""
-    if isinstance(z, torch.Tensor) and z.layout != torch.strided:
-        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {z.layout}; call .to_dense() first")
 
 
 class CrossCorrelationSummary(NamedTuple):
@@ -77,12 +71,11 @@ def effective_rank(z: torch.Tensor, *, eps: float = 1e-7) -> torch.Tensor:
         >>> round(effective_rank(torch.eye(6)[:, :4] * 3.0, eps=0.0).item(), 4)  # four equal singular values
         4.0
     """
-    _check_real("eps", eps, nonnegative=True)
-    _check_dense("z", z)
-    _check_embedding("z", z, min_rows=1)
+    check_real("eps", eps, nonnegative=True)
+    check_embedding("z", z, min_rows=1)
     n, d = z.shape
     with no_autocast(z.device):
-        z = z.detach().to(_compute_dtype(z))
+        z = z.detach().to(compute_dtype(z))
         gram = torch.mm(z, z.t()) if n < d else torch.mm(z.t(), z)
         if not bool(torch.isfinite(gram).all()):  # the eigensolver raises on non-finite input: NaN instead
             return gram.new_tensor(float("nan"))
@@ -110,13 +103,11 @@ def feature_std(z: torch.Tensor, *, correction: int = 1, normalize: bool = False
         >>> feature_std(torch.tensor([[1.0, 5.0], [3.0, 5.0]]))
         tensor([1.4142, 0.0000])
     """
-    _check_correction(correction)
-    if not isinstance(normalize, bool):
-        raise TypeError(f"normalize must be a bool, got {type(normalize).__name__}")
-    _check_dense("z", z)
-    _check_embedding("z", z, min_rows=2)
+    check_correction("correction", correction)
+    check_bool("normalize", normalize)
+    check_embedding("z", z, min_rows=2)
     with no_autocast(z.device):
-        z = z.detach().to(_compute_dtype(z))
+        z = z.detach().to(compute_dtype(z))
         if normalize:
             z = torch.nn.functional.normalize(z, dim=1)
         return z.std(dim=0, correction=correction)
@@ -157,13 +148,12 @@ def cross_correlation_summary(
         >>> round(summary.mean_diagonal.item(), 3), summary.off_diagonal_rms.item() < 0.1, summary.matrix
         (1.0, True, None)
     """
-    _check_choice("normalization", normalization, NORMALIZATIONS)
-    _check_real("eps", eps, nonnegative=True)
-    if not isinstance(return_matrix, bool):
-        raise TypeError(f"return_matrix must be a bool, got {type(return_matrix).__name__}")
-    _check_dense("z1", z1)
-    _check_dense("z2", z2)
-    _check_views(z1, z2)
+    check_choice("normalization", normalization, NORMALIZATIONS)
+    check_real("eps", eps, nonnegative=True)
+    check_bool("return_matrix", return_matrix)
+    check_embedding("z1", z1)
+    check_embedding("z2", z2)
+    check_same_batch(("z1", "z2"), (z1, z2))
     n, d = z1.shape
     if return_matrix:
         matrix = cross_correlation(z1.detach(), z2.detach(), normalization=normalization, eps=eps)
@@ -173,10 +163,10 @@ def cross_correlation_summary(
         off_diagonal_sq = off_diagonal.view(-1).dot(off_diagonal.view(-1))
     else:
         matrix = None
-        dtype = _compute_dtype(z1, z2)
+        dtype = compute_dtype(z1, z2)
         with no_autocast(z1.device):
-            a = _standardize_view(z1.detach().to(dtype), normalization, eps)
-            b = _standardize_view(z2.detach().to(dtype), normalization, eps)
+            a = standardize_view(z1.detach().to(dtype), normalization, eps)
+            b = standardize_view(z2.detach().to(dtype), normalization, eps)
             compute_terms = gram_terms if cost.choose_algorithm(n, d) == "gram" else cross_correlation_terms
             _, off_diagonal_sq = compute_terms(a, b, target=0.0)
             mean_diagonal = torch.linalg.vecdot(a, b, dim=0).mean() / n

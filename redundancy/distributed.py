@@ -27,60 +27,60 @@ which reproduces ``facebookresearch/barlowtwins``: its ``main.py`` all-reduces C
 rank backpropagates through its own ``AᵀB`` only (with SyncBatchNorm statistics), and DDP's averaging leaves
 parameter gradients at 1/W of the single-process ones.
 
-**The rest of the family.** :func:`redundancy.vicreg_loss` (with :func:`redundancy.vicreg_terms` and the
-one-view :func:`redundancy.vicreg_variance_loss` and :func:`redundancy.vicreg_covariance_loss`),
-:func:`redundancy.decov_loss` and :func:`redundancy.total_coding_rate` take the same ``distributed``,
-``gradient_convention`` and ``group`` options with the same meaning. Their global batch is gathered: after the
-same exchange of shapes and options, one all-gather brings every rank's rows of each view (``gather_global_batch``;
-``V·max_r N_r·D`` elements per rank for V views) and every rank evaluates the single-process formula on the
-concatenated batch, so the mean squared difference, the means, variances and covariances (and VICReg's divisor
-``N - correction``) are those of the whole batch. Centring happens on the gathered rows, in one pass, as in a
-single process. The gather's backward hands each rank its own rows of ``∂L/∂(gathered rows)`` without a collective
-(exact, since every rank computes the same ``L``), and ``apply_gradient_convention``, the one implementation of the
-convention above, scales the gradients by W for ``"global"``. The covariance is computed on every rank (W times
-the FLOPs of one process); no all-reduce variant is offered.
+**The rest of the family.** Every loss of the family takes the same ``distributed``, ``gradient_convention`` and
+``group`` options with the same meaning. Apart from Barlow Twins, the global batch is gathered: one all-gather
+brings every rank's rows of each view (:meth:`GlobalBatch.gather`; ``V·max_r N_r·D`` elements per rank for V views)
+and every rank evaluates the single-process formula on the concatenated batch, so means, variances, covariances
+and every divisor are those of the whole batch. The gather's backward hands each rank its own rows of
+``∂L/∂(gathered rows)`` without a collective (exact, since every rank computes the same ``L``), and
+:meth:`GlobalBatch.apply_gradient_convention`, the one implementation of the convention above, scales the
+gradients by W for ``"global"``. Mixed Barlow Twins takes each rank's ``permutation`` as a permutation of that
+rank's own rows (each rank mixes its own images, as mix-bt does): over the global batch it is the block-diagonal
+permutation that leaves every row on its rank.
 
-Every rank of the group must call the loss, with the same options. Ranks must agree on D, on the compute dtype
-(float32 or float64) and on the options; these are exchanged first (a small all-gather, whose row counts the host
-reads to size the padding), so a mismatch raises the same :class:`ValueError` on every rank instead of hanging in
-a collective. Unequal row counts
-never reach a raw all-gather: rows are padded to the largest count and trimmed after.
+**Every rank calls, and errors are collective.** Every rank of the group must call the loss, in the same order,
+with the same options (it holds for ``distributed="local"`` too, which communicates nothing but counts the call;
+to evaluate a loss on some ranks only, pass ``group=`` a group of those ranks). A call first checks its options
+and inputs, then joins one small all-gather (:meth:`GlobalBatch.exchange`) that carries an error flag, a per-group
+call counter, the loss's name, the shapes, the compute dtype and the value of every option that changes the
+result. A bad input or option on any rank therefore raises the same error on every rank at that call (the
+message names the rank), a rank that skipped a call or called another loss is detected as soon as it calls
+again, and ranks whose D, dtype or options differ raise a :class:`ValueError` naming the difference. After a
+raised error the ranks are still in step. Every rank must also run the backward of a loss it called (the
+standardization's backward sums two D-vectors over the ranks). Unequal row counts never reach a raw all-gather:
+rows are padded to the largest count and trimmed after.
 """
 
-import zlib
 from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
 
-from redundancy import cost
-from redundancy._ops import cross_correlation_terms, gram_terms, standardization_of, standardize
-from redundancy._ops._autocast import no_autocast
 from redundancy._ops.reductions import column_dot
+from redundancy._validation import compute_dtype
 
 __all__ = [
     "DISTRIBUTED_MODES",
     "GRADIENT_CONVENTIONS",
+    "HEADER_SIZE",
     "STRATEGIES",
     "GlobalBatch",
-    "apply_gradient_convention",
-    "barlow_twins_terms_global",
-    "describe_options",
-    "gather_global_batch",
-    "gather_rows",
     "group_world_size",
+    "is_global",
     "local_moments",
     "merge_moments",
 ]
 
 #: ``distributed=``: the loss of the batch of all ranks, or each rank's own.
 DISTRIBUTED_MODES = ("global", "local")
-#: ``strategy=``: how the ranks combine their rows (see :mod:`redundancy.cost`).
-STRATEGIES = ("auto", *cost.STRATEGIES)
+#: ``strategy=`` of :func:`redundancy.barlow_twins_loss`: how the ranks combine their rows (:mod:`redundancy.cost`).
+STRATEGIES = ("auto", "all_reduce", "all_gather")
 #: ``gradient_convention=``: gradients of one process on the global batch, or the official script's (1/W).
 GRADIENT_CONVENTIONS = ("global", "official")
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
+#: Whether this build of torch has torch.distributed at all.
+_DISTRIBUTED_AVAILABLE = dist.is_available()
 
 
 def group_world_size(group: "dist.ProcessGroup | None" = None) -> int:
@@ -90,17 +90,31 @@ def group_world_size(group: "dist.ProcessGroup | None" = None) -> int:
         >>> group_world_size()  # a process without torch.distributed.init_process_group
         1
     """
-    if not dist.is_available() or not dist.is_initialized():
+    if not _DISTRIBUTED_AVAILABLE or not dist.is_initialized():
         return 1
     return dist.get_world_size(group)
 
 
-def check_group(group: object) -> None:
+def is_global(distributed: object, group: object) -> bool:
+    """Whether a call with these options computes the batch of several ranks (and so exchanges with them).
+
+    ``group`` that is not a process group counts as the default group, so that a rank whose ``group`` is wrong
+    still joins the default group's exchange and reports its error there.
+
+    Example:
+        >>> is_global("global", None)  # a process without torch.distributed.init_process_group
+        False
+    """
+    group = group if isinstance(group, dist.ProcessGroup) else None
+    return distributed != "local" and group_world_size(group) > 1
+
+
+def check_group(name: str, group: object) -> None:
     """Raise a :class:`TypeError` unless ``group`` is ``None`` or a :class:`torch.distributed.ProcessGroup`."""
     if group is None:
         return
     if not dist.is_available() or not isinstance(group, dist.ProcessGroup):
-        raise TypeError(f"group must be None or a torch.distributed.ProcessGroup, got {type(group).__name__}")
+        raise TypeError(f"{name} must be None or a torch.distributed.ProcessGroup, got {type(group).__name__}")
 
 
 # ------------------------------------------------------------------------------------------------ statistics
@@ -153,7 +167,7 @@ def merge_moments(counts: Sequence[int], means: torch.Tensor, m2s: torch.Tensor)
     """
     weights = torch.tensor(list(counts), dtype=means.dtype, device=means.device)
     total = weights.sum()
-    shift = means[int(torch.argmax(weights))]
+    shift = means[max(range(len(counts)), key=lambda r: counts[r])]
     mean = shift + torch.mv((means - shift).t(), weights).div_(total)
     deviation = (means - mean).square_()
     m2 = m2s.sum(dim=0).add_(torch.mv(deviation.t(), weights))
@@ -162,20 +176,40 @@ def merge_moments(counts: Sequence[int], means: torch.Tensor, m2s: torch.Tensor)
 
 # ------------------------------------------------------------------------------------------------ the batch
 
+#: Values in the header every rank sends at the start of a global call: error flag, call counter, loss, rows, D, dtype,
+#: then the shared options (a loss has at most ``HEADER_SIZE - 6`` of them).
+HEADER_SIZE = 32
+#: Calls of a loss per process group (key: the group, or ``None`` for the default group) on this rank.
+_CALLS: dict = {}
+
+
+def _ordinal(k: int) -> str:
+    return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
+
+
+def _header_device(views: Sequence[object], group) -> torch.device:
+    for view in views:
+        if isinstance(view, torch.Tensor):
+            return view.device
+    if dist.get_backend(group) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
 
 class GlobalBatch:
-    """This rank's view of a batch split over the ranks of a process group: row counts and the collectives.
+    """The batch of a loss call: its rows on each rank of a process group, and the collectives over them.
 
-    Built by :meth:`exchange`, which all-gathers the shapes of every rank once per loss evaluation (and checks
-    them). The ops of ``redundancy._ops`` call :meth:`var_mean` and :meth:`sum_over_ranks`.
+    One process is a group of one rank, for which every collective below is the identity; the losses run one path
+    whatever the number of ranks. :meth:`open` builds it at the start of every call.
 
     Attributes:
-        group: the process group (``None``: the default group).
+        group: the process group (``None``: the default group, or no group for one process).
         rank: this process's rank in ``group``.
-        world_size: number of ranks W.
+        world_size: number of ranks W (1 for one process).
         counts: rows on each rank, a tuple of W ints.
         count: rows of the global batch N.
         dim: feature dimension D (the same on every rank).
+        dtype: the compute dtype (float32, or float64 for float64 inputs).
 
     Example:
         >>> batch = GlobalBatch(None, rank=1, counts=[3, 0, 5], dim=16)  # three ranks, one of them empty
@@ -183,86 +217,205 @@ class GlobalBatch:
         (3, 8, (3, 0, 5))
     """
 
-    def __init__(self, group, rank: int, counts: Sequence[int], dim: int) -> None:
+    def __init__(self, group, rank: int, counts: Sequence[int], dim: int, dtype: torch.dtype = torch.float32) -> None:
         self.group = group
         self.rank = rank
         self.world_size = len(counts)
-        self.counts = tuple(int(n) for n in counts)
+        self.counts = tuple(counts)
         self.count = sum(self.counts)
         self.dim = dim
+        self.dtype = dtype
+
+    @property
+    def for_ops(self) -> "GlobalBatch | None":
+        """This batch for the ops of :mod:`redundancy._ops`, or ``None`` for one rank (the ops' local fast path)."""
+        return self if self.world_size > 1 else None
+
+    # -------------------------------------------------------------------------------------------- opening
+
+    @classmethod
+    def open(
+        cls, code: int, name: str, options, views: Sequence[object], view_names: Sequence[str], *, error=None
+    ) -> "GlobalBatch":
+        """The batch of a call whose checks raised ``error`` (``None`` if they passed); exchanged when global.
+
+        With ``distributed="global"`` and a group of several ranks (:func:`is_global`), every rank joins the
+        exchange even when its own checks failed, and the same error is raised on every rank (:meth:`exchange`);
+        otherwise ``error`` is raised here. ``view_names`` name the views in error messages.
+        """
+        if not _DISTRIBUTED_AVAILABLE or not dist.is_initialized():  # one process: nothing to count or exchange
+            if error is not None:
+                raise error
+            rows, dim = views[0].shape
+            return cls(None, 0, (rows,), dim, compute_dtype(*views))
+        group = options.group if isinstance(options.group, dist.ProcessGroup) else None
+        call = 0  # calls are not counted inside a torch.compile graph (see exchange)
+        if group_world_size(group) > 1 and not torch.compiler.is_compiling():
+            # every call counts, local or global, failed or not: the ranks stay in step
+            _CALLS[group] = call = _CALLS.get(group, 0) + 1
+        if not is_global(options.distributed, group):
+            if error is not None:
+                raise error
+            rows, dim = views[0].shape
+            return cls(None, 0, (rows,), dim, compute_dtype(*views))
+        return cls.exchange(code, name, options, views, view_names, error=error, call=call, group=group)
 
     @classmethod
     def exchange(
-        cls, z: torch.Tensor, *, dtype: torch.dtype, options: str = "", group=None, names: str = "z1 and z2"
+        cls, code: int, name: str, options, views: Sequence[object], view_names: Sequence[str], *, error, call, group
     ) -> "GlobalBatch":
-        """All-gather every rank's ``(N, D, dtype, options)`` and check them; raises the same error on every rank.
+        """All-gather every rank's header (error, call, loss, shapes, dtype, options) and check them together.
 
-        ``z`` is this rank's rows of one view (the views of a loss have the same shape, checked before).
-        ``options`` describes the settings that every rank must share (a checksum of it is exchanged);
-        ``names`` names the inputs in the error messages.
-
-        Raises:
-            ValueError: ranks disagree on D, on the compute dtype or on ``options``, or the global batch has fewer
-                than 2 rows.
-
-        Example:
-            >>> import torch.distributed as dist
-            >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)  # a one-rank group
-            >>> z1, z2 = torch.randn(6, 4), torch.randn(6, 4)
-            >>> batch = GlobalBatch.exchange(z1, dtype=torch.float32)
-            >>> batch.counts, batch.dim
-            ((6,), 4)
-            >>> dist.destroy_process_group()
+        Raises the same error on every rank: the first failing rank's own error (its type and message, naming
+        the rank) when any rank's checks failed; :class:`RuntimeError` when the ranks are not at the same call of
+        the same loss; :class:`ValueError` when D, the compute dtype or an option differ, or the global batch has
+        fewer than 2 rows.
         """
-        rank = dist.get_rank(group)
+        rank, world_size = dist.get_rank(group), dist.get_world_size(group)
         if rank < 0:
             raise ValueError("this process is not a member of the process group passed as group")
-        world_size = dist.get_world_size(group)
-        checksum = zlib.crc32(options.encode())
-        shape = torch.tensor(
-            [z.shape[0], z.shape[1], _DTYPE_CODES[dtype], checksum], dtype=torch.int64, device=z.device
+        values = [1.0, call, code]
+        if error is None:
+            dtype = compute_dtype(*views)
+            rows, dim = views[0].shape
+            values = [0.0, call, code, rows, dim, _DTYPE_CODES[dtype], *options.shared_values()]
+        header = torch.zeros(HEADER_SIZE, dtype=torch.float64, device=_header_device(views, group))
+        header[: len(values)] = torch.tensor(values, dtype=torch.float64)
+        gathered = [torch.empty_like(header) for _ in range(world_size)]
+        dist.all_gather(gathered, header, group=group)
+        if torch.compiler.is_compiling():
+            return cls._check_in_graph(torch.stack(gathered), rank, views, dtype, group)
+        headers = torch.stack(gathered).cpu().tolist()
+        if any(row[0] for row in headers):
+            cls._raise_collective_error(error, headers, rank, group)
+        calls = [int(row[1]) for row in headers]
+        if len(set(calls)) > 1 or len({row[2] for row in headers}) > 1:
+            _CALLS[group] = max(calls)  # in step again from the next call on
+            raise RuntimeError(
+                f"the ranks of the process group are out of step: rank {rank} is at its {_ordinal(call)} loss call "
+                f"on this group ({name}), and the ranks are at calls {calls} of losses that "
+                f"{'differ' if len({row[2] for row in headers}) > 1 else 'match'}. Every rank must call the same "
+                "losses in the same order (distributed='local' calls count too; pass group= a group of the ranks "
+                "that call)"
+            )
+        names = " and ".join(view_names)
+        ranks = f"ranks 0..{world_size - 1}"
+        _check_same(
+            [int(row[4]) for row in headers],
+            f"{names} must have the same number of features D on every "
+            f"rank of the process group, got D = {{values}} on {ranks}",
         )
-        gathered = [torch.empty_like(shape) for _ in range(world_size)]
-        dist.all_gather(gathered, shape, group=group)
-        counts, dims, dtypes, checksums = zip(*(row.tolist() for row in gathered), strict=True)
-        if len(set(dims)) > 1:
-            raise ValueError(
-                f"{names} must have the same number of features D on every rank of the process group, "
-                f"got D = {list(dims)} on ranks 0..{world_size - 1}"
+        dtype_names = ("float32", "float64")
+        _check_same(
+            [dtype_names[int(row[5])] for row in headers],
+            f"{names} must have the same compute dtype on "
+            "every rank of the process group (float64 inputs compute in float64, the others in float32), "
+            f"got {{values}} on {ranks}",
+        )
+        shared = [spec for spec in options.specs if spec.shared]  # the order of options.shared_values()
+        for index, spec in enumerate(shared, start=6):
+            _check_same(
+                [spec.decode(row[index]) for row in headers],
+                f"{spec.name} must be the same on every rank of the process group, got {spec.name} = {{values}} "
+                f"on {ranks}",
             )
-        if len(set(dtypes)) > 1:
-            dtype_names = [str(dtype).replace("torch.", "") for dtype in (torch.float32, torch.float64)]
-            raise ValueError(
-                f"{names} must have the same compute dtype on every rank of the process group (float64 inputs "
-                f"compute in float64, the others in float32), got {[dtype_names[code] for code in dtypes]} on ranks "
-                f"0..{world_size - 1}"
-            )
-        if len(set(checksums)) > 1:
-            raise ValueError(
-                f"the loss options must be the same on every rank of the process group, got {options} on rank "
-                f"{rank} and different ones on ranks {[r for r, c in enumerate(checksums) if c != checksum]}"
-            )
+        counts = [int(row[3]) for row in headers]
         if sum(counts) < 2:
             raise ValueError(
                 "the global batch (all ranks of the process group) needs at least 2 rows, got "
-                f"N = {sum(counts)} (rows per rank: {list(counts)})"
+                f"N = {sum(counts)} (rows per rank: {counts})"
             )
-        return cls(group, rank, counts, dims[0])
+        return cls(group, rank, counts, dim, dtype)
+
+    @classmethod
+    def _check_in_graph(cls, headers: torch.Tensor, rank: int, views, dtype: torch.dtype, group) -> "GlobalBatch":
+        """The checks of :meth:`exchange` inside a ``torch.compile`` graph, where the host cannot read the headers.
+
+        Every rank asserts (``torch._assert_async``, no host synchronization) that all headers are equal: the
+        same loss, D, dtype and options, and equal rows per rank, which a compiled graph needs (it cannot size the
+        padding of uneven shards without reading the counts). A rank whose own inputs are bad raises while it is
+        traced, before the exchange, so the others wait for it: check the first call without ``torch.compile``.
+        """
+        torch._assert_async(
+            (headers == headers[:1]).all(),
+            "the ranks of the process group differ in the loss, its options, D, the compute dtype or the rows per "
+            "rank (a loss compiled with torch.compile needs equal rows on every rank; call it once without "
+            "torch.compile for a message that names the difference)",
+        )
+        rows, dim = views[0].shape
+        return cls(group, rank, (rows,) * headers.shape[0], dim, dtype)
+
+    @staticmethod
+    def _raise_collective_error(error, headers, rank: int, group) -> None:
+        failed = [r for r, row in enumerate(headers) if row[0]]
+        reports = [None] * len(headers)
+        mine = None if error is None else (type(error).__name__, str(error))
+        dist.all_gather_object(reports, mine, group=group)
+        first = failed[0]
+        kind, message = reports[first]
+        exception_type = {"TypeError": TypeError, "ValueError": ValueError}.get(kind, RuntimeError)
+        others = f" (ranks {failed} failed)" if len(failed) > 1 else ""
+        if error is not None and rank == first:
+            raise exception_type(f"{message} (on rank {rank}{others})") from error
+        raise exception_type(f"{message} (on rank {first}{others})")
+
+    # -------------------------------------------------------------------------------------------- collectives
 
     def var_mean(self, z: torch.Tensor, *, correction: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(var, mean)`` per column of the global batch, of which ``z`` holds this rank's rows."""
         mean, m2 = local_moments(z)
-        local = torch.stack((mean, m2))
-        gathered = [torch.empty_like(local) for _ in range(self.world_size)]
-        dist.all_gather(gathered, local, group=self.group)
-        stacked = torch.stack(gathered)
-        mean, m2 = merge_moments(self.counts, stacked[:, 0], stacked[:, 1])
+        if self.world_size > 1:
+            local = torch.stack((mean, m2))
+            gathered = [torch.empty_like(local) for _ in range(self.world_size)]
+            dist.all_gather(gathered, local, group=self.group)
+            stacked = torch.stack(gathered)
+            mean, m2 = merge_moments(self.counts, stacked[:, 0], stacked[:, 1])
         return m2.div_(self.count - correction), mean
 
     def sum_over_ranks(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Sum ``tensor`` over the ranks, in place (an all-reduce outside autograd); returns it."""
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=self.group)
+        """``tensor`` summed over the ranks (outside autograd); use the tensor returned."""
+        if self.world_size > 1:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=self.group)
         return tensor
+
+    def gather(self, *views: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Every rank's rows of each view, concatenated in rank order: the global batch, on every rank.
+
+        For a loss that every rank then computes identically from the gathered views: the backward hands each rank
+        the exact ``∂L/∂z`` of its own rows and communicates nothing. One all-gather of ``len(views)·max_r N_r·D``
+        elements per rank (shards are padded to the largest); the views themselves for one rank.
+        """
+        if self.world_size == 1:
+            return views
+        return _GatherRowsOfReplicatedLoss.apply(self, *views)
+
+    def apply_gradient_convention(self, gradient_convention: str, outputs):
+        """``outputs`` (a tensor or a NamedTuple of tensors), unchanged in value, with the convention's backward.
+
+        Every rank computes the same loss ``L`` of the global batch and its backward gives ``∂L/∂z_r`` of its own
+        rows. ``"global"`` multiplies the gradients by W (so that, after DDP averages parameter gradients over the
+        W ranks, they equal those of one process on the concatenated batch); ``"official"`` leaves them at
+        ``∂L/∂z_r``. Each output is scaled on its own, so the loss and its terms all follow the convention.
+
+        Example:
+            >>> batch = GlobalBatch(None, rank=0, counts=[3, 5], dim=4)  # two ranks
+            >>> z = torch.ones(3, 4, requires_grad=True)
+            >>> batch.apply_gradient_convention("global", z.sum()).backward()
+            >>> z.grad[0, 0].item()  # W = 2 times ∂L/∂z
+            2.0
+        """
+        if self.world_size == 1 or gradient_convention != "global":
+            return outputs
+        tensors = (outputs,) if isinstance(outputs, torch.Tensor) else tuple(outputs)
+        if not any(tensor.requires_grad for tensor in tensors):
+            return outputs
+        scaled = _ScaleGradient.apply(float(self.world_size), *tensors)
+        return scaled[0] if isinstance(outputs, torch.Tensor) else type(outputs)(*scaled)
+
+
+def _check_same(values: list, message: str) -> None:
+    if len(set(values)) > 1:
+        raise ValueError(message.format(values=values))
 
 
 # ------------------------------------------------------------------------------------------------ collectives
@@ -279,193 +432,39 @@ class _GatherRowsOfReplicatedLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, batch: GlobalBatch, *views: torch.Tensor):
+    def forward(batch: GlobalBatch, *views: torch.Tensor):
         rows, dim = views[0].shape
         padded = views[0].new_zeros(len(views), max(batch.counts), dim)
         for index, view in enumerate(views):
             padded[index, :rows] = view
         gathered = [torch.empty_like(padded) for _ in range(batch.world_size)]
         dist.all_gather(gathered, padded, group=batch.group)
-        ctx.start = sum(batch.counts[: batch.rank])
-        ctx.rows = rows
         return tuple(
             torch.cat([part[index, :n] for part, n in zip(gathered, batch.counts, strict=True)])
             for index in range(len(views))
         )
 
     @staticmethod
+    def setup_context(ctx, inputs, output):
+        batch = inputs[0]
+        ctx.own = slice(sum(batch.counts[: batch.rank]), sum(batch.counts[: batch.rank + 1]))
+
+    @staticmethod
     def backward(ctx, *grads: torch.Tensor):
-        own = slice(ctx.start, ctx.start + ctx.rows)
-        return (None, *(grad[own] for grad in grads))
-
-
-def gather_rows(batch: GlobalBatch, *views: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Every rank's rows of each view, concatenated in rank order: the global batch, on every rank.
-
-    For a loss that every rank then computes identically from the gathered views: the backward hands each rank
-    the exact ``∂L/∂z`` of its own rows and communicates nothing. One all-gather of ``len(views)·max_r N_r·D``
-    elements per rank (shards are padded to the largest).
-
-    Args:
-        batch: the :class:`GlobalBatch` of ``views`` (from :meth:`GlobalBatch.exchange`).
-        views: this rank's rows of each view, each of shape ``(N_r, D)``, of one dtype.
-
-    Returns:
-        One ``(N, D)`` tensor per view.
-
-    Example:
-        >>> import torch.distributed as dist
-        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)  # a one-rank group
-        >>> z = torch.randn(6, 4)
-        >>> (gathered,) = gather_rows(GlobalBatch.exchange(z, dtype=z.dtype), z)
-        >>> torch.equal(gathered, z)
-        True
-        >>> dist.destroy_process_group()
-    """
-    return _GatherRowsOfReplicatedLoss.apply(batch, *views)
-
-
-def describe_options(function: str, **options: object) -> str:
-    """The settings that every rank must share, as :meth:`GlobalBatch.exchange` compares them.
-
-    Example:
-        >>> describe_options("vicreg_terms", gamma=1.0, correction=1)
-        'vicreg_terms(gamma=1.0, correction=1)'
-    """
-    return f"{function}(" + ", ".join(f"{name}={value!r}" for name, value in options.items()) + ")"
-
-
-def gather_global_batch(
-    *views: torch.Tensor, options: str, group=None, names: str = "z1 and z2"
-) -> tuple[tuple[torch.Tensor, ...], GlobalBatch]:
-    """:meth:`GlobalBatch.exchange` then :func:`gather_rows`: the global batch of ``views`` on every rank.
-
-    The entry point of a loss that computes the single-process formula on the gathered views (VICReg and the
-    one-view regularizers). ``views`` are this rank's rows, already in the compute dtype (float32 or float64);
-    ``options`` describes the settings every rank must share; ``names`` names the inputs in error messages.
-    Every rank of ``group`` must call it.
-
-    Returns:
-        ``(gathered views, batch)``.
-
-    Example:
-        >>> import torch.distributed as dist
-        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)  # a one-rank group
-        >>> z1, z2 = torch.randn(6, 4), torch.randn(6, 4)
-        >>> (g1, g2), batch = gather_global_batch(z1, z2, options=describe_options("my_loss", weight=1.0))
-        >>> g1.shape, batch.count
-        (torch.Size([6, 4]), 6)
-        >>> dist.destroy_process_group()
-    """
-    batch = GlobalBatch.exchange(views[0], dtype=views[0].dtype, options=options, group=group, names=names)
-    return gather_rows(batch, *views), batch
-
-
-def _gather_one_view(function: str, z: torch.Tensor, name: str, group, **options) -> tuple[torch.Tensor, GlobalBatch]:
-    """``(rows of all ranks, batch)`` of the one view ``z`` of a one-view loss (already in its compute dtype).
-
-    ``function`` and ``options`` describe the settings every rank must share; ``name`` names ``z`` in errors.
-    """
-    described = describe_options(function, **options)
-    (z,), batch = gather_global_batch(z, options=described, group=group, names=name)
-    return z, batch
+        return (None, *(grad[ctx.own] for grad in grads))
 
 
 class _ScaleGradient(torch.autograd.Function):
     """The identity on tensors whose backward multiplies the gradients by ``factor``."""
 
     @staticmethod
-    def forward(ctx, factor: float, *tensors: torch.Tensor):
-        ctx.factor = factor
+    def forward(factor: float, *tensors: torch.Tensor):
         return tuple(tensor.view_as(tensor) for tensor in tensors)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.factor = inputs[0]
 
     @staticmethod
     def backward(ctx, *grads: torch.Tensor):
         return (None, *(grad * ctx.factor for grad in grads))
-
-
-def apply_gradient_convention(
-    gradient_convention: str, batch: GlobalBatch, *terms: torch.Tensor
-) -> tuple[torch.Tensor, ...]:
-    """The terms of a global-batch loss, unchanged in value, with the backward of ``gradient_convention``.
-
-    Every rank computes the same loss ``L`` of the global batch and its backward gives ``∂L/∂z_r`` of its own rows.
-    ``"global"`` multiplies the gradients by W (so that, after DDP averages parameter gradients over the W ranks,
-    they equal those of one process on the concatenated batch); ``"official"`` leaves them at ``∂L/∂z_r``.
-    Apply it once, to the terms from which the loss is a linear combination.
-
-    Example:
-        >>> batch = GlobalBatch(None, rank=0, counts=[3, 5], dim=4)  # two ranks
-        >>> z = torch.ones(3, 4, requires_grad=True)
-        >>> (term,) = apply_gradient_convention("global", batch, z.sum())
-        >>> term.backward()
-        >>> z.grad[0, 0].item()  # W = 2 times ∂L/∂z
-        2.0
-    """
-    if gradient_convention == "global" and any(term.requires_grad for term in terms):
-        return _ScaleGradient.apply(float(batch.world_size), *terms)
-    return terms
-
-
-# ------------------------------------------------------------------------------------------------ the loss
-
-
-def barlow_twins_terms_global(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    *,
-    dtype: torch.dtype,
-    eps: float,
-    normalization: str,
-    off_diagonal_target: float,
-    algorithm: str,
-    strategy: str,
-    gradient_convention: str,
-    group=None,
-) -> tuple[torch.Tensor, torch.Tensor, GlobalBatch]:
-    """``(invariance, redundancy, batch)`` of the global batch, of which ``z1, z2`` hold this rank's rows.
-
-    The entry point of :func:`redundancy.barlow_twins_terms` when the process group has more than one rank;
-    options are already validated and ``dtype`` is the compute dtype. Every rank must call it (it runs
-    collectives). ``batch`` tells the caller the global N and D.
-
-    Example:
-        >>> import redundancy
-        >>> import torch.distributed as dist
-        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)  # a one-rank group
-        >>> z1, z2 = torch.randn(8, 4, dtype=torch.float64), torch.randn(8, 4, dtype=torch.float64)
-        >>> invariance, redundancy_term, batch = barlow_twins_terms_global(
-        ...     z1, z2, dtype=torch.float64, eps=1e-5, normalization="batchnorm", off_diagonal_target=0.0,
-        ...     algorithm="auto", strategy="all_gather", gradient_convention="global")
-        >>> dist.destroy_process_group()
-        >>> terms = redundancy.barlow_twins_terms(z1, z2)  # one process: the same batch, the same terms
-        >>> torch.allclose(invariance, terms.invariance), torch.allclose(redundancy_term, terms.redundancy), batch.count
-        (True, True, 8)
-    """
-    shared_options = (
-        f"normalization={normalization!r}, eps={eps!r}, off_diagonal_target={off_diagonal_target!r}, "
-        f"algorithm={algorithm!r}, strategy={strategy!r}, gradient_convention={gradient_convention!r}"
-    )
-    batch = GlobalBatch.exchange(z1, dtype=dtype, options=shared_options, group=group)
-    n, d = batch.count, batch.dim
-    if strategy == "auto":
-        strategy = cost.choose_strategy(n, d, batch.world_size, dtype, algorithm=algorithm)
-    if algorithm == "auto":
-        algorithm = "cross" if strategy == "all_reduce" else cost.choose_algorithm(n, d)
-    target = float(off_diagonal_target)
-    with no_autocast(z1.device):
-        a, b = z1.to(dtype), z2.to(dtype)
-        standardization = standardization_of(normalization, eps)
-        if strategy == "all_reduce":
-            invariance, redundancy = cross_correlation_terms(
-                a, b, target=target, batch=batch, standardization=standardization
-            )
-        else:
-            if standardization is not None:  # with the global statistics, before the gather
-                a = standardize(a, standardization, batch=batch)
-                b = standardize(b, standardization, batch=batch)
-            a, b = gather_rows(batch, a, b)
-            compute_terms = gram_terms if algorithm == "gram" else cross_correlation_terms
-            invariance, redundancy = compute_terms(a, b, target=target)
-        invariance, redundancy = apply_gradient_convention(gradient_convention, batch, invariance, redundancy)
-    return invariance, redundancy, batch

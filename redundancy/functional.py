@@ -1,15 +1,27 @@
 """The public functions: argument validation and dispatch to the algorithms of :mod:`redundancy._ops`."""
 
-import math
 from typing import NamedTuple
 
 import torch
 
 from redundancy import cost
 from redundancy import distributed as distributed_ops
+from redundancy._loss import (
+    ALGORITHMS,
+    NORMALIZATIONS,
+    Loss,
+    Options,
+    choice_option,
+    option,
+    options_dataclass,
+    real,
+    real_or_auto_option,
+    takes_options_of,
+)
 from redundancy._ops import cross_correlation_terms, gram_terms, standardization_of, standardize
 from redundancy._ops._autocast import no_autocast
 from redundancy._triton import barlow_twins_terms_triton, select_backend
+from redundancy._validation import check_choice, check_embedding, check_real, check_same_batch, compute_dtype
 
 __all__ = [
     "BarlowTwinsTerms",
@@ -20,8 +32,6 @@ __all__ = [
     "off_diagonal",
 ]
 
-NORMALIZATIONS = ("batchnorm", "std", "none")
-ALGORITHMS = ("auto", *cost.ALGORITHMS)
 BACKENDS = ("auto", "torch", "triton")
 
 
@@ -46,129 +56,85 @@ class BarlowTwinsTerms(NamedTuple):
     """``Σ_{i≠j} (C_ij - t)²``: the off-diagonal energy of C."""
 
 
-# --------------------------------------------------------------------------------------------- validation
+# ------------------------------------------------------------------------------------------------ options
 
 
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+@options_dataclass
+class BarlowTwinsOptions(Options):
+    """The options of :func:`barlow_twins_loss` (documented there), declared once."""
+
+    lambd: float | str = real_or_auto_option(0.0051, nonnegative=True)
+    scale: float = option(1.0, real(nonnegative=True))
+    eps: float = option(1e-5, real(nonnegative=True))
+    normalization: str = choice_option("batchnorm", NORMALIZATIONS)
+    off_diagonal_target: float = option(0.0, real())
+    algorithm: str = choice_option("auto", ALGORITHMS)
+    backend: str = choice_option("auto", BACKENDS)
+    strategy: str = choice_option("auto", distributed_ops.STRATEGIES)
+
+    def check_combination(self) -> None:
+        if self.strategy == "all_reduce" and self.algorithm == "gram":
+            raise ValueError(
+                "strategy='all_reduce' sums C over the ranks, which is the cross algorithm; use algorithm='cross' "
+                "or 'auto' with it, or strategy='all_gather' (or 'auto') with algorithm='gram'"
+            )
 
 
-def _check_real(name: str, value: object, *, nonnegative: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if nonnegative and value < 0:
-        raise ValueError(f"{name} must be non-negative, got {value!r}")
-
-
-def _check_distributed_options(*, distributed: object, gradient_convention: object, group: object) -> None:
-    """Check ``distributed``, ``gradient_convention`` and ``group``, the options every global-batch loss takes."""
-    _check_choice("distributed", distributed, distributed_ops.DISTRIBUTED_MODES)
-    _check_choice("gradient_convention", gradient_convention, distributed_ops.GRADIENT_CONVENTIONS)
-    distributed_ops.check_group(group)
-
-
-def _is_global(distributed: str, group: object) -> bool:
-    """Whether a loss with these (already checked) options computes the batch of several ranks."""
-    return distributed == "global" and distributed_ops.group_world_size(group) > 1
-
-
-def check_barlow_twins_options(
-    *,
-    lambd: float | str,
-    scale: float,
-    eps: float,
-    normalization: str,
-    off_diagonal_target: float,
-    algorithm: str,
-    backend: str,
-    distributed: str = "global",
-    strategy: str = "auto",
-    gradient_convention: str = "global",
-    group: object = None,
-) -> None:
-    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option (used by the Module too).
-
-    Example:
-        >>> check_barlow_twins_options(lambd=-1.0, scale=1.0, eps=1e-5, normalization="batchnorm",
-        ...     off_diagonal_target=0.0, algorithm="auto", backend="auto")
-        Traceback (most recent call last):
-            ...
-        ValueError: lambd must be non-negative, got -1.0
-    """
-    if lambd != "auto":
-        _check_real("lambd", lambd, nonnegative=True)
-    _check_real("scale", scale, nonnegative=True)
-    _check_real("eps", eps, nonnegative=True)
-    _check_real("off_diagonal_target", off_diagonal_target, nonnegative=False)
-    _check_choice("normalization", normalization, NORMALIZATIONS)
-    _check_choice("algorithm", algorithm, ALGORITHMS)
-    _check_choice("backend", backend, BACKENDS)
-    _check_distributed_options(distributed=distributed, gradient_convention=gradient_convention, group=group)
-    _check_choice("strategy", strategy, distributed_ops.STRATEGIES)
-    if strategy == "all_reduce" and algorithm == "gram":
-        raise ValueError(
-            "strategy='all_reduce' sums C over the ranks, which is the cross algorithm; use algorithm='cross' or "
-            "'auto' with it, or strategy='all_gather' (or 'auto') with algorithm='gram'"
-        )
-
-
-def _check_embedding(name: str, z: object, *, min_rows: int) -> None:
-    if not isinstance(z, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(z).__name__}")
-    if not z.is_floating_point():
-        raise TypeError(f"{name} must have a floating-point dtype, got {z.dtype}")
-    if z.ndim != 2:
-        raise ValueError(f"{name} must be 2-D of shape (N, D), got shape {tuple(z.shape)}")
-    if z.shape[0] < min_rows:
-        raise ValueError(f"{name} needs a batch of at least {min_rows} rows, got shape {tuple(z.shape)}")
-    if z.shape[1] < 1:
-        raise ValueError(f"{name} needs at least one feature column, got shape {tuple(z.shape)}")
-
-
-def _check_views(z1: object, z2: object, *, min_rows: int = 2) -> None:
-    _check_embedding("z1", z1, min_rows=min_rows)
-    _check_embedding("z2", z2, min_rows=min_rows)
-    if z1.shape != z2.shape:
-        raise ValueError(
-            f"z1 and z2 must have the same shape, got z1 {tuple(z1.shape)} and z2 {tuple(z2.shape)}"
-        )
-    if z1.device != z2.device:
-        raise ValueError(f"z1 and z2 must be on the same device, got {z1.device} and {z2.device}")
-
-
-def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    """float64 when any input is float64, otherwise float32 (half inputs are accumulated in float32)."""
-    return torch.float64 if any(z.dtype == torch.float64 for z in tensors) else torch.float32
-
-
-def _standardize_view(z: torch.Tensor, normalization: str, eps: float) -> torch.Tensor:
-    """Standardize an already upcast view (the identity for ``"none"``)."""
+def standardize_view(z: torch.Tensor, normalization: str, eps: float, batch=None) -> torch.Tensor:
+    """Standardize an already upcast view (the identity for ``"none"``), over the global batch when given."""
     standardization = standardization_of(normalization, eps)
-    return z if standardization is None else standardize(z, standardization)
+    return z if standardization is None else standardize(z, standardization, batch=batch)
+
+
+def _barlow_twins(options: BarlowTwinsOptions, batch, z1: torch.Tensor, z2: torch.Tensor) -> BarlowTwinsTerms:
+    """The terms of :func:`barlow_twins_terms` for the batch of all ranks (one rank: this process's batch)."""
+    n, d = batch.count, batch.dim
+    lambd = 1.0 / d if options.lambd == "auto" else options.lambd
+    target = options.off_diagonal_target
+    standardization = standardization_of(options.normalization, options.eps)
+    algorithm, strategy = options.algorithm, options.strategy
+    if batch.world_size == 1:
+        strategy = "all_gather"  # the whole batch is here: nothing to combine
+    elif strategy == "auto":
+        strategy = cost.choose_strategy(n, d, batch.world_size, batch.dtype, algorithm=algorithm)
+    if algorithm == "auto":
+        algorithm = "cross" if strategy == "all_reduce" else cost.choose_algorithm(n, d)
+    backend = select_backend(options.backend, z1, algorithm=algorithm) if batch.world_size == 1 else options.backend
+    if backend == "triton":
+        if batch.world_size > 1:
+            raise ValueError(
+                "backend='triton' does not compute the global-batch loss of several ranks yet; "
+                "use backend='auto' or 'torch' with distributed='global', or distributed='local'"
+            )
+        invariance, redundancy = barlow_twins_terms_triton(
+            z1, z2, normalization=options.normalization, eps=options.eps, target=target, algorithm=algorithm
+        )
+    else:
+        a, b = z1.to(batch.dtype), z2.to(batch.dtype)
+        if strategy == "all_reduce":
+            invariance, redundancy = cross_correlation_terms(
+                a, b, target=target, batch=batch, standardization=standardization
+            )
+        else:
+            if batch.world_size > 1:  # standardized with the global statistics, then gathered
+                a = standardize_view(a, options.normalization, options.eps, batch)
+                b = standardize_view(b, options.normalization, options.eps, batch)
+                a, b = batch.gather(a, b)
+                standardization = None
+            compute_terms = gram_terms if algorithm == "gram" else cross_correlation_terms
+            invariance, redundancy = compute_terms(a, b, target=target, standardization=standardization)
+    loss = (invariance + redundancy * lambd) * options.scale
+    return BarlowTwinsTerms(loss, invariance, redundancy)
+
+
+BARLOW_TWINS = Loss("barlow_twins_loss", BarlowTwinsOptions, ("z1", "z2"), _barlow_twins)
 
 
 # ------------------------------------------------------------------------------------------------ public
 
 
-def barlow_twins_terms(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    *,
-    lambd: float | str = 0.0051,
-    scale: float = 1.0,
-    eps: float = 1e-5,
-    normalization: str = "batchnorm",
-    off_diagonal_target: float = 0.0,
-    algorithm: str = "auto",
-    backend: str = "auto",
-    distributed: str = "global",
-    strategy: str = "auto",
-    gradient_convention: str = "global",
-    group: "torch.distributed.ProcessGroup | None" = None,
-) -> BarlowTwinsTerms:
+@takes_options_of(BARLOW_TWINS)
+def barlow_twins_terms(z1: torch.Tensor, z2: torch.Tensor, **options) -> BarlowTwinsTerms:
     r"""The Barlow Twins loss together with its invariance and redundancy terms, for logging.
 
     Takes the same arguments as :func:`barlow_twins_loss`; ``terms.loss`` is exactly what that returns.
@@ -182,93 +148,11 @@ def barlow_twins_terms(
         >>> torch.allclose(terms.loss, terms.invariance + 0.0051 * terms.redundancy)
         True
     """
-    check_barlow_twins_options(
-        lambd=lambd,
-        scale=scale,
-        eps=eps,
-        normalization=normalization,
-        off_diagonal_target=off_diagonal_target,
-        algorithm=algorithm,
-        backend=backend,
-        distributed=distributed,
-        strategy=strategy,
-        gradient_convention=gradient_convention,
-        group=group,
-    )
-    if _is_global(distributed, group):
-        if backend == "triton":
-            raise ValueError(
-                "backend='triton' does not compute the global-batch loss of several ranks yet; "
-                "use backend='auto' or 'torch' with distributed='global', or distributed='local'"
-            )
-        return _barlow_twins_terms_global(
-            z1,
-            z2,
-            lambd=lambd,
-            scale=scale,
-            eps=eps,
-            normalization=normalization,
-            off_diagonal_target=off_diagonal_target,
-            algorithm=algorithm,
-            strategy=strategy,
-            gradient_convention=gradient_convention,
-            group=group,
-        )
-    _check_views(z1, z2)
-    n, d = z1.shape
-    if lambd == "auto":
-        lambd = 1.0 / d
-    if algorithm == "auto":
-        algorithm = cost.choose_algorithm(n, d)
-    backend = select_backend(backend, z1)
-    with no_autocast(z1.device):
-        if backend == "triton":
-            invariance, redundancy = barlow_twins_terms_triton(
-                z1, z2, normalization=normalization, eps=eps, target=off_diagonal_target, algorithm=algorithm
-            )
-        else:
-            dtype = _compute_dtype(z1, z2)
-            compute_terms = gram_terms if algorithm == "gram" else cross_correlation_terms
-            invariance, redundancy = compute_terms(
-                z1.to(dtype),
-                z2.to(dtype),
-                target=float(off_diagonal_target),
-                standardization=standardization_of(normalization, eps),
-            )
-        loss = (invariance + redundancy * lambd) * scale
-    return BarlowTwinsTerms(loss, invariance, redundancy)
+    return BARLOW_TWINS.run((z1, z2), options)
 
 
-def _barlow_twins_terms_global(
-    z1: torch.Tensor, z2: torch.Tensor, *, lambd: float | str, scale: float, **options
-) -> BarlowTwinsTerms:
-    """:func:`barlow_twins_terms` of the batch of all ranks (:mod:`redundancy.distributed`); every rank calls it."""
-    _check_views(z1, z2, min_rows=0)  # the global N >= 2 is checked once the ranks have exchanged their shapes
-    invariance, redundancy, batch = distributed_ops.barlow_twins_terms_global(
-        z1, z2, dtype=_compute_dtype(z1, z2), **options
-    )
-    if lambd == "auto":
-        lambd = 1.0 / batch.dim
-    loss = (invariance + redundancy * lambd) * scale
-    return BarlowTwinsTerms(loss, invariance, redundancy)
-
-
-def barlow_twins_loss(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    *,
-    lambd: float | str = 0.0051,
-    scale: float = 1.0,
-    eps: float = 1e-5,
-    normalization: str = "batchnorm",
-    off_diagonal_target: float = 0.0,
-    algorithm: str = "auto",
-    backend: str = "auto",
-    distributed: str = "global",
-    strategy: str = "auto",
-    gradient_convention: str = "global",
-    group: "torch.distributed.ProcessGroup | None" = None,
-) -> torch.Tensor:
+@takes_options_of(BARLOW_TWINS)
+def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, **options) -> torch.Tensor:
     r"""The Barlow Twins loss (Zbontar et al., 2021) of two embeddings of the same batch.
 
     Each view is standardized per feature over the batch (``A``, ``B``), their cross-correlation is
@@ -326,21 +210,7 @@ def barlow_twins_loss(
         >>> loss.shape, loss.dtype
         (torch.Size([]), torch.float32)
     """
-    return barlow_twins_terms(
-        z1,
-        z2,
-        lambd=lambd,
-        scale=scale,
-        eps=eps,
-        normalization=normalization,
-        off_diagonal_target=off_diagonal_target,
-        algorithm=algorithm,
-        backend=backend,
-        distributed=distributed,
-        strategy=strategy,
-        gradient_convention=gradient_convention,
-        group=group,
-    ).loss
+    return BARLOW_TWINS.run((z1, z2), options).loss
 
 
 def batch_standardize(z: torch.Tensor, *, normalization: str = "batchnorm", eps: float = 1e-5) -> torch.Tensor:
@@ -361,11 +231,11 @@ def batch_standardize(z: torch.Tensor, *, normalization: str = "batchnorm", eps:
         >>> torch.allclose(mean, torch.zeros(8), atol=1e-6), torch.allclose(var, torch.ones(8), atol=1e-4)
         (True, True)
     """
-    _check_choice("normalization", normalization, NORMALIZATIONS)
-    _check_real("eps", eps, nonnegative=True)
-    _check_embedding("z", z, min_rows=2)
+    check_choice("normalization", normalization, NORMALIZATIONS)
+    check_real("eps", eps, nonnegative=True)
+    check_embedding("z", z)
     with no_autocast(z.device):
-        return _standardize_view(z.to(_compute_dtype(z)), normalization, eps).to(z.dtype)
+        return standardize_view(z.to(compute_dtype(z)), normalization, eps).to(z.dtype)
 
 
 def cross_correlation(
@@ -386,13 +256,15 @@ def cross_correlation(
         >>> torch.allclose(cross_correlation(z, z).diagonal(), torch.ones(16), atol=1e-4)
         True
     """
-    _check_choice("normalization", normalization, NORMALIZATIONS)
-    _check_real("eps", eps, nonnegative=True)
-    _check_views(z1, z2)
-    dtype = _compute_dtype(z1, z2)
+    check_choice("normalization", normalization, NORMALIZATIONS)
+    check_real("eps", eps, nonnegative=True)
+    check_embedding("z1", z1)
+    check_embedding("z2", z2)
+    check_same_batch(("z1", "z2"), (z1, z2))
+    dtype = compute_dtype(z1, z2)
     with no_autocast(z1.device):
-        a = _standardize_view(z1.to(dtype), normalization, eps)
-        b = _standardize_view(z2.to(dtype), normalization, eps)
+        a = standardize_view(z1.to(dtype), normalization, eps)
+        b = standardize_view(z2.to(dtype), normalization, eps)
         return torch.mm(a.t(), b).div_(z1.shape[0])
 
 

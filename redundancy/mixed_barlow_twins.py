@@ -8,47 +8,50 @@ the mixed batch, both targets are linear in the residual ``R = M - α A - (1 - �
 
 so the regularizer is ``‖RᵀA‖² + ‖RᵀB‖²`` over N², computed through the D×D products or their N×N Gram dual
 (:func:`redundancy._ops.cross_product_energy`). The defaults are those of ``wgcban/mix-bt`` ``main.py``.
+
+Under ``torch.distributed`` the regularizer is that of the batch of all ranks (every rank gathers the three views).
+Each rank's ``permutation`` permutes that rank's own rows (each rank mixes its own images, as mix-bt does), so over
+the global batch the permutation is block-diagonal: row ``i`` of rank ``r`` is mixed with row ``π_r(i)`` of the same
+rank.
 """
 
 import torch
 
 from redundancy import cost
-from redundancy._ops import cross_product_energy
-from redundancy._ops._autocast import no_autocast
-from redundancy.functional import (
+from redundancy._loss import (
     ALGORITHMS,
     NORMALIZATIONS,
-    _check_choice,
-    _check_embedding,
-    _check_real,
-    _check_views,
-    _compute_dtype,
-    _standardize_view,
+    Loss,
+    Options,
+    check_views,
+    choice_option,
+    option,
+    options_dataclass,
+    real,
+    takes_options_of,
 )
+from redundancy._ops import cross_product_energy
+from redundancy._validation import check_embedding, check_real
+from redundancy.functional import standardize_view
 
-__all__ = ["check_mixed_barlow_twins_options", "mixed_barlow_twins_regularizer"]
-
-
-def check_mixed_barlow_twins_options(
-    *, lambd: float, scale: float, normalization: str, eps: float, algorithm: str
-) -> None:
-    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option (used by the Module too).
-
-    Example:
-        >>> check_mixed_barlow_twins_options(lambd=0.005, scale=5.0, normalization="layer", eps=0.0, algorithm="auto")
-        Traceback (most recent call last):
-            ...
-        ValueError: normalization must be one of ('batchnorm', 'std', 'none'), got 'layer'
-    """
-    _check_real("lambd", lambd, nonnegative=True)
-    _check_real("scale", scale, nonnegative=True)
-    _check_choice("normalization", normalization, NORMALIZATIONS)
-    _check_real("eps", eps, nonnegative=True)
-    _check_choice("algorithm", algorithm, ALGORITHMS)
+__all__ = ["mixed_barlow_twins_regularizer"]
 
 
-def _check_mixing(z1: torch.Tensor, z_mixed: object, permutation: object, alpha: object) -> None:
-    _check_embedding("z_mixed", z_mixed, min_rows=2)
+@options_dataclass
+class MixedBarlowTwinsOptions(Options):
+    """The options of :func:`mixed_barlow_twins_regularizer` (documented there), declared once."""
+
+    lambd: float = option(0.005, real(nonnegative=True))
+    scale: float = option(5.0, real(nonnegative=True))
+    normalization: str = choice_option("std", NORMALIZATIONS)
+    eps: float = option(0.0, real(nonnegative=True))
+    algorithm: str = choice_option("auto", ALGORITHMS)
+
+
+def _check_inputs(names: tuple[str, ...], inputs: tuple, min_rows: int) -> None:
+    z1, z2, z_mixed, permutation, alpha = inputs
+    check_views(("z1", "z2"), (z1, z2), min_rows=min_rows)
+    check_embedding("z_mixed", z_mixed, min_rows=min_rows)
     if z_mixed.shape != z1.shape:
         raise ValueError(
             f"z_mixed must have the shape of z1, got z_mixed {tuple(z_mixed.shape)} and z1 {tuple(z1.shape)}"
@@ -63,23 +66,42 @@ def _check_mixing(z1: torch.Tensor, z_mixed: object, permutation: object, alpha:
         )
     if permutation.device != z1.device:
         raise ValueError(f"permutation must be on the device of z1, got {permutation.device} and {z1.device}")
-    _check_real("alpha", alpha, nonnegative=True)
-    if alpha > 1:
+    check_real("alpha", alpha, nonnegative=True)
+    if not alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
 
 
+def _mixed_barlow_twins(options: MixedBarlowTwinsOptions, batch, z1, z2, z_mixed, permutation, alpha):
+    views = [z.to(batch.dtype) for z in (z1, z2, z_mixed)]
+    if batch.world_size > 1:
+        # z2[π] before the gather: each rank permutes its own rows, so the gathered rows are z2[π] of the global
+        # batch for the block-diagonal π, and they standardize like z2 (the same rows, reordered).
+        views.append(views[1][permutation])
+    views = batch.gather(*views)
+    n, d = views[0].shape
+    algorithm = cost.choose_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
+    a, b, m, *permuted = (standardize_view(view, options.normalization, options.eps) for view in views)
+    b_permuted = permuted[0] if permuted else b[permutation]
+    residual = m - a * alpha - b_permuted * (1.0 - alpha)
+    energy = cross_product_energy(residual, a, algorithm=algorithm) + cross_product_energy(
+        residual, b, algorithm=algorithm
+    )
+    return energy * (options.scale * options.lambd / (n * n))
+
+
+MIXED_BARLOW_TWINS = Loss(
+    "mixed_barlow_twins_regularizer",
+    MixedBarlowTwinsOptions,
+    ("z1", "z2", "z_mixed"),
+    _mixed_barlow_twins,
+    extra=("permutation", "alpha"),
+    check_inputs=_check_inputs,
+)
+
+
+@takes_options_of(MIXED_BARLOW_TWINS)
 def mixed_barlow_twins_regularizer(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    z_mixed: torch.Tensor,
-    permutation: torch.Tensor,
-    alpha: float,
-    *,
-    lambd: float = 0.005,
-    scale: float = 5.0,
-    normalization: str = "std",
-    eps: float = 0.0,
-    algorithm: str = "auto",
+    z1: torch.Tensor, z2: torch.Tensor, z_mixed: torch.Tensor, permutation: torch.Tensor, alpha: float, **options
 ) -> torch.Tensor:
     r"""The Mixed Barlow Twins regularizer (Bandara et al., 2023), added to the Barlow Twins loss.
 
@@ -101,7 +123,8 @@ def mixed_barlow_twins_regularizer(
         z1: embeddings of the first view, shape ``(N, D)``.
         z2: embeddings of the second view, same shape.
         z_mixed: embeddings of the mixed inputs, same shape.
-        permutation: the row indices ``π`` used to mix (shape ``(N,)``, integer, on the device of ``z1``).
+        permutation: the row indices ``π`` used to mix (shape ``(N,)``, integer, on the device of ``z1``); under
+            ``torch.distributed``, this rank's own ``(N_r,)`` indices into its own rows.
         alpha: the mixing coefficient α in [0, 1] (mix-bt draws it from Beta(1, 1)).
         lambd: λ, as in the Barlow Twins loss it accompanies.
         scale: s, mix-bt's ``mixup_loss_scale``.
@@ -109,6 +132,9 @@ def mixed_barlow_twins_regularizer(
             :func:`redundancy.barlow_twins_loss`.
         eps: added to the variance before the square root.
         algorithm: ``"cross"`` (D×D), ``"gram"`` (N×N) or ``"auto"`` (``gram`` when N < ``GRAM_CROSSOVER``·D).
+        distributed, gradient_convention, group: the batch of all ranks under ``torch.distributed`` (every rank
+            gathers the rows of all ranks; each rank's ``permutation`` permutes its own rows) or each rank's own, as in
+            :func:`redundancy.barlow_twins_loss`.
 
     Returns:
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise.
@@ -120,21 +146,4 @@ def mixed_barlow_twins_regularizer(
         >>> mixed_barlow_twins_regularizer(z1, z2, z_mixed, permutation, alpha, normalization="none").abs() < 1e-6
         tensor(True)
     """
-    check_mixed_barlow_twins_options(
-        lambd=lambd, scale=scale, normalization=normalization, eps=eps, algorithm=algorithm
-    )
-    _check_views(z1, z2)
-    _check_mixing(z1, z_mixed, permutation, alpha)
-    n, d = z1.shape
-    if algorithm == "auto":
-        algorithm = cost.choose_algorithm(n, d)
-    dtype = _compute_dtype(z1, z2, z_mixed)
-    with no_autocast(z1.device):
-        a = _standardize_view(z1.to(dtype), normalization, eps)
-        b = _standardize_view(z2.to(dtype), normalization, eps)
-        m = _standardize_view(z_mixed.to(dtype), normalization, eps)
-        residual = m - a * alpha - b[permutation] * (1.0 - alpha)
-        energy = cross_product_energy(residual, a, algorithm=algorithm) + cross_product_energy(
-            residual, b, algorithm=algorithm
-        )
-        return energy * (scale * lambd / (n * n))
+    return MIXED_BARLOW_TWINS.run((z1, z2, z_mixed, permutation, alpha), options)

@@ -1,10 +1,17 @@
-"""Thin :class:`torch.nn.Module` wrappers: they store the options and call :mod:`redundancy.functional`."""
+"""Thin :class:`torch.nn.Module` wrappers: the options as plain attributes, ``forward`` one call of the function.
 
-import torch
-from torch import nn
+Each Module takes the keyword options of its function (checked at construction), stores them as attributes of
+the same names and calls the function in ``forward``; ``terms`` returns the loss with its terms where the function
+has a ``*_terms`` form. The Modules have no parameters or buffers.
+"""
 
-from redundancy import cca_ssg, mixed_barlow_twins, regularizers, spectral_contrastive, vicreg
-from redundancy import functional as F
+from redundancy._loss import LossModule
+from redundancy.cca_ssg import cca_ssg_terms
+from redundancy.functional import barlow_twins_terms
+from redundancy.mixed_barlow_twins import mixed_barlow_twins_regularizer
+from redundancy.regularizers import decov_loss, total_coding_rate
+from redundancy.spectral_contrastive import spectral_contrastive_terms
+from redundancy.vicreg import vicreg_terms
 
 __all__ = [
     "BarlowTwinsLoss",
@@ -17,16 +24,7 @@ __all__ = [
 ]
 
 
-class _OptionsModule(nn.Module):
-    """A loss module whose state is its options (``self.options``, shown in its repr); no parameters."""
-
-    options: dict
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{name}={value!r}" for name, value in self.options.items())
-
-
-class BarlowTwinsLoss(_OptionsModule):
+class BarlowTwinsLoss(LossModule, function=barlow_twins_terms):
     r"""The Barlow Twins loss as a module; ``forward(z1, z2)`` is :func:`redundancy.barlow_twins_loss`.
 
     The options are those of :func:`redundancy.barlow_twins_loss` and are checked here, at construction.
@@ -40,46 +38,8 @@ class BarlowTwinsLoss(_OptionsModule):
         True
     """
 
-    def __init__(
-        self,
-        *,
-        lambd: float | str = 0.0051,
-        scale: float = 1.0,
-        eps: float = 1e-5,
-        normalization: str = "batchnorm",
-        off_diagonal_target: float = 0.0,
-        algorithm: str = "auto",
-        backend: str = "auto",
-        distributed: str = "global",
-        strategy: str = "auto",
-        gradient_convention: str = "global",
-        group: "torch.distributed.ProcessGroup | None" = None,
-    ) -> None:
-        super().__init__()
-        self.options = dict(
-            lambd=lambd,
-            scale=scale,
-            eps=eps,
-            normalization=normalization,
-            off_diagonal_target=off_diagonal_target,
-            algorithm=algorithm,
-            backend=backend,
-            distributed=distributed,
-            strategy=strategy,
-            gradient_convention=gradient_convention,
-            group=group,
-        )
-        F.check_barlow_twins_options(**self.options)
 
-    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        return F.barlow_twins_loss(z1, z2, **self.options)
-
-    def terms(self, z1: torch.Tensor, z2: torch.Tensor) -> F.BarlowTwinsTerms:
-        """The loss with its invariance and redundancy terms (:func:`redundancy.barlow_twins_terms`)."""
-        return F.barlow_twins_terms(z1, z2, **self.options)
-
-
-class VICRegLoss(_OptionsModule):
+class VICRegLoss(LossModule, function=vicreg_terms):
     r"""The VICReg loss as a module; ``forward(z1, z2)`` is :func:`redundancy.vicreg_loss`.
 
     The options are those of :func:`redundancy.vicreg_loss` (official ``main_vicreg.py`` defaults) and are
@@ -93,46 +53,8 @@ class VICRegLoss(_OptionsModule):
         True
     """
 
-    def __init__(
-        self,
-        *,
-        invariance_weight: float = 25.0,
-        variance_weight: float = 25.0,
-        covariance_weight: float = 1.0,
-        gamma: float = 1.0,
-        eps: float = 1e-4,
-        correction: int = 1,
-        variance_reduction: str = "mean",
-        algorithm: str = "auto",
-        distributed: str = "global",
-        gradient_convention: str = "global",
-        group: "torch.distributed.ProcessGroup | None" = None,
-    ) -> None:
-        super().__init__()
-        self.options = dict(
-            invariance_weight=invariance_weight,
-            variance_weight=variance_weight,
-            covariance_weight=covariance_weight,
-            gamma=gamma,
-            eps=eps,
-            correction=correction,
-            variance_reduction=variance_reduction,
-            algorithm=algorithm,
-            distributed=distributed,
-            gradient_convention=gradient_convention,
-            group=group,
-        )
-        vicreg.check_vicreg_options(**self.options)
 
-    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        return vicreg.vicreg_loss(z1, z2, **self.options)
-
-    def terms(self, z1: torch.Tensor, z2: torch.Tensor) -> vicreg.VICRegTerms:
-        """The loss with its invariance, variance and covariance terms (:func:`redundancy.vicreg_terms`)."""
-        return vicreg.vicreg_terms(z1, z2, **self.options)
-
-
-class DeCovLoss(_OptionsModule):
+class DeCovLoss(LossModule, function=decov_loss):
     r"""DeCov as a module; ``forward(h)`` is :func:`redundancy.decov_loss`.
 
     Example:
@@ -141,30 +63,8 @@ class DeCovLoss(_OptionsModule):
         >>> criterion(h).backward()
     """
 
-    def __init__(
-        self,
-        *,
-        correction: int = 0,
-        algorithm: str = "auto",
-        distributed: str = "global",
-        gradient_convention: str = "global",
-        group: "torch.distributed.ProcessGroup | None" = None,
-    ) -> None:
-        super().__init__()
-        self.options = dict(
-            correction=correction,
-            algorithm=algorithm,
-            distributed=distributed,
-            gradient_convention=gradient_convention,
-            group=group,
-        )
-        regularizers.check_decov_options(**self.options)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return regularizers.decov_loss(h, **self.options)
-
-
-class TotalCodingRate(_OptionsModule):
+class TotalCodingRate(LossModule, function=total_coding_rate):
     r"""The total coding rate as a module; ``forward(z)`` is :func:`redundancy.total_coding_rate` (maximize it).
 
     Example:
@@ -173,30 +73,8 @@ class TotalCodingRate(_OptionsModule):
         >>> (-tcr(z)).backward()
     """
 
-    def __init__(
-        self,
-        *,
-        eps: float = 0.2,
-        algorithm: str = "auto",
-        distributed: str = "global",
-        gradient_convention: str = "global",
-        group: "torch.distributed.ProcessGroup | None" = None,
-    ) -> None:
-        super().__init__()
-        self.options = dict(
-            eps=eps,
-            algorithm=algorithm,
-            distributed=distributed,
-            gradient_convention=gradient_convention,
-            group=group,
-        )
-        regularizers.check_total_coding_rate_options(**self.options)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return regularizers.total_coding_rate(z, **self.options)
-
-
-class MixedBarlowTwinsRegularizer(_OptionsModule):
+class MixedBarlowTwinsRegularizer(LossModule, function=mixed_barlow_twins_regularizer):
     r"""The Mixed Barlow Twins regularizer as a module; ``forward(z1, z2, z_mixed, permutation, alpha)`` is
     :func:`redundancy.mixed_barlow_twins_regularizer`.
 
@@ -206,31 +84,8 @@ class MixedBarlowTwinsRegularizer(_OptionsModule):
         >>> regularizer(z1, z2, z_mixed, torch.randperm(16), 0.4).backward()
     """
 
-    def __init__(
-        self,
-        *,
-        lambd: float = 0.005,
-        scale: float = 5.0,
-        normalization: str = "std",
-        eps: float = 0.0,
-        algorithm: str = "auto",
-    ) -> None:
-        super().__init__()
-        self.options = dict(lambd=lambd, scale=scale, normalization=normalization, eps=eps, algorithm=algorithm)
-        mixed_barlow_twins.check_mixed_barlow_twins_options(**self.options)
 
-    def forward(
-        self,
-        z1: torch.Tensor,
-        z2: torch.Tensor,
-        z_mixed: torch.Tensor,
-        permutation: torch.Tensor,
-        alpha: float,
-    ) -> torch.Tensor:
-        return mixed_barlow_twins.mixed_barlow_twins_regularizer(z1, z2, z_mixed, permutation, alpha, **self.options)
-
-
-class CCASSGLoss(_OptionsModule):
+class CCASSGLoss(LossModule, function=cca_ssg_terms):
     r"""The CCA-SSG loss as a module; ``forward(z1, z2)`` is :func:`redundancy.cca_ssg_loss`.
 
     Example:
@@ -239,18 +94,8 @@ class CCASSGLoss(_OptionsModule):
         >>> criterion(z1, z2).backward()
     """
 
-    def __init__(
-        self, *, lambd: float = 1e-3, normalization: str = "std", eps: float = 0.0, algorithm: str = "auto"
-    ) -> None:
-        super().__init__()
-        self.options = dict(lambd=lambd, normalization=normalization, eps=eps, algorithm=algorithm)
-        cca_ssg.check_cca_ssg_options(**self.options)
 
-    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        return cca_ssg.cca_ssg_loss(z1, z2, **self.options)
-
-
-class SpectralContrastiveLoss(_OptionsModule):
+class SpectralContrastiveLoss(LossModule, function=spectral_contrastive_terms):
     r"""The spectral contrastive loss as a module; ``forward(z1, z2)`` is :func:`redundancy.spectral_contrastive_loss`.
 
     Example:
@@ -258,11 +103,3 @@ class SpectralContrastiveLoss(_OptionsModule):
         >>> z1, z2 = torch.randn(64, 16, requires_grad=True), torch.randn(64, 16)
         >>> criterion(z1, z2).backward()
     """
-
-    def __init__(self, *, mu: float = 1.0, algorithm: str = "auto") -> None:
-        super().__init__()
-        self.options = dict(mu=mu, algorithm=algorithm)
-        spectral_contrastive.check_spectral_contrastive_options(**self.options)
-
-    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        return spectral_contrastive.spectral_contrastive_loss(z1, z2, **self.options)

@@ -11,78 +11,51 @@ of all ranks, as :func:`redundancy.vicreg_loss` is.
 import torch
 
 from redundancy import cost
-from redundancy import distributed as distributed_ops
+from redundancy._loss import ALGORITHMS, Loss, Options, choice_option, option, options_dataclass, real, takes_options_of
 from redundancy._ops import half_logdet_identity_plus_gram, off_diagonal_energy
-from redundancy._ops._autocast import no_autocast
-from redundancy.functional import (
-    ALGORITHMS,
-    _check_choice,
-    _check_distributed_options,
-    _check_embedding,
-    _check_real,
-    _compute_dtype,
-    _is_global,
-)
-from redundancy.vicreg import _check_correction
+from redundancy.vicreg import center, correction_option
 
-__all__ = ["check_decov_options", "check_total_coding_rate_options", "decov_loss", "total_coding_rate"]
+__all__ = ["decov_loss", "total_coding_rate"]
 
 
-def check_decov_options(
-    *,
-    correction: int,
-    algorithm: str,
-    distributed: str = "global",
-    gradient_convention: str = "global",
-    group: object = None,
-) -> None:
-    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option of :func:`redundancy.decov_loss`.
+@options_dataclass
+class DeCovOptions(Options):
+    """The options of :func:`decov_loss`."""
 
-    Example:
-        >>> check_decov_options(correction=2, algorithm="auto")
-        Traceback (most recent call last):
-            ...
-        ValueError: correction must be 0 (divide by N) or 1 (divide by N - 1), got 2
-    """
-    _check_correction(correction)
-    _check_choice("algorithm", algorithm, ALGORITHMS)
-    _check_distributed_options(distributed=distributed, gradient_convention=gradient_convention, group=group)
+    correction: int = correction_option(0)
+    algorithm: str = choice_option("auto", ALGORITHMS)
 
 
-def check_total_coding_rate_options(
-    *,
-    eps: float,
-    algorithm: str,
-    distributed: str = "global",
-    gradient_convention: str = "global",
-    group: object = None,
-) -> None:
-    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option of the coding rate.
+@options_dataclass
+class TotalCodingRateOptions(Options):
+    """The options of :func:`total_coding_rate`."""
 
-    The options are those of :func:`redundancy.total_coding_rate`.
-
-    Example:
-        >>> check_total_coding_rate_options(eps=0.0, algorithm="auto")
-        Traceback (most recent call last):
-            ...
-        ValueError: eps must be positive (the coding rate scales ZᵀZ by D / (N·eps)), got 0
-    """
-    _check_real("eps", eps, nonnegative=True)
-    if eps == 0:
-        raise ValueError("eps must be positive (the coding rate scales ZᵀZ by D / (N·eps)), got 0")
-    _check_choice("algorithm", algorithm, ALGORITHMS)
-    _check_distributed_options(distributed=distributed, gradient_convention=gradient_convention, group=group)
+    eps: float = option(0.2, real(positive=True))
+    algorithm: str = choice_option("auto", ALGORITHMS)
 
 
-def decov_loss(
-    h: torch.Tensor,
-    *,
-    correction: int = 0,
-    algorithm: str = "auto",
-    distributed: str = "global",
-    gradient_convention: str = "global",
-    group: "torch.distributed.ProcessGroup | None" = None,
-) -> torch.Tensor:
+def _decov(options: DeCovOptions, batch, h: torch.Tensor) -> torch.Tensor:
+    (h,) = batch.gather(h.to(batch.dtype))
+    n, d = h.shape
+    algorithm = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
+    energy = off_diagonal_energy(center(h), algorithm=algorithm)
+    divisor = n - options.correction  # an int (no float(): it would fix the batch size of a compiled graph)
+    return energy / (2 * divisor * divisor)
+
+
+def _total_coding_rate(options: TotalCodingRateOptions, batch, z: torch.Tensor) -> torch.Tensor:
+    (z,) = batch.gather(z.to(batch.dtype))
+    n, d = z.shape
+    algorithm = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
+    return half_logdet_identity_plus_gram(z, alpha=d / (n * options.eps), algorithm=algorithm)
+
+
+DECOV = Loss("decov_loss", DeCovOptions, ("h",), _decov)
+TOTAL_CODING_RATE = Loss("total_coding_rate", TotalCodingRateOptions, ("z",), _total_coding_rate, min_rows=1)
+
+
+@takes_options_of(DECOV)
+def decov_loss(h: torch.Tensor, **options) -> torch.Tensor:
     r"""DeCov (Cogswell et al., 2016): half the off-diagonal energy of the activations' batch covariance.
 
     .. math::
@@ -97,10 +70,8 @@ def decov_loss(
         h: hidden activations, shape ``(N, D)`` with ``N >= 2``.
         correction: ``0`` divides by ``N`` (paper), ``1`` by ``N - 1``.
         algorithm: ``"cross"`` (D×D), ``"gram"`` (N×N) or ``"auto"`` (``gram`` when N < D).
-        distributed: ``"global"`` (the covariance of the batch of all ranks under ``torch.distributed``) or
-            ``"local"``, as in :func:`redundancy.vicreg_loss`.
-        gradient_convention: ``"global"`` or ``"official"``, as in :func:`redundancy.vicreg_loss`.
-        group: the process group of the global batch; ``None`` for the default group.
+        distributed, gradient_convention, group: the batch of all ranks under ``torch.distributed`` (every rank
+            gathers the rows of all ranks) or each rank's own, as in :func:`redundancy.barlow_twins_loss`.
 
     Returns:
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise.
@@ -110,40 +81,11 @@ def decov_loss(
         >>> decov_loss(h)
         tensor(1.)
     """
-    check_decov_options(
-        correction=correction,
-        algorithm=algorithm,
-        distributed=distributed,
-        gradient_convention=gradient_convention,
-        group=group,
-    )
-    global_batch = _is_global(distributed, group)
-    _check_embedding("h", h, min_rows=0 if global_batch else 2)  # the global N >= 2 is checked by the exchange
-    with no_autocast(h.device):
-        h = h.to(_compute_dtype(h))
-        if global_batch:
-            h, batch = distributed_ops._gather_one_view(
-                "decov_loss", h, "h", group, correction=correction, algorithm=algorithm, gradient=gradient_convention
-            )
-        n, d = h.shape
-        if algorithm == "auto":
-            algorithm = cost.choose_autocorrelation_algorithm(n, d)
-        energy = off_diagonal_energy(h - h.mean(dim=0), algorithm=algorithm)
-        loss = energy / (2.0 * float(n - correction) ** 2)
-        if global_batch:
-            (loss,) = distributed_ops.apply_gradient_convention(gradient_convention, batch, loss)
-        return loss
+    return DECOV.run((h,), options)
 
 
-def total_coding_rate(
-    z: torch.Tensor,
-    *,
-    eps: float = 0.2,
-    algorithm: str = "auto",
-    distributed: str = "global",
-    gradient_convention: str = "global",
-    group: "torch.distributed.ProcessGroup | None" = None,
-) -> torch.Tensor:
+@takes_options_of(TOTAL_CODING_RATE)
+def total_coding_rate(z: torch.Tensor, **options) -> torch.Tensor:
     r"""The total coding rate of a batch of embeddings (Ma et al., 2007; Yu et al., 2020; EMP-SSL, Tong et al., 2023).
 
     .. math::
@@ -160,11 +102,9 @@ def total_coding_rate(
         z: embeddings, shape ``(N, D)``.
         eps: the distortion ε, positive.
         algorithm: ``"cross"`` (D×D form), ``"gram"`` (N×N form) or ``"auto"`` (the smaller, ``gram`` when N < D).
-        distributed: ``"global"`` (the coding rate of the batch of all ranks under ``torch.distributed``, N
-            being the global batch size, which must then be at least 2) or ``"local"``, as in
-            :func:`redundancy.vicreg_loss`.
-        gradient_convention: ``"global"`` or ``"official"``, as in :func:`redundancy.vicreg_loss`.
-        group: the process group of the global batch; ``None`` for the default group.
+        distributed, gradient_convention, group: the batch of all ranks under ``torch.distributed`` (every rank
+            gathers the rows of all ranks; N is then the global batch size) or each rank's own, as in
+            :func:`redundancy.barlow_twins_loss`.
 
     Returns:
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise.
@@ -175,21 +115,4 @@ def total_coding_rate(
         >>> loss.shape
         torch.Size([])
     """
-    check_total_coding_rate_options(
-        eps=eps, algorithm=algorithm, distributed=distributed, gradient_convention=gradient_convention, group=group
-    )
-    global_batch = _is_global(distributed, group)
-    _check_embedding("z", z, min_rows=0 if global_batch else 1)
-    with no_autocast(z.device):
-        z = z.to(_compute_dtype(z))
-        if global_batch:
-            z, batch = distributed_ops._gather_one_view(
-                "total_coding_rate", z, "z", group, eps=eps, algorithm=algorithm, gradient=gradient_convention
-            )
-        n, d = z.shape
-        if algorithm == "auto":
-            algorithm = cost.choose_autocorrelation_algorithm(n, d)
-        rate = half_logdet_identity_plus_gram(z, alpha=d / (n * eps), algorithm=algorithm)
-        if global_batch:
-            (rate,) = distributed_ops.apply_gradient_convention(gradient_convention, batch, rate)
-        return rate
+    return TOTAL_CODING_RATE.run((z,), options)

@@ -7,34 +7,23 @@ the D×D or the N×N product, whichever is cheaper). The defaults are those of t
 ``facebookresearch/vicreg`` ``main_vicreg.py``.
 
 Under ``torch.distributed`` (``distributed="global"``, the default, with more than one rank in ``group``) every
-rank gathers the rows of all ranks (:func:`redundancy.distributed.gather_global_batch`, one all-gather of the
+rank gathers the rows of all ranks (:meth:`redundancy.distributed.GlobalBatch.gather`, one all-gather of the
 views) and evaluates the formula above on the concatenated batch: the invariance, the variances and the
 covariances are those of the global batch and every rank returns the same value, with the gradient convention
-of :func:`redundancy.barlow_twins_loss` (:func:`redundancy.distributed.apply_gradient_convention`).
+of :func:`redundancy.barlow_twins_loss`.
 """
 
+import dataclasses
 from typing import NamedTuple
 
 import torch
 
 from redundancy import cost
-from redundancy import distributed as distributed_ops
+from redundancy._loss import ALGORITHMS, Loss, Options, choice_option, option, options_dataclass, real, takes_options_of
 from redundancy._ops import off_diagonal_energy
-from redundancy._ops._autocast import no_autocast
-from redundancy.functional import (
-    ALGORITHMS,
-    _check_choice,
-    _check_distributed_options,
-    _check_embedding,
-    _check_real,
-    _check_views,
-    _compute_dtype,
-    _is_global,
-)
 
 __all__ = [
     "VICRegTerms",
-    "check_vicreg_options",
     "vicreg_covariance_loss",
     "vicreg_loss",
     "vicreg_terms",
@@ -42,6 +31,17 @@ __all__ = [
 ]
 
 VARIANCE_REDUCTIONS = ("mean", "sum")
+
+
+def check_correction(name: str, value: object) -> None:
+    """The check of ``correction``, the variance divisor ``N - correction``."""
+    if isinstance(value, bool) or value not in (0, 1):
+        raise ValueError(f"{name} must be 0 (divide by N) or 1 (divide by N - 1), got {value!r:.80}")
+
+
+def correction_option(default: int) -> dataclasses.Field:
+    """The ``correction`` option: 0 divides by N, 1 by N - 1."""
+    return option(default, check_correction, encode=int, decode=int)
 
 
 class VICRegTerms(NamedTuple):
@@ -67,52 +67,44 @@ class VICRegTerms(NamedTuple):
     """Off-diagonal energy of each view's covariance divided by D, summed over the two views."""
 
 
-# --------------------------------------------------------------------------------------------- validation
+# ------------------------------------------------------------------------------------------------ options
 
 
-def _check_correction(correction: object) -> None:
-    if isinstance(correction, bool) or not isinstance(correction, int) or correction not in (0, 1):
-        raise ValueError(f"correction must be 0 (divide by N) or 1 (divide by N - 1), got {correction!r}")
+@options_dataclass
+class VICRegOptions(Options):
+    """The options of :func:`vicreg_loss` (documented there), declared once."""
+
+    invariance_weight: float = option(25.0, real(nonnegative=True))
+    variance_weight: float = option(25.0, real(nonnegative=True))
+    covariance_weight: float = option(1.0, real(nonnegative=True))
+    gamma: float = option(1.0, real(nonnegative=True))
+    eps: float = option(1e-4, real(nonnegative=True))
+    correction: int = correction_option(1)
+    variance_reduction: str = choice_option("mean", VARIANCE_REDUCTIONS)
+    algorithm: str = choice_option("auto", ALGORITHMS)
 
 
-def check_vicreg_options(
-    *,
-    invariance_weight: float,
-    variance_weight: float,
-    covariance_weight: float,
-    gamma: float,
-    eps: float,
-    correction: int,
-    variance_reduction: str,
-    algorithm: str,
-    distributed: str = "global",
-    gradient_convention: str = "global",
-    group: object = None,
-) -> None:
-    """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option (used by the Module too).
+@options_dataclass
+class VICRegVarianceOptions(Options):
+    """The options of :func:`vicreg_variance_loss`."""
 
-    Example:
-        >>> check_vicreg_options(invariance_weight=25.0, variance_weight=25.0, covariance_weight=1.0, gamma=1.0,
-        ...     eps=1e-4, correction=1, variance_reduction="median", algorithm="auto")
-        Traceback (most recent call last):
-            ...
-        ValueError: variance_reduction must be one of ('mean', 'sum'), got 'median'
-    """
-    _check_real("invariance_weight", invariance_weight, nonnegative=True)
-    _check_real("variance_weight", variance_weight, nonnegative=True)
-    _check_real("covariance_weight", covariance_weight, nonnegative=True)
-    _check_real("gamma", gamma, nonnegative=True)
-    _check_real("eps", eps, nonnegative=True)
-    _check_correction(correction)
-    _check_choice("variance_reduction", variance_reduction, VARIANCE_REDUCTIONS)
-    _check_choice("algorithm", algorithm, ALGORITHMS)
-    _check_distributed_options(distributed=distributed, gradient_convention=gradient_convention, group=group)
+    gamma: float = option(1.0, real(nonnegative=True))
+    eps: float = option(1e-4, real(nonnegative=True))
+    correction: int = correction_option(1)
+
+
+@options_dataclass
+class VICRegCovarianceOptions(Options):
+    """The options of :func:`vicreg_covariance_loss`."""
+
+    correction: int = correction_option(1)
+    algorithm: str = choice_option("auto", ALGORITHMS)
 
 
 # ---------------------------------------------------------------------------------- shared computations
 
 
-def _center(z: torch.Tensor) -> torch.Tensor:
+def center(z: torch.Tensor) -> torch.Tensor:
     """``z - mean_n z``: the one place a view's batch mean is taken (already upcast ``z``)."""
     return z - z.mean(dim=0)
 
@@ -128,28 +120,49 @@ def _covariance_penalty(x: torch.Tensor, divisor: int, algorithm: str) -> torch.
     n, d = x.shape
     if algorithm == "auto":
         algorithm = cost.choose_autocorrelation_algorithm(n, d)
-    return off_diagonal_energy(x, algorithm=algorithm) / (float(divisor) ** 2 * d)
+    return off_diagonal_energy(x, algorithm=algorithm) / (divisor * divisor * d)  # ints: no float() in a trace
+
+
+def _vicreg(options: VICRegOptions, batch, z1: torch.Tensor, z2: torch.Tensor) -> VICRegTerms:
+    z1, z2 = batch.gather(z1.to(batch.dtype), z2.to(batch.dtype))
+    divisor = batch.count - options.correction  # N >= 2 and correction <= 1: never 0
+    invariance = (z1 - z2).square().mean()
+    x1, x2 = center(z1), center(z2)
+    gamma, eps = options.gamma, options.eps
+    variance = _variance_hinge(x1, divisor, gamma, eps) + _variance_hinge(x2, divisor, gamma, eps)
+    if options.variance_reduction == "mean":
+        variance = variance / 2
+    covariance = _covariance_penalty(x1, divisor, options.algorithm) + _covariance_penalty(
+        x2, divisor, options.algorithm
+    )
+    loss = (
+        invariance * options.invariance_weight
+        + variance * options.variance_weight
+        + covariance * options.covariance_weight
+    )
+    return VICRegTerms(loss, invariance, variance, covariance)
+
+
+def _vicreg_variance(options: VICRegVarianceOptions, batch, z: torch.Tensor) -> torch.Tensor:
+    (z,) = batch.gather(z.to(batch.dtype))
+    return _variance_hinge(center(z), batch.count - options.correction, options.gamma, options.eps)
+
+
+def _vicreg_covariance(options: VICRegCovarianceOptions, batch, z: torch.Tensor) -> torch.Tensor:
+    (z,) = batch.gather(z.to(batch.dtype))
+    return _covariance_penalty(center(z), batch.count - options.correction, options.algorithm)
+
+
+VICREG = Loss("vicreg_loss", VICRegOptions, ("z1", "z2"), _vicreg)
+VICREG_VARIANCE = Loss("vicreg_variance_loss", VICRegVarianceOptions, ("z",), _vicreg_variance)
+VICREG_COVARIANCE = Loss("vicreg_covariance_loss", VICRegCovarianceOptions, ("z",), _vicreg_covariance)
 
 
 # ------------------------------------------------------------------------------------------------ public
 
 
-def vicreg_terms(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    *,
-    invariance_weight: float = 25.0,
-    variance_weight: float = 25.0,
-    covariance_weight: float = 1.0,
-    gamma: float = 1.0,
-    eps: float = 1e-4,
-    correction: int = 1,
-    variance_reduction: str = "mean",
-    algorithm: str = "auto",
-    distributed: str = "global",
-    gradient_convention: str = "global",
-    group: "torch.distributed.ProcessGroup | None" = None,
-) -> VICRegTerms:
+@takes_options_of(VICREG)
+def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor, **options) -> VICRegTerms:
     r"""The VICReg loss together with its invariance, variance and covariance terms, for logging.
 
     Takes the same arguments as :func:`vicreg_loss`; ``terms.loss`` is exactly what that returns.
@@ -163,69 +176,11 @@ def vicreg_terms(
         >>> torch.allclose(t.loss, 25 * t.invariance + 25 * t.variance + t.covariance)
         True
     """
-    check_vicreg_options(
-        invariance_weight=invariance_weight,
-        variance_weight=variance_weight,
-        covariance_weight=covariance_weight,
-        gamma=gamma,
-        eps=eps,
-        correction=correction,
-        variance_reduction=variance_reduction,
-        algorithm=algorithm,
-        distributed=distributed,
-        gradient_convention=gradient_convention,
-        group=group,
-    )
-    global_batch = _is_global(distributed, group)
-    _check_views(z1, z2, min_rows=0 if global_batch else 2)  # the global N >= 2 is checked by the exchange
-    dtype = _compute_dtype(z1, z2)
-    with no_autocast(z1.device):
-        z1, z2 = z1.to(dtype), z2.to(dtype)
-        if global_batch:
-            options = distributed_ops.describe_options(
-                "vicreg_terms",
-                invariance_weight=invariance_weight,
-                variance_weight=variance_weight,
-                covariance_weight=covariance_weight,
-                gamma=gamma,
-                eps=eps,
-                correction=correction,
-                variance_reduction=variance_reduction,
-                algorithm=algorithm,
-                gradient_convention=gradient_convention,
-            )
-            (z1, z2), batch = distributed_ops.gather_global_batch(z1, z2, options=options, group=group)
-        divisor = z1.shape[0] - correction  # N >= 2 and correction <= 1: never 0
-        invariance = (z1 - z2).square().mean()
-        x1, x2 = _center(z1), _center(z2)
-        variance = _variance_hinge(x1, divisor, gamma, eps) + _variance_hinge(x2, divisor, gamma, eps)
-        if variance_reduction == "mean":
-            variance = variance / 2
-        covariance = _covariance_penalty(x1, divisor, algorithm) + _covariance_penalty(x2, divisor, algorithm)
-        if global_batch:
-            invariance, variance, covariance = distributed_ops.apply_gradient_convention(
-                gradient_convention, batch, invariance, variance, covariance
-            )
-        loss = invariance * invariance_weight + variance * variance_weight + covariance * covariance_weight
-    return VICRegTerms(loss, invariance, variance, covariance)
+    return VICREG.run((z1, z2), options)
 
 
-def vicreg_loss(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    *,
-    invariance_weight: float = 25.0,
-    variance_weight: float = 25.0,
-    covariance_weight: float = 1.0,
-    gamma: float = 1.0,
-    eps: float = 1e-4,
-    correction: int = 1,
-    variance_reduction: str = "mean",
-    algorithm: str = "auto",
-    distributed: str = "global",
-    gradient_convention: str = "global",
-    group: "torch.distributed.ProcessGroup | None" = None,
-) -> torch.Tensor:
+@takes_options_of(VICREG)
+def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, **options) -> torch.Tensor:
     r"""The VICReg loss (Bardes et al., 2022) of two embeddings of the same batch.
 
     With :math:`X^{(v)}` the view :math:`z^{(v)}` centred per feature over the batch,
@@ -268,9 +223,8 @@ def vicreg_loss(
         group: the process group of the global batch; ``None`` for the default group.
 
     Shape:
-        ``z1``, ``z2``: ``(N, D)`` with ``N >= 2``; under ``distributed="global"`` with several ranks, each rank
-        passes its own rows ``(N_r, D)`` (``N_r`` may be 0 or 1) and the global ``N = Σ N_r >= 2``.
-        Output: ``()``.
+        As :func:`redundancy.barlow_twins_loss`: ``(N, D)`` views, or each rank's ``(N_r, D)`` rows of the global
+        batch; output ``()``.
 
     Returns:
         The loss, a 0-dim tensor, float64 for float64 inputs and float32 otherwise.
@@ -281,33 +235,11 @@ def vicreg_loss(
         >>> loss.shape, loss.dtype
         (torch.Size([]), torch.float32)
     """
-    return vicreg_terms(
-        z1,
-        z2,
-        invariance_weight=invariance_weight,
-        variance_weight=variance_weight,
-        covariance_weight=covariance_weight,
-        gamma=gamma,
-        eps=eps,
-        correction=correction,
-        variance_reduction=variance_reduction,
-        algorithm=algorithm,
-        distributed=distributed,
-        gradient_convention=gradient_convention,
-        group=group,
-    ).loss
+    return VICREG.run((z1, z2), options).loss
 
 
-def vicreg_variance_loss(
-    z: torch.Tensor,
-    *,
-    gamma: float = 1.0,
-    eps: float = 1e-4,
-    correction: int = 1,
-    distributed: str = "global",
-    gradient_convention: str = "global",
-    group: "torch.distributed.ProcessGroup | None" = None,
-) -> torch.Tensor:
+@takes_options_of(VICREG_VARIANCE)
+def vicreg_variance_loss(z: torch.Tensor, **options) -> torch.Tensor:
     r"""VICReg's variance regularizer of one view: a hinge on each feature's standard deviation.
 
     .. math::
@@ -322,10 +254,8 @@ def vicreg_variance_loss(
         gamma: γ, target standard deviation.
         eps: ε, added to the variance before the square root.
         correction: ``1`` (unbiased variance, official) or ``0`` (biased).
-        distributed: ``"global"`` (the variance of the batch of all ranks under ``torch.distributed``) or
-            ``"local"``, as in :func:`vicreg_loss`.
-        gradient_convention: ``"global"`` or ``"official"``, as in :func:`vicreg_loss`.
-        group: the process group of the global batch; ``None`` for the default group.
+        distributed, gradient_convention, group: the batch of all ranks under ``torch.distributed`` (every rank
+            gathers the rows of all ranks) or each rank's own, as in :func:`redundancy.barlow_twins_loss`.
 
     Returns:
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise.
@@ -334,34 +264,11 @@ def vicreg_variance_loss(
         >>> vicreg_variance_loss(torch.zeros(8, 4))  # collapsed: every std is sqrt(eps)
         tensor(0.9900)
     """
-    _check_real("gamma", gamma, nonnegative=True)
-    _check_real("eps", eps, nonnegative=True)
-    _check_correction(correction)
-    _check_distributed_options(distributed=distributed, gradient_convention=gradient_convention, group=group)
-    global_batch = _is_global(distributed, group)
-    _check_embedding("z", z, min_rows=0 if global_batch else 2)
-    with no_autocast(z.device):
-        z = z.to(_compute_dtype(z))
-        if global_batch:
-            z, batch = distributed_ops._gather_one_view(
-                "vicreg_variance_loss", z, "z", group, gamma=gamma, eps=eps, correction=correction,
-                gradient=gradient_convention,
-            )
-        loss = _variance_hinge(_center(z), z.shape[0] - correction, gamma, eps)
-        if global_batch:
-            (loss,) = distributed_ops.apply_gradient_convention(gradient_convention, batch, loss)
-        return loss
+    return VICREG_VARIANCE.run((z,), options)
 
 
-def vicreg_covariance_loss(
-    z: torch.Tensor,
-    *,
-    correction: int = 1,
-    algorithm: str = "auto",
-    distributed: str = "global",
-    gradient_convention: str = "global",
-    group: "torch.distributed.ProcessGroup | None" = None,
-) -> torch.Tensor:
+@takes_options_of(VICREG_COVARIANCE)
+def vicreg_covariance_loss(z: torch.Tensor, **options) -> torch.Tensor:
     r"""VICReg's covariance regularizer of one view: the off-diagonal energy of its covariance, over D.
 
     .. math::
@@ -375,10 +282,8 @@ def vicreg_covariance_loss(
         z: embeddings, shape ``(N, D)`` with ``N >= 2``.
         correction: ``1`` (divide by ``N - 1``, official) or ``0`` (by ``N``).
         algorithm: ``"cross"``, ``"gram"`` or ``"auto"``, as in :func:`vicreg_loss`.
-        distributed: ``"global"`` (the covariance of the batch of all ranks under ``torch.distributed``) or
-            ``"local"``, as in :func:`vicreg_loss`.
-        gradient_convention: ``"global"`` or ``"official"``, as in :func:`vicreg_loss`.
-        group: the process group of the global batch; ``None`` for the default group.
+        distributed, gradient_convention, group: the batch of all ranks under ``torch.distributed`` (every rank
+            gathers the rows of all ranks) or each rank's own, as in :func:`redundancy.barlow_twins_loss`.
 
     Returns:
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise.
@@ -389,19 +294,4 @@ def vicreg_covariance_loss(
         >>> torch.allclose(vicreg_covariance_loss(z), 6 * v**2 / 3)
         True
     """
-    _check_correction(correction)
-    _check_choice("algorithm", algorithm, ALGORITHMS)
-    _check_distributed_options(distributed=distributed, gradient_convention=gradient_convention, group=group)
-    global_batch = _is_global(distributed, group)
-    _check_embedding("z", z, min_rows=0 if global_batch else 2)
-    with no_autocast(z.device):
-        z = z.to(_compute_dtype(z))
-        if global_batch:
-            z, batch = distributed_ops._gather_one_view(
-                "vicreg_covariance_loss", z, "z", group, correction=correction, algorithm=algorithm,
-                gradient=gradient_convention,
-            )
-        loss = _covariance_penalty(_center(z), z.shape[0] - correction, algorithm)
-        if global_batch:
-            (loss,) = distributed_ops.apply_gradient_convention(gradient_convention, batch, loss)
-        return loss
+    return VICREG_COVARIANCE.run((z,), options)

@@ -1,6 +1,7 @@
 """The pure-Python pieces of the CPU benchmark suite (the measurements themselves run in CI's smoke run)."""
 
 import json
+import pathlib
 
 import pytest
 import torch
@@ -91,3 +92,178 @@ def test_gram_products_names_a_bad_shape(capsys):
     with pytest.raises(SystemExit):
         gram_products.main(["--shapes", "256-8192"])
     assert "a shape is NxD, for example 256x8192, got '256-8192'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------- report
+
+RESULTS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+SUITE_RUNS = sorted(path.parent for path in RESULTS.glob("*/results.json"))
+
+
+def _case(full_s, peak_bytes, algorithm="cross", gflops=10.0):
+    return {
+        "algorithm": algorithm,
+        "forward": _timing(full_s / 2),
+        "backward": _timing(full_s / 2),
+        "full": _timing(full_s),
+        "peak_bytes": peak_bytes,
+        "gflops_per_s": gflops,
+    }
+
+
+def _run(rows):
+    environment = {"processor": "cpu", "torch_threads": 2, "torch": "x", "redundancy": "y", "date": "z"}
+    return {
+        "environment": {**environment, "matmul_gflops": 100.0},
+        "device": "cpu",
+        "dtype": "float32",
+        "results": [{"n": n, "d": d, "cases": cases} for n, d, cases in rows],
+    }
+
+
+def test_the_runs_are_committed_in_folders_named_by_what_they_hold():
+    assert [path.name for path in SUITE_RUNS] == [
+        "cpu",
+        "cpu-d8192-interleaved-1",
+        "cpu-d8192-interleaved-2",
+        "cpu-d8192-interleaved-3",
+        "cpu-d8192-interleaved-4",
+        "cpu-nine-shapes",
+    ]
+
+
+@pytest.mark.parametrize("folder", SUITE_RUNS, ids=lambda path: path.name)
+def test_the_committed_tables_are_those_the_report_makes_from_the_committed_json(folder, tmp_path):
+    saved = json.loads((folder / "results.json").read_text())
+    report.write_tables(saved, tmp_path)
+    for written in sorted(tmp_path.iterdir()):
+        committed = folder / written.name
+        assert committed.is_file(), f"{committed} is missing: run python -m benchmarks.report {folder}/results.json"
+        assert committed.read_text() == written.read_text(), (
+            f"{committed} is not what the report makes of results.json: "
+            f"run python -m benchmarks.report {folder}/results.json"
+        )
+
+
+def test_the_committed_gram_products_table_is_the_one_the_report_makes():
+    saved = json.loads((RESULTS / "cpu" / "gram_products.json").read_text())
+    assert (RESULTS / "cpu" / "gram_products.rst").read_text() == report.gram_products_rst(saved)
+
+
+def test_the_summary_takes_the_fastest_case_of_the_library_per_shape():
+    mib = 2**20
+    run = _run(
+        [
+            (
+                256,
+                8192,
+                {
+                    "reference": _case(3.0, 1600 * mib),
+                    "reference-compiled": _case(0.01, 1800 * mib),  # faster, but not a case of the library
+                    "redundancy-auto-torch": _case(0.04, 26 * mib, "gram"),
+                    "redundancy-gram-torch": _case(0.03, 32 * mib, "gram"),
+                    "redundancy-cross-torch": _case(0.5, 400 * mib),
+                },
+            ),
+            (32, 128, {"reference": _case(1e-3, 0), "redundancy-auto-torch": _case(5e-4, None, "gram")}),
+        ]
+    )
+    first, second = report.summary_rows(run)
+    assert first == ("256", "8192", "3000.00", "1600.0", "gram-torch (gram)", "30.00", "32.0", "100.0×", "0.020")
+    assert second == ("32", "128", "1.00", "0.0", "auto-torch (gram)", "0.50", "–", "2.0×", "–")
+
+
+def test_the_rst_tables_hold_every_row_and_cell():
+    mib = 2**20
+    cases = {"reference": _case(2e-3, mib), "redundancy-auto-torch": _case(1e-3, mib // 2)}
+    run = _run([(8, 64, cases), (9, 64, cases)])
+    text = report.table_rst(run)
+    assert text.startswith("Device: cpu (cpu, 2 threads), dtype float32")
+    table = text[text.index(".. list-table::") :]
+    assert ":class: numbers text-3 text-4" in table
+    cells = [line[7:] for line in table.splitlines() if line.startswith(("   * - ", "     - "))]
+    assert len(cells) == len(report.GRID_HEADER) * (1 + 4)
+    assert cells[len(report.GRID_HEADER) * 4 : len(report.GRID_HEADER) * 4 + 3] == ["9", "64", "redundancy-auto-torch"]
+    assert "2.0×" in cells and "0.500" in cells
+
+
+def test_the_headline_points_are_speedup_and_memory_reduction_per_d():
+    mib = 2**20
+    run = _run(
+        [
+            (n, d, {"reference": _case(d * 1e-3, d * mib), "redundancy-auto-torch": _case(1e-3, n * mib, "gram")})
+            for n in (32, 256, 2048)
+            for d in (8192, 128)
+        ]
+    )
+    points = report.headline_points(run)
+    assert list(points) == [256, 2048]
+    assert points[256] == [(128, pytest.approx(128.0), pytest.approx(0.5)), (8192, pytest.approx(8192.0), 32.0)]
+    with pytest.raises(ValueError, match="no shape with N=512"):
+        report.headline_points(run, batches=(512,))
+
+
+def test_the_headline_figure_is_drawn_from_the_runs(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    grid = tmp_path / "grid.json"
+    repeat = tmp_path / "repeat.json"
+    mib = 2**20
+    cases = {"reference": _case(1.0, 8 * mib), "redundancy-auto-torch": _case(0.1, mib)}
+    grid.write_text(json.dumps(_run([(n, d, cases) for n in (256, 2048) for d in (128, 8192)])))
+    repeat.write_text(json.dumps(_run([(n, 8192, cases) for n in (256, 2048)])))
+    figure = tmp_path / "headline.png"
+    report.main(["--headline", str(figure), str(grid), str(repeat)])
+    assert figure.read_bytes().startswith(b"\x89PNG")
+    assert f"wrote {figure}" in capsys.readouterr().out
+
+
+def test_the_report_names_a_missing_results_file(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        report.main([str(tmp_path / "nothing.json")])
+    assert f"no such results file: {tmp_path / 'nothing.json'}" in capsys.readouterr().err
+
+
+def test_the_committed_comparison_of_the_interleaved_runs_is_the_one_the_report_makes():
+    runs = [json.loads((RESULTS / f"cpu-d8192-interleaved-{i}" / "results.json").read_text()) for i in (1, 2, 3, 4)]
+    assert (RESULTS / "cpu-d8192-interleaved-runs.rst").read_text() == report.runs_rst(runs)
+
+
+def test_the_runs_table_puts_each_shape_of_every_run_side_by_side(tmp_path):
+    mib = 2**20
+
+    def run(date, auto_s):
+        cases = {"reference": _case(2.0, 10 * mib), "redundancy-auto-torch": _case(auto_s, mib, "gram", gflops=50.0)}
+        saved = _run([(2048, 8192, cases), (256, 8192, cases)])
+        saved["environment"]["date"] = date
+        return saved
+
+    first, second = run("2026-01-02T03:04:05+00:00", 0.5), run("2026-01-02T04:00:00+00:00", 0.25)
+    paths = [tmp_path / "first.json", tmp_path / "second.json"]
+    for path, saved in zip(paths, (first, second), strict=True):
+        path.write_text(json.dumps(saved))
+    output = tmp_path / "runs.rst"
+    report.main(["--runs", str(output), *map(str, paths)])
+    cells = [line[7:] for line in output.read_text().splitlines() if line.startswith(("   * - ", "     - "))]
+    width = len(report.RUNS_HEADER)
+    rows = [cells[i : i + width] for i in range(width, len(cells), width)]
+    assert cells[3] == "started 2026-01-02"  # one day: the date once, the time in the rows
+    assert [(row[0], row[2], row[3], row[7], row[8], row[9]) for row in rows] == [
+        ("256", "1", "03:04", "4.0×", "0.100", "50%"),
+        ("256", "2", "04:00", "8.0×", "0.100", "50%"),
+        ("2048", "1", "03:04", "4.0×", "0.100", "50%"),
+        ("2048", "2", "04:00", "8.0×", "0.100", "50%"),
+    ]
+    second["environment"]["date"] = "2026-01-03T00:00:00+00:00"
+    assert "     - 2026-01-03 00:00" in report.runs_rst([first, second])
+
+
+def test_the_headline_figure_names_the_batch_size_a_run_lacks(tmp_path, capsys):
+    cases = {"reference": _case(1.0, 2**20), "redundancy-auto-torch": _case(0.1, 2**19)}
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps(_run([(2048, 8192, cases)])))
+    with pytest.raises(SystemExit):
+        report.main(["--headline", str(tmp_path / "headline.png"), str(grid)])
+    assert "--headline: the run has no shape with N=256 and both reference and redundancy-auto-torch" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "headline.png").exists()

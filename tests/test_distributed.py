@@ -16,7 +16,7 @@ from torch import nn
 
 import redundancy
 from redundancy import cost
-from redundancy.distributed import local_moments, merge_moments
+from redundancy.distributed import HEADER_SIZE, local_moments, merge_moments
 from redundancy.reference import barlow_twins_loss_reference
 from tests.utils import GRAD_TOL, LOSS_RTOL, assert_relative, relative_error, run_torchrun, spawn_gloo
 
@@ -351,7 +351,7 @@ def test_options_that_differ_between_ranks_raise_on_every_rank(spawned):
     _, ranks = spawned
     for results in ranks:
         message = results["options_mismatch"]
-        assert message is not None and "options must be the same on every rank" in message
+        assert message is not None and "strategy must be the same on every rank" in message
 
 
 def test_a_global_batch_of_one_row_raises_on_every_rank(spawned):
@@ -404,7 +404,7 @@ def test_all_gather_moves_about_n_over_d_of_the_bytes_of_all_reduce(world_size):
 
 def test_communication_bytes_counts_the_formula():
     n, d, w = 100, 30, 3  # ceil(100 / 3) = 34 padded rows per rank
-    shapes = (w - 1) * 4 * 8
+    shapes = (w - 1) * HEADER_SIZE * 8  # every rank's header of float64 values
     assert cost.communication_bytes("all_gather", n, d, w, torch.float64, normalization="none") == (
         shapes + (w - 1) * 2 * 34 * d * 8
     )

@@ -6,11 +6,17 @@
   printed value) on the golden ``small`` case, and checked against :mod:`redundancy.reference` and the values the
   published implementations give (``golden_cases``).
 - Every public name has an ``Example`` in its docstring and an entry on the API reference page.
+- The built pages read well: literal blocks of the result pages fit the content column, wide tables scroll in their
+  own box, Benchmarks opens with the headline figure and the generated summary table, the index and the README
+  show the same headline figure and quote the numbers of the committed runs, Examples shows the digits figures.
 """
 
 import ast
 import doctest
+import html.parser
 import inspect
+import io
+import json
 import pathlib
 import re
 
@@ -237,3 +243,177 @@ def test_every_public_constant_is_in_the_api_reference(module, name):
     api = (DOCS / "api.rst").read_text()
     assert f"{module}.{name}" in _documented_names(), f"{module}.{name} is not on docs/api.rst"
     assert re.search(rf">>> .*\b{name}\b", api), f"{module}.{name} has no example on docs/api.rst"
+
+
+# ------------------------------------------------------------------------------------ the rendered pages
+
+ROOT = DOCS.parent
+#: Pages whose literal blocks (code, commands, included text) must fit the content column.
+NARROW_PAGES = ("index", "benchmarks", "benchmark_tables", "examples")
+#: Characters of a literal block's longest line that the content column shows without scrolling.
+LITERAL_COLUMNS = 100
+HEADLINE_FIGURE = DOCS / "_static" / "headline.png"
+DIGITS_FIGURES = ("loss.png", "cross_correlation.png", "probe_accuracy.png")
+
+
+class _Page(html.parser.HTMLParser):
+    """The parts of a built page that these tests read: literal blocks, images and tables, in page order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.literal_blocks: list[str] = []
+        self.order: list[tuple[str, str]] = []  # ("img", src) and ("table", "header | cells"), in page order
+        self.tables_outside_a_scroll_box = 0
+        self._open_divs: list[str] = []
+        self._in_pre = self._in_head = self._in_header_cell = False
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "div":
+            self._open_divs.append(attributes.get("class") or "")
+        elif tag == "pre":
+            self._in_pre = True
+            self.literal_blocks.append("")
+        elif tag == "img":
+            self.order.append(("img", attributes.get("src", "")))
+        elif tag == "table":
+            if not self._open_divs or "table-wrapper" not in self._open_divs[-1].split():
+                self.tables_outside_a_scroll_box += 1
+            self.order.append(("table", ""))
+        elif tag == "thead":
+            self._in_head = True
+        elif tag == "th" and self._in_head and self.order and self.order[-1][0] == "table":
+            self._in_header_cell = True
+            cells = self.order[-1][1]
+            self.order[-1] = ("table", f"{cells} | " if cells else "")
+
+    def handle_endtag(self, tag):
+        if tag == "div" and self._open_divs:
+            self._open_divs.pop()
+        elif tag == "pre":
+            self._in_pre = False
+        elif tag == "th":
+            self._in_header_cell = False
+        elif tag == "thead":
+            self._in_head = False
+
+    def handle_data(self, data):
+        if self._in_pre:
+            self.literal_blocks[-1] += data
+        if self._in_header_cell:
+            self.order[-1] = ("table", self.order[-1][1] + " ".join(data.split()))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict[str, _Page]:
+    """Every page of the documentation built to HTML, parsed."""
+    application = pytest.importorskip("sphinx.application")
+    out = tmp_path_factory.mktemp("html")
+    app = application.Sphinx(
+        str(DOCS), str(DOCS), str(out), str(out / ".doctrees"), "html", status=None, warning=io.StringIO()
+    )
+    app.build()
+    pages = {}
+    for path in out.glob("*.html"):
+        page = _Page()
+        page.feed(path.read_text())
+        pages[path.stem] = page
+    return pages
+
+
+@pytest.mark.parametrize("name", NARROW_PAGES)
+def test_literal_blocks_fit_the_content_column(built, name):
+    too_wide = [
+        line
+        for block in built[name].literal_blocks
+        for line in block.splitlines()
+        if len(line) > LITERAL_COLUMNS
+    ]
+    assert not too_wide, f"{name}: literal lines wider than {LITERAL_COLUMNS} characters: {too_wide}"
+
+
+def test_wide_tables_scroll_in_their_own_box(built):
+    pytest.importorskip("furo", reason="the docs extra (furo) is not installed")
+    assert redundancy_html_theme() == "furo", "another theme: check that its wide tables scroll, then update this test"
+    pages = {name: built[name] for name in (path.stem for path in PAGES)}  # the generated indices aside
+    assert sum(len([kind for kind, _ in page.order if kind == "table"]) for page in pages.values()) > 10
+    unboxed = {name: page.tables_outside_a_scroll_box for name, page in pages.items()}
+    assert not any(unboxed.values()), f"tables outside a scrolling box: {unboxed}"
+
+
+def redundancy_html_theme() -> str:
+    namespace: dict = {"__file__": str(DOCS / "conf.py")}
+    exec(compile((DOCS / "conf.py").read_text(), str(DOCS / "conf.py"), "exec"), namespace)
+    return namespace["html_theme"]
+
+
+def test_benchmarks_opens_with_a_figure_then_the_summary_table(built):
+    order = built["benchmarks"].order
+    assert order[0][0] == "img" and order[0][1].endswith("headline.png"), order[:2]
+    first_table = next(entry for entry in order if entry[0] == "table")
+    assert first_table[1].startswith("N | D | reference ms | reference MiB | fastest redundancy case"), first_table
+    assert not any("| N | D |" in block for block in built["benchmarks"].literal_blocks), "a pasted markdown table"
+
+
+def test_the_index_readme_and_benchmarks_show_the_same_headline_figure(built):
+    assert HEADLINE_FIGURE.is_file()
+    readme = (ROOT / "README.md").read_text()
+    assert [ROOT / path for path in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme)][:1] == [HEADLINE_FIGURE]
+    for page in ("index", "benchmarks"):
+        (first,) = re.findall(r"^\.\. figure:: (\S+)", (DOCS / f"{page}.rst").read_text(), re.M)[:1]
+        assert (DOCS / first).resolve() == HEADLINE_FIGURE.resolve(), page
+        assert built[page].order[0] == ("img", "_images/headline.png"), page
+
+
+def test_the_headline_numbers_are_those_of_the_committed_runs():
+    from benchmarks import report
+
+    results = ROOT / "benchmarks" / "results"
+    grid = report.headline_points(json.loads((results / "cpu-nine-shapes" / "results.json").read_text()))
+    repeats = [
+        report.headline_points(json.loads(path.read_text()))
+        for path in sorted(results.glob("cpu-d8192-interleaved-*/results.json"))
+    ]
+    assert len(repeats) == 4
+    (_, speed, memory), *_ = (point for point in grid[256] if point[0] == 8192)
+    every_speed = [speed, *(point[1] for run in repeats for point in run[256] if point[0] == 8192)]
+    (_, speed_2048, memory_2048), *_ = (point for point in grid[2048] if point[0] == 8192)
+    quoted = [
+        f"is {speed:.1f}× faster with {memory:.1f}× less peak memory at N = 256, D = 8192",
+        f"({min(every_speed):.1f}–{max(every_speed):.1f}×\nover five runs)",
+        f"and {speed_2048:.1f}× faster with {memory_2048:.1f}× less memory at N = 2048, D = 8192",
+    ]
+    for source in (ROOT / "README.md", DOCS / "index.rst"):
+        text = " ".join(source.read_text().split())
+        for sentence in quoted:
+            assert " ".join(sentence.split()) in text, f"{source.name} does not say {sentence!r}"
+
+
+def test_examples_shows_the_three_digits_figures(built):
+    shown = [src for kind, src in built["examples"].order if kind == "img"]
+    assert [pathlib.PurePath(src).name for src in shown] == list(DIGITS_FIGURES)
+    for name in DIGITS_FIGURES:
+        assert (DOCS / "_static" / "digits" / name).read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_digits_table_and_figures_are_those_of_the_committed_run():
+    """The Examples page's probe table and loss figures are what the committed run of the digits job saved."""
+    pytest.importorskip("sklearn")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("digits_job", ROOT / "examples" / "digits_barlow_twins.py")
+    digits = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(digits)
+    saved = json.loads((DOCS / "_static" / "digits" / "results.json").read_text())
+    defaults = {key: str(value) for key, value in vars(digits.parse_args([])).items()}
+    run = saved["args"]
+    assert {**run, "no_progress": "False"} == defaults, "not the README's command (the defaults)"
+    markdown = digits.results_table(saved["accuracy"])
+    expected = [[cell.strip() for cell in line.strip("|").split("|")] for line in markdown.splitlines()]
+    expected = [expected[0], *expected[2:]]  # without the markdown separator row
+    page = (DOCS / "examples.rst").read_text()
+    (table,) = [rows for rows in _list_tables(page) if rows and rows[0][0] == "features"]
+    assert table == expected
+    losses = saved["losses"]
+    assert f"({losses[0]:.1f} at the first step, {losses[-1]:.1f} at the last)" in page
+    assert f"over the {len(losses)} pretraining steps" in page

@@ -342,14 +342,6 @@ def test_constant_column_adds_exactly_one_and_has_finite_gradients(algorithm):
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_invariant_to_positive_affine_maps_per_feature(algorithm):
-    z1, z2 = _views(37, 70)
-    s, b = torch.rand(70, dtype=torch.float64) * 3 + 0.5, torch.randn(70, dtype=torch.float64) * 5
-    loss = redundancy.barlow_twins_loss(z1, z2, algorithm=algorithm, eps=0.0)
-    assert_relative(redundancy.barlow_twins_loss(z1 * s + b, z2, algorithm=algorithm, eps=0.0), loss, 1e-10)
-
-
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_non_finite_inputs_propagate_nan(algorithm):
     z1, z2 = _views(8, 16)
     z1[3, 2] = float("nan")

@@ -315,7 +315,7 @@ def test_options_that_differ_between_ranks_raise_on_every_rank(spawned):
     _, ranks = spawned
     for results in ranks:
         message = results["options_mismatch"]
-        assert message is not None and "options must be the same on every rank" in message
+        assert message is not None and "gamma must be the same on every rank" in message
 
 
 def test_a_global_batch_of_one_row_raises_on_every_rank(spawned):

@@ -4,19 +4,28 @@ Nothing here imports Triton at ``import redundancy``. :mod:`redundancy._triton.o
 custom ops, torch only) is imported the first time a call selects the Triton backend, and
 :mod:`redundancy._triton.launch` (the kernel launches, which import Triton) the first time an op runs.
 
-``backend="auto"`` uses Triton for CUDA tensors of a supported dtype when Triton imports, and the torch
-backend otherwise, silently. ``backend="triton"`` raises an error naming what is missing. With the
+``backend="auto"`` uses Triton only where a committed GPU benchmark measured the kernels ahead of the torch
+backend: for the GPU, input dtype and algorithm listed in :data:`TRITON_FASTER` (``python -m benchmarks.gpu
+--decide`` derives the entries from a results file), when Triton imports; everywhere else it uses the torch
+backend, silently. ``backend="triton"`` raises an error naming what is missing. With the
 environment variable ``TRITON_INTERPRET=1`` (set before Triton is imported) the kernels run on CPU tensors
 through Triton's interpreter: that is how the test suite checks them without a GPU.
 """
 
+import functools
 import importlib
 import importlib.util
 import os
 
 import torch
 
-__all__ = ["barlow_twins_terms_triton", "interpreter_enabled", "select_backend", "triton_unavailable_reason"]
+__all__ = [
+    "TRITON_FASTER",
+    "barlow_twins_terms_triton",
+    "interpreter_enabled",
+    "select_backend",
+    "triton_unavailable_reason",
+]
 
 _SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -71,8 +80,36 @@ def _unsupported_reason(z: torch.Tensor) -> str:
     return ""
 
 
-def select_backend(backend: str, z: torch.Tensor) -> str:
+#: ``(GPU name, dtype, algorithm)`` where a committed benchmark on that GPU (``benchmarks/results/gpu*/``) measured
+#: the Triton kernels faster than the torch backend, forward and backward together, at every shape of that
+#: algorithm's class. No GPU benchmark has been committed yet, so ``backend="auto"`` uses the torch backend on every
+#: GPU. The GPU name is ``torch.cuda.get_device_name()``, the dtype e.g. ``"bfloat16"``, the algorithm the one the
+#: loss computes (``"cross"`` or ``"gram"``).
+TRITON_FASTER: frozenset[tuple[str, str, str]] = frozenset()
+
+
+@functools.cache
+def _device_name(index: int) -> str:
+    return torch.cuda.get_device_name(index)
+
+
+def _measured_faster(z: torch.Tensor, algorithm: str | None) -> bool:
+    """Whether :data:`TRITON_FASTER` lists this GPU, ``z``'s dtype and the algorithm (by shape when ``None``)."""
+    if not TRITON_FASTER:
+        return False
+    if algorithm is None or algorithm == "auto":
+        from redundancy import cost
+
+        algorithm = cost.choose_algorithm(*z.shape)
+    index = z.device.index if z.device.index is not None else torch.cuda.current_device()
+    return (_device_name(index), str(z.dtype).removeprefix("torch."), algorithm) in TRITON_FASTER
+
+
+def select_backend(backend: str, z: torch.Tensor, *, algorithm: str | None = None) -> str:
     """The backend, ``"torch"`` or ``"triton"``, that computes the loss of views like ``z``.
+
+    ``backend="auto"`` picks Triton only for CUDA tensors where :data:`TRITON_FASTER` lists the GPU, the dtype and
+    ``algorithm`` (the algorithm ``cost.choose_algorithm`` picks for ``z``'s shape when not given).
 
     Raises:
         ValueError: ``backend="triton"`` with tensors the kernels cannot take (device or dtype).
@@ -81,7 +118,7 @@ def select_backend(backend: str, z: torch.Tensor) -> str:
     if backend == "torch":
         return "torch"
     if backend == "auto":
-        if z.device.type != "cuda" or z.dtype not in _SUPPORTED_DTYPES:
+        if z.device.type != "cuda" or z.dtype not in _SUPPORTED_DTYPES or not _measured_faster(z, algorithm):
             return "torch"
         return "torch" if triton_unavailable_reason() else "triton"
     reason = _unsupported_reason(z)

@@ -3,6 +3,9 @@
 - :mod:`redundancy.compat.lightly`: ``BarlowTwinsLoss`` and ``VICRegLoss`` of ``lightly.loss``.
 - :mod:`redundancy.compat.solo`: ``barlow_loss_func`` and ``vicreg_loss_func`` of ``solo.losses``.
 
-Each gives the value the library gives in a single process. Under ``torch.distributed`` each follows this
-library's distributed semantics (DESIGN §5: the loss of the global batch), which is the one intended difference.
+Each gives the value and the gradients its library gives in one process, takes the same arguments (any real
+number for a hyperparameter) and, under ``torch.distributed``, keeps that library's gradient scale. The one
+intended difference is that under ``torch.distributed`` the statistics are those of the global batch of all
+ranks, so the value does not depend on how the batch is split; each module says how the library
+differs. Half-precision inputs give a float32 loss.
 """

@@ -1,27 +1,44 @@
 """``lightly.loss.BarlowTwinsLoss`` and ``lightly.loss.VICRegLoss`` as thin modules over ``redundancy``.
 
 Swap ``from lightly.loss import BarlowTwinsLoss`` for ``from redundancy.compat.lightly import BarlowTwinsLoss``:
-the constructor arguments, their defaults and the attribute names are lightly's, and the single-process value
-is the one lightly computes (each view standardized with ``F.batch_norm``, ε = 1e-5, for Barlow Twins;
-``main_vicreg.py``'s formula for VICReg).
+the constructor arguments, their defaults, the attribute names and the accepted input shapes are lightly's, and in
+one process the value and the gradients are the ones lightly computes (each view standardized like
+``F.batch_norm``, biased variance and ε = 1e-5, for Barlow Twins; ``main_vicreg.py``'s formula for VICReg).
+Hyperparameters may be any real number lightly accepts: Python or numpy scalars, or one-element tensors.
 
-Differences, all intended:
+Under ``torch.distributed`` with ``gather_distributed=True`` the gradients follow lightly's convention too (after
+DDP's averaging, those of one process on the concatenated batch). The one intended difference is the statistics:
+here they are those of the global batch (``distributed="global"`` of :func:`redundancy.barlow_twins_loss` and
+:func:`redundancy.vicreg_loss`), where lightly
 
-- Distributed runs: ``gather_distributed=True`` is ``distributed="global"``, the loss of the global batch
-  (statistics and C of the concatenated batch of all ranks, with the ``"global"`` gradient convention of
-  :func:`redundancy.barlow_twins_loss`), where lightly averages the per-rank cross-correlations (Barlow Twins)
-  or gathers the embeddings only for the variance and covariance terms, keeping each rank's own invariance
-  term (VICReg). ``gather_distributed=False`` is ``distributed="local"``, each rank's own loss, as in lightly.
-- Bad inputs raise :class:`ValueError` / :class:`TypeError` naming the argument instead of ``AssertionError``.
-- Only 2-D embeddings ``(N, D)`` are accepted (lightly's VICReg also takes ``(N, ..., D)``).
+- Barlow Twins: standardizes each rank's rows with that rank's own mean and variance, then averages the per-rank
+  cross-correlations;
+- VICReg: gathers the embeddings for the variance and covariance terms (as here) but keeps each rank's own
+  invariance term, so the ranks' values differ while their mean is the value here (equal per-rank batches).
+
+Before (lightly, 2 ranks of 128 rows, ``gather_distributed=True``): ``C = ½ (C₀ + C₁)``, ``C_r`` from rank r's rows
+standardized by rank r's statistics; a feature that is shifted on one rank in both views is standardized away.
+After (this module, 2 ranks or 1): ``C`` of the 256 rows standardized by the statistics of all 256, the value one
+process computes on the whole batch, so the result does not depend on how the batch is split. With
+``gather_distributed=False`` each rank computes its own loss, as in lightly.
+
+Other differences:
+
+- Bad inputs and options raise :class:`ValueError` or :class:`TypeError` naming the argument (``z_a``,
+  ``lambda_param``, ...), where lightly raises :class:`AssertionError` (mismatched shapes, a batch of one row).
+- For half-precision inputs (float16, bfloat16) the loss comes back in float32, where lightly returns the input
+  dtype: every statistic is accumulated in float32, which makes the value closer to the float64 one.
+  Gradients come back in the input dtype.
 """
+
+import math
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from redundancy.functional import barlow_twins_loss, check_barlow_twins_options
-from redundancy.vicreg import check_vicreg_options, vicreg_loss
+from redundancy import barlow_twins_loss, vicreg_loss
+from redundancy.compat._options import real_option
 
 __all__ = ["BarlowTwinsLoss", "VICRegLoss"]
 
@@ -34,6 +51,26 @@ def _check_gather_distributed(gather_distributed: object) -> None:
             "gather_distributed is True but torch.distributed is not available; "
             "set gather_distributed=False or install a torch build with distributed support"
         )
+
+
+def _check_views(z_a: object, z_b: object, *, min_ndim: int, max_ndim: int | None, local: bool) -> None:
+    """lightly's input checks (its ``AssertionError`` cases), as ``TypeError`` / ``ValueError`` naming z_a, z_b."""
+    for name, z in (("z_a", z_a), ("z_b", z_b)):
+        if not isinstance(z, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(z).__name__}")
+        if z.ndim < min_ndim or (max_ndim is not None and z.ndim > max_ndim):
+            shape = "(batch_size, dim)" if max_ndim == 2 else "(batch_size, ..., dim)"
+            raise ValueError(f"{name} must have shape {shape}, got shape {tuple(z.shape)}")
+    if z_a.shape != z_b.shape:
+        raise ValueError(f"z_a and z_b must have the same shape, got {tuple(z_a.shape)} and {tuple(z_b.shape)}")
+    if local and z_a.shape[0] < 2:
+        # Under gather_distributed=True the global batch is what needs 2 rows; redundancy checks it on all ranks.
+        raise ValueError(f"z_a and z_b need a batch of at least 2 rows, got shape {tuple(z_a.shape)}")
+
+
+def _per_rank(gather_distributed: bool) -> bool:
+    """Whether each rank's own rows are the batch (always in one process), as opposed to the global batch."""
+    return not (gather_distributed and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)
 
 
 def _distributed(gather_distributed: bool) -> str:
@@ -51,9 +88,19 @@ class BarlowTwinsLoss(nn.Module):
 
     Args:
         lambda_param: λ, weight of the redundancy term (lightly's default 5e-3; the official value is 0.0051).
+            Any non-negative real number (numpy scalars and one-element tensors included).
         gather_distributed: ``True``: the loss of the global batch under ``torch.distributed``
             (``distributed="global"``; see the module docstring for how this differs from lightly); ``False``: each
-            rank's own loss (``distributed="local"``).
+            rank's own loss (``distributed="local"``), as in lightly.
+
+    Shape:
+        ``z_a``, ``z_b``: ``(N, D)``, the same shape; the result is a 0-dim tensor, float32 for half-precision
+        inputs (lightly returns the input dtype).
+
+    Raises:
+        ValueError: mismatched shapes or a batch of one row (lightly raises ``AssertionError``), a negative or
+            non-finite ``lambda_param``.
+        TypeError: a ``lambda_param`` that is not a real number, a ``gather_distributed`` that is not a bool.
 
     Example:
         >>> import redundancy
@@ -65,20 +112,12 @@ class BarlowTwinsLoss(nn.Module):
 
     def __init__(self, lambda_param: float = 5e-3, gather_distributed: bool = False) -> None:
         super().__init__()
-        check_barlow_twins_options(
-            lambd=lambda_param,
-            scale=1.0,
-            eps=1e-5,
-            normalization="batchnorm",
-            off_diagonal_target=0.0,
-            algorithm="auto",
-            backend="auto",
-        )
         _check_gather_distributed(gather_distributed)
-        self.lambda_param = lambda_param
+        self.lambda_param = real_option("lambda_param", lambda_param)
         self.gather_distributed = gather_distributed
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+        _check_views(z_a, z_b, min_ndim=2, max_ndim=2, local=_per_rank(self.gather_distributed))
         return barlow_twins_loss(z_a, z_b, lambd=self.lambda_param, distributed=_distributed(self.gather_distributed))
 
     def extra_repr(self) -> str:
@@ -95,19 +134,39 @@ class VICRegLoss(nn.Module):
     with :math:`v` and :math:`c` the variance and covariance terms of :func:`redundancy.vicreg_loss` (unbiased,
     γ = 1).
 
+    Inputs of shape ``(N, ..., D)`` (VICRegL's local features, ``(N, M, D)``) are lightly's generalization: the
+    statistics are taken over the batch for each of the M positions separately, and the loss is the mean over the
+    positions of the loss of each ``(N, D)`` slice (``z_a[:, m]``, ``z_b[:, m]``), which is what lightly computes.
+
     Args:
         lambda_param: λ, weight of the invariance term.
         mu_param: μ, weight of the variance term.
         nu_param: ν, weight of the covariance term.
         gather_distributed: ``True``: the loss of the global batch under ``torch.distributed``
-            (``distributed="global"``); ``False``: each rank's own loss (``distributed="local"``).
+            (``distributed="global"``; see the module docstring); ``False``: each rank's own loss
+            (``distributed="local"``), as in lightly.
         eps: ε, added to the variance before the square root.
+
+    The weights and ``eps`` may be any non-negative real number (numpy scalars and one-element tensors included).
+
+    Shape:
+        ``z_a``, ``z_b``: ``(N, D)`` or ``(N, ..., D)``, the same shape; the result is a 0-dim tensor, float32 for
+        half-precision inputs (lightly returns the input dtype).
+
+    Raises:
+        ValueError: mismatched shapes, inputs of fewer than 2 dimensions or a batch of one row (lightly raises
+            ``AssertionError``), negative or non-finite weights or ``eps``.
+        TypeError: a weight or ``eps`` that is not a real number, a ``gather_distributed`` that is not a bool.
 
     Example:
         >>> import redundancy
         >>> criterion = VICRegLoss()
         >>> z_a, z_b = torch.randn(32, 16), torch.randn(32, 16)
         >>> torch.allclose(criterion(z_a, z_b), redundancy.vicreg_loss(z_a, z_b))
+        True
+        >>> local_a, local_b = torch.randn(32, 4, 16), torch.randn(32, 4, 16)  # VICRegL: 4 positions per image
+        >>> per_position = [redundancy.vicreg_loss(local_a[:, m], local_b[:, m]) for m in range(4)]
+        >>> torch.allclose(criterion(local_a, local_b), torch.stack(per_position).mean())
         True
     """
 
@@ -120,24 +179,26 @@ class VICRegLoss(nn.Module):
         eps: float = 0.0001,
     ) -> None:
         super().__init__()
-        check_vicreg_options(
-            invariance_weight=lambda_param,
-            variance_weight=mu_param,
-            covariance_weight=nu_param,
-            gamma=1.0,
-            eps=eps,
-            correction=1,
-            variance_reduction="mean",
-            algorithm="auto",
-        )
         _check_gather_distributed(gather_distributed)
-        self.lambda_param = lambda_param
-        self.mu_param = mu_param
-        self.nu_param = nu_param
+        self.lambda_param = real_option("lambda_param", lambda_param)
+        self.mu_param = real_option("mu_param", mu_param)
+        self.nu_param = real_option("nu_param", nu_param)
         self.gather_distributed = gather_distributed
-        self.eps = eps
+        self.eps = real_option("eps", eps)
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+        _check_views(z_a, z_b, min_ndim=2, max_ndim=None, local=_per_rank(self.gather_distributed))
+        if z_a.ndim == 2:
+            return self._loss(z_a, z_b)
+        positions = math.prod(z_a.shape[1:-1])
+        if positions == 0:
+            shape = tuple(z_a.shape)
+            raise ValueError(f"z_a and z_b need at least one position between batch and features, got {shape}")
+        z_a = z_a.reshape(z_a.shape[0], positions, z_a.shape[-1])
+        z_b = z_b.reshape(z_b.shape[0], positions, z_b.shape[-1])
+        return torch.stack([self._loss(z_a[:, m], z_b[:, m]) for m in range(positions)]).mean()
+
+    def _loss(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         return vicreg_loss(
             z_a,
             z_b,

@@ -1,25 +1,46 @@
-"""solo-learn's ``barlow_loss_func`` and ``vicreg_loss_func`` computed by ``redundancy``.
+r"""solo-learn's ``barlow_loss_func`` and ``vicreg_loss_func`` computed by ``redundancy``.
 
 Swap ``from solo.losses import barlow_loss_func`` for ``from redundancy.compat.solo import barlow_loss_func``:
-the arguments and defaults are solo-learn's, and the single-process value is the one solo-learn computes.
+the arguments and defaults are solo-learn's, and in one process the value and the gradients are the ones
+solo-learn computes. Hyperparameters may be any real number solo-learn accepts: Python or numpy scalars, or
+one-element tensors (read on every call, which waits for a CUDA tensor: pass a number where speed matters).
 
 Conventions of solo-learn that these keep: Barlow Twins standardizes each view with a fresh ``BatchNorm1d``
 (biased variance, ε = 1e-5) and scales the loss by ``scale_loss``; VICReg *sums* the two views' variance hinges
 where the official code averages them (``variance_reduction="sum"`` of :func:`redundancy.vicreg_loss`), so its
 value exceeds the official one whenever a feature's standard deviation is below 1.
 
-Differences, all intended: under ``torch.distributed`` both give the loss of the global batch (the default
-``distributed="global"`` of :func:`redundancy.barlow_twins_loss` and :func:`redundancy.vicreg_loss`: statistics,
-C, variances and covariances of the concatenated batch of all ranks, with the ``"global"`` gradient convention),
-where solo-learn computes per-rank statistics: it averages the per-rank cross-correlations (Barlow Twins) and
-uses each rank's own batch (VICReg). This is the one difference in value; in a single process the values are
-solo-learn's. Bad inputs raise :class:`ValueError` / :class:`TypeError` naming the argument.
+Under ``torch.distributed`` the gradients follow solo-learn's conventions:
+
+- ``barlow_loss_func`` all-reduces C outside autograd in solo-learn, so each rank's gradient is
+  :math:`\partial L / \partial z_r` of the global loss, and after DDP's averaging the parameter gradients are
+  1/W of those of one process on the whole batch. The adapter keeps that scale
+  (``gradient_convention="official"`` of :func:`redundancy.barlow_twins_loss`), so switching libraries does not
+  change the effective learning rate. For gradients that do not depend on the number of processes, call
+  ``redundancy.barlow_twins_loss(z1, z2, lambd=lamb, scale=scale_loss)`` instead (``"global"``, its default).
+- ``vicreg_loss_func`` gathers the embeddings with a gather whose backward sums the ranks' gradients, which is
+  ``gradient_convention="global"``, the default of :func:`redundancy.vicreg_loss`, kept here.
+
+The one intended difference is the statistics, those of the global batch of all ranks here
+(``distributed="global"``):
+
+- Barlow Twins. Before (solo-learn, 2 ranks of 128 rows): ``C = ½ (C₀ + C₁)``, with ``C_r`` from rank r's rows
+  standardized by rank r's own mean and variance. After (this adapter): ``C`` of the 256 rows standardized by the
+  mean and variance of all 256, the value one process computes on the whole batch, whatever the split.
+- VICReg. solo-learn gathers the embeddings for the variance and covariance terms (as here) but keeps each
+  rank's own invariance term, so its ranks' values differ; here every rank gets the invariance term of the whole
+  batch, their mean (with equal per-rank batches). The gradients are the same.
+
+Other differences: bad inputs and options raise :class:`ValueError` or :class:`TypeError` naming the argument;
+for half-precision inputs (float16, bfloat16) the loss comes back in float32, where solo-learn returns the input
+dtype (every statistic is accumulated in float32, which makes the value closer to the float64 one); gradients
+come back in the input dtype.
 """
 
 import torch
 
-from redundancy.functional import barlow_twins_loss
-from redundancy.vicreg import vicreg_loss
+from redundancy import barlow_twins_loss, vicreg_loss
+from redundancy.compat._options import real_option
 
 __all__ = ["barlow_loss_func", "vicreg_loss_func"]
 
@@ -30,20 +51,36 @@ def barlow_loss_func(z1: torch.Tensor, z2: torch.Tensor, lamb: float = 5e-3, sca
     Args:
         z1: embeddings of the first view, shape ``(N, D)``.
         z2: embeddings of the second view, same shape.
-        lamb: λ, weight of the redundancy term.
-        scale_loss: factor on the whole loss.
+        lamb: λ, weight of the redundancy term (any non-negative real number).
+        scale_loss: factor on the whole loss (any non-negative real number).
 
     Returns:
-        The loss, a 0-dim tensor; under ``torch.distributed``, that of the global batch of all ranks (the one
-        intended difference from solo-learn, see the module docstring).
+        The loss, a 0-dim tensor (float32 for half-precision inputs). Under ``torch.distributed``, that of the
+        global batch of all ranks, with solo-learn's gradient scale (see the module docstring).
 
     Example:
-        >>> import redundancy
-        >>> z1, z2 = torch.randn(32, 16), torch.randn(32, 16)
-        >>> torch.allclose(barlow_loss_func(z1, z2), 0.025 * redundancy.barlow_twins_loss(z1, z2, lambd=5e-3))
+        Before/after under 2 ranks, here with the two halves of one batch standing for the ranks, the second
+        shifted in both views: solo-learn standardizes each half on its own, which removes the shift, while the
+        adapter standardizes the whole batch, whose correlation between the views the shift raises.
+
+        >>> from redundancy import cross_correlation
+        >>> z1 = torch.randn(256, 16)
+        >>> z2 = z1 + torch.randn(256, 16)
+        >>> z1[128:] += 2.0; z2[128:] += 2.0
+        >>> c = (cross_correlation(z1[:128], z2[:128]) + cross_correlation(z1[128:], z2[128:])) / 2
+        >>> off_diagonal = c.square().sum() - c.diagonal().square().sum()
+        >>> before = 0.025 * ((1 - c.diagonal()).square().sum() + 5e-3 * off_diagonal)  # solo-learn, 2 ranks
+        >>> after = barlow_loss_func(z1, z2)  # the adapter, on 1 process or split over 2 ranks
+        >>> bool(after < before)
         True
     """
-    return barlow_twins_loss(z1, z2, lambd=lamb, scale=scale_loss)
+    return barlow_twins_loss(
+        z1,
+        z2,
+        lambd=real_option("lamb", lamb),
+        scale=real_option("scale_loss", scale_loss),
+        gradient_convention="official",
+    )
 
 
 def vicreg_loss_func(
@@ -69,9 +106,11 @@ def vicreg_loss_func(
         var_loss_weight: weight of the variance term.
         cov_loss_weight: weight of the covariance term.
 
+    The weights may be any non-negative real number.
+
     Returns:
-        The loss, a 0-dim tensor; under ``torch.distributed``, that of the global batch of all ranks (the one
-        intended difference from solo-learn, see the module docstring).
+        The loss, a 0-dim tensor (float32 for half-precision inputs). Under ``torch.distributed``, that of the
+        global batch of all ranks, with solo-learn's gradients (see the module docstring).
 
     Example:
         >>> import redundancy
@@ -82,8 +121,8 @@ def vicreg_loss_func(
     return vicreg_loss(
         z1,
         z2,
-        invariance_weight=sim_loss_weight,
-        variance_weight=var_loss_weight,
-        covariance_weight=cov_loss_weight,
+        invariance_weight=real_option("sim_loss_weight", sim_loss_weight),
+        variance_weight=real_option("var_loss_weight", var_loss_weight),
+        covariance_weight=real_option("cov_loss_weight", cov_loss_weight),
         variance_reduction="sum",
     )

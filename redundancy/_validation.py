@@ -1,0 +1,109 @@
+"""The checks every public function shares, and the one compute-dtype rule.
+
+Each check raises a :class:`ValueError` or :class:`TypeError` whose message names the argument. The checks of
+plain option values are written with comparisons only, so that ``torch.compile`` traces them (with
+``dynamic=True`` a float option may reach them as a symbolic float: no ``math.isfinite``, no ``float()``).
+"""
+
+import numbers
+
+import torch
+
+#: What an option that takes a real number accepts: Python and numpy numbers, and the symbolic numbers of a trace.
+_REAL_TYPES = (numbers.Real, torch.SymFloat, torch.SymInt)
+
+
+def check_real(name: str, value: object, *, nonnegative: bool = False, positive: bool = False) -> None:
+    """Raise unless ``value`` is a finite real number (``bool`` is not), non-negative or positive if asked.
+
+    Example:
+        >>> import numpy as np
+        >>> check_real("lambd", np.float32(5e-3), nonnegative=True)  # numpy scalars are real numbers
+        >>> check_real("scale", -1.0, nonnegative=True)
+        Traceback (most recent call last):
+            ...
+        ValueError: scale must be non-negative, got -1.0
+    """
+    if isinstance(value, bool) or not isinstance(value, _REAL_TYPES):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r:.80}")
+    if not -float("inf") < value < float("inf"):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if positive and not value > 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    if nonnegative and not value >= 0:
+        raise ValueError(f"{name} must be non-negative, got {value!r}")
+
+
+def check_choice(name: str, value: object, choices: tuple) -> None:
+    """Raise unless ``value`` is one of ``choices`` (strings, or ints that are not bools).
+
+    Example:
+        >>> check_choice("algorithm", "fast", ("auto", "cross", "gram"))
+        Traceback (most recent call last):
+            ...
+        ValueError: algorithm must be one of ('auto', 'cross', 'gram'), got 'fast'
+    """
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r:.80}")
+
+
+def check_bool(name: str, value: object) -> None:
+    """Raise unless ``value`` is a ``bool``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+
+
+def check_embedding(name: str, z: object, *, min_rows: int = 2) -> None:
+    """Raise unless ``z`` is a dense floating tensor of shape ``(N, D)`` with ``N >= min_rows`` and ``D >= 1``.
+
+    Example:
+        >>> check_embedding("z1", torch.zeros(8))
+        Traceback (most recent call last):
+            ...
+        ValueError: z1 must be 2-D of shape (N, D), got shape (8,)
+    """
+    if not isinstance(z, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(z).__name__}")
+    if z.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {z.layout}")
+    if not z.is_floating_point():
+        raise TypeError(f"{name} must have a floating-point dtype, got {z.dtype}")
+    if z.ndim != 2:
+        raise ValueError(f"{name} must be 2-D of shape (N, D), got shape {tuple(z.shape)}")
+    if z.shape[0] < min_rows:
+        raise ValueError(f"{name} needs a batch of at least {min_rows} rows, got shape {tuple(z.shape)}")
+    if z.shape[1] < 1:
+        raise ValueError(f"{name} needs at least one feature column, got shape {tuple(z.shape)}")
+
+
+def check_same_batch(names: tuple[str, ...], views: tuple[torch.Tensor, ...]) -> None:
+    """Raise unless the (already checked) ``views`` have one shape and one device; ``names`` name them.
+
+    Example:
+        >>> check_same_batch(("z1", "z2"), (torch.zeros(4, 3), torch.zeros(4, 2)))
+        Traceback (most recent call last):
+            ...
+        ValueError: z1 and z2 must have the same shape, got z1 (4, 3) and z2 (4, 2)
+    """
+    first, reference = names[0], views[0]
+    for name, view in zip(names[1:], views[1:], strict=True):
+        if view.shape != reference.shape:
+            raise ValueError(
+                f"{first} and {name} must have the same shape, got {first} {tuple(reference.shape)} and "
+                f"{name} {tuple(view.shape)}"
+            )
+        if view.device != reference.device:
+            raise ValueError(f"{first} and {name} must be on the same device, got {reference.device} and {view.device}")
+
+
+def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """The dtype the losses compute in: float64 when any input is float64, otherwise float32.
+
+    Half-precision inputs (float16, bfloat16) are accumulated in float32; their gradients come back in their own
+    dtype.
+
+    Example:
+        >>> compute_dtype(torch.zeros(1, dtype=torch.bfloat16)), compute_dtype(torch.zeros(1, dtype=torch.float64))
+        (torch.float32, torch.float64)
+    """
+    return torch.float64 if any(z.dtype == torch.float64 for z in tensors) else torch.float32
