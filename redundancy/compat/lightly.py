@@ -31,7 +31,10 @@ Other differences:
   Gradients come back in the input dtype.
 """
 
+import contextlib
 import math
+import re
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
@@ -53,24 +56,24 @@ def _check_gather_distributed(gather_distributed: object) -> None:
         )
 
 
-def _check_views(z_a: object, z_b: object, *, min_ndim: int, max_ndim: int | None, local: bool) -> None:
-    """lightly's input checks (its ``AssertionError`` cases), as ``TypeError`` / ``ValueError`` naming z_a, z_b."""
-    for name, z in (("z_a", z_a), ("z_b", z_b)):
-        if not isinstance(z, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(z).__name__}")
-        if z.ndim < min_ndim or (max_ndim is not None and z.ndim > max_ndim):
-            shape = "(batch_size, dim)" if max_ndim == 2 else "(batch_size, ..., dim)"
-            raise ValueError(f"{name} must have shape {shape}, got shape {tuple(z.shape)}")
-    if z_a.shape != z_b.shape:
-        raise ValueError(f"z_a and z_b must have the same shape, got {tuple(z_a.shape)} and {tuple(z_b.shape)}")
-    if local and z_a.shape[0] < 2:
-        # Under gather_distributed=True the global batch is what needs 2 rows; redundancy checks it on all ranks.
-        raise ValueError(f"z_a and z_b need a batch of at least 2 rows, got shape {tuple(z_a.shape)}")
+@contextlib.contextmanager
+def _named_as_lightly() -> Iterator[None]:
+    """The library's errors about its inputs, re-raised with lightly's argument names (``z_a``, ``z_b``).
+
+    The adapters leave the checks of the inputs to the loss itself rather than checking first: under
+    ``torch.distributed`` the loss raises a bad input of one rank on every rank (a check made here would raise on
+    that rank only and leave the others waiting), and in any mode it counts the call on every rank.
+    """
+    try:
+        yield
+    except (TypeError, ValueError) as error:
+        message = re.sub(r"\bz([12])\b", lambda match: "z_a" if match.group(1) == "1" else "z_b", str(error))
+        raise type(error)(message) from error
 
 
-def _per_rank(gather_distributed: bool) -> bool:
-    """Whether each rank's own rows are the batch (always in one process), as opposed to the global batch."""
-    return not (gather_distributed and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1)
+def _has_positions(z_a: object, z_b: object) -> bool:
+    """Whether the views are lightly's ``(N, ..., D)`` inputs of VICRegL: one loss per position, averaged."""
+    return isinstance(z_a, torch.Tensor) and isinstance(z_b, torch.Tensor) and z_a.ndim > 2 and z_a.shape == z_b.shape
 
 
 def _distributed(gather_distributed: bool) -> str:
@@ -117,8 +120,10 @@ class BarlowTwinsLoss(nn.Module):
         self.gather_distributed = gather_distributed
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
-        _check_views(z_a, z_b, min_ndim=2, max_ndim=2, local=_per_rank(self.gather_distributed))
-        return barlow_twins_loss(z_a, z_b, lambd=self.lambda_param, distributed=_distributed(self.gather_distributed))
+        with _named_as_lightly():
+            return barlow_twins_loss(
+                z_a, z_b, lambd=self.lambda_param, distributed=_distributed(self.gather_distributed)
+            )
 
     def extra_repr(self) -> str:
         return f"lambda_param={self.lambda_param!r}, gather_distributed={self.gather_distributed!r}"
@@ -187,16 +192,16 @@ class VICRegLoss(nn.Module):
         self.eps = real_option("eps", eps)
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
-        _check_views(z_a, z_b, min_ndim=2, max_ndim=None, local=_per_rank(self.gather_distributed))
-        if z_a.ndim == 2:
-            return self._loss(z_a, z_b)
-        positions = math.prod(z_a.shape[1:-1])
-        if positions == 0:
-            shape = tuple(z_a.shape)
-            raise ValueError(f"z_a and z_b need at least one position between batch and features, got {shape}")
-        z_a = z_a.reshape(z_a.shape[0], positions, z_a.shape[-1])
-        z_b = z_b.reshape(z_b.shape[0], positions, z_b.shape[-1])
-        return torch.stack([self._loss(z_a[:, m], z_b[:, m]) for m in range(positions)]).mean()
+        with _named_as_lightly():
+            if not _has_positions(z_a, z_b):  # (N, D), or inputs the loss itself refuses on every rank
+                return self._loss(z_a, z_b)
+            positions = math.prod(z_a.shape[1:-1])
+            if positions == 0:
+                shape = tuple(z_a.shape)
+                raise ValueError(f"z_a and z_b need at least one position between batch and features, got {shape}")
+            z_a = z_a.reshape(z_a.shape[0], positions, z_a.shape[-1])
+            z_b = z_b.reshape(z_b.shape[0], positions, z_b.shape[-1])
+            return torch.stack([self._loss(z_a[:, m], z_b[:, m]) for m in range(positions)]).mean()
 
     def _loss(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         return vicreg_loss(

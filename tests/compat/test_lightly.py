@@ -169,11 +169,11 @@ def test_bad_options_are_named_as_lightly_names_them(build, error, match):
 @pytest.mark.parametrize("cls", [lightly.BarlowTwinsLoss, lightly.VICRegLoss], ids=lambda c: c.__name__)
 def test_bad_inputs_raise_value_error_where_lightly_asserts(cls, gather_distributed):
     criterion = cls(gather_distributed=gather_distributed)  # in one process both mean this process's batch
-    with pytest.raises(ValueError, match=r"z_a and z_b need a batch of at least 2 rows"):
+    with pytest.raises(ValueError, match=r"z_a needs a batch of at least 2 rows, got shape \(1, 4\)"):
         criterion(torch.randn(1, 4), torch.randn(1, 4))
-    with pytest.raises(ValueError, match=r"z_a and z_b must have the same shape, got \(8, 4\) and \(8, 3\)"):
+    with pytest.raises(ValueError, match=r"z_a and z_b must have the same shape, got z_a \(8, 4\) and z_b \(8, 3\)"):
         criterion(torch.randn(8, 4), torch.randn(8, 3))
-    with pytest.raises(ValueError, match=r"z_a must have shape \(batch_size,"):
+    with pytest.raises(ValueError, match=r"z_a must be 2-D of shape \(N, D\), got shape \(8,\)"):
         criterion(torch.randn(8), torch.randn(8))
     with pytest.raises(TypeError, match=r"z_b must be a torch\.Tensor"):
         criterion(torch.randn(8, 4), [[0.0] * 4] * 8)
@@ -185,5 +185,5 @@ def test_vicreg_needs_a_position_between_batch_and_features():
 
 
 def test_barlow_twins_takes_2d_embeddings_only():
-    with pytest.raises(ValueError, match=r"z_a must have shape \(batch_size, dim\), got shape \(8, 2, 4\)"):
+    with pytest.raises(ValueError, match=r"z_a must be 2-D of shape \(N, D\), got shape \(8, 2, 4\)"):
         lightly.BarlowTwinsLoss()(torch.randn(8, 2, 4), torch.randn(8, 2, 4))
