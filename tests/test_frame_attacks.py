@@ -213,9 +213,9 @@ def test_dynamic_compile_inside_a_process_group(default_group):
 @pytest.mark.distributed
 def test_the_default_group_passed_as_world_on_one_rank_keeps_the_ranks_in_step(default_group):
     """``group=dist.group.WORLD`` is the default group, but the call counter is keyed by the object (``None`` vs
-    ``WORLD``): a rank that passes WORLD once while the others pass None gets "out of step" errors at its next
-    default call ("calls [2, 2, 1]"), and the recovery updates the wrong counter, so the call after that is out of
-    step again. Nothing was out of step. Expected: three good calls on every rank."""
+    ``WORLD``): once the group has seen loss calls, a rank that passes WORLD while the others pass None makes every
+    rank raise "out of step" ("calls [3, 3, 1]"), and the recovery sets the counter of the key that rank used, so
+    the next calls are out of step again. Nothing was out of step. Expected: three good calls on every rank."""
     for rank, results in enumerate(default_group):
         for call in (1, 2, 3):
             message, _, _ = results["world", call]
