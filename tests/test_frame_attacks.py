@@ -378,7 +378,7 @@ def test_double_backward_is_exact_or_refused(name):
         (actual,) = torch.autograd.grad(_gradient_penalty(function, leaf, z2), leaf)
     except RuntimeError:
         return  # refused: acceptable
-    step = 1e-6
+    step = 1e-4
     expected = torch.zeros_like(z1)
     for index in range(z1.numel()):
         shift = torch.zeros(z1.numel(), dtype=torch.float64)
@@ -387,4 +387,4 @@ def test_double_backward_is_exact_or_refused(name):
         plus = _gradient_penalty(function, (z1 + shift).requires_grad_(), z2)
         minus = _gradient_penalty(function, (z1 - shift).requires_grad_(), z2)
         expected.view(-1)[index] = (plus - minus).item() / (2 * step)
-    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-6)
