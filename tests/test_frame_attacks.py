@@ -104,6 +104,13 @@ def _hang_cases(rank: int) -> dict:
             redundancy.barlow_twins_loss(z1, z2, group=group, distributed="local" if faulty else "global"),
             dist.barrier(group=group),  # the next collective of the group is not a loss call
         ),
+        "compiled_empty_rank": lambda group: torch.compile(
+            functools.partial(redundancy.barlow_twins_loss, group=group, strategy="all_gather"),
+            fullgraph=True,
+            backend="aot_eager",
+        )(
+            (z1[:0] if faulty else z1).clone().requires_grad_(), z2[:0] if faulty else z2
+        ),  # with grad (the no-grad trace fails apart)
         "compiled_bad_input": lambda group: torch.compile(
             functools.partial(redundancy.barlow_twins_loss, group=group), fullgraph=True, backend="aot_eager"
         )(z1[:, 0] if faulty else z1, z2),
@@ -388,3 +395,12 @@ def test_double_backward_is_exact_or_refused(name):
         minus = _gradient_penalty(function, (z1 - shift).requires_grad_(), z2)
         expected.view(-1)[index] = (plus - minus).item() / (2 * step)
     torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.distributed
+def test_an_empty_rank_under_compile_raises_on_every_rank(hangs):
+    """Compiled inside a process group, rank 2 holding 0 rows (the others 4): uneven shards are documented to raise
+    "the ranks of the process group differ ... needs equal rows on every rank" on every rank, and they do for 4, 4,
+    3 rows; with an empty rank, rank 2 stops while it is traced ("Unsupported: Observed exception") and the other
+    ranks wait until the timeout. Expected: the documented RuntimeError on every rank at once."""
+    _raised_together(hangs, "compiled_empty_rank", "needs equal rows on every rank")
