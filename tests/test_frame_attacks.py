@@ -70,6 +70,8 @@ def _default_group_cases(rank: int) -> dict:
     torch._dynamo.reset()
     dynamic = torch.compile(redundancy.barlow_twins_loss, fullgraph=True, backend="aot_eager", dynamic=True)
     results["compiled_dynamic"] = _outcome(lambda: dynamic(z1, z2))
+    # A global batch of one row in all: rank 0 holds it.
+    results["one_row"] = _outcome(lambda: redundancy.total_coding_rate(z1[:1] if rank == 0 else z1[:0]))
     torch._dynamo.reset()
     # The default group spelled two ways: dist.group.WORLD on rank 2, None on the others.
     results["world", 1] = _outcome(
@@ -404,3 +406,28 @@ def test_an_empty_rank_under_compile_raises_on_every_rank(hangs):
     3 rows; with an empty rank, rank 2 stops while it is traced ("Unsupported: Observed exception") and the other
     ranks wait until the timeout. Expected: the documented RuntimeError on every rank at once."""
     _raised_together(hangs, "compiled_empty_rank", "needs equal rows on every rank")
+
+
+@pytest.mark.distributed
+def test_total_coding_rate_of_a_global_batch_of_one_row(default_group):
+    """One process computes ``total_coding_rate`` of a single row (its ``min_rows`` is 1), but the exchange asks
+    every loss for a global batch of at least 2 rows: with rows 1, 0, 0 every rank raises "the global batch ...
+    needs at least 2 rows". Expected: the value of one process on that row, on every rank."""
+    expected = redundancy.total_coding_rate(_views(0)[0][:1])
+    for rank, (message, _, value) in enumerate(r["one_row"] for r in default_group):
+        assert message == "no error", f"rank {rank}: {message}"
+        torch.testing.assert_close(value, expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("option", ["lambd", "scale", "eps", "off_diagonal_target"])
+def test_an_integer_too_large_for_a_float_is_a_bad_option(option):
+    """``check_real`` takes ``10**400`` as finite (an int compares with ``inf``), so ``BarlowTwinsLoss(lambd=10**400)``
+    is built, and the call raises a bare ``OverflowError: int too big to convert`` that names no option (inside a
+    process group, by the code, ``shared_values`` would raise it in the exchange on that rank only, after its
+    checks passed: the others would wait). Expected: a
+    ValueError naming the option, at construction and at the call."""
+    z = torch.randn(8, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match=option):
+        redundancy.barlow_twins_loss(z, z, **{option: 10**400})
+    with pytest.raises(ValueError, match=option):
+        redundancy.BarlowTwinsLoss(**{option: 10**400})
