@@ -106,6 +106,9 @@ def _hang_cases(rank: int) -> dict:
             redundancy.barlow_twins_loss(z1, z2, group=group, distributed="local" if faulty else "global"),
             dist.barrier(group=group),  # the next collective of the group is not a loss call
         ),
+        "huge_integer_option": lambda group: redundancy.barlow_twins_loss(
+            z1, z2, group=group, lambd=10**400 if faulty else 0.0051
+        ),
         "compiled_empty_rank": lambda group: torch.compile(
             functools.partial(redundancy.barlow_twins_loss, group=group, strategy="all_gather"),
             fullgraph=True,
@@ -422,12 +425,18 @@ def test_total_coding_rate_of_a_global_batch_of_one_row(default_group):
 @pytest.mark.parametrize("option", ["lambd", "scale", "eps", "off_diagonal_target"])
 def test_an_integer_too_large_for_a_float_is_a_bad_option(option):
     """``check_real`` takes ``10**400`` as finite (an int compares with ``inf``), so ``BarlowTwinsLoss(lambd=10**400)``
-    is built, and the call raises a bare ``OverflowError: int too big to convert`` that names no option (inside a
-    process group, by the code, ``shared_values`` would raise it in the exchange on that rank only, after its
-    checks passed: the others would wait). Expected: a
-    ValueError naming the option, at construction and at the call."""
+    is built, and the call raises a bare ``OverflowError: int too big to convert`` that names no option (in a
+    process group, see the next test). Expected: a ValueError naming the option, at construction and at the call."""
     z = torch.randn(8, 4, dtype=torch.float64)
     with pytest.raises(ValueError, match=option):
         redundancy.barlow_twins_loss(z, z, **{option: 10**400})
     with pytest.raises(ValueError, match=option):
         redundancy.BarlowTwinsLoss(**{option: 10**400})
+
+
+@pytest.mark.distributed
+def test_an_integer_too_large_on_one_rank_raises_on_every_rank(hangs):
+    """``lambd=10**400`` on rank 2 passes its checks, then ``shared_values`` raises OverflowError in the exchange on
+    rank 2 alone, before the all-gather, and the others wait until the timeout. Expected: a ValueError naming
+    lambd on every rank at once."""
+    _raised_together(hangs, "huge_integer_option", "lambd")
