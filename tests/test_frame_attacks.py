@@ -120,6 +120,14 @@ def _hang_cases(rank: int) -> dict:
             functools.partial(redundancy.barlow_twins_loss, group=group), fullgraph=True, backend="aot_eager"
         )(z1[:, 0] if faulty else z1, z2),
     }
+
+    def skipped_call(group):
+        """Rank 2 skips the first of two steps; its one call carries the second step's rows."""
+        first = None if faulty else redundancy.barlow_twins_loss(z1, z2, group=group)
+        second = redundancy.barlow_twins_loss(2 * z1, z2, group=group)
+        return first, second
+
+    cases["skipped_call"] = skipped_call
     groups = {name: dist.new_group(timeout=FAULT_TIMEOUT) for name in cases}
     results = {}
     for name, case in cases.items():
@@ -440,3 +448,14 @@ def test_an_integer_too_large_on_one_rank_raises_on_every_rank(hangs):
     rank 2 alone, before the all-gather, and the others wait until the timeout. Expected: a ValueError naming
     lambd on every rank at once."""
     _raised_together(hangs, "huge_integer_option", "lambd")
+
+
+@pytest.mark.distributed
+def test_a_rank_that_skipped_a_call_is_detected(hangs):
+    """The docs and the CHANGELOG say that "a rank that skipped a call ... is detected at its next call". The call
+    counter cannot see it: rank 2 skips the first of two steps, its only call (counted 1st) pairs with the others'
+    1st call, and they return a loss mixing rank 2's second-step rows with the others' first-step rows, without an
+    error; the others' second call then waits until the timeout. (Only calls that were made, local or failed, are
+    seen.) Expected: the documented RuntimeError "out of step" on every rank at rank 2's call, or docs that do not
+    promise it."""
+    _raised_together(hangs, "skipped_call", "out of step")
