@@ -325,3 +325,15 @@ def test_modules_with_numpy_options_survive_pickle_and_deepcopy(module_name):
     assert list(module.options) == options_in_signature
     for name in options_in_signature:
         assert f"{name}=" in repr(module)
+
+
+@pytest.mark.parametrize("option", ["lambd", "scale", "eps", "off_diagonal_target"])
+def test_a_tensor_option_is_refused_with_a_message_naming_it(option):
+    """Options are plain numbers: a 0-dim tensor (a scheduled or learned weight) is refused, at the call and at the
+    Module's construction, by a TypeError naming the option, instead of being traced or compared as a tensor."""
+    z = torch.randn(8, 4, dtype=torch.float64)
+    value = torch.tensor(0.5)
+    with pytest.raises(TypeError, match=f"{option} must be a real number, got Tensor"):
+        redundancy.barlow_twins_loss(z, z, **{option: value})
+    with pytest.raises(TypeError, match=f"{option} must be a real number, got Tensor"):
+        redundancy.BarlowTwinsLoss(**{option: value})
