@@ -223,6 +223,8 @@ class Loss:
         compute: ``compute(options, batch, *views, *extra)``.
         min_rows: the fewest rows one process may pass (the global batch needs as many).
         check_inputs: ``check_inputs(names, inputs, min_rows)``; the default checks the views only.
+        shared_inputs: names of ``extra`` real-number inputs that every rank must pass alike (compared in the
+            exchange of a process group, like the options).
     """
 
     name: str
@@ -232,28 +234,38 @@ class Loss:
     extra: tuple[str, ...] = ()
     min_rows: int = 2
     check_inputs: Callable = dataclasses.field(default=None)
+    shared_inputs: tuple[str, ...] = ()
 
     code: int = dataclasses.field(init=False)
     """A number that names the loss in the exchange of the ranks (exact in float64)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "code", zlib.crc32(self.name.encode()) & 0xFFFFFF)
+        distributed_ops.LOSS_NAMES[self.code] = self.name
 
     def run(self, inputs: tuple, options: dict):
         """Evaluate the loss: check, exchange (several ranks), compute, apply the gradient convention."""
-        for name in options:
-            if name not in self.options.names:
-                raise TypeError(f"{self.name}() got an unexpected keyword argument {name!r}")
+        error = None
+        unknown = [name for name in options if name not in self.options.names]
+        if unknown:  # reported like any other error: on every rank of a global call
+            error = TypeError(f"{self.name}() got an unexpected keyword argument {unknown[0]!r}")
+            options = {name: value for name, value in options.items() if name in self.options.names}
         options = self.options(**options)
         views = inputs[: len(self.views)]
         # A rank of several holds part of the rows (maybe none): the global batch's size is checked in the exchange.
         min_rows = 0 if distributed_ops.is_global(options.distributed, options.group) else self.min_rows
-        error = None
-        try:
-            self._check(options, inputs, min_rows)
-        except (TypeError, ValueError) as caught:
-            error = caught  # raised by GlobalBatch.open, on every rank of a global call
-        batch = distributed_ops.GlobalBatch.open(self.code, self.name, options, views, self.views, error=error)
+        if error is None:
+            try:
+                self._check(options, inputs, min_rows)
+            except (TypeError, ValueError) as caught:
+                error = caught  # raised by GlobalBatch.open, on every rank of the group
+        shared = []
+        if error is None:
+            names = self.views + self.extra
+            shared = [(name, float(inputs[names.index(name)])) for name in self.shared_inputs]
+        batch = distributed_ops.GlobalBatch.open(
+            self.code, options, views, self.views, error=error, shared=shared, min_rows=self.min_rows
+        )
         with no_autocast(views[0].device):
             outputs = self.compute(options, batch, *inputs)
         return batch.apply_gradient_convention(options.gradient_convention, outputs)

@@ -11,6 +11,8 @@ import torch
 
 #: What an option that takes a real number accepts: Python and numpy numbers, and the symbolic numbers of a trace.
 _REAL_TYPES = (numbers.Real, torch.SymFloat, torch.SymInt)
+#: The largest finite float64: a larger integer has no float value (``float()`` of it raises ``OverflowError``).
+_LARGEST_FLOAT = int(torch.finfo(torch.float64).max)
 
 
 def check_real(name: str, value: object, *, nonnegative: bool = False, positive: bool = False) -> None:
@@ -26,6 +28,8 @@ def check_real(name: str, value: object, *, nonnegative: bool = False, positive:
     """
     if isinstance(value, bool) or not isinstance(value, _REAL_TYPES):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r:.80}")
+    if isinstance(value, numbers.Integral) and not isinstance(value, torch.SymInt) and abs(value) > _LARGEST_FLOAT:
+        raise ValueError(f"{name} must be finite as a float, got an integer of {len(str(abs(value)))} digits")
     if not -float("inf") < value < float("inf"):
         raise ValueError(f"{name} must be finite, got {value!r}")
     if positive and not value > 0:
@@ -66,6 +70,8 @@ def check_embedding(name: str, z: object, *, min_rows: int = 2) -> None:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(z).__name__}")
     if z.layout != torch.strided:
         raise TypeError(f"{name} must be a dense (strided) tensor, got layout {z.layout}")
+    if z.is_meta:
+        raise ValueError(f"{name} is on the meta device, which holds no values")
     if not z.is_floating_point():
         raise TypeError(f"{name} must have a floating-point dtype, got {z.dtype}")
     if z.ndim != 2:

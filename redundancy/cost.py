@@ -230,4 +230,5 @@ def choose_strategy(
         flops = strategy_flops(strategy, global_n, d, world_size, algorithm=algorithm)
         return flops + FLOPS_PER_COMMUNICATED_BYTE * communication_bytes(strategy, global_n, d, world_size, dtype)
 
-    return min(STRATEGIES, key=estimated_cost)
+    # One comparison (not min(key=...), which torch.compile cannot trace); ties go to all_reduce.
+    return "all_gather" if estimated_cost("all_gather") < estimated_cost("all_reduce") else "all_reduce"

@@ -39,15 +39,15 @@ rank's own rows (each rank mixes its own images, as mix-bt does): over the globa
 permutation that leaves every row on its rank.
 
 **Every rank calls, and errors are collective.** Every rank of the group must call the loss, in the same order,
-with the same options (it holds for ``distributed="local"`` too, which communicates nothing but counts the call;
-to evaluate a loss on some ranks only, pass ``group=`` a group of those ranks). A call first checks its options
-and inputs, then joins one small all-gather (:meth:`GlobalBatch.exchange`) that carries an error flag, a per-group
-call counter, the loss's name, the shapes, the compute dtype and the value of every option that changes the
-result. A bad input or option on any rank therefore raises the same error on every rank at that call (the
-message names the rank), a rank that skipped a call or called another loss is detected as soon as it calls
-again, and ranks whose D, dtype or options differ raise a :class:`ValueError` naming the difference. After a
-raised error the ranks are still in step. Every rank must also run the backward of a loss it called (the
-standardization's backward sums two D-vectors over the ranks). Unequal row counts never reach a raw all-gather:
+with the same options (``distributed="local"`` included; to evaluate a loss on some ranks only, pass ``group=`` a
+group of those ranks). In a group of several ranks a call first checks its options and inputs, then joins one
+small all-gather (:meth:`GlobalBatch.exchange`), local calls too, that carries an error flag, a per-group call
+counter, the loss's name, the shapes, the compute dtype and the value of every option (and shared input) that
+changes the result. A bad input or option on any rank therefore raises the same error on every rank at that call
+(the message names the rank); ranks that call different losses, or whose D, dtype or options differ, raise an
+error naming the difference. After a raised error the ranks are still in step. A rank that skips a call is not
+seen: its next call pairs with the others' current one. Every rank must also run the backward of a loss it called
+(the standardization's backward sums two D-vectors over the ranks). Unequal row counts never reach a raw all-gather:
 rows are padded to the largest count and trimmed after.
 """
 
@@ -63,6 +63,7 @@ __all__ = [
     "DISTRIBUTED_MODES",
     "GRADIENT_CONVENTIONS",
     "HEADER_SIZE",
+    "LOSS_NAMES",
     "STRATEGIES",
     "GlobalBatch",
     "group_world_size",
@@ -167,7 +168,11 @@ def merge_moments(counts: Sequence[int], means: torch.Tensor, m2s: torch.Tensor)
     """
     weights = torch.tensor(list(counts), dtype=means.dtype, device=means.device)
     total = weights.sum()
-    shift = means[max(range(len(counts)), key=lambda r: counts[r])]
+    largest = 0  # the largest shard (a loop, not max(key=...), which torch.compile cannot trace)
+    for r in range(1, len(counts)):
+        if counts[r] > counts[largest]:
+            largest = r
+    shift = means[largest]
     mean = shift + torch.mv((means - shift).t(), weights).div_(total)
     deviation = (means - mean).square_()
     m2 = m2s.sum(dim=0).add_(torch.mv(deviation.t(), weights))
@@ -179,8 +184,10 @@ def merge_moments(counts: Sequence[int], means: torch.Tensor, m2s: torch.Tensor)
 #: Values in the header every rank sends at the start of a global call: error flag, call counter, loss, rows, D, dtype,
 #: then the shared options (a loss has at most ``HEADER_SIZE - 6`` of them).
 HEADER_SIZE = 32
-#: Calls of a loss per process group (key: the group, or ``None`` for the default group) on this rank.
+#: Calls of a loss per process group on this rank (key: the group; the default group under its own object).
 _CALLS: dict = {}
+#: The names of the losses, by the code the ranks exchange (filled as the losses are declared).
+LOSS_NAMES: dict[int, str] = {}
 
 
 def _ordinal(k: int) -> str:
@@ -188,12 +195,13 @@ def _ordinal(k: int) -> str:
 
 
 def _header_device(views: Sequence[object], group) -> torch.device:
+    """Where the header goes: the CPU for gloo, otherwise the device of the inputs (or the current CUDA device)."""
+    if "gloo" in dist.get_backend(group):
+        return torch.device("cpu")
     for view in views:
-        if isinstance(view, torch.Tensor):
+        if isinstance(view, torch.Tensor) and not view.is_meta:
             return view.device
-    if dist.get_backend(group) == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+    return torch.device("cuda", torch.cuda.current_device())
 
 
 class GlobalBatch:
@@ -235,50 +243,81 @@ class GlobalBatch:
 
     @classmethod
     def open(
-        cls, code: int, name: str, options, views: Sequence[object], view_names: Sequence[str], *, error=None
+        cls,
+        code: int,
+        options,
+        views: Sequence[object],
+        view_names: Sequence[str],
+        *,
+        error: Exception | None = None,
+        shared: Sequence[tuple[str, float]] = (),
+        min_rows: int = 2,
     ) -> "GlobalBatch":
-        """The batch of a call whose checks raised ``error`` (``None`` if they passed); exchanged when global.
+        """The batch of a call whose checks raised ``error`` (``None`` if they passed).
 
-        With ``distributed="global"`` and a group of several ranks (:func:`is_global`), every rank joins the
-        exchange even when its own checks failed, and the same error is raised on every rank (:meth:`exchange`);
-        otherwise ``error`` is raised here. ``view_names`` name the views in error messages.
+        In a process group of several ranks every call, global or local, joins one exchange of headers
+        (:meth:`exchange`), even when its own checks failed, so that the same error is raised on every rank. A
+        global call (:func:`is_global`) then has the batch of all ranks; a local one its own rows. ``shared`` are
+        further ``(name, number)`` pairs every rank must agree on (inputs that are not views, such as Mixed Barlow
+        Twins' ``alpha``); ``min_rows`` is the fewest rows the global batch may have; ``view_names`` name the
+        views in error messages.
         """
-        if not _DISTRIBUTED_AVAILABLE or not dist.is_initialized():  # one process: nothing to count or exchange
-            if error is not None:
-                raise error
-            rows, dim = views[0].shape
-            return cls(None, 0, (rows,), dim, compute_dtype(*views))
+        if isinstance(options.group, int) and options.group == dist.GroupMember.NON_GROUP_MEMBER:
+            raise ValueError(
+                "this process is not a member of the process group passed as group (torch.distributed.new_group "
+                "gives its non-members GroupMember.NON_GROUP_MEMBER): only the members of a group call its loss"
+            )
         group = options.group if isinstance(options.group, dist.ProcessGroup) else None
-        call = 0  # calls are not counted inside a torch.compile graph (see exchange)
-        if group_world_size(group) > 1 and not torch.compiler.is_compiling():
-            # every call counts, local or global, failed or not: the ranks stay in step
-            _CALLS[group] = call = _CALLS.get(group, 0) + 1
-        if not is_global(options.distributed, group):
+        if group_world_size(group) == 1:  # one process, or a group of one rank: nothing to exchange
             if error is not None:
                 raise error
             rows, dim = views[0].shape
             return cls(None, 0, (rows,), dim, compute_dtype(*views))
-        return cls.exchange(code, name, options, views, view_names, error=error, call=call, group=group)
+        call = 0  # calls are not counted inside a torch.compile graph (see exchange)
+        if not torch.compiler.is_compiling():
+            key = group if group is not None else dist.group.WORLD
+            _CALLS[key] = call = _CALLS.get(key, 0) + 1
+        batch = cls.exchange(
+            code, options, views, view_names, error=error, call=call, group=group, shared=shared, min_rows=min_rows
+        )
+        if is_global(options.distributed, group):
+            return batch
+        rows, dim = views[0].shape  # a local call: this rank's rows are its batch
+        return cls(None, 0, (rows,), dim, batch.dtype)
 
     @classmethod
     def exchange(
-        cls, code: int, name: str, options, views: Sequence[object], view_names: Sequence[str], *, error, call, group
+        cls,
+        code: int,
+        options,
+        views: Sequence[object],
+        view_names: Sequence[str],
+        *,
+        error: Exception | None,
+        call: int,
+        group,
+        shared: Sequence[tuple[str, float]] = (),
+        min_rows: int = 2,
     ) -> "GlobalBatch":
         """All-gather every rank's header (error, call, loss, shapes, dtype, options) and check them together.
 
         Raises the same error on every rank: the first failing rank's own error (its type and message, naming
         the rank) when any rank's checks failed; :class:`RuntimeError` when the ranks are not at the same call of
-        the same loss; :class:`ValueError` when D, the compute dtype or an option differ, or the global batch has
-        fewer than 2 rows.
+        the same loss; :class:`ValueError` when D, the compute dtype, an option or a ``shared`` value differ, or
+        the global batch has fewer than ``min_rows`` rows.
         """
         rank, world_size = dist.get_rank(group), dist.get_world_size(group)
-        if rank < 0:
-            raise ValueError("this process is not a member of the process group passed as group")
+        if torch.compiler.is_compiling() and error is not None:
+            raise error  # while tracing: the others wait for this rank (see _check_in_graph)
         values = [1.0, call, code]
+        dtype = torch.float32
         if error is None:
             dtype = compute_dtype(*views)
             rows, dim = views[0].shape
             values = [0.0, call, code, rows, dim, _DTYPE_CODES[dtype], *options.shared_values()]
+            values += [number for _, number in shared]
+        if len(values) > HEADER_SIZE:
+            raise ValueError(f"a loss may share at most {HEADER_SIZE - 6} options and inputs, got {len(values) - 6}")
         header = torch.zeros(HEADER_SIZE, dtype=torch.float64, device=_header_device(views, group))
         header[: len(values)] = torch.tensor(values, dtype=torch.float64)
         gathered = [torch.empty_like(header) for _ in range(world_size)]
@@ -289,40 +328,44 @@ class GlobalBatch:
         if any(row[0] for row in headers):
             cls._raise_collective_error(error, headers, rank, group)
         calls = [int(row[1]) for row in headers]
-        if len(set(calls)) > 1 or len({row[2] for row in headers}) > 1:
-            _CALLS[group] = max(calls)  # in step again from the next call on
+        losses = [LOSS_NAMES.get(int(row[2]), "an unknown loss") for row in headers]
+        if len(set(losses)) > 1:
             raise RuntimeError(
-                f"the ranks of the process group are out of step: rank {rank} is at its {_ordinal(call)} loss call "
-                f"on this group ({name}), and the ranks are at calls {calls} of losses that "
-                f"{'differ' if len({row[2] for row in headers}) > 1 else 'match'}. Every rank must call the same "
-                "losses in the same order (distributed='local' calls count too; pass group= a group of the ranks "
-                "that call)"
+                f"the ranks of the process group called different losses at the same call: {losses} on ranks "
+                f"0..{world_size - 1}. Every rank must call the same losses in the same order; to call a loss on some "
+                "ranks only, pass group= a group of those ranks"
+            )
+        if len(set(calls)) > 1:
+            _CALLS[group if group is not None else dist.group.WORLD] = max(calls)  # in step again from the next call
+            raise RuntimeError(
+                f"the ranks of the process group are out of step: they are at loss calls {calls} on this group "
+                f"(rank {rank}: its {_ordinal(call)}, of {losses[rank]}). Every rank must call the same losses in the "
+                "same order; to call a loss on some ranks only, pass group= a group of those ranks"
             )
         names = " and ".join(view_names)
         ranks = f"ranks 0..{world_size - 1}"
         _check_same(
             [int(row[4]) for row in headers],
-            f"{names} must have the same number of features D on every "
-            f"rank of the process group, got D = {{values}} on {ranks}",
+            f"{names} must have the same number of features D on every rank of the process group, got D = {{values}} "
+            f"on {ranks}",
         )
         dtype_names = ("float32", "float64")
         _check_same(
             [dtype_names[int(row[5])] for row in headers],
-            f"{names} must have the same compute dtype on "
-            "every rank of the process group (float64 inputs compute in float64, the others in float32), "
-            f"got {{values}} on {ranks}",
+            f"{names} must have the same compute dtype on every rank of the process group (float64 inputs compute in "
+            f"float64, the others in float32), got {{values}} on {ranks}",
         )
-        shared = [spec for spec in options.specs if spec.shared]  # the order of options.shared_values()
-        for index, spec in enumerate(shared, start=6):
+        compared = [(spec.name, spec.decode) for spec in options.specs if spec.shared]  # options.shared_values()
+        compared += [(name, float) for name, _ in shared]
+        for index, (name, decode) in enumerate(compared, start=6):
             _check_same(
-                [spec.decode(row[index]) for row in headers],
-                f"{spec.name} must be the same on every rank of the process group, got {spec.name} = {{values}} "
-                f"on {ranks}",
+                [decode(row[index]) for row in headers],
+                f"{name} must be the same on every rank of the process group, got {name} = {{values}} on {ranks}",
             )
         counts = [int(row[3]) for row in headers]
-        if sum(counts) < 2:
+        if sum(counts) < min_rows:
             raise ValueError(
-                "the global batch (all ranks of the process group) needs at least 2 rows, got "
+                f"the global batch (all ranks of the process group) needs at least {min_rows} rows, got "
                 f"N = {sum(counts)} (rows per rank: {counts})"
             )
         return cls(group, rank, counts, dim, dtype)
@@ -387,6 +430,8 @@ class GlobalBatch:
         """
         if self.world_size == 1:
             return views
+        if not any(view.requires_grad for view in views):
+            return _gather_padded(self, *views)
         return _GatherRowsOfReplicatedLoss.apply(self, *views)
 
     def apply_gradient_convention(self, gradient_convention: str, outputs):
@@ -421,6 +466,20 @@ def _check_same(values: list, message: str) -> None:
 # ------------------------------------------------------------------------------------------------ collectives
 
 
+def _gather_padded(batch: GlobalBatch, *views: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Every rank's rows of each view in rank order: pad to the largest count, one all-gather, trim."""
+    rows, dim = views[0].shape
+    padded = views[0].new_zeros(len(views), max(batch.counts), dim)
+    for index, view in enumerate(views):
+        padded[index, :rows] = view
+    gathered = [torch.empty_like(padded) for _ in range(batch.world_size)]
+    dist.all_gather(gathered, padded, group=batch.group)
+    return tuple(
+        torch.cat([part[index, :n] for part, n in zip(gathered, batch.counts, strict=True)])
+        for index in range(len(views))
+    )
+
+
 class _GatherRowsOfReplicatedLoss(torch.autograd.Function):
     """All-gather the rows of one or more views from every rank, for a loss that every rank computes identically.
 
@@ -433,16 +492,7 @@ class _GatherRowsOfReplicatedLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(batch: GlobalBatch, *views: torch.Tensor):
-        rows, dim = views[0].shape
-        padded = views[0].new_zeros(len(views), max(batch.counts), dim)
-        for index, view in enumerate(views):
-            padded[index, :rows] = view
-        gathered = [torch.empty_like(padded) for _ in range(batch.world_size)]
-        dist.all_gather(gathered, padded, group=batch.group)
-        return tuple(
-            torch.cat([part[index, :n] for part, n in zip(gathered, batch.counts, strict=True)])
-            for index in range(len(views))
-        )
+        return _gather_padded(batch, *views)
 
     @staticmethod
     def setup_context(ctx, inputs, output):

@@ -66,6 +66,12 @@ def _check_inputs(names: tuple[str, ...], inputs: tuple, min_rows: int) -> None:
         )
     if permutation.device != z1.device:
         raise ValueError(f"permutation must be on the device of z1, got {permutation.device} and {z1.device}")
+    if not torch.compiler.is_compiling():  # a host read: checked eagerly only
+        rows = z1.shape[0]
+        if not torch.equal(permutation.sort().values, torch.arange(rows, device=permutation.device)):
+            raise ValueError(
+                f"permutation must be a permutation of 0..{rows - 1} (this rank's own rows), got {permutation!r:.120}"
+            )
     check_real("alpha", alpha, nonnegative=True)
     if not alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
@@ -96,6 +102,7 @@ MIXED_BARLOW_TWINS = Loss(
     _mixed_barlow_twins,
     extra=("permutation", "alpha"),
     check_inputs=_check_inputs,
+    shared_inputs=("alpha",),
 )
 
 

@@ -14,6 +14,7 @@ of :func:`redundancy.barlow_twins_loss`.
 """
 
 import dataclasses
+import numbers
 from typing import NamedTuple
 
 import torch
@@ -35,7 +36,7 @@ VARIANCE_REDUCTIONS = ("mean", "sum")
 
 def check_correction(name: str, value: object) -> None:
     """The check of ``correction``, the variance divisor ``N - correction``."""
-    if isinstance(value, bool) or value not in (0, 1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value not in (0, 1):
         raise ValueError(f"{name} must be 0 (divide by N) or 1 (divide by N - 1), got {value!r:.80}")
 
 

@@ -324,10 +324,7 @@ def built(tmp_path_factory) -> dict[str, _Page]:
 @pytest.mark.parametrize("name", NARROW_PAGES)
 def test_literal_blocks_fit_the_content_column(built, name):
     too_wide = [
-        line
-        for block in built[name].literal_blocks
-        for line in block.splitlines()
-        if len(line) > LITERAL_COLUMNS
+        line for block in built[name].literal_blocks for line in block.splitlines() if len(line) > LITERAL_COLUMNS
     ]
     assert not too_wide, f"{name}: literal lines wider than {LITERAL_COLUMNS} characters: {too_wide}"
 

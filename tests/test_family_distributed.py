@@ -110,12 +110,16 @@ def _faults(rank: int) -> dict:
     for name, case in cases.items():
         results[name] = _error(case)
         results[name, "next"] = redundancy.barlow_twins_loss(z1, z2).detach()  # in step again
-    # A rank that uses the local loss while the others use the global one: the others wait for it in the
-    # exchange, and its next call finds the ranks out of step.
-    if faulty:
-        redundancy.barlow_twins_loss(z1, z2, distributed="local")
-    results["local_on_one_rank"] = _error(lambda: redundancy.barlow_twins_loss(z1, z2))
+    # A rank that uses the local loss while the others use the global one: it still joins the exchange.
+    results["local_on_one_rank"] = _error(
+        lambda: redundancy.barlow_twins_loss(z1, z2, distributed="local" if faulty else "global")
+    )
     results["local_on_one_rank", "next"] = redundancy.barlow_twins_loss(z1, z2).detach()
+    # A rank that calls another loss.
+    results["other_loss"] = _error(
+        lambda: redundancy.vicreg_loss(z1, z2) if faulty else redundancy.barlow_twins_loss(z1, z2)
+    )
+    results["other_loss", "next"] = redundancy.barlow_twins_loss(z1, z2).detach()
     return results
 
 
@@ -236,7 +240,10 @@ FAULTS = {
     "scale_differs": "ValueError: scale must be the same on every rank",
     "mu_differs": "ValueError: mu must be the same on every rank",
     "dim_differs": "ValueError: z1 and z2 must have the same number of features D on every rank",
-    "local_on_one_rank": "RuntimeError: the ranks of the process group are out of step",
+    "local_on_one_rank": "ValueError: distributed must be the same on every rank of the process group, got "
+    "distributed = ['global', 'global', 'local']",
+    "other_loss": "RuntimeError: the ranks of the process group called different losses at the same call: "
+    "['barlow_twins_loss', 'barlow_twins_loss', 'vicreg_loss']",
 }
 
 

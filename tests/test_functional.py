@@ -73,8 +73,9 @@ def test_terms_equal_reference_terms(variant, algorithm):
     assert_relative(terms.invariance, invariance, 1e-10, "invariance")
     assert_relative(terms.redundancy, redundancy_term, 1e-10, "redundancy")
     assert_relative(terms.loss, 2.0 * (invariance + 0.3 * redundancy_term), 1e-10, "loss")
-    assert torch.equal(terms.loss, redundancy.barlow_twins_loss(z1, z2, algorithm=algorithm, lambd=0.3, scale=2.0,
-                                                                 **options))
+    assert torch.equal(
+        terms.loss, redundancy.barlow_twins_loss(z1, z2, algorithm=algorithm, lambd=0.3, scale=2.0, **options)
+    )
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -197,8 +198,9 @@ def test_non_contiguous_inputs(algorithm):
         assert_relative(loss, barlow_twins_loss_reference(a.contiguous(), b.contiguous()), 1e-10)
         _, g1_ref, g2_ref = _reference_gradients(a, b)
         a_leaf, b_leaf = a.detach().requires_grad_(True), b.detach().requires_grad_(True)
-        g1, g2 = torch.autograd.grad(redundancy.barlow_twins_loss(a_leaf, b_leaf, algorithm=algorithm),
-                                     (a_leaf, b_leaf))
+        g1, g2 = torch.autograd.grad(
+            redundancy.barlow_twins_loss(a_leaf, b_leaf, algorithm=algorithm), (a_leaf, b_leaf)
+        )
         assert_relative(g1, g1_ref, 1e-8)
         assert_relative(g2, g2_ref, 1e-8)
 
@@ -365,8 +367,11 @@ def test_algorithm1_with_eps_zero_has_no_eps():
 @pytest.mark.parametrize("normalization", NORMALIZATIONS)
 def test_batch_standardize_equals_reference_and_its_gradient(normalization):
     z = torch.randn(37, 70, dtype=torch.float64, requires_grad=True)
-    assert_relative(redundancy.batch_standardize(z, normalization=normalization),
-                    batch_standardize_reference(z, normalization=normalization), 1e-12)
+    assert_relative(
+        redundancy.batch_standardize(z, normalization=normalization),
+        batch_standardize_reference(z, normalization=normalization),
+        1e-12,
+    )
     small = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
         lambda x: redundancy.batch_standardize(x, normalization=normalization, eps=1e-3), (small,)
