@@ -223,6 +223,10 @@ class Loss:
         compute: ``compute(options, batch, *views, *extra)``.
         min_rows: the fewest rows one process may pass (the global batch needs as many).
         check_inputs: ``check_inputs(names, inputs, min_rows)``; the default checks the views only.
+        unpack: for a loss of a variable number of views, ``unpack(inputs) -> (views, names)`` turns the public
+            function's inputs into the views and their names (raising a ``TypeError``/``ValueError`` naming the
+            argument); ``views`` then names that one argument, and the ranks of a process group also compare
+            the number of views.
     """
 
     name: str
@@ -232,6 +236,7 @@ class Loss:
     extra: tuple[str, ...] = ()
     min_rows: int = 2
     check_inputs: Callable = dataclasses.field(default=None)
+    unpack: Callable | None = None
 
     code: int = dataclasses.field(init=False)
     """A number that names the loss in the exchange of the ranks (exact in float64)."""
@@ -245,26 +250,54 @@ class Loss:
             if name not in self.options.names:
                 raise TypeError(f"{self.name}() got an unexpected keyword argument {name!r}")
         options = self.options(**options)
-        views = inputs[: len(self.views)]
+        names = self.views
         # A rank of several holds part of the rows (maybe none): the global batch's size is checked in the exchange.
         min_rows = 0 if distributed_ops.is_global(options.distributed, options.group) else self.min_rows
         error = None
         try:
-            self._check(options, inputs, min_rows)
+            if self.unpack is not None:
+                inputs, names = self.unpack(inputs)
+            self._check(options, inputs, names, min_rows)
         except (TypeError, ValueError) as caught:
             error = caught  # raised by GlobalBatch.open, on every rank of a global call
-        batch = distributed_ops.GlobalBatch.open(self.code, self.name, options, views, self.views, error=error)
+        views = inputs[: len(names)]
+        shared = options if self.unpack is None or error is not None else _WithViewCount(options, len(views))
+        batch = distributed_ops.GlobalBatch.open(self.code, self.name, shared, views, names, error=error)
         with no_autocast(views[0].device):
             outputs = self.compute(options, batch, *inputs)
         return batch.apply_gradient_convention(options.gradient_convention, outputs)
 
-    def _check(self, options: Options, inputs: tuple, min_rows: int) -> None:
+    def _check(self, options: Options, inputs: tuple, names: tuple[str, ...], min_rows: int) -> None:
         options.check()
-        names = self.views + self.extra
         if self.check_inputs is None:
-            check_views(self.views, inputs, min_rows=min_rows)
+            check_views(names, inputs, min_rows=min_rows)
         else:
-            self.check_inputs(names, inputs, min_rows)
+            self.check_inputs(names + self.extra, inputs, min_rows)
+
+
+def _count_check(name: str, value: Any) -> None:
+    """The number of views is checked by the loss's ``unpack``; nothing is left to check here."""
+
+
+class _WithViewCount:
+    """A loss's options as the ranks exchange them, with the number of views of a variable-view call appended.
+
+    It reads as the options (``group``, ``distributed``, ``specs``, ``shared_values``) and adds one shared value,
+    ``len(views)``, so that ranks that pass different numbers of views raise an error naming it.
+    """
+
+    _SPEC = OptionSpec("len(views)", None, _count_check, int, int, True)
+
+    def __init__(self, options: Options, count: int) -> None:
+        self._options = options
+        self._count = count
+        self.specs = (*options.specs, self._SPEC)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._options, name)
+
+    def shared_values(self) -> list:
+        return [*self._options.shared_values(), self._count]
 
 
 def takes_options_of(loss: Loss) -> Callable[[Callable], Callable]:
