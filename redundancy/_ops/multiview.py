@@ -149,11 +149,17 @@ class _MultiviewGramTerms(torch.autograd.Function):
                 if not needs[v]:
                     grads.append(None)
                     continue
-                # The scale goes on the N×N factor, not on the N×D product.
-                grad = torch.mm((gram_sum - grams[v]).mul_(w / n), standardized[v])
-                for p, (first, second) in enumerate(pairs):
-                    if v in (first, second):
-                        grad.addcmul_(standardized[second if v == first else first], g[p])
+                # The diagonal terms first, then the product accumulated onto them by the matrix product itself
+                # (one pass over N×D fewer), with the scale on the N×N factor.
+                partners = [
+                    (second if v == first else first, p)
+                    for p, (first, second) in enumerate(pairs)
+                    if v in (first, second)
+                ]
+                grad = torch.mul(standardized[partners[0][0]], g[partners[0][1]])
+                for u, p in partners[1:]:
+                    grad.addcmul_(standardized[u], g[p])
+                grad.addmm_((gram_sum - grams[v]).mul_(w / n), standardized[v])
                 if target != 0.0:
                     grad.sub_((row_sum_total - row_sums[v]).mul_(w * target).unsqueeze(1))
                 grads.append(standardize_backward_(grad, standardized[v], rstds[v], standardization))
