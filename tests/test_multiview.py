@@ -120,6 +120,16 @@ def test_only_some_views_or_terms_need_gradients():
             assert_relative(grad, expected_grad, 1e-10, f"gradient of the {term} term alone")
 
 
+def test_a_retained_graph_gives_the_same_gradients_twice():
+    views = _views(3, 20, 30)
+    for algorithm in ("gram", "cross"):
+        loss = redundancy.multiview_barlow_twins_loss(views, algorithm=algorithm, off_diagonal_target=-1.0)
+        first = torch.autograd.grad(loss, views, retain_graph=True)
+        second = torch.autograd.grad(loss, views)
+        for grad, again in zip(first, second, strict=True):
+            assert torch.equal(grad, again), algorithm
+
+
 # ------------------------------------------------------------------------------------------------ inputs, Modules
 
 

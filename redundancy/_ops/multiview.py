@@ -34,6 +34,7 @@ import itertools
 import torch
 
 from redundancy._ops._autocast import no_autocast
+from redundancy._ops._autograd import saved_tensors_die_after_backward
 from redundancy._ops.cross import cross_correlation_terms
 from redundancy._ops.products import symmetric_gram
 from redundancy._ops.reductions import column_dot
@@ -144,25 +145,30 @@ class _MultiviewGramTerms(torch.autograd.Function):
             if target != 0.0:
                 row_sums = torch.stack([a.sum(dim=1) for a in standardized])
                 row_sum_total = row_sums.sum(dim=0)
-            grads = []
-            for v in range(count):
-                if not needs[v]:
-                    grads.append(None)
-                    continue
-                # The diagonal terms first, then the product accumulated onto them by the matrix product itself
-                # (one pass over N×D fewer), with the scale on the N×N factor.
+            # The standardized views are the op's own tensors: unless the graph is kept for another backward, the
+            # last gradient is formed in the memory of a partner view, which no gradient reads after it.
+            donate = standardization is not None and saved_tensors_die_after_backward()
+            wanted = [v for v in range(count) if needs[v]]
+            grads = [None] * count
+            for v in wanted:
                 partners = [
                     (second if v == first else first, p)
                     for p, (first, second) in enumerate(pairs)
                     if v in (first, second)
                 ]
-                grad = torch.mul(standardized[partners[0][0]], g[partners[0][1]])
+                u, p = partners[0]
+                if donate and v == wanted[-1]:
+                    grad = standardized[u].mul_(g[p])
+                else:
+                    grad = torch.mul(standardized[u], g[p])
                 for u, p in partners[1:]:
                     grad.addcmul_(standardized[u], g[p])
+                # The product accumulated onto the diagonal terms by the matrix product itself (one pass over N×D
+                # fewer), with the scale on the N×N factor.
                 grad.addmm_((gram_sum - grams[v]).mul_(w / n), standardized[v])
                 if target != 0.0:
                     grad.sub_((row_sum_total - row_sums[v]).mul_(w * target).unsqueeze(1))
-                grads.append(standardize_backward_(grad, standardized[v], rstds[v], standardization))
+                grads[v] = standardize_backward_(grad, standardized[v], rstds[v], standardization)
         return (None, None, *grads)
 
 
