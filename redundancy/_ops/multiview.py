@@ -141,7 +141,9 @@ class _MultiviewGramTerms(torch.autograd.Function):
             pairs = view_pairs(count)
             g = _diagonal_gradients(diagonals, grad_invariance, grad_redundancy, target, len(pairs), n)
             w = grad_redundancy * (2.0 / (n * len(pairs)))
-            gram_sum = torch.stack(grams).sum(dim=0) if any(needs) else None
+            gram_sum = grams[0] + grams[1]
+            for gram in grams[2:]:
+                gram_sum.add_(gram)
             if target != 0.0:
                 row_sums = torch.stack([a.sum(dim=1) for a in standardized])
                 row_sum_total = row_sums.sum(dim=0)
