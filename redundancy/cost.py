@@ -240,7 +240,7 @@ def multiview_barlow_twins_flops(algorithm: str, n: int, d: int, views: int, *, 
     """Matrix-product FLOPs of one evaluation of :func:`redundancy.multiview_barlow_twins_loss` on ``views`` views.
 
     ``gram`` shares the views' Gram matrices: V symmetric Grams forward (``(1 + 1/k)·N²·D`` each, see
-    :func:`redundancy._ops.products.symmetric_gram_flops`) and V products ``(S - G_v) A_v`` backward (2·N²·D
+    ``redundancy._ops.products.symmetric_gram_flops``) and V products ``(S - G_v) A_v`` backward (2·N²·D
     each), where the loop over the P = V(V-1)/2 pairs costs P times :func:`barlow_twins_flops` (two Grams forward
     and two products backward per pair): V - 1 times more (3× for V = 4). ``cross`` forms each pair's C: P·6·N·D²,
     the loop's own cost. The O(N·D) standardization and the O(N²) inner products of the Grams are left out.

@@ -9,7 +9,7 @@ Multi-crop training gives each image V views (V ≥ 2); the loss of a batch is t
 
 and each term of the ``terms`` form is likewise the mean over the pairs. The views share their work instead of
 recomputing it per pair: each is standardized once, and on the Gram path (Barlow Twins) the V views share V Gram
-matrices in forward and V products in backward (:mod:`redundancy._ops.multiview`), against two of each per pair
+matrices in forward and V products in backward (``redundancy._ops.multiview``), against two of each per pair
 for the loop. VICReg's variance and covariance terms are per view, so each is computed once and weighted by the
 number of pairs it belongs to, and the mean squared difference over the pairs is
 :math:`\sum_{u<v} \lVert z_u - z_v \rVert^2 = V \sum_v \lVert z_v - \bar z \rVert^2` (:math:`\bar z` the mean view),
@@ -165,13 +165,15 @@ def multiview_barlow_twins_loss(views, **options) -> torch.Tensor:
     forms each pair's D×D matrix (``V(V-1)/2·6·N·D²``). ``"auto"`` takes the Gram path for
     ``N < 0.875·(V-1)·D`` (:func:`redundancy.cost.choose_multiview_algorithm`).
 
+    The options ``lambd``, ``scale``, ``eps``, ``normalization``, ``off_diagonal_target``, ``algorithm``,
+    ``distributed``, ``gradient_convention`` and ``group`` are those of :func:`~redundancy.barlow_twins_loss`.
+
     Args:
-        views: the views, a sequence of V ≥ 2 tensors of shape ``(N, D)`` (same shape, dtype kind and device),
-            or one tensor of shape ``(V, N, D)``.
-        lambd, scale, eps, normalization, off_diagonal_target, algorithm, strategy, distributed,
-            gradient_convention, group: as in :func:`~redundancy.barlow_twins_loss`. ``strategy="all_reduce"``
-            sums each pair's C over the ranks (``V(V-1)/2·D²`` elements), ``"all_gather"`` gathers the V
-            standardized views (``V·N·D``).
+        views: the views, a sequence of V ≥ 2 tensors of shape ``(N, D)`` (same shape and device), or one tensor
+            of shape ``(V, N, D)``.
+        strategy: as in :func:`~redundancy.barlow_twins_loss`: ``"all_reduce"`` sums each pair's C over the ranks
+            (``V(V-1)/2·D²`` elements), ``"all_gather"`` gathers the V standardized views (``V·N·D``), ``"auto"``
+            weighs the two (:func:`redundancy.cost.choose_multiview_strategy`).
         backend: ``"auto"`` and ``"torch"`` run the shared-Gram op above (PyTorch operations, any device);
             ``"triton"`` runs the two-view Triton kernels on each pair, sharing nothing.
 
@@ -251,12 +253,14 @@ def multiview_vicreg_loss(views, **options) -> torch.Tensor:
     variance hinge and covariance penalty are computed once (a view belongs to V - 1 pairs), and the pairs' mean
     squared differences come from the views' distances to their mean, so the cost grows with V, not with V².
 
+    The options ``invariance_weight``, ``variance_weight``, ``covariance_weight``, ``gamma``, ``eps``,
+    ``correction``, ``variance_reduction``, ``algorithm``, ``distributed``, ``gradient_convention`` and ``group``
+    are those of :func:`~redundancy.vicreg_loss`; under ``distributed="global"`` every rank gathers the V views of
+    all ranks (``V·N·D`` elements).
+
     Args:
         views: the views, a sequence of V ≥ 2 tensors of shape ``(N, D)`` (same shape and device), or one
             tensor of shape ``(V, N, D)``.
-        invariance_weight, variance_weight, covariance_weight, gamma, eps, correction, variance_reduction,
-            algorithm, distributed, gradient_convention, group: as in :func:`~redundancy.vicreg_loss`; under
-            ``distributed="global"`` every rank gathers the V views of all ranks (``V·N·D`` elements).
 
     Shape:
         ``views``: V × ``(N, D)`` with ``N >= 2``; under ``distributed="global"`` with several ranks, each rank

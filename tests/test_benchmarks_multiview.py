@@ -75,3 +75,24 @@ def test_the_committed_run_is_the_headline_shape_and_as_fast_as_claimed():
     assert rounds >= 10
     assert result["speedup"]["median"] >= 2.0  # the figure docs/multiview.rst quotes
     assert f"{rounds} interleaved rounds" in (RESULTS / "multiview.md").read_text()
+
+
+def docs_table_cells(result: dict) -> tuple[str, str, str]:
+    """The cells of docs/multiview.rst's measured table for one result: multi-view ms, loop ms, speed-up."""
+    cells = []
+    for name in ("multiview", "pairs"):
+        timing = result["methods"][name]
+        cells.append(f"{timing['median_s'] * 1e3:.1f} ({timing['p20_s'] * 1e3:.1f}–{timing['p80_s'] * 1e3:.1f})")
+    speedup = result["speedup"]
+    cells.append(f"{speedup['median']:.2f}× ({speedup['p20']:.2f}–{speedup['p80']:.2f})")
+    return tuple(cells)
+
+
+def test_the_docs_quote_the_committed_run():
+    saved = json.loads((RESULTS / "multiview.json").read_text())
+    page = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "multiview.rst").read_text()
+    quoted = [r for r in saved["results"] if (r["loss"], r["n"], r["d"]) == ("barlow_twins", 256, 8192)]
+    assert [r["views"] for r in quoted] == [2, 3, 4, 6]
+    for result in quoted:
+        rows = "\n".join(f"     - {cell}" for cell in docs_table_cells(result))
+        assert f"   * - {result['views']}\n{rows}\n" in page, f"V = {result['views']}: {docs_table_cells(result)}"
