@@ -250,6 +250,54 @@ def test_gradcheck_and_gradgradcheck_of_the_gram_op():
     assert torch.autograd.gradgradcheck(terms, views)
 
 
+def test_torch_func_transforms_of_the_gram_op():
+    standardization = Standardization(unbiased=True, eps=1e-5)
+    views = [view.detach() for view in _views(3, 9, 13, seed=8)]
+
+    def loss(*views):
+        invariance, redundancy = multiview_gram_terms(views, target=-0.5, standardization=standardization)
+        return invariance + 0.3 * redundancy
+
+    def reference(*views):
+        pairs = itertools.combinations(range(len(views)), 2)
+        terms = [
+            barlow_twins_terms_reference(views[u], views[v], normalization="std", off_diagonal_target=-0.5)
+            for u, v in pairs
+        ]
+        return sum(invariance + 0.3 * redundancy for invariance, redundancy in terms) / len(terms)
+
+    for argnums in (0, 2):
+        assert_relative(torch.func.grad(loss, argnums)(*views), torch.func.grad(reference, argnums)(*views), 1e-10)
+    mixed = torch.func.jacrev(torch.func.grad(loss, 0), 1)(*views)  # ∂²L/∂z_1∂z_0
+    assert_relative(mixed, torch.func.jacrev(torch.func.grad(reference, 0), 1)(*views), 1e-9, "jacrev(grad)")
+    batched = [torch.stack([view, 2 * view + 1, view.flip(0)]) for view in views]
+    one_by_one = [[b[k] for b in batched] for k in range(3)]
+    assert_relative(torch.vmap(loss)(*batched), torch.stack([loss(*v) for v in one_by_one]), 1e-12, "vmap")
+    expected = torch.stack([torch.func.grad(loss)(*v) for v in one_by_one])
+    assert_relative(torch.vmap(torch.func.grad(loss))(*batched), expected, 1e-12, "vmap of grad")
+
+
+@pytest.mark.parametrize(
+    ("function", "options"),
+    [
+        (redundancy.multiview_barlow_twins_loss, {"algorithm": "gram"}),
+        (redundancy.multiview_barlow_twins_loss, {"algorithm": "cross", "off_diagonal_target": -1.0}),
+        (redundancy.multiview_vicreg_loss, {}),
+    ],
+)
+def test_compiles_without_graph_breaks(function, options):
+    views = _views(3, 16, 40, seed=9)
+    expected = function(views, **options)
+    expected_grads = torch.autograd.grad(expected, views)
+    for inputs in (views, torch.stack(views)):
+        compiled = torch.compile(lambda views: function(views, **options), fullgraph=True, backend="aot_eager")
+        value = compiled(inputs)
+        assert_relative(value, expected, 1e-12, f"compiled {function.__name__}")
+    grads = torch.autograd.grad(compiled(views), views)
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        assert_relative(grad, expected_grad, 1e-12, f"gradient of compiled {function.__name__}")
+
+
 @pytest.mark.parametrize("algorithm", ["gram", "cross"])
 def test_float32_within_the_tolerance_of_float64(algorithm):
     views64 = _views(4, 48, 96, seed=6)

@@ -82,6 +82,8 @@ def _diagonal_gradients(diagonals, grad_invariance, grad_redundancy, target: flo
 
 
 class _MultiviewGramTerms(torch.autograd.Function):
+    generate_vmap_rule = True
+
     @staticmethod
     def forward(target: float, standardization: Standardization | None, *views: torch.Tensor):
         n = views[0].shape[0]
