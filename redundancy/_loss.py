@@ -255,9 +255,10 @@ class Loss:
         min_rows = 0 if distributed_ops.is_global(options.distributed, options.group) else self.min_rows
         error = None
         try:
+            options.check()
             if self.unpack is not None:
                 inputs, names = self.unpack(inputs)
-            self._check(options, inputs, names, min_rows)
+            self._check_inputs(inputs, names, min_rows)
         except (TypeError, ValueError) as caught:
             error = caught  # raised by GlobalBatch.open, on every rank of a global call
         views = inputs[: len(names)]
@@ -267,8 +268,7 @@ class Loss:
             outputs = self.compute(options, batch, *inputs)
         return batch.apply_gradient_convention(options.gradient_convention, outputs)
 
-    def _check(self, options: Options, inputs: tuple, names: tuple[str, ...], min_rows: int) -> None:
-        options.check()
+    def _check_inputs(self, inputs: tuple, names: tuple[str, ...], min_rows: int) -> None:
         if self.check_inputs is None:
             check_views(names, inputs, min_rows=min_rows)
         else:
