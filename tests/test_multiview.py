@@ -101,6 +101,19 @@ def test_the_loss_is_the_first_term_and_both_algorithms_agree():
         assert_relative(loss(views, algorithm="gram"), loss(views, algorithm="cross"), 1e-10, loss.__name__)
 
 
+@pytest.mark.parametrize("function", [redundancy.multiview_barlow_twins_terms, redundancy.multiview_vicreg_terms])
+def test_invariant_to_the_order_of_the_views_and_to_a_joint_permutation_of_rows_and_features(function):
+    views = [view.detach() for view in _views(4, 29, 35, seed=12)]
+    generator = torch.Generator().manual_seed(3)
+    rows, features = torch.randperm(29, generator=generator), torch.randperm(35, generator=generator)
+    for algorithm in ("gram", "cross"):
+        expected = torch.stack(function(views, algorithm=algorithm))
+        reordered = [views[2], views[0], views[3], views[1]]
+        assert_relative(torch.stack(function(reordered, algorithm=algorithm)), expected, 1e-12, "views reordered")
+        permuted = [view[rows][:, features] for view in views]
+        assert_relative(torch.stack(function(permuted, algorithm=algorithm)), expected, 1e-12, "rows and features")
+
+
 def test_only_some_views_or_terms_need_gradients():
     views = _views(3, 12, 20)
     frozen = [views[0], views[1].detach(), views[2]]
