@@ -96,3 +96,11 @@ def test_the_docs_quote_the_committed_run():
     for result in quoted:
         rows = "\n".join(f"     - {cell}" for cell in docs_table_cells(result))
         assert f"   * - {result['views']}\n{rows}\n" in page, f"V = {result['views']}: {docs_table_cells(result)}"
+
+
+def test_the_docs_quote_the_committed_vicreg_run():
+    (result,) = json.loads((RESULTS / "multiview_vicreg.json").read_text())["results"]
+    assert (result["loss"], result["views"], result["n"], result["d"]) == ("vicreg", 4, 256, 8192)
+    speedup = result["speedup"]
+    page = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "multiview.rst").read_text()
+    assert f"{speedup['median']:.2f}× ({speedup['p20']:.2f}–{speedup['p80']:.2f})" in " ".join(page.split())
