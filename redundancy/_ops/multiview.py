@@ -15,7 +15,7 @@ add up before the one product (``S = Σ_u G_u``)::
 with ``w`` and ``g_uv`` those of :mod:`redundancy._ops.terms` for the upstream gradients divided by P. That is V
 products of N×N by N×D, not 2 per pair. Matrix-product FLOPs, forward and backward: ``V·(F_sym + 2·N²·D)`` where
 ``F_sym ≤ 2·N²·D`` is one symmetric Gram (``redundancy._ops.products.symmetric_gram_flops``), against
-``P·(2·F_sym + 4·N²·D)`` for the loop over pairs: a ratio of ``P/V·2 = V - 1`` (3 for V = 4).
+``P·(2·F_sym + 4·N²·D)`` for the loop over pairs: ``2P/V = V - 1`` times more (3 for V = 4).
 
 When D ≤ N the value of each pair's off-diagonal energy is summed from ``C_uv`` itself (D×D, no larger than a
 Gram), never as the difference ``⟨G_u, G_v⟩/N² - Σ_i c_uv,i²``, which cancels near convergence (C ≈ I); the
