@@ -112,7 +112,7 @@ class _MultiviewGramTerms(torch.autograd.Function):
         count = len(views)
         diagonals, *rest = output[2:]
         grams = rest[:count]
-        standardized, rstds = (rest[count : 2 * count], rest[2 * count :]) if standardization else (views, ())
+        standardized, rstds = (views, ()) if standardization is None else (rest[count : 2 * count], rest[2 * count :])
         ctx.mark_non_differentiable(*output[2:])
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(diagonals, *views, *grams, *standardized, *rstds)
