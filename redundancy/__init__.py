@@ -21,9 +21,17 @@ from redundancy.modules import (
     CCASSGLoss,
     DeCovLoss,
     MixedBarlowTwinsRegularizer,
+    MultiviewBarlowTwinsLoss,
+    MultiviewVICRegLoss,
     SpectralContrastiveLoss,
     TotalCodingRate,
     VICRegLoss,
+)
+from redundancy.multiview import (
+    multiview_barlow_twins_loss,
+    multiview_barlow_twins_terms,
+    multiview_vicreg_loss,
+    multiview_vicreg_terms,
 )
 from redundancy.regularizers import decov_loss, total_coding_rate
 from redundancy.spectral_contrastive import (
@@ -49,6 +57,8 @@ __all__ = [
     "CrossCorrelationSummary",
     "DeCovLoss",
     "MixedBarlowTwinsRegularizer",
+    "MultiviewBarlowTwinsLoss",
+    "MultiviewVICRegLoss",
     "SpectralContrastiveLoss",
     "SpectralContrastiveTerms",
     "TotalCodingRate",
@@ -66,6 +76,10 @@ __all__ = [
     "effective_rank",
     "feature_std",
     "mixed_barlow_twins_regularizer",
+    "multiview_barlow_twins_loss",
+    "multiview_barlow_twins_terms",
+    "multiview_vicreg_loss",
+    "multiview_vicreg_terms",
     "off_diagonal",
     "spectral_contrastive_loss",
     "spectral_contrastive_terms",

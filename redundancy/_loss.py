@@ -225,6 +225,10 @@ class Loss:
         check_inputs: ``check_inputs(names, inputs, min_rows)``; the default checks the views only.
         shared_inputs: names of ``extra`` real-number inputs that every rank must pass alike (compared in the
             exchange of a process group, like the options).
+        unpack: for a loss of a variable number of views, ``unpack(inputs) -> (views, names)`` turns the public
+            function's inputs into the views and their names (raising a ``TypeError``/``ValueError`` naming the
+            argument); ``views`` then names that one argument, and the ranks of a process group also compare
+            the number of views.
     """
 
     name: str
@@ -235,6 +239,7 @@ class Loss:
     min_rows: int = 2
     check_inputs: Callable = dataclasses.field(default=None)
     shared_inputs: tuple[str, ...] = ()
+    unpack: Callable | None = None
 
     code: int = dataclasses.field(init=False)
     """A number that names the loss in the exchange of the ranks (exact in float64)."""
@@ -251,32 +256,36 @@ class Loss:
             error = TypeError(f"{self.name}() got an unexpected keyword argument {unknown[0]!r}")
             options = {name: value for name, value in options.items() if name in self.options.names}
         options = self.options(**options)
-        views = inputs[: len(self.views)]
+        names = self.views
         # A rank of several holds part of the rows (maybe none): the global batch's size is checked in the exchange.
         min_rows = 0 if distributed_ops.is_global(options.distributed, options.group) else self.min_rows
         if error is None:
             try:
-                self._check(options, inputs, min_rows)
+                options.check()
+                if self.unpack is not None:
+                    inputs, names = self.unpack(inputs)
+                self._check_inputs(inputs, names, min_rows)
             except (TypeError, ValueError) as caught:
                 error = caught  # raised by GlobalBatch.open, on every rank of the group
-        shared = []
+        views = inputs[: len(names)]
+        shared = []  # inputs every rank must pass alike, compared in the exchange like the options
         if error is None:
-            names = self.views + self.extra
-            shared = [(name, float(inputs[names.index(name)])) for name in self.shared_inputs]
+            named = names + self.extra
+            shared = [(name, float(inputs[named.index(name)])) for name in self.shared_inputs]
+            if self.unpack is not None:
+                shared.append(("len(views)", len(views)))
         batch = distributed_ops.GlobalBatch.open(
-            self.code, options, views, self.views, error=error, shared=shared, min_rows=self.min_rows
+            self.code, options, views, names, error=error, shared=shared, min_rows=self.min_rows
         )
         with no_autocast(views[0].device):
             outputs = self.compute(options, batch, *inputs)
         return batch.apply_gradient_convention(options.gradient_convention, outputs)
 
-    def _check(self, options: Options, inputs: tuple, min_rows: int) -> None:
-        options.check()
-        names = self.views + self.extra
+    def _check_inputs(self, inputs: tuple, names: tuple[str, ...], min_rows: int) -> None:
         if self.check_inputs is None:
-            check_views(self.views, inputs, min_rows=min_rows)
+            check_views(names, inputs, min_rows=min_rows)
         else:
-            self.check_inputs(names, inputs, min_rows)
+            self.check_inputs(names + self.extra, inputs, min_rows)
 
 
 def takes_options_of(loss: Loss) -> Callable[[Callable], Callable]:

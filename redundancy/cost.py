@@ -232,3 +232,72 @@ def choose_strategy(
 
     # One comparison (not min(key=...), which torch.compile cannot trace); ties go to all_reduce.
     return "all_gather" if estimated_cost("all_gather") < estimated_cost("all_reduce") else "all_reduce"
+
+
+# ------------------------------------------------------------------------------------------------ several views
+
+
+def multiview_barlow_twins_flops(algorithm: str, n: int, d: int, views: int, *, backward: bool = True) -> int:
+    """Matrix-product FLOPs of one evaluation of :func:`redundancy.multiview_barlow_twins_loss` on ``views`` views.
+
+    ``gram`` shares the views' Gram matrices: V symmetric Grams forward (``(1 + 1/k)·N²·D`` each, see
+    ``redundancy._ops.products.symmetric_gram_flops``) and V products ``(S - G_v) A_v`` backward (2·N²·D
+    each), where the loop over the P = V(V-1)/2 pairs costs P times :func:`barlow_twins_flops` (two Grams forward
+    and two products backward per pair): V - 1 times more (3× for V = 4). ``cross`` forms each pair's C: P·6·N·D²,
+    the loop's own cost. The O(N·D) standardization and the O(N²) inner products of the Grams are left out.
+
+    Example:
+        >>> loop = 6 * barlow_twins_flops("gram", 256, 8192)
+        >>> loop / multiview_barlow_twins_flops("gram", 256, 8192, 4)
+        3.0
+    """
+    if not isinstance(views, int) or isinstance(views, bool) or views < 2:
+        raise ValueError(f"views must be an int >= 2, got {views!r}")
+    pairs = views * (views - 1) // 2
+    if algorithm == "cross":
+        return pairs * barlow_twins_flops("cross", n, d, backward=backward)
+    if algorithm != "gram":
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    forward = views * symmetric_gram_flops(n, d)
+    return forward + views * 2 * n * n * d if backward else forward
+
+
+def choose_multiview_algorithm(n: int, d: int, views: int) -> str:
+    """The algorithm ``algorithm="auto"`` of the multi-view loss uses: ``gram`` when ``N < 0.875·(V-1)·D``.
+
+    Sharing the Grams divides the Gram path's cost by ``V - 1`` relative to the cross path's (both counted per
+    pair), so the measured two-view crossover :data:`GRAM_CROSSOVER` moves by that factor.
+
+    Example:
+        >>> choose_multiview_algorithm(2048, 2048, 2), choose_multiview_algorithm(2048, 2048, 4)
+        ('cross', 'gram')
+    """
+    return "gram" if n < GRAM_CROSSOVER * (views - 1) * d else "cross"
+
+
+def choose_multiview_strategy(
+    global_n: int, d: int, world_size: int, views: int, dtype: torch.dtype = torch.float32, *, algorithm: str = "auto"
+) -> str:
+    """The strategy ``strategy="auto"`` of the multi-view loss uses, weighed as :func:`choose_strategy` does.
+
+    ``all_reduce`` sums each pair's C (``2·(W-1)/W·P·D²`` elements per rank) and runs the cross path on the
+    rank's ``ceil(N/W)`` rows; ``all_gather`` gathers the V standardized views (``(W-1)·V·ceil(N/W)·D``) and runs
+    ``algorithm`` on all N rows. The collectives both strategies share (header, statistics) are left out.
+
+    Example:
+        >>> choose_multiview_strategy(256, 8192, 8, 4), choose_multiview_strategy(65536, 128, 8, 4)
+        ('all_gather', 'all_reduce')
+    """
+    if algorithm == "gram":
+        return "all_gather"
+    _check_shape_counts(global_n, d, world_size)
+    itemsize = _compute_itemsize(dtype)
+    pairs = views * (views - 1) // 2
+    rows = math.ceil(global_n / world_size)
+    gathered = "cross" if algorithm == "cross" else choose_multiview_algorithm(global_n, d, views)
+    reduce_bytes = itemsize * math.ceil(2 * (world_size - 1) * pairs * d * d / world_size)
+    gather_bytes = itemsize * (world_size - 1) * views * rows * d
+    reduce_cost = multiview_barlow_twins_flops("cross", rows, d, views) + FLOPS_PER_COMMUNICATED_BYTE * reduce_bytes
+    gather_flops = multiview_barlow_twins_flops(gathered, global_n, d, views)
+    gather_cost = gather_flops + FLOPS_PER_COMMUNICATED_BYTE * gather_bytes
+    return "all_reduce" if reduce_cost < gather_cost else "all_gather"

@@ -356,7 +356,7 @@ class GlobalBatch:
             f"float64, the others in float32), got {{values}} on {ranks}",
         )
         compared = [(spec.name, spec.decode) for spec in options.specs if spec.shared]  # options.shared_values()
-        compared += [(name, float) for name, _ in shared]
+        compared += [(name, _as_number) for name, _ in shared]
         for index, (name, decode) in enumerate(compared, start=6):
             _check_same(
                 [decode(row[index]) for row in headers],
@@ -456,6 +456,11 @@ class GlobalBatch:
             return outputs
         scaled = _ScaleGradient.apply(float(self.world_size), *tensors)
         return scaled[0] if isinstance(outputs, torch.Tensor) else type(outputs)(*scaled)
+
+
+def _as_number(value: float) -> float | int:
+    """A header value as it reads best in a message: an int when it is one (a count of views), else the float."""
+    return int(value) if value == int(value) else value
 
 
 def _check_same(values: list, message: str) -> None:

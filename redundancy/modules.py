@@ -9,6 +9,7 @@ from redundancy._loss import LossModule
 from redundancy.cca_ssg import cca_ssg_terms
 from redundancy.functional import barlow_twins_terms
 from redundancy.mixed_barlow_twins import mixed_barlow_twins_regularizer
+from redundancy.multiview import multiview_barlow_twins_terms, multiview_vicreg_terms
 from redundancy.regularizers import decov_loss, total_coding_rate
 from redundancy.spectral_contrastive import spectral_contrastive_terms
 from redundancy.vicreg import vicreg_terms
@@ -18,6 +19,8 @@ __all__ = [
     "CCASSGLoss",
     "DeCovLoss",
     "MixedBarlowTwinsRegularizer",
+    "MultiviewBarlowTwinsLoss",
+    "MultiviewVICRegLoss",
     "SpectralContrastiveLoss",
     "TotalCodingRate",
     "VICRegLoss",
@@ -102,4 +105,27 @@ class SpectralContrastiveLoss(LossModule, function=spectral_contrastive_terms):
         >>> criterion = SpectralContrastiveLoss(mu=1.0)
         >>> z1, z2 = torch.randn(64, 16, requires_grad=True), torch.randn(64, 16)
         >>> criterion(z1, z2).backward()
+    """
+
+
+class MultiviewBarlowTwinsLoss(LossModule, function=multiview_barlow_twins_terms):
+    r"""The multi-view Barlow Twins loss as a module; ``forward(views)`` is
+    :func:`redundancy.multiview_barlow_twins_loss`.
+
+    Example:
+        >>> criterion = MultiviewBarlowTwinsLoss(lambd="auto")
+        >>> views = torch.randn(4, 64, 128, requires_grad=True)  # (V, N, D), or a list of V (N, D) tensors
+        >>> criterion(views).backward()
+        >>> criterion.terms(views).invariance.item() > 0
+        True
+    """
+
+
+class MultiviewVICRegLoss(LossModule, function=multiview_vicreg_terms):
+    r"""The multi-view VICReg loss as a module; ``forward(views)`` is :func:`redundancy.multiview_vicreg_loss`.
+
+    Example:
+        >>> criterion = MultiviewVICRegLoss()
+        >>> views = [torch.randn(64, 32, requires_grad=True) for _ in range(3)]
+        >>> criterion(views).backward()
     """
