@@ -18,7 +18,7 @@ from redundancy._loss import (
     real_or_auto_option,
     takes_options_of,
 )
-from redundancy._ops import cross_correlation_terms, gram_terms, standardization_of, standardize
+from redundancy._ops import Standardization, cross_correlation_terms, gram_terms, standardization_of, standardize
 from redundancy._ops._autocast import no_autocast
 from redundancy._triton import barlow_twins_terms_triton, select_backend
 from redundancy._validation import check_choice, check_embedding, check_real, check_same_batch, compute_dtype
@@ -86,19 +86,43 @@ def standardize_view(z: torch.Tensor, normalization: str, eps: float, batch=None
     return z if standardization is None else standardize(z, standardization, batch=batch)
 
 
+class BarlowTwinsPlan(NamedTuple):
+    """How one evaluation computes the Barlow Twins terms: the options resolved for this batch."""
+
+    lambd: float
+    target: float
+    standardization: "Standardization | None"
+    algorithm: str
+    strategy: str
+
+
+def barlow_twins_plan(options: BarlowTwinsOptions, batch, views: int = 2) -> BarlowTwinsPlan:
+    """Resolve ``"auto"`` options for a batch of ``views`` views (the two-view loss, or the multi-view one)."""
+    n, d, world_size = batch.count, batch.dim, batch.world_size
+    algorithm, strategy = options.algorithm, options.strategy
+    if world_size == 1:
+        strategy = "all_gather"  # the whole batch is here: nothing to combine
+    elif strategy == "auto" and views == 2:
+        strategy = cost.choose_strategy(n, d, world_size, batch.dtype, algorithm=algorithm)
+    elif strategy == "auto":
+        strategy = cost.choose_multiview_strategy(n, d, world_size, views, batch.dtype, algorithm=algorithm)
+    if algorithm == "auto":
+        if strategy == "all_reduce":
+            algorithm = "cross"
+        else:
+            algorithm = cost.choose_algorithm(n, d) if views == 2 else cost.choose_multiview_algorithm(n, d, views)
+    return BarlowTwinsPlan(
+        lambd=1.0 / d if options.lambd == "auto" else options.lambd,
+        target=options.off_diagonal_target,
+        standardization=standardization_of(options.normalization, options.eps),
+        algorithm=algorithm,
+        strategy=strategy,
+    )
+
+
 def _barlow_twins(options: BarlowTwinsOptions, batch, z1: torch.Tensor, z2: torch.Tensor) -> BarlowTwinsTerms:
     """The terms of :func:`barlow_twins_terms` for the batch of all ranks (one rank: this process's batch)."""
-    n, d = batch.count, batch.dim
-    lambd = 1.0 / d if options.lambd == "auto" else options.lambd
-    target = options.off_diagonal_target
-    standardization = standardization_of(options.normalization, options.eps)
-    algorithm, strategy = options.algorithm, options.strategy
-    if batch.world_size == 1:
-        strategy = "all_gather"  # the whole batch is here: nothing to combine
-    elif strategy == "auto":
-        strategy = cost.choose_strategy(n, d, batch.world_size, batch.dtype, algorithm=algorithm)
-    if algorithm == "auto":
-        algorithm = "cross" if strategy == "all_reduce" else cost.choose_algorithm(n, d)
+    lambd, target, standardization, algorithm, strategy = barlow_twins_plan(options, batch)
     backend = select_backend(options.backend, z1, algorithm=algorithm) if batch.world_size == 1 else options.backend
     if backend == "triton":
         if batch.world_size > 1:

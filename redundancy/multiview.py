@@ -24,12 +24,10 @@ from collections.abc import Sequence
 
 import torch
 
-from redundancy import cost
 from redundancy._loss import Loss, takes_options_of
 from redundancy._ops.multiview import multiview_cross_terms, multiview_gram_terms, view_pairs
-from redundancy._ops.standardize import standardization_of
 from redundancy._triton import barlow_twins_terms_triton, select_backend
-from redundancy.functional import BarlowTwinsOptions, BarlowTwinsTerms, standardize_view
+from redundancy.functional import BarlowTwinsOptions, BarlowTwinsTerms, barlow_twins_plan, standardize_view
 from redundancy.vicreg import VICRegOptions, VICRegTerms, _covariance_penalty, _variance_hinge, center
 
 __all__ = [
@@ -74,17 +72,8 @@ def unpack_views(inputs: tuple) -> tuple[tuple[torch.Tensor, ...], tuple[str, ..
 
 
 def _multiview_barlow_twins(options: BarlowTwinsOptions, batch, *views: torch.Tensor) -> BarlowTwinsTerms:
-    n, d, count = batch.count, batch.dim, len(views)
-    lambd = 1.0 / d if options.lambd == "auto" else options.lambd
-    target = options.off_diagonal_target
-    standardization = standardization_of(options.normalization, options.eps)
-    algorithm, strategy = options.algorithm, options.strategy
-    if batch.world_size == 1:
-        strategy = "all_gather"  # the whole batch is here: nothing to combine
-    elif strategy == "auto":
-        strategy = cost.choose_multiview_strategy(n, d, batch.world_size, count, batch.dtype, algorithm=algorithm)
-    if algorithm == "auto":
-        algorithm = "cross" if strategy == "all_reduce" else cost.choose_multiview_algorithm(n, d, count)
+    count = len(views)
+    lambd, target, standardization, algorithm, strategy = barlow_twins_plan(options, batch, views=count)
     # The shared-Gram op is a torch op: "auto" is torch on every device, and "triton" runs the two-view kernels
     # on each pair (nothing shared).
     backend = options.backend

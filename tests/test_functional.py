@@ -412,7 +412,7 @@ BAD_INPUTS = [
     ((GOOD, GOOD[:, :3]), {}, ValueError, r"z1 and z2 must have the same shape, got z1 \(8, 4\) and z2 \(8, 3\)"),
     ((GOOD[:1], GOOD[:1]), {}, ValueError, r"at least 2 rows, got shape \(1, 4\)"),
     ((GOOD[:, :0], GOOD[:, :0]), {}, ValueError, r"at least one feature column"),
-    ((GOOD, GOOD.to("meta")), {}, ValueError, r"same device, got cpu and meta"),
+    ((GOOD, GOOD.to("meta")), {}, ValueError, r"z2 is on the meta device, which holds no values"),
     ((GOOD, GOOD), {"lambd": -0.1}, ValueError, r"lambd must be non-negative, got -0\.1"),
     ((GOOD, GOOD), {"lambd": "half"}, TypeError, r"lambd must be a real number"),
     ((GOOD, GOOD), {"lambd": float("nan")}, ValueError, r"lambd must be finite"),
