@@ -56,6 +56,7 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 
+from redundancy._ops._autograd import with_cached_signature
 from redundancy._ops.reductions import column_dot
 from redundancy._validation import compute_dtype
 
@@ -485,6 +486,7 @@ def _gather_padded(batch: GlobalBatch, *views: torch.Tensor) -> tuple[torch.Tens
     )
 
 
+@with_cached_signature
 class _GatherRowsOfReplicatedLoss(torch.autograd.Function):
     """All-gather the rows of one or more views from every rank, for a loss that every rank computes identically.
 
@@ -509,6 +511,7 @@ class _GatherRowsOfReplicatedLoss(torch.autograd.Function):
         return (None, *(grad[ctx.own] for grad in grads))
 
 
+@with_cached_signature
 class _ScaleGradient(torch.autograd.Function):
     """The identity on tensors whose backward multiplies the gradients by ``factor``."""
 

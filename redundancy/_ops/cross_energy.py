@@ -14,9 +14,10 @@ operations.
 import torch
 
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops._autograd import builds_graph
+from redundancy._ops._autograd import builds_graph, with_cached_signature
 
 
+@with_cached_signature
 class _CrossProductEnergy(torch.autograd.Function):
     generate_vmap_rule = True
 

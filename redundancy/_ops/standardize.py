@@ -36,7 +36,7 @@ from typing import NamedTuple
 import torch
 
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops._autograd import builds_graph, refuse_graph_with_collectives
+from redundancy._ops._autograd import builds_graph, refuse_graph_with_collectives, with_cached_signature
 from redundancy._ops._tracing import values_are_readable
 from redundancy._ops.reductions import column_dot
 
@@ -179,6 +179,7 @@ def standardize_vjp(
     return rstd * (grad - grad.mean(dim=0) - a * ((grad * a).sum(dim=0) / divisor))
 
 
+@with_cached_signature
 class _Standardize(torch.autograd.Function):
     generate_vmap_rule = True
 

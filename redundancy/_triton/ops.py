@@ -18,6 +18,8 @@ Triton) when they first run.
 
 import torch
 
+from redundancy._ops._autograd import with_cached_signature
+
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     """float64 for float64 inputs, float32 for every other input dtype."""
@@ -182,6 +184,7 @@ class BarlowTwinsTermsFunction(torch.autograd.Function):
         return (dz1, dz2, None, None, None, None)
 
 
+@with_cached_signature
 class _FirstOrderGradient(torch.autograd.Function):
     """A gradient of the Triton backward, linked to what it depends on so that differentiating it raises.
 
