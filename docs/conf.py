@@ -35,7 +35,7 @@ nitpick_ignore_regex = [
     ("py:(class|meth|func|attr|data|mod|exc)", r"torch\..*"),
     ("py:class", r"(Tensor|Module|nn\.Module|NamedTuple)"),
     ("py:class", r"collections\.abc\..*"),
-    ("py:class", r"redundancy(\.\w+)*\._\w+"),  # private bases (the loss modules' shared extra_repr)
+    ("py:class", r"redundancy(\.\w+)*\._\w+(\.\w+)*"),  # private bases, e.g. redundancy._loss.LossModule
 ]
 
 autodoc_member_order = "bysource"

@@ -182,8 +182,9 @@ def merge_moments(counts: Sequence[int], means: torch.Tensor, m2s: torch.Tensor)
 
 # ------------------------------------------------------------------------------------------------ the batch
 
-#: Values in the header every rank sends at the start of a global call: error flag, call counter, loss, rows, D, dtype,
-#: then the shared options (a loss has at most ``HEADER_SIZE - 6`` of them).
+#: How many float64 values each rank sends at the start of a call in a process group (the header). They are an
+#: error flag, the call counter, the loss, rows, D and dtype, then the shared options and inputs (at most
+#: ``HEADER_SIZE - 6`` of those).
 HEADER_SIZE = 32
 #: Calls of a loss per process group on this rank (key: the group; the default group under its own object).
 _CALLS: dict = {}
@@ -237,7 +238,7 @@ class GlobalBatch:
 
     @property
     def for_ops(self) -> "GlobalBatch | None":
-        """This batch for the ops of :mod:`redundancy._ops`, or ``None`` for one rank (the ops' local fast path)."""
+        """This batch for the ops of ``redundancy._ops``, or ``None`` for one rank (the ops' local fast path)."""
         return self if self.world_size > 1 else None
 
     # -------------------------------------------------------------------------------------------- opening
