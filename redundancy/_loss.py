@@ -11,11 +11,11 @@ A loss is three things:
   field is the loss and the others its terms. ``batch`` (:class:`redundancy.distributed.GlobalBatch`) is the
   batch of all ranks: one process is a group of one rank, for which every collective is the identity.
 
-:func:`loss_function` turns the computation into the public function. A call checks the options and the inputs,
-then, when the process group has several ranks and ``distributed="global"``, joins the one exchange of the batch
-(:meth:`redundancy.distributed.GlobalBatch.exchange`) *even when its own checks failed*, so that a bad input or
-option on any rank raises the same error on every rank instead of leaving the others waiting in a collective.
-Afterwards the gradient convention is applied to every output.
+:func:`takes_options_of` gives the public function (``f(*inputs, **options)`` whose body is :meth:`Loss.run`) the
+signature of its options. A call checks the options and the inputs, then, in a process group of several ranks,
+joins one exchange of headers (:meth:`redundancy.distributed.GlobalBatch.open`) *even when its own checks failed*,
+so that a bad input or option on any rank raises the same error on every rank instead of leaving the others
+waiting in a collective. Afterwards the gradient convention is applied to every output.
 """
 
 import dataclasses

@@ -264,13 +264,18 @@ class GlobalBatch:
         Twins' ``alpha``); ``min_rows`` is the fewest rows the global batch may have; ``view_names`` name the
         views in error messages.
         """
+        if not _DISTRIBUTED_AVAILABLE or not dist.is_initialized():  # one process: nothing to exchange
+            if error is not None:
+                raise error
+            rows, dim = views[0].shape
+            return cls(None, 0, (rows,), dim, compute_dtype(*views))
         if isinstance(options.group, int) and options.group == dist.GroupMember.NON_GROUP_MEMBER:
             raise ValueError(
                 "this process is not a member of the process group passed as group (torch.distributed.new_group "
                 "gives its non-members GroupMember.NON_GROUP_MEMBER): only the members of a group call its loss"
             )
         group = options.group if isinstance(options.group, dist.ProcessGroup) else None
-        if group_world_size(group) == 1:  # one process, or a group of one rank: nothing to exchange
+        if group_world_size(group) == 1:  # a group of one rank: nothing to exchange
             if error is not None:
                 raise error
             rows, dim = views[0].shape
