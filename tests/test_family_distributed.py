@@ -19,19 +19,22 @@ import torch.distributed as dist
 from torch import nn
 
 import redundancy
+from tests.family_batch import (
+    DIM,
+    SHARDS,
+    UPSTREAM,
+    WORLD_SIZE,
+    evaluate,
+    global_permutation,
+    global_views,
+    permutation,
+    rows,
+)
 from tests.utils import assert_relative, relative_error
 
 pytestmark = pytest.mark.distributed
 
-WORLD_SIZE = 3
-SHARDS = (4, 0, 7)  # uneven, with an empty rank that is not rank 0
-DIM = 6
-UPSTREAM = 0.7  # an upstream gradient that is not 1
 TIMEOUT = datetime.timedelta(seconds=20)
-
-
-def _permutation(rows: int, seed: int) -> torch.Tensor:
-    return torch.randperm(rows, generator=torch.Generator().manual_seed(seed))
 
 
 #: name -> (function of this rank's inputs, number of embedding views). Every loss of the family, with options
@@ -48,38 +51,6 @@ LOSSES = {
     "spectral_contrastive": (functools.partial(redundancy.spectral_contrastive_terms, algorithm="gram"), 2),
     "mixed_barlow_twins": (functools.partial(redundancy.mixed_barlow_twins_regularizer, algorithm="gram"), 3),
 }
-ALPHA = 0.3
-
-
-def _global_views() -> list[torch.Tensor]:
-    generator = torch.Generator().manual_seed(11)
-    n = sum(SHARDS)
-    z1 = torch.randn(n, DIM, generator=generator, dtype=torch.float64) * 1.5 + 2.0
-    z2 = z1 @ torch.randn(DIM, DIM, generator=generator, dtype=torch.float64) + 0.3
-    z3 = 0.5 * z1 - z2 + torch.randn(n, DIM, generator=generator, dtype=torch.float64)
-    return [z1, z2, z3]
-
-
-def _rows(rank: int) -> slice:
-    start = sum(SHARDS[:rank])
-    return slice(start, start + SHARDS[rank])
-
-
-def _global_permutation() -> torch.Tensor:
-    """Each rank's own permutation of its rows, as one block-diagonal permutation of the global batch."""
-    return torch.cat([_permutation(n, rank) + sum(SHARDS[:rank]) for rank, n in enumerate(SHARDS)])
-
-
-def _evaluate(name: str, views: list[torch.Tensor], permutation: torch.Tensor):
-    """``(value, gradients)`` of ``UPSTREAM · loss`` with respect to the views (the loss's terms when it has them)."""
-    function, count = LOSSES[name]
-    views = [view.clone().requires_grad_() for view in views[:count]]
-    extra = (permutation, ALPHA) if name == "mixed_barlow_twins" else ()
-    value = function(*views, *extra)
-    loss = value if isinstance(value, torch.Tensor) else value.loss
-    (loss * UPSTREAM).backward()
-    value = value.detach() if isinstance(value, torch.Tensor) else torch.stack([t.detach() for t in value])
-    return value, [view.grad for view in views]
 
 
 def _error(function) -> str:
@@ -93,7 +64,7 @@ def _error(function) -> str:
 
 def _faults(rank: int) -> dict:
     """Each fault made on rank 2 only; every rank records what it raised, then makes one good call."""
-    z1, z2, _ = (view[_rows(rank)] for view in _global_views())
+    z1, z2, _ = (view[rows(rank)] for view in global_views())
     faulty = rank == 2
     cases = {
         "one_dimensional": lambda: redundancy.barlow_twins_loss(z1[:, 0] if faulty else z1, z2),
@@ -168,9 +139,9 @@ def _worker(rank: int, directory: str) -> None:
         "gloo", init_method=f"file://{directory}/store", rank=rank, world_size=WORLD_SIZE, timeout=TIMEOUT
     )
     try:
-        views = [view[_rows(rank)] for view in _global_views()]
-        permutation = _permutation(SHARDS[rank], rank)
-        results = {"values": {name: _evaluate(name, views, permutation) for name in LOSSES}}
+        views = [view[rows(rank)] for view in global_views()]
+        perm = permutation(rank)
+        results = {"values": {name: evaluate(LOSSES, name, views, perm) for name in LOSSES}}
         model = nn.parallel.DistributedDataParallel(_encoder())
         _train(model, *views[:2])
         results["trained"] = [p.detach().clone() for p in model.module.parameters()]
@@ -206,7 +177,7 @@ def ranks(tmp_path_factory) -> list[dict]:
 
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_every_loss_is_that_of_the_concatenated_batch(ranks, name):
-    expected, expected_grads = _evaluate(name, _global_views(), _global_permutation())
+    expected, expected_grads = evaluate(LOSSES, name, global_views(), global_permutation())
     for rank, results in enumerate(ranks):
         value, grads = results["values"][name]
         assert_relative(value, expected, 1e-10, f"{name}, rank {rank}")
@@ -215,13 +186,13 @@ def test_every_loss_is_that_of_the_concatenated_batch(ranks, name):
             assert grad.shape == (SHARDS[rank], DIM)
             if SHARDS[rank]:  # the default convention: W times the rank's rows of the one-process gradient
                 what = f"gradient of view {view} of {name}, rank {rank}"
-                assert_relative(grad, WORLD_SIZE * expected_grad[_rows(rank)], 1e-9, what)
+                assert_relative(grad, WORLD_SIZE * expected_grad[rows(rank)], 1e-9, what)
 
 
 def test_ddp_training_with_the_family_matches_one_process(ranks):
     model = _encoder()
     initial = [p.detach().clone() for p in model.parameters()]
-    _train(model, *_global_views()[:2])
+    _train(model, *global_views()[:2])
     assert max(relative_error(p, q) for p, q in zip(model.parameters(), initial, strict=True)) > 1e-3
     for rank, results in enumerate(ranks):
         for trained, single in zip(results["trained"], model.parameters(), strict=True):
@@ -249,7 +220,7 @@ FAULTS = {
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_a_fault_on_one_rank_raises_on_every_rank_and_the_next_call_is_in_step(ranks, fault):
-    expected = redundancy.barlow_twins_loss(*[view for view in _global_views()[:2]])
+    expected = redundancy.barlow_twins_loss(*[view for view in global_views()[:2]])
     for rank, results in enumerate(ranks):
         message = results["faults"][fault]
         assert FAULTS[fault] in message, f"rank {rank}: {message}"

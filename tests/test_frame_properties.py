@@ -20,13 +20,18 @@ import torch
 import torch.distributed as dist
 
 import redundancy
+from tests.family_batch import (
+    ALPHA,
+    DIM,
+    SHARDS,
+    WORLD_SIZE,
+    evaluate,
+    global_permutation,
+    global_views,
+    permutation,
+    rows,
+)
 from tests.utils import assert_relative
-
-WORLD_SIZE = 3
-SHARDS = (4, 0, 7)  # uneven, with an empty rank that is not rank 0
-DIM = 6
-ALPHA = 0.3
-UPSTREAM = 0.7
 
 #: name -> (function, number of embedding views): every loss of the family, with options off their defaults.
 LOSSES = {
@@ -65,39 +70,6 @@ LOSSES = {
 }
 
 
-def _global_views() -> list[torch.Tensor]:
-    generator = torch.Generator().manual_seed(11)
-    n = sum(SHARDS)
-    z1 = torch.randn(n, DIM, generator=generator, dtype=torch.float64) * 1.5 + 2.0
-    z2 = z1 @ torch.randn(DIM, DIM, generator=generator, dtype=torch.float64) + 0.3
-    z3 = 0.5 * z1 - z2 + torch.randn(n, DIM, generator=generator, dtype=torch.float64)
-    return [z1, z2, z3]
-
-
-def _rows(rank: int) -> slice:
-    start = sum(SHARDS[:rank])
-    return slice(start, start + SHARDS[rank])
-
-
-def _permutation(rank: int) -> torch.Tensor:
-    return torch.randperm(SHARDS[rank], generator=torch.Generator().manual_seed(rank))
-
-
-def _global_permutation() -> torch.Tensor:
-    return torch.cat([_permutation(rank) + sum(SHARDS[:rank]) for rank in range(WORLD_SIZE)])
-
-
-def _evaluate(name: str, views: list[torch.Tensor], permutation: torch.Tensor, **options):
-    function, count = LOSSES[name]
-    views = [view.clone().requires_grad_() for view in views[:count]]
-    extra = (permutation, ALPHA) if name.startswith("mixed") else ()
-    value = function(*views, *extra, **options)
-    loss = value if isinstance(value, torch.Tensor) else value.loss
-    (loss * UPSTREAM).backward()
-    value = value.detach() if isinstance(value, torch.Tensor) else torch.stack([t.detach() for t in value])
-    return value, [view.grad for view in views]
-
-
 def _error(function) -> str:
     try:
         value = function()
@@ -116,18 +88,18 @@ def _worker(rank: int, directory: str) -> None:
         timeout=datetime.timedelta(seconds=20),
     )
     try:
-        views = [view[_rows(rank)] for view in _global_views()]
-        permutation = _permutation(rank)
+        views = [view[rows(rank)] for view in global_views()]
+        perm = permutation(rank)
         results = {}
         for name in LOSSES:
-            results[name, "official"] = _evaluate(name, views, permutation, gradient_convention="official")
+            results[name, "official"] = evaluate(LOSSES, name, views, perm, gradient_convention="official")
             # every rank makes the local call; the empty rank's error is raised on every rank
-            results[name, "local"] = _error(lambda: _evaluate(name, views, permutation, distributed="local"))  # noqa: B023
+            results[name, "local"] = _error(lambda: evaluate(LOSSES, name, views, perm, distributed="local"))  # noqa: B023
         z1, z2, z3 = views
         faulty = rank == 2
         for name, (function, count) in LOSSES.items():
             inputs = [None if faulty else view for view in views[:count]]
-            extra = (permutation, ALPHA) if name.startswith("mixed") else ()
+            extra = (perm, ALPHA) if name.startswith("mixed") else ()
             results[name, "none"] = _error(lambda: function(*inputs, *extra))  # noqa: B023
         results["nan"] = _error(lambda: redundancy.vicreg_loss(z1 * float("nan") if faulty else z1, z2))
         results["nan", "next"] = _error(lambda: redundancy.vicreg_loss(z1, z2))
@@ -146,9 +118,7 @@ def _worker(rank: int, directory: str) -> None:
             lambda: redundancy.barlow_twins_loss(z1, z2, lambd=np.float32(0.0051) if faulty else 0.0051)
         )
         results["mixed_permutation_dtype"] = _error(
-            lambda: redundancy.mixed_barlow_twins_regularizer(
-                z1, z2, z3, permutation.float() if faulty else permutation, ALPHA
-            )
+            lambda: redundancy.mixed_barlow_twins_regularizer(z1, z2, z3, perm.float() if faulty else perm, ALPHA)
         )
         torch.save(results, os.path.join(directory, f"rank{rank}.pt"))
         dist.barrier()
@@ -169,14 +139,14 @@ def ranks(tmp_path_factory) -> list[dict]:
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_official_convention_gives_each_rank_the_gradient_of_its_own_rows(ranks, name):
     """``gradient_convention="official"``: the global value, and exactly ∂L/∂z_r (not W times it) on each rank."""
-    expected, expected_grads = _evaluate(name, _global_views(), _global_permutation())
+    expected, expected_grads = evaluate(LOSSES, name, global_views(), global_permutation())
     for rank, results in enumerate(ranks):
         value, grads = results[name, "official"]
         assert_relative(value, expected, 1e-10, f"{name}, rank {rank}")
         for grad, expected_grad in zip(grads, expected_grads, strict=True):
             assert grad.shape == (SHARDS[rank], DIM)
             if SHARDS[rank]:
-                assert_relative(grad, expected_grad[_rows(rank)], 1e-9, f"official gradient of {name}, rank {rank}")
+                assert_relative(grad, expected_grad[rows(rank)], 1e-9, f"official gradient of {name}, rank {rank}")
 
 
 @pytest.mark.distributed
@@ -192,7 +162,9 @@ def test_local_mode_is_each_ranks_own_loss_inside_a_group(ranks, name):
             assert isinstance(outcome, str) and "needs a batch of at least" in outcome, outcome
             assert f"(on rank {short[0]})" in outcome, outcome
             continue
-        expected, expected_grads = _evaluate(name, [view[_rows(rank)] for view in _global_views()], _permutation(rank))
+        expected, expected_grads = evaluate(
+            LOSSES, name, [view[rows(rank)] for view in global_views()], permutation(rank)
+        )
         value, grads = outcome
         assert_relative(value, expected, 1e-10, f"local {name}, rank {rank}")
         for grad, expected_grad in zip(grads, expected_grads, strict=True):
@@ -212,7 +184,7 @@ def test_a_non_tensor_on_one_rank_raises_the_same_error_on_every_rank(ranks, nam
 
 @pytest.mark.distributed
 def test_nan_on_one_rank_is_not_an_error_and_reaches_every_rank(ranks):
-    views = _global_views()
+    views = global_views()
     expected = redundancy.vicreg_loss(views[0], views[1])
     for rank, results in enumerate(ranks):
         assert isinstance(results["nan"], torch.Tensor) and torch.isnan(results["nan"]), f"rank {rank}"
@@ -222,13 +194,13 @@ def test_nan_on_one_rank_is_not_an_error_and_reaches_every_rank(ranks):
 @pytest.mark.distributed
 def test_ranks_with_different_half_precision_dtypes_compute_one_float32_loss(ranks):
     """float16 on one rank and float32 (or bfloat16 and float16) elsewhere: one compute dtype, one global value."""
-    views = _global_views()
+    views = global_views()
     half_and_single = redundancy.cca_ssg_loss(
-        torch.cat([views[0][_rows(r)].half().float() if r == 2 else views[0][_rows(r)].float() for r in range(3)]),
-        torch.cat([views[1][_rows(r)].half().float() if r == 2 else views[1][_rows(r)].float() for r in range(3)]),
+        torch.cat([views[0][rows(r)].half().float() if r == 2 else views[0][rows(r)].float() for r in range(3)]),
+        torch.cat([views[1][rows(r)].half().float() if r == 2 else views[1][rows(r)].float() for r in range(3)]),
     )
     rounded = [
-        torch.cat([v[_rows(r)].bfloat16().double() if r == 2 else v[_rows(r)].half().double() for r in range(3)])
+        torch.cat([v[rows(r)].bfloat16().double() if r == 2 else v[rows(r)].half().double() for r in range(3)])
         for v in views[:2]
     ]
     bfloat16_and_half = redundancy.barlow_twins_loss(*rounded)
@@ -242,7 +214,7 @@ def test_ranks_with_different_half_precision_dtypes_compute_one_float32_loss(ran
 def test_numpy_options_are_compared_by_value(ranks):
     """``numpy.float64(0.0051)`` equals the Python float: no mismatch. ``numpy.float32(0.0051)`` is another number,
     and the error shows each rank's value."""
-    expected = redundancy.barlow_twins_loss(*_global_views()[:2])
+    expected = redundancy.barlow_twins_loss(*global_views()[:2])
     for rank, results in enumerate(ranks):
         assert_relative(results["numpy_float64"], expected, 1e-12, f"rank {rank}")
         message = results["numpy_float32"]
