@@ -8,14 +8,10 @@ at once, with a message naming what is wrong, and the ranks must still be in ste
 group has a short timeout, so that a rank left waiting in a collective fails the test quickly instead of hanging.
 """
 
-import datetime
 import functools
-import os
-import pathlib
 
 import pytest
 import torch
-import torch.distributed as dist
 from torch import nn
 
 import redundancy
@@ -30,11 +26,11 @@ from tests.family_batch import (
     permutation,
     rows,
 )
-from tests.utils import assert_relative, relative_error
+from tests.utils import assert_relative, relative_error, spawn_gloo
 
 pytestmark = pytest.mark.distributed
 
-TIMEOUT = datetime.timedelta(seconds=20)
+TIMEOUT = 20.0  # seconds: a rank left waiting in a collective fails the test quickly
 
 
 #: name -> (function of this rank's inputs, number of embedding views). Every loss of the family, with options
@@ -133,24 +129,17 @@ def _value_and_grads(function, views: list[torch.Tensor]):
     return value.detach(), [view.grad for view in views]
 
 
-def _worker(rank: int, directory: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"file://{directory}/store", rank=rank, world_size=WORLD_SIZE, timeout=TIMEOUT
-    )
-    try:
-        views = [view[rows(rank)] for view in global_views()]
-        perm = permutation(rank)
-        results = {"values": {name: evaluate(LOSSES, name, views, perm) for name in LOSSES}}
-        model = nn.parallel.DistributedDataParallel(_encoder())
-        _train(model, *views[:2])
-        results["trained"] = [p.detach().clone() for p in model.module.parameters()]
-        results["faults"] = _faults(rank)
-        results["compiled"] = _compiled(rank)
-        torch.save(results, os.path.join(directory, f"rank{rank}.pt"))
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+def _worker(rank: int, world_size: int) -> dict:
+    """What one rank of the gloo group sees (run by :func:`tests.utils.spawn_gloo`)."""
+    views = [view[rows(rank)] for view in global_views()]
+    perm = permutation(rank)
+    results = {"values": {name: evaluate(LOSSES, name, views, perm) for name in LOSSES}}
+    model = nn.parallel.DistributedDataParallel(_encoder())
+    _train(model, *views[:2])
+    results["trained"] = [p.detach().clone() for p in model.module.parameters()]
+    results["faults"] = _faults(rank)
+    results["compiled"] = _compiled(rank)
+    return results
 
 
 def _encoder() -> nn.Module:
@@ -168,11 +157,7 @@ def _train(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor) -> None:
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
-    directory = tmp_path_factory.mktemp("family")
-    torch.multiprocessing.start_processes(
-        _worker, args=(str(directory),), nprocs=WORLD_SIZE, join=True, start_method="spawn"
-    )
-    return [torch.load(pathlib.Path(directory) / f"rank{rank}.pt") for rank in range(WORLD_SIZE)]
+    return spawn_gloo(_worker, WORLD_SIZE, tmp_path_factory.mktemp("family"), timeout=TIMEOUT)
 
 
 @pytest.mark.parametrize("name", list(LOSSES))

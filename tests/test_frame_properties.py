@@ -8,16 +8,12 @@ One process: half-precision inputs and autocast, numpy options, and the Modules'
 """
 
 import copy
-import datetime
 import functools
-import os
-import pathlib
 import pickle
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 
 import redundancy
 from tests.family_batch import (
@@ -31,7 +27,7 @@ from tests.family_batch import (
     permutation,
     rows,
 )
-from tests.utils import assert_relative
+from tests.utils import assert_relative, spawn_gloo
 
 #: name -> (function, number of embedding views): every loss of the family, with options off their defaults.
 LOSSES = {
@@ -78,61 +74,46 @@ def _error(function) -> str:
     return value.detach() if isinstance(value, torch.Tensor) else value
 
 
-def _worker(rank: int, directory: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{directory}/store",
-        rank=rank,
-        world_size=WORLD_SIZE,
-        timeout=datetime.timedelta(seconds=20),
+def _worker(rank: int, world_size: int) -> dict:
+    """What one rank of the gloo group sees (run by :func:`tests.utils.spawn_gloo`)."""
+    views = [view[rows(rank)] for view in global_views()]
+    perm = permutation(rank)
+    results = {}
+    for name in LOSSES:
+        results[name, "official"] = evaluate(LOSSES, name, views, perm, gradient_convention="official")
+        # every rank makes the local call; the empty rank's error is raised on every rank
+        results[name, "local"] = _error(lambda: evaluate(LOSSES, name, views, perm, distributed="local"))  # noqa: B023
+    z1, z2, z3 = views
+    faulty = rank == 2
+    for name, (function, count) in LOSSES.items():
+        inputs = [None if faulty else view for view in views[:count]]
+        extra = (perm, ALPHA) if name.startswith("mixed") else ()
+        results[name, "none"] = _error(lambda: function(*inputs, *extra))  # noqa: B023
+    results["nan"] = _error(lambda: redundancy.vicreg_loss(z1 * float("nan") if faulty else z1, z2))
+    results["nan", "next"] = _error(lambda: redundancy.vicreg_loss(z1, z2))
+    results["half_and_single"] = _error(
+        lambda: redundancy.cca_ssg_loss(z1.half() if faulty else z1.float(), z2.half() if faulty else z2.float())
     )
-    try:
-        views = [view[rows(rank)] for view in global_views()]
-        perm = permutation(rank)
-        results = {}
-        for name in LOSSES:
-            results[name, "official"] = evaluate(LOSSES, name, views, perm, gradient_convention="official")
-            # every rank makes the local call; the empty rank's error is raised on every rank
-            results[name, "local"] = _error(lambda: evaluate(LOSSES, name, views, perm, distributed="local"))  # noqa: B023
-        z1, z2, z3 = views
-        faulty = rank == 2
-        for name, (function, count) in LOSSES.items():
-            inputs = [None if faulty else view for view in views[:count]]
-            extra = (perm, ALPHA) if name.startswith("mixed") else ()
-            results[name, "none"] = _error(lambda: function(*inputs, *extra))  # noqa: B023
-        results["nan"] = _error(lambda: redundancy.vicreg_loss(z1 * float("nan") if faulty else z1, z2))
-        results["nan", "next"] = _error(lambda: redundancy.vicreg_loss(z1, z2))
-        results["half_and_single"] = _error(
-            lambda: redundancy.cca_ssg_loss(z1.half() if faulty else z1.float(), z2.half() if faulty else z2.float())
+    results["bfloat16_and_half"] = _error(
+        lambda: redundancy.barlow_twins_loss(
+            z1.bfloat16() if faulty else z1.half(), z2.bfloat16() if faulty else z2.half(), strategy="all_gather"
         )
-        results["bfloat16_and_half"] = _error(
-            lambda: redundancy.barlow_twins_loss(
-                z1.bfloat16() if faulty else z1.half(), z2.bfloat16() if faulty else z2.half(), strategy="all_gather"
-            )
-        )
-        results["numpy_float64"] = _error(
-            lambda: redundancy.barlow_twins_loss(z1, z2, lambd=np.float64(0.0051) if faulty else 0.0051)
-        )
-        results["numpy_float32"] = _error(
-            lambda: redundancy.barlow_twins_loss(z1, z2, lambd=np.float32(0.0051) if faulty else 0.0051)
-        )
-        results["mixed_permutation_dtype"] = _error(
-            lambda: redundancy.mixed_barlow_twins_regularizer(z1, z2, z3, perm.float() if faulty else perm, ALPHA)
-        )
-        torch.save(results, os.path.join(directory, f"rank{rank}.pt"))
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+    )
+    results["numpy_float64"] = _error(
+        lambda: redundancy.barlow_twins_loss(z1, z2, lambd=np.float64(0.0051) if faulty else 0.0051)
+    )
+    results["numpy_float32"] = _error(
+        lambda: redundancy.barlow_twins_loss(z1, z2, lambd=np.float32(0.0051) if faulty else 0.0051)
+    )
+    results["mixed_permutation_dtype"] = _error(
+        lambda: redundancy.mixed_barlow_twins_regularizer(z1, z2, z3, perm.float() if faulty else perm, ALPHA)
+    )
+    return results
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
-    directory = tmp_path_factory.mktemp("frame_properties")
-    torch.multiprocessing.start_processes(
-        _worker, args=(str(directory),), nprocs=WORLD_SIZE, join=True, start_method="spawn"
-    )
-    return [torch.load(pathlib.Path(directory) / f"rank{rank}.pt") for rank in range(WORLD_SIZE)]
+    return spawn_gloo(_worker, WORLD_SIZE, tmp_path_factory.mktemp("frame_properties"))
 
 
 @pytest.mark.distributed

@@ -36,12 +36,13 @@ def assert_relative(actual: torch.Tensor, expected: torch.Tensor, rtol: float, w
     assert error <= rtol, f"{what}: relative error {error:.3e} > {rtol:.1e}"
 
 
-def spawn_gloo(body, world_size: int, directory: pathlib.Path, *, attempts: int = 3) -> list:
+def spawn_gloo(body, world_size: int, directory: pathlib.Path, *, attempts: int = 3, timeout: float = 60.0) -> list:
     """Run ``body(rank, world_size)`` in ``world_size`` spawned processes of one gloo group on CPU.
 
     ``body`` must be a module-level function (it is pickled by name) that returns what ``torch.save`` can store;
     the result is the list of what each rank returned, in rank order. ``directory`` holds the rendezvous file
-    and the results. A run whose process aborts at gloo's teardown (below) before all ranks are done is
+    and the results; ``timeout`` (seconds) is the process group's, after which a rank left waiting in a collective
+    fails. A run whose process aborts at gloo's teardown (below) before all ranks are done is
     repeated, at most ``attempts`` runs in all.
     """
     for attempt in range(1, attempts + 1):
@@ -49,7 +50,11 @@ def spawn_gloo(body, world_size: int, directory: pathlib.Path, *, attempts: int 
         run_directory.mkdir()
         try:
             mp.start_processes(
-                _run_rank, args=(body, world_size, run_directory), nprocs=world_size, join=True, start_method="spawn"
+                _run_rank,
+                args=(body, world_size, run_directory, timeout),
+                nprocs=world_size,
+                join=True,
+                start_method="spawn",
             )
         except mp.ProcessExitedException as error:
             # The gloo teardown abort described below: harmless once every rank has left the group; otherwise the
@@ -64,14 +69,14 @@ def spawn_gloo(body, world_size: int, directory: pathlib.Path, *, attempts: int 
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def _run_rank(rank: int, body, world_size: int, directory: pathlib.Path) -> None:
+def _run_rank(rank: int, body, world_size: int, directory: pathlib.Path, timeout: float) -> None:
     torch.set_num_threads(1)
     dist.init_process_group(
         "gloo",
         init_method=f"file://{os.path.join(directory, 'store')}",
         rank=rank,
         world_size=world_size,
-        timeout=datetime.timedelta(seconds=60),
+        timeout=datetime.timedelta(seconds=timeout),
     )
     try:
         torch.save(body(rank, world_size), os.path.join(directory, f"rank{rank}.pt"))
