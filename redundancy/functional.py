@@ -130,11 +130,8 @@ def _barlow_twins(options: BarlowTwinsOptions, batch, z1: torch.Tensor, z2: torc
                 "backend='triton' does not compute the global-batch loss of several ranks yet; "
                 "use backend='auto' or 'torch' with distributed='global', or distributed='local'"
             )
-        # With N >= D the Gram kernels cannot separate the diagonal of C from ‖C‖² in float32 near convergence;
-        # the cross kernels give the same value exactly there, and are the cheaper ones (as the torch op forms C).
-        kernels = "cross" if algorithm == "gram" and batch.count >= batch.dim else algorithm
         invariance, redundancy = barlow_twins_terms_triton(
-            z1, z2, normalization=options.normalization, eps=options.eps, target=target, algorithm=kernels
+            z1, z2, normalization=options.normalization, eps=options.eps, target=target, algorithm=algorithm
         )
     else:
         a, b = z1.to(batch.dtype), z2.to(batch.dtype)

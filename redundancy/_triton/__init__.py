@@ -133,10 +133,17 @@ def select_backend(backend: str, z: torch.Tensor, *, algorithm: str | None = Non
 def barlow_twins_terms_triton(
     z1: torch.Tensor, z2: torch.Tensor, *, normalization: str, eps: float, target: float, algorithm: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(invariance, redundancy)`` of the raw views by the Triton kernels (after :func:`select_backend`)."""
+    """``(invariance, redundancy)`` of the raw views by the Triton kernels (after :func:`select_backend`).
+
+    With N >= D the Gram kernels cannot separate the diagonal of C from ‖C‖² in float32 near convergence: the
+    cross kernels give the same value exactly there, and are the cheaper ones, so ``"gram"`` runs them (as the
+    torch op forms C there).
+    """
     from redundancy._triton import ops
 
     if z1.dtype != z2.dtype:
         dtype = torch.promote_types(z1.dtype, z2.dtype)
         z1, z2 = z1.to(dtype), z2.to(dtype)
+    if algorithm == "gram" and z1.shape[0] >= z1.shape[1]:
+        algorithm = "cross"
     return ops.barlow_twins_terms(z1, z2, normalization=normalization, eps=eps, target=target, algorithm=algorithm)
