@@ -38,6 +38,15 @@ gradients by W for ``"global"``. Mixed Barlow Twins takes each rank's ``permutat
 rank's own rows (each rank mixes its own images, as mix-bt does): over the global batch it is the block-diagonal
 permutation that leaves every row on its rank.
 
+**Feature parallelism.** Barlow Twins and VICReg also take ``feature_group=``: the ranks that hold the other
+features (columns) of the same rows, as a column-parallel projector leaves them. With ``group`` for the rows this is
+a 2-D grid (:meth:`GlobalBatch.open_grid`). Every rank gathers the rows of its columns over ``group``; everything
+per feature (standardization, the diagonal of C, the variances) then stays local, and what crosses the columns is
+summed over ``feature_group`` (:class:`FeatureShards`): the N×N Gram matrices of each rank's columns, since
+``‖AᵀB‖² = ⟨AAᵀ, BBᵀ⟩``, or each rank's block row of C after a gather of the other view's columns
+(:mod:`redundancy._ops.feature_shards`). The loss is that of the full N×D views on every rank, and the gradient
+convention applies over ``group`` only. :func:`redundancy.cost.feature_parallel_bytes` counts the bytes.
+
 **Every rank calls, and errors are collective.** Every rank of the group must call the loss, in the same order,
 with the same options (``distributed="local"`` included; to evaluate a loss on some ranks only, pass ``group=`` a
 group of those ranks). In a group of several ranks a call first checks its options and inputs, then joins one
@@ -578,7 +587,9 @@ class FeatureShards:
     Attributes:
         group: the feature group (a process group of F > 1 ranks).
         rank: this process's rank in it.
+        world_size: number of ranks F.
         widths: columns on each rank, a tuple of F ints.
+        width: this rank's columns D_p.
         dim: features D of the full views.
         offset: the first of this rank's columns.
 

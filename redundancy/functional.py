@@ -248,11 +248,20 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, **options) -> torch.Te
             gradients are W times ``∂L/∂z`` of this rank's rows) or ``"official"`` (``∂L/∂z`` itself, 1/W of the
             former, as the official script's in-place all-reduce of C outside autograd gives).
         group: the process group of the global batch; ``None`` for the default group.
+        feature_group: the ranks that hold the other features (columns) of this rank's rows, for a column-parallel
+            projector (:doc:`/feature_parallel`): the loss is that of the full N×D views, whose columns are split
+            over these ranks in their rank order (unevenly if need be). With it, ``group`` names the ranks that
+            hold the other rows of this rank's columns, and ``None`` means that the rows are not split. ``algorithm``
+            then chooses between summing the N×N Grams over ``feature_group`` and gathering the second view's
+            columns (:func:`redundancy.cost.choose_feature_parallel_algorithm`); the torch backend computes it.
 
     Shape:
         ``z1``, ``z2``: ``(N, D)`` with ``N >= 2``; under ``distributed="global"`` with several ranks, each rank
-        passes its own rows ``(N_r, D)`` (``N_r`` may be 0 or 1) and the global ``N = Σ N_r >= 2``.
-        Output: ``()``.
+        passes its own rows ``(N_r, D)`` (``N_r`` may be 0 or 1) and the global ``N = Σ N_r >= 2``; with
+        ``feature_group``, its block ``(N_r, D_p)`` of the full views. Views may also be DTensors on a 1-D or 2-D
+        device mesh with placements ``Shard(0)`` (rows), ``Shard(1)`` (features) and ``Replicate()``: the
+        placements then say what ``group`` and ``feature_group`` say, and the loss comes back as a 0-dim DTensor
+        replicated over the mesh. Output: ``()``.
 
     Returns:
         The loss as a 0-dim tensor, float64 for float64 inputs and float32 otherwise (half-precision inputs

@@ -264,10 +264,13 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, **options) -> torch.Tensor:
             rows) or ``"official"`` (``∂L/∂z`` itself, 1/W of the former), as in
             :func:`redundancy.barlow_twins_loss`.
         group: the process group of the global batch; ``None`` for the default group.
+        feature_group: the ranks that hold the other features of this rank's rows, as in
+            :func:`redundancy.barlow_twins_loss`; the covariance term then comes from the N×N Grams summed over
+            them, or from each rank's block row of the covariance (``algorithm``).
 
     Shape:
-        As :func:`redundancy.barlow_twins_loss`: ``(N, D)`` views, or each rank's ``(N_r, D)`` rows of the global
-        batch; output ``()``.
+        As :func:`redundancy.barlow_twins_loss`: ``(N, D)`` views, each rank's ``(N_r, D)`` rows of the global
+        batch, its ``(N_r, D_p)`` block with ``feature_group``, or DTensors; output ``()``.
 
     Returns:
         The loss, a 0-dim tensor, float64 for float64 inputs and float32 otherwise.

@@ -180,3 +180,91 @@ def test_a_fault_on_one_rank_raises_on_every_rank_of_the_grid(faults, fault):
     expected = redundancy.barlow_twins_loss(*full_views())
     for rank, outcome in enumerate(faults):
         assert_relative(outcome[fault + ", then a good call"], expected, 1e-10, f"the call after {fault}, rank {rank}")
+
+
+# ------------------------------------------------------------------------------------------------ DTensor views
+
+#: mesh shape and placements -> the row ranks R (the gradient convention's factor).
+DTENSOR_LAYOUTS = {
+    "(Shard(0), Shard(1)) on 2x2": ((2, 2), ("rows", "features"), 2),
+    "(Replicate(), Shard(1)) on 2x2": ((2, 2), ("replicate", "features"), 1),
+    "(Shard(1),) on 4": ((4,), ("features",), 1),
+    "(Shard(0),) on 4": ((4,), ("rows",), 4),
+}
+
+
+def _dtensor_worker(rank: int, world_size: int) -> dict:
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor, init_device_mesh
+
+    kinds = {"rows": Shard(0), "features": Shard(1), "replicate": Replicate()}
+    results = {}
+    for layout, (shape, placements, _) in DTENSOR_LAYOUTS.items():
+        mesh = init_device_mesh("cpu", shape)
+        placements = [kinds[kind] for kind in placements]
+        for name in ("barlow_twins_cross", "barlow_twins_gram", "vicreg_gram"):
+            z1, z2 = (distribute_tensor(view, mesh, placements).requires_grad_() for view in full_views())
+            terms = LOSSES[name](z1, z2)
+            (terms.loss * UPSTREAM).backward()
+            results[layout, name] = (
+                [type(t).__name__ for t in terms],
+                [tuple(t.placements) == (Replicate(),) * len(shape) for t in terms],
+                torch.stack([t.to_local().detach() for t in terms]),
+                [tuple(z.grad.placements) == tuple(placements) for z in (z1, z2)],
+                [z.grad.full_tensor() for z in (z1, z2)],
+            )
+        module = redundancy.BarlowTwinsLoss()
+        z1, z2 = (distribute_tensor(view, mesh, placements) for view in full_views())
+        results[layout, "module"] = module(z1, z2).to_local()
+    mesh = init_device_mesh("cpu", (2, 2))
+    z1, z2 = (distribute_tensor(view, mesh, [Shard(0), Shard(1)]) for view in full_views())
+    errors = {}
+    for what, call in {
+        "group= with DTensor views": lambda: redundancy.barlow_twins_loss(z1, z2, group=dist.group.WORLD),
+        "a loss without feature_group": lambda: redundancy.cca_ssg_loss(z1, z2),
+        "a DTensor and a tensor": lambda: redundancy.barlow_twins_loss(z1, z2.to_local()),
+    }.items():
+        try:
+            call()
+            errors[what] = None
+        except (TypeError, ValueError) as error:
+            errors[what] = str(error)
+    results["errors"] = errors
+    return results
+
+
+@pytest.fixture(scope="module")
+def dtensors(tmp_path_factory):
+    return spawn_gloo(_dtensor_worker, 4, tmp_path_factory.mktemp("dtensor"), timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("layout", list(DTENSOR_LAYOUTS))
+@pytest.mark.parametrize("name", ["barlow_twins_cross", "barlow_twins_gram", "vicreg_gram"])
+def test_dtensor_views_give_the_loss_of_the_full_views(dtensors, layout, name):
+    expected, grad1, grad2 = evaluate(LOSSES[name], *full_views())
+    row_ranks = DTENSOR_LAYOUTS[layout][2]
+    for rank, results in enumerate(dtensors):
+        kinds, replicated, values, same_placements, grads = results[layout, name]
+        assert set(kinds) == {"DTensor"} and all(replicated), f"rank {rank}: the terms come back as {kinds}"
+        assert_relative(values, expected, 1e-10, f"{name} on {layout}, rank {rank}")
+        assert all(same_placements), f"rank {rank}: the gradients' placements differ from the views'"
+        for got, full in zip(grads, (grad1, grad2), strict=True):
+            assert_relative(got, row_ranks * full, 1e-10, f"{name} gradient on {layout}, rank {rank}")
+    expected_loss = redundancy.barlow_twins_loss(*full_views())
+    for rank, results in enumerate(dtensors):
+        assert_relative(results[layout, "module"], expected_loss, 1e-10, f"BarlowTwinsLoss on {layout}, rank {rank}")
+
+
+@pytest.mark.parametrize(
+    ("what", "words"),
+    [
+        ("group= with DTensor views", ["group=", "placements"]),
+        ("a loss without feature_group", ["cca_ssg_loss", "Shard(1)"]),
+        ("a DTensor and a tensor", ["z2", "DTensor"]),
+    ],
+)
+def test_dtensor_misuse_is_named(dtensors, what, words):
+    for rank, results in enumerate(dtensors):
+        message = results["errors"][what]
+        assert message is not None, f"rank {rank}: {what} did not raise"
+        for word in words:
+            assert word in message, f"rank {rank}: {message!r} does not mention {word!r}"
