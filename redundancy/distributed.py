@@ -60,7 +60,7 @@ seen: its next call pairs with the others' current one. Every rank must also run
 rows are padded to the largest count and trimmed after.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -107,6 +107,25 @@ def group_world_size(group: "dist.ProcessGroup | None" = None) -> int:
     return dist.get_world_size(group)
 
 
+#: Why a call with ``feature_group`` is left out of ``torch.compile`` graphs (the error of ``fullgraph=True``).
+GRID_OUTSIDE_GRAPHS = (
+    "feature_group= runs eagerly under torch.compile: the exchanges and collectives of a grid of row and feature "
+    "shards are left out of the graph (a graph break), so fullgraph=True cannot compile the loss; compile without "
+    "fullgraph, or call the loss outside the compiled region"
+)
+
+
+def outside_graphs(function: Callable) -> Callable:
+    """``function``, run eagerly under ``torch.compile`` (a graph break; an error naming the reason with
+    ``fullgraph=True``).
+
+    The grid's calls read headers on the host and run :class:`FeatureShards`' collectives inside autograd Functions,
+    which a graph cannot hold; and a raise inside a traced frame would only make the compiler run that frame eagerly
+    while it still traces the frames it calls, which then disagree with it about being in a graph.
+    """
+    return torch.compiler.disable(function, reason=GRID_OUTSIDE_GRAPHS)
+
+
 def is_global(distributed: object, group: object, feature_group: object = None) -> bool:
     """Whether a call with these options computes the rows of several ranks (and so exchanges with them).
 
@@ -133,6 +152,20 @@ def check_group(name: str, group: object) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ statistics
+
+
+def feature_group_size(feature_group: object) -> float:
+    """What the ranks compare of ``feature_group``: its number of ranks F, or 0 without one.
+
+    Every rank of a grid has a feature group of the same size; a rank that passes none (or a group of another size)
+    while the others pass one would run other collectives than theirs.
+    """
+    return float(dist.get_world_size(feature_group)) if isinstance(feature_group, dist.ProcessGroup) else 0.0
+
+
+def describe_feature_group(number: float) -> str:
+    """``feature_group`` in an error message, from :func:`feature_group_size`."""
+    return "None" if number == 0 else f"a group of {int(number)} ranks"
 
 
 def local_moments(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -320,6 +353,7 @@ class GlobalBatch:
         return cls(None, 0, (rows,), dim, batch.dtype)
 
     @classmethod
+    @outside_graphs
     def open_grid(
         cls,
         code: int,
@@ -340,16 +374,13 @@ class GlobalBatch:
         option on any rank raises on every rank of the grid. Columns may be split unevenly; every rank of a feature
         group must hold the same rows.
         """
-        if torch.compiler.is_compiling():
-            raise RuntimeError(
-                "feature_group= is not supported inside a torch.compile graph yet: call the loss outside the compiled "
-                "region (torch.compiler.disable), or without feature_group"
-            )
         _check_membership("group", options.group)
         _check_membership("feature_group", options.feature_group)
         feature_group = options.feature_group
         row_group = options.group if is_global(options.distributed, options.group, feature_group) else None
         row_group = row_group if isinstance(row_group, dist.ProcessGroup) else None
+        if error is None and row_group is not None:
+            error = _check_crossing(row_group, feature_group)
         batch = None
         if row_group is not None:
             try:
@@ -699,6 +730,18 @@ def _check_membership(name: str, group: object) -> None:
             f"this process is not a member of the process group passed as {name} (torch.distributed.new_group "
             f"gives its non-members GroupMember.NON_GROUP_MEMBER): only the members of a group call its loss"
         )
+
+
+def _check_crossing(row_group, feature_group) -> ValueError | None:
+    """The error of a row group and a feature group that share more ranks than this one (they are not a grid)."""
+    common = set(dist.get_process_group_ranks(row_group)) & set(dist.get_process_group_ranks(feature_group))
+    if len(common) <= 1:
+        return None
+    return ValueError(
+        "group and feature_group must share this rank only: group holds the other rows of this rank's columns and "
+        f"feature_group the other columns of its rows, got groups that share ranks {sorted(common)} (with "
+        "feature_group, group=None means that the rows are not split)"
+    )
 
 
 def _count_call(group) -> int:

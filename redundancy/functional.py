@@ -72,7 +72,12 @@ class BarlowTwinsOptions(Options):
     algorithm: str = choice_option("auto", ALGORITHMS)
     backend: str = choice_option("auto", BACKENDS)
     strategy: str = choice_option("auto", distributed_ops.STRATEGIES)
-    feature_group: Any = option(None, distributed_ops.check_group, shared=False)
+    feature_group: Any = option(
+        None,
+        distributed_ops.check_group,
+        encode=distributed_ops.feature_group_size,
+        decode=distributed_ops.describe_feature_group,
+    )
 
     def check_combination(self) -> None:
         if self.strategy == "all_reduce" and self.algorithm == "gram":
@@ -155,6 +160,7 @@ def _barlow_twins(options: BarlowTwinsOptions, batch, z1: torch.Tensor, z2: torc
     return BarlowTwinsTerms(loss, invariance, redundancy)
 
 
+@distributed_ops.outside_graphs
 def _barlow_twins_over_features(options: BarlowTwinsOptions, batch, z1, z2) -> BarlowTwinsTerms:
     """The terms when the features are split over ``feature_group``: every rank gathers the rows of its columns
     (over ``group``), standardizes them, and the columns meet in :func:`barlow_twins_terms_over_features`."""

@@ -85,7 +85,12 @@ class VICRegOptions(Options):
     correction: int = correction_option(1)
     variance_reduction: str = choice_option("mean", VARIANCE_REDUCTIONS)
     algorithm: str = choice_option("auto", ALGORITHMS)
-    feature_group: Any = option(None, distributed_ops.check_group, shared=False)
+    feature_group: Any = option(
+        None,
+        distributed_ops.check_group,
+        encode=distributed_ops.feature_group_size,
+        decode=distributed_ops.describe_feature_group,
+    )
 
 
 @options_dataclass
@@ -149,6 +154,7 @@ def _vicreg(options: VICRegOptions, batch, z1: torch.Tensor, z2: torch.Tensor) -
     return VICRegTerms(loss, invariance, variance, covariance)
 
 
+@distributed_ops.outside_graphs
 def _vicreg_over_features(options: VICRegOptions, batch, z1: torch.Tensor, z2: torch.Tensor) -> VICRegTerms:
     """:func:`_vicreg` when the features are split over ``feature_group``: each rank gathers the rows of its columns
     (over ``group``); the per-feature parts stay local, and one all-reduce over the feature group sums them with

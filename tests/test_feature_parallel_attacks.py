@@ -1,0 +1,452 @@
+"""The grid of row and feature shards under attack: extreme shards, low precision, converged float32 embeddings,
+autograd transforms, compilation, faults on one rank, mismatched groups, DTensor placements, and the cost model's
+bytes against the elements the collectives actually carry.
+
+Each fixture spawns one set of gloo processes (short timeout: a rank left waiting fails fast) whose worker records,
+for every attack, either what the call returned or the error it raised; the tests then read those records. Float64
+on one process, on the full matrices, is the truth throughout.
+"""
+
+import functools
+import math
+
+import pytest
+import torch
+import torch.distributed as dist
+
+import redundancy
+from redundancy import cost
+from tests.test_feature_parallel import full_views
+from tests.utils import LOSS_RTOL, assert_relative, spawn_gloo
+
+pytestmark = pytest.mark.distributed
+
+TIMEOUT = 20.0  # seconds: a rank left waiting in a collective fails the test quickly
+UPSTREAM = 0.7
+
+#: name -> terms function with its options, checked on every extreme layout.
+LOSSES = {
+    "barlow_twins_cross": functools.partial(redundancy.barlow_twins_terms, algorithm="cross"),
+    "barlow_twins_gram": functools.partial(redundancy.barlow_twins_terms, algorithm="gram", off_diagonal_target=-1.0),
+    "barlow_twins_auto": functools.partial(redundancy.barlow_twins_terms, lambd="auto", normalization="std"),
+    "vicreg_cross": functools.partial(redundancy.vicreg_terms, algorithm="cross"),
+    "vicreg_gram": functools.partial(redundancy.vicreg_terms, algorithm="gram"),
+}
+
+#: layout -> (rows on each row rank, columns on each feature rank); rank = row_rank · F + feature_rank. Each has
+#: an edge: a row rank with no rows, a feature rank with one column, more columns on a rank than rows in the batch
+#: (D_p > N), a global batch of N = 2.
+EXTREME_LAYOUTS = {
+    "2x2, an empty row rank, a 1-column rank, D_p > N": ((3, 0), (1, 12)),
+    "2x2, N = 2": ((1, 1), (6, 7)),
+    "1x4, N = 2, three 1-column ranks": ((2,), (1, 1, 1, 10)),
+    "4x1, two empty row ranks": ((0, 2, 0, 1), (13,)),
+}
+
+
+def block(layout: tuple, rank: int) -> tuple[slice, slice]:
+    """The rows and columns of the full views that ``rank`` holds in ``layout`` (row counts, column counts)."""
+    row_counts, column_counts = layout
+    row_rank, feature_rank = divmod(rank, len(column_counts))
+    start, first = sum(row_counts[:row_rank]), sum(column_counts[:feature_rank])
+    return slice(start, start + row_counts[row_rank]), slice(first, first + column_counts[feature_rank])
+
+
+def grid_groups(layout: tuple, rank: int):
+    """``(group, feature_group)`` of ``rank`` (collective: every rank creates every group, in the same order)."""
+    row_counts, column_counts = layout
+    rows, features = len(row_counts), len(column_counts)
+    group = feature_group = None
+    for feature_rank in range(features):
+        created = dist.new_group([r * features + feature_rank for r in range(rows)])
+        if rank % features == feature_rank:
+            group = created
+    for row_rank in range(rows):
+        created = dist.new_group([row_rank * features + p for p in range(features)])
+        if rank // features == row_rank:
+            feature_group = created
+    return (None if rows == 1 else group), feature_group
+
+
+def views_of(layout: tuple, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """The full views with the layout's N rows (the first rows of :func:`full_views`), in ``dtype``."""
+    n = sum(layout[0])
+    return tuple(view[:n].to(dtype) for view in full_views())
+
+
+def evaluate(function, z1, z2, *, grads=(True, True), **options):
+    """``(terms, grad1, grad2)`` of ``function`` with the upstream gradient ``UPSTREAM`` on the loss."""
+    z1, z2 = z1.clone().requires_grad_(grads[0]), z2.clone().requires_grad_(grads[1])
+    terms = function(z1, z2, **options)
+    (terms.loss * UPSTREAM).backward()
+    return torch.stack([t.detach() for t in terms]), z1.grad, z2.grad
+
+
+def outcome(call):
+    """What ``call()`` returned, or ``("error", type name, message)`` for any exception (a test asserts which)."""
+    try:
+        return call()
+    except Exception as error:
+        return ("error", type(error).__name__, str(error))
+
+
+def is_error(result) -> bool:
+    return isinstance(result, tuple) and len(result) == 3 and result[0] == "error"
+
+
+# ------------------------------------------------------------------------------------------------ extreme shards
+
+
+def _extreme_worker(rank: int, world_size: int) -> dict:
+    results = {}
+    for layout_name, layout in EXTREME_LAYOUTS.items():
+        group, feature_group = grid_groups(layout, rank)
+        rows, columns = block(layout, rank)
+        z1, z2 = (view[rows, columns] for view in views_of(layout))
+        grid = {"group": group, "feature_group": feature_group}
+        for name, function in LOSSES.items():
+            results[layout_name, name] = outcome(functools.partial(evaluate, function, z1, z2, **grid))
+        official = functools.partial(redundancy.barlow_twins_terms, gradient_convention="official")
+        results[layout_name, "official"] = outcome(functools.partial(evaluate, official, z1, z2, **grid))
+    return results
+
+
+@pytest.fixture(scope="module")
+def extreme(tmp_path_factory):
+    return spawn_gloo(_extreme_worker, 4, tmp_path_factory.mktemp("extreme"), timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("name", [*LOSSES, "official"])
+@pytest.mark.parametrize("layout_name", list(EXTREME_LAYOUTS))
+def test_extreme_shards_give_the_loss_and_gradients_of_the_full_views(extreme, layout_name, name):
+    layout = EXTREME_LAYOUTS[layout_name]
+    function = LOSSES.get(name) or functools.partial(redundancy.barlow_twins_terms, gradient_convention="official")
+    expected, grad1, grad2 = evaluate(function, *views_of(layout))
+    factor = 1 if name == "official" else len(layout[0])
+    for rank, results in enumerate(extreme):
+        result = results[layout_name, name]
+        assert not is_error(result), f"rank {rank}: {result}"
+        value, block1, block2 = result
+        assert_relative(value, expected, 1e-10, f"{name} terms on rank {rank}")
+        rows, columns = block(layout, rank)
+        assert block1.shape == (rows.stop - rows.start, columns.stop - columns.start)
+        for got, full in ((block1, grad1), (block2, grad2)):
+            # With N = 2 the gradient through "std" standardization is roundoff (two rows standardize to ±1
+            # whatever they are): an absolute floor at float64 roundoff.
+            torch.testing.assert_close(got, factor * full[rows, columns], rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------ inputs and autograd
+
+GRID = ((7, 4), (5, 8))  # 2×2, uneven along both axes
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _inputs_worker(rank: int, world_size: int) -> dict:
+    group, feature_group = grid_groups(GRID, rank)
+    rows, columns = block(GRID, rank)
+    z1, z2 = (view[rows, columns] for view in views_of(GRID))
+    grid = {"group": group, "feature_group": feature_group}
+    results = {}
+    for dtype in HALF_DTYPES:
+        for name in ("barlow_twins_cross", "barlow_twins_gram", "vicreg_gram"):
+
+            def half(name=name, dtype=dtype):
+                a, b = z1.to(dtype).requires_grad_(), z2.to(dtype).requires_grad_()
+                terms = LOSSES[name](a, b, **grid)
+                (terms.loss * UPSTREAM).backward()
+                return terms.loss.dtype, terms.loss.detach(), a.grad.dtype, b.grad.dtype, a.grad.float()
+
+            results[dtype, name] = outcome(half)
+    for name in ("barlow_twins_cross", "barlow_twins_gram", "vicreg_cross"):
+        function = LOSSES[name]
+        column_major = (z1.t().contiguous().t(), z2.t().contiguous().t())
+        results["non-contiguous", name] = outcome(functools.partial(evaluate, function, *column_major, **grid))
+
+        def aliased(function=function):
+            z = z1.clone().requires_grad_()
+            (function(z, z, **grid).loss * UPSTREAM).backward()
+            return z.grad
+
+        results["z1 is z2", name] = outcome(aliased)
+        for grads in ((True, False), (False, True)):
+            one = functools.partial(evaluate, function, z1, z2, grads=grads, **grid)
+            results["requires_grad on one view", name, grads] = outcome(one)
+        local = functools.partial(evaluate, function, z1, z2, distributed="local", **grid)
+        results["local", name] = outcome(local)
+
+        def second_derivative(function=function):
+            a, b = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+            (grad,) = torch.autograd.grad(function(a, b, **grid).loss, a, create_graph=True)
+            return grad.detach()
+
+        results["create_graph", name] = outcome(second_derivative)
+
+        def func_grad(function=function):
+            return torch.func.grad(lambda a: function(a, z2, **grid).loss)(z1)
+
+        results["torch.func.grad", name] = outcome(func_grad)
+        results["after the transforms", name] = outcome(functools.partial(evaluate, function, z1, z2, **grid))
+    return results
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    return spawn_gloo(_inputs_worker, 4, tmp_path_factory.mktemp("inputs"), timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("name", ["barlow_twins_cross", "barlow_twins_gram", "vicreg_gram"])
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+def test_half_precision_blocks_give_a_float32_loss_and_gradients_in_their_dtype(inputs, dtype, name):
+    rounded = tuple(view.to(dtype).double() for view in views_of(GRID))
+    expected = LOSSES[name](*rounded).loss
+    for rank, results in enumerate(inputs):
+        result = results[dtype, name]
+        assert not is_error(result), f"rank {rank}: {result}"
+        loss_dtype, loss, grad1_dtype, grad2_dtype, grad1 = result
+        assert loss_dtype == torch.float32 and grad1_dtype == grad2_dtype == dtype, f"rank {rank}: {result[::2]}"
+        assert_relative(loss, expected, LOSS_RTOL[dtype], f"{name} in {dtype} on rank {rank}")
+        assert torch.isfinite(grad1).all()
+
+
+@pytest.mark.parametrize("name", ["barlow_twins_cross", "barlow_twins_gram", "vicreg_cross"])
+def test_non_contiguous_aliased_and_one_sided_inputs(inputs, name):
+    function = LOSSES[name]
+    expected, grad1, grad2 = evaluate(function, *views_of(GRID))
+    z = views_of(GRID)[0].clone().requires_grad_()
+    (function(z, z).loss * UPSTREAM).backward()
+    for rank, results in enumerate(inputs):
+        rows, columns = block(GRID, rank)
+        value, *blocks = results["non-contiguous", name]
+        assert_relative(value, expected, 1e-10, f"non-contiguous {name} on rank {rank}")
+        for got, full in zip(blocks, (grad1, grad2), strict=True):
+            assert_relative(got, 2 * full[rows, columns], 1e-10, f"non-contiguous {name} gradient on rank {rank}")
+        assert_relative(results["z1 is z2", name], 2 * z.grad[rows, columns], 1e-10, f"z1 is z2, rank {rank}")
+        for grads, full in (((True, False), grad1), ((False, True), grad2)):
+            value, *blocks = results["requires_grad on one view", name, grads]
+            assert_relative(value, expected, 1e-10, f"{name} with requires_grad {grads} on rank {rank}")
+            got, other = blocks if grads[0] else blocks[::-1]
+            assert other is None
+            assert_relative(got, 2 * full[rows, columns], 1e-10, f"{name} with requires_grad {grads} on rank {rank}")
+
+
+@pytest.mark.parametrize("name", ["barlow_twins_cross", "barlow_twins_gram", "vicreg_cross"])
+def test_local_with_a_feature_group_is_the_loss_of_this_rows_full_width(inputs, name):
+    """``distributed="local"`` keeps the rows local (each row rank its own loss) and still joins the columns."""
+    for rank, results in enumerate(inputs):
+        rows, columns = block(GRID, rank)
+        expected, grad1, _ = evaluate(LOSSES[name], *(view[rows] for view in views_of(GRID)))
+        value, block1, _ = results["local", name]
+        assert_relative(value, expected, 1e-10, f"local {name} on rank {rank}")
+        assert_relative(block1, grad1[:, columns], 1e-10, f"local {name} gradient on rank {rank}")
+
+
+@pytest.mark.parametrize("transform", ["create_graph", "torch.func.grad"])
+@pytest.mark.parametrize("name", ["barlow_twins_cross", "barlow_twins_gram", "vicreg_cross"])
+def test_second_derivatives_raise_a_clear_error_on_every_rank_or_are_right(inputs, transform, name):
+    expected, grad1, _ = evaluate(LOSSES[name], *views_of(GRID))
+    for rank, results in enumerate(inputs):
+        result = results[transform, name]
+        if is_error(result):
+            assert "second derivatives" in result[2] and "feature_group" in result[2], f"rank {rank}: {result}"
+        else:
+            rows, columns = block(GRID, rank)
+            assert_relative(result, 2 * grad1[rows, columns] / UPSTREAM, 1e-10, f"{transform} on rank {rank}")
+        value, _, _ = results["after the transforms", name]
+        assert_relative(value, expected, 1e-10, f"the call after {transform}, rank {rank}")
+
+
+# ---------------------------------------------------------------------------------------- precision, groups, cost
+
+#: Even grids for the byte count (each rank holds N/R rows of D/F columns, as the cost model assumes).
+COUNTED_GRIDS = {"2x2": ((4, 4), (6, 6)), "1x4": ((8,), (3, 3, 3, 3))}
+
+#: name -> (terms function, the cost model's algorithm, loss and off_diagonal_target).
+COUNTED_LOSSES = {
+    "barlow_twins_cross": (functools.partial(redundancy.barlow_twins_terms, algorithm="cross"), "cross", {}),
+    "barlow_twins_gram": (functools.partial(redundancy.barlow_twins_terms, algorithm="gram"), "gram", {}),
+    "barlow_twins_cross_hsic": (
+        functools.partial(redundancy.barlow_twins_terms, algorithm="cross", off_diagonal_target=-1.0),
+        "cross",
+        {"off_diagonal_target": -1.0},
+    ),
+    "barlow_twins_gram_hsic": (
+        functools.partial(redundancy.barlow_twins_terms, algorithm="gram", off_diagonal_target=-1.0),
+        "gram",
+        {"off_diagonal_target": -1.0},
+    ),
+    "vicreg_cross": (functools.partial(redundancy.vicreg_terms, algorithm="cross"), "cross", {"loss": "vicreg"}),
+    "vicreg_gram": (functools.partial(redundancy.vicreg_terms, algorithm="gram"), "gram", {"loss": "vicreg"}),
+}
+
+#: A 2×2 grid of converged float32 embeddings: N = 256 rows, D = 32 features (D ≤ N, where the Gram difference
+#: cancels).
+CONVERGED_GRID = ((100, 156), (13, 19))
+CONVERGED_LOSSES = {
+    "barlow_twins_cross": functools.partial(redundancy.barlow_twins_terms, algorithm="cross"),
+    "barlow_twins_gram": functools.partial(redundancy.barlow_twins_terms, algorithm="gram"),
+    "barlow_twins_auto": redundancy.barlow_twins_terms,
+    "vicreg_cross": functools.partial(redundancy.vicreg_terms, algorithm="cross"),
+    "vicreg_gram": functools.partial(redundancy.vicreg_terms, algorithm="gram"),
+    "vicreg_auto": redundancy.vicreg_terms,
+}
+
+
+def converged_full_views() -> tuple[torch.Tensor, torch.Tensor]:
+    from tests.test_ops_edges import converged_views
+
+    return converged_views(sum(CONVERGED_GRID[0]), sum(CONVERGED_GRID[1]), seed=4, noise=2e-4)
+
+
+class CollectiveLog:
+    """Records the elements each ``all_gather`` and ``all_reduce`` of :mod:`torch.distributed` carries."""
+
+    def __init__(self) -> None:
+        self.calls = []
+        self._originals = {}
+
+    def __enter__(self):
+        for op in ("all_gather", "all_reduce"):
+            original = self._originals[op] = getattr(dist, op)
+
+            def logged(*args, op=op, original=original, **kwargs):
+                tensor = args[1] if op == "all_gather" else args[0]
+                group = kwargs.get("group")
+                self.calls.append((op, dist.get_world_size(group), tensor.numel(), tensor.element_size()))
+                return original(*args, **kwargs)
+
+            setattr(dist, op, logged)
+        return self
+
+    def __exit__(self, *_):
+        for op, original in self._originals.items():
+            setattr(dist, op, original)
+
+    def ring_bytes(self) -> int:
+        """Bytes this rank sends with ring collectives: ``(W-1)·n`` per all-gather, ``2(W-1)n/W`` per all-reduce."""
+        total = 0
+        for op, size, numel, itemsize in self.calls:
+            if op == "all_gather":
+                total += (size - 1) * numel * itemsize
+            else:
+                total += math.ceil(2 * (size - 1) * numel / size) * itemsize
+        return total
+
+
+def _groups_worker(rank: int, world_size: int) -> dict:
+    results = {}
+    full = full_views()
+    for grid_name, layout in COUNTED_GRIDS.items():
+        group, feature_group = grid_groups(layout, rank)
+        rows, columns = block(layout, rank)
+        n, d = sum(layout[0]), sum(layout[1])
+        z1, z2 = (view[:n, :d][rows, columns].float() for view in full)
+        for name, (function, _, _) in COUNTED_LOSSES.items():
+            with CollectiveLog() as log:
+                evaluate(function, z1, z2, group=group, feature_group=feature_group)
+            results["bytes", grid_name, name] = log.ring_bytes()
+    group, feature_group = grid_groups(CONVERGED_GRID, rank)
+    rows, columns = block(CONVERGED_GRID, rank)
+    z1, z2 = (view[rows, columns].float() for view in converged_full_views())
+    for name, function in CONVERGED_LOSSES.items():
+        results["converged", name] = outcome(
+            lambda function=function: torch.stack(list(function(z1, z2, group=group, feature_group=feature_group)))
+        )
+    # The row group and the feature group are one group here: not a grid.
+    z1, z2 = (view[:8, 3 * rank : 3 * rank + 3] for view in full)
+    world = dist.group.WORLD
+    overlap = functools.partial(redundancy.barlow_twins_loss, z1, z2, group=world, feature_group=world)
+    results["group is feature_group"] = outcome(overlap)
+    results["then a good call"] = outcome(lambda: redundancy.barlow_twins_loss(z1, z2, feature_group=world))
+    return results
+
+
+@pytest.fixture(scope="module")
+def groups(tmp_path_factory):
+    return spawn_gloo(_groups_worker, 4, tmp_path_factory.mktemp("groups"), timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("name", list(COUNTED_LOSSES))
+@pytest.mark.parametrize("grid_name", list(COUNTED_GRIDS))
+def test_the_cost_model_counts_the_bytes_the_collectives_carry(groups, grid_name, name):
+    row_counts, column_counts = COUNTED_GRIDS[grid_name]
+    _, algorithm, options = COUNTED_LOSSES[name]
+    n, d, r, f = sum(row_counts), sum(column_counts), len(row_counts), len(column_counts)
+    modelled = cost.feature_parallel_bytes(algorithm, n, d, r, f, torch.float32, **options)
+    for rank, results in enumerate(groups):
+        assert results["bytes", grid_name, name] == modelled, f"rank {rank}"
+
+
+@pytest.mark.parametrize("name", list(CONVERGED_LOSSES))
+def test_converged_float32_terms_match_float64_and_are_never_negative(groups, name):
+    """C ≈ I with D ≤ N: the float32 terms on the grid stay within 1e-3 of float64 (§2), whatever the algorithm."""
+    exact = torch.stack(list(CONVERGED_LOSSES[name](*converged_full_views())))
+    redundancy_index = 2 if name.startswith("barlow") else 3
+    assert exact[redundancy_index] < 1e-3 * exact.sum()  # converged: the off-diagonal energy is tiny
+    for rank, results in enumerate(groups):
+        result = results["converged", name]
+        assert not is_error(result), f"rank {rank}: {result}"
+        assert (result >= 0).all(), f"rank {rank}: negative terms {result.tolist()}"
+        for index, (got, want) in enumerate(zip(result, exact, strict=True)):
+            assert_relative(got, want, 1e-3, f"{name} term {index} on rank {rank}")
+
+
+def test_one_group_for_rows_and_features_is_refused_on_every_rank(groups):
+    """``group`` and ``feature_group`` naming the same ranks is not a grid: its loss would mix columns as rows."""
+    expected = redundancy.barlow_twins_loss(*(view[:8, :12] for view in full_views()))
+    for rank, results in enumerate(groups):
+        result = results["group is feature_group"]
+        assert is_error(result), f"rank {rank} returned {result}"
+        assert "feature_group" in result[2] and "group" in result[2], f"rank {rank}: {result}"
+        assert_relative(results["then a good call"], expected, 1e-10, f"the call after, rank {rank}")
+
+
+# ------------------------------------------------------------------------------------------------ compile, mismatches
+
+
+def _two_rank_worker(rank: int, world_size: int) -> dict:
+    world = dist.group.WORLD
+    z1, z2 = (view[:8, 6 * rank : 6 * rank + 6] for view in full_views())  # 1×2, even columns
+    results = {}
+    for fullgraph in (False, True):
+        torch._dynamo.reset()  # compiled frames are cached by code: each mode compiles its own
+        compiled = torch.compile(
+            functools.partial(redundancy.barlow_twins_loss, feature_group=world), fullgraph=fullgraph
+        )
+        results["torch.compile", fullgraph] = outcome(lambda compiled=compiled: compiled(z1, z2).detach())
+        results["after torch.compile", fullgraph] = outcome(
+            lambda: redundancy.barlow_twins_loss(z1, z2, feature_group=world).detach()
+        )
+    # feature_group on rank 0 only: rank 1 takes its block for rows of the default group. The columns are even, so
+    # the shapes alone do not tell the two apart.
+    mismatched = {"feature_group": world} if rank == 0 else {}
+    results["feature_group on one rank"] = outcome(lambda: redundancy.barlow_twins_loss(z1, z2, **mismatched))
+    results["then a good call"] = outcome(lambda: redundancy.barlow_twins_loss(z1, z2, feature_group=world))
+    return results
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    return spawn_gloo(_two_rank_worker, 2, tmp_path_factory.mktemp("two_ranks"), timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("fullgraph", [False, True])
+def test_torch_compile_raises_a_clear_error_or_works(two_ranks, fullgraph):
+    expected = redundancy.barlow_twins_loss(*(view[:8, :12] for view in full_views()))
+    for rank, results in enumerate(two_ranks):
+        result = results["torch.compile", fullgraph]
+        if is_error(result):
+            assert result[1] in ("RuntimeError", "Unsupported"), f"rank {rank}: {result}"
+            assert "torch.compile" in result[2] and "feature_group" in result[2], f"rank {rank}: {result}"
+        else:
+            assert_relative(result, expected, 1e-10, f"compiled loss on rank {rank}")
+        assert_relative(results["after torch.compile", fullgraph], expected, 1e-10, f"the call after, rank {rank}")
+
+
+def test_feature_group_on_some_ranks_only_raises_on_every_rank(two_ranks):
+    expected = redundancy.barlow_twins_loss(*(view[:8, :12] for view in full_views()))
+    for rank, results in enumerate(two_ranks):
+        result = results["feature_group on one rank"]
+        assert is_error(result), f"rank {rank} returned {result}"
+        assert "feature_group" in result[2], f"rank {rank}: {result}"
+        assert_relative(results["then a good call"], expected, 1e-10, f"the call after, rank {rank}")
