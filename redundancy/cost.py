@@ -44,6 +44,7 @@ import math
 import torch
 
 from redundancy import distributed
+from redundancy._ops.feature_shards import terms_algorithm
 from redundancy._ops.products import symmetric_gram_flops
 
 ALGORITHMS = ("cross", "gram")
@@ -337,14 +338,17 @@ def feature_parallel_bytes(
     ``ceil(D/F)`` columns. Forward and backward together, with ring collectives:
 
     - the header of each call, an all-gather of :data:`redundancy.distributed.HEADER_SIZE` float64 values over
-      the row group and over the feature group;
+      the row group and over the feature group, and on a grid of both one float64 error flag more over the row
+      group (what the feature group found, passed on to the other rows);
     - the rows: one all-gather of both views' blocks over the row group, ``(R-1)·2·ceil(N/R)·ceil(D/F)``
       elements; every rank then holds all N rows of its columns, and the backward needs no collective for them;
     - ``"gram"``: one all-reduce over the feature group of the two N×N Grams of each rank's columns and a few
       scalars (``2·N² + 2`` elements for Barlow Twins, ``2·N + 1`` more with a nonzero ``off_diagonal_target``;
-      ``2·N² + 4`` for VICReg); nothing in backward;
+      ``2·N² + 5`` for VICReg); nothing in backward. When D ≤ N the Gram difference cancels and the loss takes
+      the cross form instead, and is counted as such;
     - ``"cross"``: the columns of every rank gathered over the feature group (one view for Barlow Twins, both for
-      VICReg: ``(F-1)·N·ceil(D/F)`` elements each), and in backward the N×D gradient of each gathered view
+      VICReg: ``(F-1)·N·ceil(D/F)`` elements each), one all-reduce of a few scalars (2 for Barlow Twins, 3 with a
+      nonzero ``off_diagonal_target``, 5 for VICReg), and in backward the N×D gradient of each gathered view
       all-reduced over the feature group (each rank keeps its columns).
 
     Args:
@@ -372,14 +376,16 @@ def feature_parallel_bytes(
     r, f = row_ranks, feature_ranks
     columns = math.ceil(d / f)
     header = ((r - 1) + (f - 1)) * distributed.HEADER_SIZE * 8
+    if r > 1 and f > 1:
+        header += (r - 1) * 8  # the error flag of the feature group's exchange, over the row group
     elements = (r - 1) * 2 * math.ceil(n / r) * columns
     if f > 1:
-        if algorithm == "gram":
-            scalars = 4 if loss == "vicreg" else 2 + (2 * n + 1 if off_diagonal_target != 0 else 0)
+        if terms_algorithm(algorithm, n, d) == "gram":
+            scalars = 5 if loss == "vicreg" else 2 + (2 * n + 1 if off_diagonal_target != 0 else 0)
             elements += _ring_all_reduce(2 * n * n + scalars, f)
         else:
             gathered = 2 if loss == "vicreg" else 1
-            scalars = 4 if loss == "vicreg" else 3
+            scalars = 5 if loss == "vicreg" else 2 + (off_diagonal_target != 0)
             elements += gathered * ((f - 1) * n * columns + _ring_all_reduce(n * d, f)) + _ring_all_reduce(scalars, f)
     return header + elements * itemsize
 
@@ -392,7 +398,8 @@ def feature_parallel_flops(
     Every rank works on all N rows of its ``ceil(D/F)`` columns (the row group gathers its rows, so its R ranks
     repeat the same work): the Gram path forms the N×N Grams of those columns, ``8·N²·D/F`` for Barlow Twins, and
     the cross path the rank's block row of C (``D/F × D``), ``6·N·D²/F``. VICReg counts
-    :func:`autocorrelation_flops` of both views the same way.
+    :func:`autocorrelation_flops` of both views the same way. With F > 1 and D ≤ N, ``"gram"`` counts as
+    ``"cross"`` (the form the grid computes there, see :func:`feature_parallel_bytes`).
 
     Example:
         >>> feature_parallel_flops("gram", 2048, 65536, 1, 8) * 8 == 8 * 2048 * 2048 * 65536
@@ -404,6 +411,8 @@ def feature_parallel_flops(
         raise ValueError(f"loss must be one of {FEATURE_PARALLEL_LOSSES}, got {loss!r}")
     _check_grid(n, d, row_ranks, feature_ranks)
     columns = math.ceil(d / feature_ranks)
+    if feature_ranks > 1:
+        algorithm = terms_algorithm(algorithm, n, d)
     if loss == "vicreg":
         if algorithm == "gram":
             return 2 * autocorrelation_flops("gram", n, columns)

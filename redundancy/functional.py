@@ -20,7 +20,7 @@ from redundancy._loss import (
 )
 from redundancy._ops import Standardization, cross_correlation_terms, gram_terms, standardization_of, standardize
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops.feature_shards import barlow_twins_terms_over_features
+from redundancy._ops.feature_shards import barlow_twins_terms_over_features, terms_algorithm
 from redundancy._triton import barlow_twins_terms_triton, select_backend
 from redundancy._validation import check_choice, check_embedding, check_real, check_same_batch, compute_dtype
 
@@ -176,6 +176,7 @@ def _barlow_twins_over_features(options: BarlowTwinsOptions, batch, z1, z2) -> B
         algorithm = cost.choose_feature_parallel_algorithm(
             batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype
         )
+    algorithm = terms_algorithm(algorithm, batch.count, batch.dim)
     a, b = batch.gather(z1.to(batch.dtype), z2.to(batch.dtype))
     standardization = standardization_of(options.normalization, options.eps)
     if standardization is not None:

@@ -23,7 +23,11 @@ from redundancy import cost
 from redundancy import distributed as distributed_ops
 from redundancy._loss import ALGORITHMS, Loss, Options, choice_option, option, options_dataclass, real, takes_options_of
 from redundancy._ops import off_diagonal_energy
-from redundancy._ops.feature_shards import off_diagonal_energy_from_parts, off_diagonal_energy_parts
+from redundancy._ops.feature_shards import (
+    off_diagonal_energy_from_parts,
+    off_diagonal_energy_parts,
+    terms_algorithm,
+)
 
 __all__ = [
     "VICRegTerms",
@@ -165,6 +169,7 @@ def _vicreg_over_features(options: VICRegOptions, batch, z1: torch.Tensor, z2: t
         algorithm = cost.choose_feature_parallel_algorithm(
             batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype, loss="vicreg"
         )
+    algorithm = terms_algorithm(algorithm, batch.count, batch.dim)
     z1, z2 = batch.gather(z1.to(batch.dtype), z2.to(batch.dtype))
     divisor = batch.count - options.correction
     x1, x2 = center(z1), center(z2)

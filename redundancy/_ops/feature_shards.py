@@ -8,7 +8,9 @@ or centred per feature, which needs nothing from the other ranks. What crosses t
   and one all-reduce sums them together with the per-feature parts (the invariance, ``Σ c_i²``). The backward needs
   nothing more: ``dA_p = (2w/N²) (B Bᵀ) A_p + B_p diag(g_p) / N`` reads the summed Gram and the rank's own columns.
   The off-diagonal energy is the difference ``⟨A Aᵀ, B Bᵀ⟩ / N² - Σ c_i²``, which cancels near convergence when
-  D ≤ N (see :mod:`redundancy._ops.gram`); ``algorithm="auto"`` takes this path for N well below D only.
+  D ≤ N (see :mod:`redundancy._ops.gram`): there a requested ``"gram"`` takes the cross form below, whose value
+  does not cancel (:func:`terms_algorithm`; one process likewise forms C when D ≤ N), and ``algorithm="auto"``
+  takes the Gram path for N well below D only.
 - **cross**: the second view's columns are gathered (every rank then holds B, N×D) and each rank forms its block row
   ``C_p = A_pᵀ B / N`` (D_p×D) of C, whose off-diagonal entries are summed directly (the diagonal block's diagonal
   is at column ``offset``): no cancellation. Scalars are summed over the group; the gathered view's gradient is
@@ -19,6 +21,18 @@ Both are written in differentiable torch operations over the two collectives of
 """
 
 import torch
+
+
+def terms_algorithm(algorithm: str, n: int, dim: int) -> str:
+    """The algorithm that computes the terms of ``n`` rows of ``dim`` features: ``"gram"`` takes the cross form
+    when D ≤ N, where the Gram difference cancels near convergence (float32 then misses the off-diagonal energy
+    entirely, or makes it negative). Every rank of the grid has the same N and D, so all take the same path.
+
+    Example:
+        >>> terms_algorithm("gram", 256, 32), terms_algorithm("gram", 32, 256), terms_algorithm("cross", 32, 256)
+        ('cross', 'gram', 'cross')
+    """
+    return "cross" if algorithm == "gram" and dim <= n else algorithm
 
 
 def _block_off_diagonal(product: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
