@@ -56,7 +56,7 @@ def unwrap(loss_name: str, option_names: frozenset, names: Sequence[str], views:
             axes[placement.dim % 2].append(mesh_dim)
         elif not isinstance(placement, Replicate):
             raise ValueError(
-                f"{loss_name}: {names[0]} has placement {placement} on mesh dimension {mesh_dim}; the loss takes "
+                f"{loss_name}: {names[0]} has placement {placement!r} on mesh dimension {mesh_dim}; the loss takes "
                 "Shard(0) (rows), Shard(1) (features) and Replicate()"
             )
     for axis, what in ((0, "rows"), (1, "features")):

@@ -541,17 +541,27 @@ class GlobalBatch:
 
     @staticmethod
     def _raise_collective_error(error, headers, rank: int, group) -> None:
+        """Raise the first failing rank's error, naming its global rank (the rank of the default group).
+
+        An error that already came from another group's exchange (a grid passes errors on from one group to the
+        next) names its rank already and is raised as it is.
+        """
         failed = [r for r, row in enumerate(headers) if row[0]]
         reports = [None] * len(headers)
-        mine = None if error is None else (type(error).__name__, str(error))
+        mine = None if error is None else (type(error).__name__, str(error), getattr(error, "collective", False))
         dist.all_gather_object(reports, mine, group=group)
         first = failed[0]
-        kind, message = reports[first]
+        kind, message, named = reports[first]
         exception_type = {"TypeError": TypeError, "ValueError": ValueError}.get(kind, RuntimeError)
-        others = f" (ranks {failed} failed)" if len(failed) > 1 else ""
+        if not named:
+            ranks = [r if group is None else dist.get_global_rank(group, r) for r in failed]
+            others = f" (ranks {ranks} failed)" if len(ranks) > 1 else ""
+            message = f"{message} (on rank {ranks[0]}{others})"
+        raised = exception_type(message)
+        raised.collective = True  # raised on every rank of the group, naming the failing one
         if error is not None and rank == first:
-            raise exception_type(f"{message} (on rank {rank}{others})") from error
-        raise exception_type(f"{message} (on rank {first}{others})")
+            raise raised from error
+        raise raised
 
     # -------------------------------------------------------------------------------------------- collectives
 

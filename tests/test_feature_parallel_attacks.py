@@ -451,3 +451,181 @@ def test_feature_group_on_some_ranks_only_raises_on_every_rank(two_ranks):
         assert is_error(result), f"rank {rank} returned {result}"
         assert "feature_group" in result[2], f"rank {rank}: {result}"
         assert_relative(results["then a good call"], expected, 1e-10, f"the call after, rank {rank}")
+
+
+# ------------------------------------------------------------------------------------------------ faults on one rank
+
+FAULT_LAYOUTS = {
+    "1x4": ((11,), (3, 4, 1, 5)),
+    "4x1": ((4, 0, 5, 2), (13,)),
+    "2x2, an empty row rank": ((11, 0), (1, 12)),
+}
+
+#: fault -> (what rank 3 passes instead: (inputs, options), words every rank's error must contain). Rank 3 is the
+#: last of its feature group and of its row group in every layout (in "2x2, an empty row rank" it has no rows).
+FAULTS = {
+    "one-dimensional input": (lambda z1, z2: ((z1[:, 0], z2), {}), ["z1", "rank 3"]),
+    "lambd on one rank": (lambda z1, z2: ((z1, z2), {"lambd": 0.1}), ["lambd", "same on every rank"]),
+    "algorithm on one rank": (lambda z1, z2: ((z1, z2), {"algorithm": "cross"}), ["algorithm", "same on every rank"]),
+    "an unknown option on one rank": (lambda z1, z2: ((z1, z2), {"lambda": 0.1}), ["lambda", "rank 3"]),
+    "float64 and float32": (lambda z1, z2: ((z1.float(), z2.float()), {}), ["compute dtype"]),
+    "a negative eps on one rank": (lambda z1, z2: ((z1, z2), {"eps": -1.0}), ["eps", "rank 3"]),
+}
+
+
+def _fault_worker(rank: int, world_size: int) -> dict:
+    outcomes = {}
+    for layout_name, layout in FAULT_LAYOUTS.items():
+        group, feature_group = grid_groups(layout, rank)
+        rows, columns = block(layout, rank)
+        z1, z2 = (view[rows, columns] for view in views_of(layout))
+        grid = {"group": group, "feature_group": feature_group}
+        for name, (fault, _) in FAULTS.items():
+            inputs, options = fault(z1, z2) if rank == 3 else ((z1, z2), {})
+            outcomes[layout_name, name] = outcome(
+                functools.partial(redundancy.barlow_twins_loss, *inputs, **grid, **options)
+            )
+            good = outcome(functools.partial(redundancy.barlow_twins_loss, z1, z2, **grid))
+            outcomes[layout_name, name, "then a good call"] = good if is_error(good) else good.detach()
+    return outcomes
+
+
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory):
+    return spawn_gloo(_fault_worker, 4, tmp_path_factory.mktemp("faults"), timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("layout_name", list(FAULT_LAYOUTS))
+def test_a_fault_on_one_rank_raises_on_every_rank_in_every_layout(faults, layout_name, fault):
+    words = FAULTS[fault][1]
+    kinds = set()
+    for rank, outcomes in enumerate(faults):
+        result = outcomes[layout_name, fault]
+        assert is_error(result), f"rank {rank} did not raise for {fault}: {result}"
+        kinds.add(result[1])
+        # A rank's own error names that rank once, however many groups it crossed (not each group's index of it).
+        assert result[2].count("(on rank") <= 1, f"rank {rank}: {result[2]!r}"
+        for word in words:
+            assert word in result[2], f"rank {rank}: {result[2]!r} does not mention {word!r}"
+    assert len(kinds) == 1 and kinds <= {"TypeError", "ValueError"}, f"the ranks raised {kinds}"
+    expected = redundancy.barlow_twins_loss(*views_of(FAULT_LAYOUTS[layout_name]))
+    for rank, outcomes in enumerate(faults):
+        good = outcomes[layout_name, fault, "then a good call"]
+        assert not is_error(good), f"rank {rank}: the call after {fault}: {good}"
+        assert_relative(good, expected, 1e-10, f"the call after {fault}, rank {rank}")
+
+
+# ------------------------------------------------------------------------------------------------ DTensor views
+
+#: layout -> (mesh shape, placements, the rows of the full views, the row ranks R: the gradient convention's factor).
+DTENSOR_LAYOUTS = {
+    "(Shard(-1),) on 4": ((4,), ("Shard(-1)",), 11, 1),
+    "(Shard(1), Shard(0)) on 2x2": ((2, 2), ("Shard(1)", "Shard(0)"), 11, 2),
+    "(Shard(0), Replicate()) on 2x2": ((2, 2), ("Shard(0)", "Replicate()"), 11, 2),
+    "(Replicate(), Replicate()) on 2x2": ((2, 2), ("Replicate()", "Replicate()"), 11, 1),
+    "(Shard(0),) on 4, N = 2": ((4,), ("Shard(0)",), 2, 4),
+}
+DTENSOR_LOSSES = ("barlow_twins_gram", "vicreg_cross")
+
+
+def _placement(text: str):
+    from torch.distributed.tensor import Replicate, Shard
+
+    return Replicate() if text == "Replicate()" else Shard(int(text[6:-1]))
+
+
+def _dtensor_result(function, z1, z2):
+    terms = function(z1, z2)
+    (terms.loss * UPSTREAM).backward()
+    grads = [None if z.grad is None else z.grad.full_tensor() for z in (z1, z2)]
+    return [type(t).__name__ for t in terms], torch.stack([t.to_local().detach() for t in terms]), grads
+
+
+def _dtensor_worker(rank: int, world_size: int) -> dict:
+    from torch.distributed.tensor import DTensor, Partial, Shard, distribute_tensor, init_device_mesh
+
+    results = {}
+    for layout, (shape, placements, n, _) in DTENSOR_LAYOUTS.items():
+        mesh = init_device_mesh("cpu", shape)
+        placements = [_placement(text) for text in placements]
+        for name in DTENSOR_LOSSES:
+            z1, z2 = (distribute_tensor(view[:n], mesh, placements).requires_grad_() for view in full_views())
+            results[layout, name] = outcome(functools.partial(_dtensor_result, LOSSES[name], z1, z2))
+    mesh = init_device_mesh("cpu", (2, 2), mesh_dim_names=("rows", "features"))
+    for name in DTENSOR_LOSSES:
+        z1 = distribute_tensor(full_views()[0], mesh, [Shard(0), Shard(1)]).requires_grad_()
+        z2 = distribute_tensor(full_views()[1], mesh, [Shard(0), Shard(1)])
+        results["requires_grad on z1 only", name] = outcome(functools.partial(_dtensor_result, LOSSES[name], z1, z2))
+        # A sub-mesh: each row of the 2×2 mesh splits the features of its own pair of views.
+        own = slice(0, 6) if rank < 2 else slice(6, 11)
+        z1, z2 = (distribute_tensor(view[own], mesh["features"], [Shard(1)]).requires_grad_() for view in full_views())
+        results["a sub-mesh", name] = outcome(functools.partial(_dtensor_result, LOSSES[name], z1, z2))
+    line = init_device_mesh("cpu", (4,))
+    z1, z2 = (distribute_tensor(view, mesh, [Shard(0), Shard(1)]) for view in full_views())
+    partial = [DTensor.from_local(view[:, :3], line, [Partial()]) for view in full_views()]
+    twice = [distribute_tensor(view, mesh, [Shard(0), Shard(0)]) for view in full_views()]
+    other_mesh = distribute_tensor(full_views()[1], line, [Shard(1)])
+    for what, call in {
+        "Partial()": lambda: redundancy.barlow_twins_loss(*partial),
+        "(Shard(0), Shard(0))": lambda: redundancy.barlow_twins_loss(*twice),
+        "views on two meshes": lambda: redundancy.barlow_twins_loss(z1, other_mesh),
+    }.items():
+        results["error", what] = outcome(call)
+    return results
+
+
+@pytest.fixture(scope="module")
+def dtensors(tmp_path_factory):
+    return spawn_gloo(_dtensor_worker, 4, tmp_path_factory.mktemp("dtensor"), timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("name", DTENSOR_LOSSES)
+@pytest.mark.parametrize("layout", list(DTENSOR_LAYOUTS))
+def test_dtensor_placements_give_the_loss_of_the_full_views(dtensors, layout, name):
+    _, _, n, factor = DTENSOR_LAYOUTS[layout]
+    expected, grad1, grad2 = evaluate(LOSSES[name], *(view[:n] for view in full_views()))
+    for rank, results in enumerate(dtensors):
+        result = results[layout, name]
+        assert not is_error(result), f"rank {rank}: {result}"
+        kinds, values, grads = result
+        assert set(kinds) == {"DTensor"}, f"rank {rank}: {kinds}"
+        assert_relative(values, expected, 1e-10, f"{name} on {layout}, rank {rank}")
+        for got, full in zip(grads, (grad1, grad2), strict=True):
+            assert_relative(got, factor * full, 1e-10, f"{name} gradient on {layout}, rank {rank}")
+
+
+@pytest.mark.parametrize("name", DTENSOR_LOSSES)
+def test_dtensor_with_requires_grad_on_one_view_and_on_a_sub_mesh(dtensors, name):
+    expected, grad1, _ = evaluate(LOSSES[name], *full_views())
+    for rank, results in enumerate(dtensors):
+        result = results["requires_grad on z1 only", name]
+        assert not is_error(result), f"rank {rank}: {result}"
+        _, values, (got1, got2) = result
+        assert_relative(values, expected, 1e-10, f"{name}, rank {rank}")
+        assert got2 is None
+        assert_relative(got1, 2 * grad1, 1e-10, f"{name} gradient, rank {rank}")
+        own = slice(0, 6) if rank < 2 else slice(6, 11)
+        expected_own, own1, own2 = evaluate(LOSSES[name], *(view[own] for view in full_views()))
+        result = results["a sub-mesh", name]
+        assert not is_error(result), f"rank {rank}: {result}"
+        _, values, grads = result
+        assert_relative(values, expected_own, 1e-10, f"{name} on a sub-mesh, rank {rank}")
+        for got, full in zip(grads, (own1, own2), strict=True):
+            assert_relative(got, full, 1e-10, f"{name} gradient on a sub-mesh, rank {rank}")
+
+
+@pytest.mark.parametrize(
+    ("what", "words"),
+    [
+        ("Partial()", ["Partial", "Shard(0)"]),
+        ("(Shard(0), Shard(0))", ["rows", "flatten"]),
+        ("views on two meshes", ["mesh"]),
+    ],
+)
+def test_dtensor_placements_the_loss_cannot_take_are_named(dtensors, what, words):
+    for rank, results in enumerate(dtensors):
+        result = results["error", what]
+        assert is_error(result) and result[1] in ("TypeError", "ValueError"), f"rank {rank}: {result}"
+        for word in words:
+            assert word in result[2], f"rank {rank}: {result[2]!r} does not mention {word!r}"
