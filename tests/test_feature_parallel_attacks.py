@@ -629,3 +629,22 @@ def test_dtensor_placements_the_loss_cannot_take_are_named(dtensors, what, words
         assert is_error(result) and result[1] in ("TypeError", "ValueError"), f"rank {rank}: {result}"
         for word in words:
             assert word in result[2], f"rank {rank}: {result[2]!r} does not mention {word!r}"
+
+
+# ------------------------------------------------------------------------------------------------ the automatic choice
+
+
+@pytest.mark.parametrize("loss", cost.FEATURE_PARALLEL_LOSSES)
+def test_auto_never_takes_the_cancelling_gram_difference_when_d_is_at_most_n(loss):
+    """With D ≤ N the summed Grams' difference cancels near convergence: ``auto`` must not choose it there, and
+    ``"gram"`` costs what the cross form it then takes costs."""
+    for n in (2, 8, 256, 2048, 8192):
+        for d in sorted({1, 2, n // 3 or 1, n // 2 or 1, n - 1 or 1, n}):
+            for r, f in ((1, 2), (2, 2), (4, 8), (8, 1)):
+                if f > d:
+                    continue
+                chosen = cost.choose_feature_parallel_algorithm(n, d, r, f, loss=loss)
+                assert chosen == "cross", (n, d, r, f, chosen)
+                if f > 1:
+                    for model in (cost.feature_parallel_bytes, cost.feature_parallel_flops):
+                        assert model("gram", n, d, r, f, loss=loss) == model("cross", n, d, r, f, loss=loss)
