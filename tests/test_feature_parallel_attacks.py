@@ -123,6 +123,9 @@ def test_extreme_shards_give_the_loss_and_gradients_of_the_full_views(extreme, l
     function = LOSSES.get(name) or functools.partial(redundancy.barlow_twins_terms, gradient_convention="official")
     expected, grad1, grad2 = evaluate(function, *views_of(layout))
     factor = 1 if name == "official" else len(layout[0])
+    first = extreme[0][layout_name, name]
+    for rank, results in enumerate(extreme):  # the same loss on every rank, to the bit
+        assert is_error(first) or torch.equal(results[layout_name, name][0], first[0]), f"rank {rank} differs"
     for rank, results in enumerate(extreme):
         result = results[layout_name, name]
         assert not is_error(result), f"rank {rank}: {result}"
@@ -353,6 +356,17 @@ def _groups_worker(rank: int, world_size: int) -> dict:
         results["converged", name] = outcome(
             lambda function=function: torch.stack(list(function(z1, z2, group=group, feature_group=feature_group)))
         )
+    # A NaN in one rank's block reaches every rank's loss (never masked).
+    group, feature_group = grid_groups(COUNTED_GRIDS["2x2"], rank)
+    rows, columns = block(COUNTED_GRIDS["2x2"], rank)
+    z1, z2 = (view[:8, :12][rows, columns].clone() for view in full)
+    if rank == 3:
+        z2[0, 0] = float("nan")
+    for name in ("barlow_twins_cross", "barlow_twins_gram", "vicreg_cross", "vicreg_gram"):
+        function = COUNTED_LOSSES[name][0]
+        results["NaN on rank 3", name] = outcome(
+            lambda function=function: function(z1, z2, group=group, feature_group=feature_group).loss
+        )
     # The row group and the feature group are one group here: not a grid.
     z1, z2 = (view[:8, 3 * rank : 3 * rank + 3] for view in full)
     world = dist.group.WORLD
@@ -390,6 +404,13 @@ def test_converged_float32_terms_match_float64_and_are_never_negative(groups, na
         assert (result >= 0).all(), f"rank {rank}: negative terms {result.tolist()}"
         for index, (got, want) in enumerate(zip(result, exact, strict=True)):
             assert_relative(got, want, 1e-3, f"{name} term {index} on rank {rank}")
+
+
+@pytest.mark.parametrize("name", ["barlow_twins_cross", "barlow_twins_gram", "vicreg_cross", "vicreg_gram"])
+def test_a_nan_on_one_rank_reaches_the_loss_on_every_rank(groups, name):
+    for rank, results in enumerate(groups):
+        result = results["NaN on rank 3", name]
+        assert not is_error(result) and torch.isnan(result), f"rank {rank}: {result}"
 
 
 def test_one_group_for_rows_and_features_is_refused_on_every_rank(groups):
