@@ -351,6 +351,9 @@ def feature_parallel_bytes(
       nonzero ``off_diagonal_target``, 5 for VICReg), and in backward the N×D gradient of each gathered view
       all-reduced over the feature group (each rank keeps its columns).
 
+    With one feature rank (F = 1) Barlow Twins is the data-parallel loss, and its bytes are
+    :func:`communication_bytes` of the strategy :func:`choose_strategy` picks.
+
     Args:
         algorithm: ``"cross"`` or ``"gram"``.
         n: rows of the global batch N.
@@ -374,6 +377,8 @@ def feature_parallel_bytes(
     _check_grid(n, d, row_ranks, feature_ranks)
     itemsize = _compute_itemsize(dtype)
     r, f = row_ranks, feature_ranks
+    if f == 1 and loss == "barlow_twins":  # the data-parallel loss (standardization statistics, a chosen strategy)
+        return communication_bytes(choose_strategy(n, d, r, dtype, algorithm=algorithm), n, d, r, dtype)
     columns = math.ceil(d / f)
     header = ((r - 1) + (f - 1)) * distributed.HEADER_SIZE * 8
     if r > 1 and f > 1:

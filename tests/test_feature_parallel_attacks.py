@@ -263,7 +263,12 @@ def test_second_derivatives_raise_a_clear_error_on_every_rank_or_are_right(input
 
 #: Even grids for the byte count (each rank holds N/R rows of D/F columns, as the cost model assumes); with D ≤ N
 #: "gram" takes the cross form.
-COUNTED_GRIDS = {"2x2": ((4, 4), (6, 6)), "1x4": ((8,), (3, 3, 3, 3)), "2x2, D <= N": ((4, 4), (2, 2))}
+COUNTED_GRIDS = {
+    "2x2": ((4, 4), (6, 6)),
+    "1x4": ((8,), (3, 3, 3, 3)),
+    "2x2, D <= N": ((4, 4), (2, 2)),
+    "4x1": ((2, 2, 2, 2), (12,)),
+}
 
 #: name -> (terms function, the cost model's algorithm, loss and off_diagonal_target).
 COUNTED_LOSSES = {
