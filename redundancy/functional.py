@@ -125,7 +125,7 @@ def barlow_twins_plan(options: BarlowTwinsOptions, batch, views: int = 2) -> Bar
 def _barlow_twins(options: BarlowTwinsOptions, batch, z1: torch.Tensor, z2: torch.Tensor) -> BarlowTwinsTerms:
     """The terms of :func:`barlow_twins_terms` for the batch of all ranks (one rank: this process's batch)."""
     if batch.features is not None:
-        return _barlow_twins_over_features(options, batch, z1, z2)
+        return barlow_twins_over_features(options, batch, z1, z2)
     lambd, target, standardization, algorithm, strategy = barlow_twins_plan(options, batch)
     backend = select_backend(options.backend, z1, algorithm=algorithm) if batch.world_size == 1 else options.backend
     if backend == "triton":
@@ -155,9 +155,10 @@ def _barlow_twins(options: BarlowTwinsOptions, batch, z1: torch.Tensor, z2: torc
     return BarlowTwinsTerms(loss, invariance, redundancy)
 
 
-def _barlow_twins_over_features(options: BarlowTwinsOptions, batch, z1, z2) -> BarlowTwinsTerms:
-    """The terms when the features are split over ``feature_group``: every rank gathers the rows of its columns
-    (over ``group``), standardizes them, and the columns meet in :func:`barlow_twins_terms_over_features`."""
+def barlow_twins_over_features(options: BarlowTwinsOptions, batch, *views: torch.Tensor) -> BarlowTwinsTerms:
+    """The terms of two views (or the mean over the pairs of several) when the features are split over
+    ``feature_group``: every rank gathers the rows of its columns (over ``group``), standardizes them, and the
+    columns meet in :func:`barlow_twins_terms_over_features`."""
     if options.backend == "triton" or options.strategy != "auto":
         raise ValueError(
             "with feature_group, the rows of each rank's columns are gathered and the terms are computed by the torch "
@@ -170,12 +171,12 @@ def _barlow_twins_over_features(options: BarlowTwinsOptions, batch, z1, z2) -> B
         algorithm = cost.choose_feature_parallel_algorithm(
             batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype
         )
-    a, b = batch.gather(z1.to(batch.dtype), z2.to(batch.dtype))
+    views = batch.gather(*(z.to(batch.dtype) for z in views))
     standardization = standardization_of(options.normalization, options.eps)
     if standardization is not None:
-        a, b = standardize(a, standardization), standardize(b, standardization)
+        views = [standardize(z, standardization) for z in views]
     invariance, redundancy = barlow_twins_terms_over_features(
-        a, b, target=options.off_diagonal_target, features=features, algorithm=algorithm
+        list(views), target=options.off_diagonal_target, features=features, algorithm=algorithm
     )
     lambd = 1.0 / batch.dim if options.lambd == "auto" else options.lambd
     return BarlowTwinsTerms((invariance + redundancy * lambd) * options.scale, invariance, redundancy)

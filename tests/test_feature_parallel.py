@@ -47,11 +47,35 @@ LOSSES = {
 }
 
 
-def full_views() -> tuple[torch.Tensor, torch.Tensor]:
+def full_views(count: int = 2) -> tuple[torch.Tensor, ...]:
     generator = torch.Generator().manual_seed(5)
     z1 = torch.randn(N, D, generator=generator, dtype=torch.float64) * 1.5 + 2.0
     z2 = z1 @ torch.randn(D, D, generator=generator, dtype=torch.float64) * 0.3 + 0.1
-    return z1, z2
+    z3 = z2 - 0.5 * z1 + torch.randn(N, D, generator=generator, dtype=torch.float64)
+    return (z1, z2, z3)[:count]
+
+
+#: name -> multi-view terms function with its options (three views).
+MULTIVIEW_LOSSES = {
+    "multiview_barlow_twins_cross": functools.partial(
+        redundancy.multiview_barlow_twins_terms, algorithm="cross", off_diagonal_target=-1.0
+    ),
+    "multiview_barlow_twins_gram": functools.partial(
+        redundancy.multiview_barlow_twins_terms, algorithm="gram", off_diagonal_target=0.5, lambd="auto"
+    ),
+    "multiview_vicreg_cross": functools.partial(redundancy.multiview_vicreg_terms, algorithm="cross"),
+    "multiview_vicreg_gram": functools.partial(
+        redundancy.multiview_vicreg_terms, algorithm="gram", variance_reduction="sum", gamma=2.0
+    ),
+}
+
+
+def evaluate_views(function, views, **options):
+    """``(terms, gradients)`` of ``UPSTREAM · loss`` of a multi-view function, for any number of views."""
+    views = [view.clone().requires_grad_() for view in views]
+    terms = function(views, **options)
+    (terms.loss * UPSTREAM).backward()
+    return torch.stack([t.detach() for t in terms]), *(view.grad for view in views)
 
 
 def block(layout: str, rank: int) -> tuple[slice, slice]:
@@ -96,6 +120,9 @@ def _grid_worker(rank: int, world_size: int, layout: str) -> dict:
     results["official"] = evaluate(official, z1, z2, group=group, feature_group=feature_group)
     module = redundancy.VICRegLoss(feature_group=feature_group, group=group)
     results["module"] = module(z1, z2).detach()
+    views = [view[rows, columns] for view in full_views(3)]
+    for name, function in MULTIVIEW_LOSSES.items():
+        results[name] = evaluate_views(function, views, group=group, feature_group=feature_group)
     return results
 
 
@@ -120,6 +147,21 @@ def test_grid_equals_one_process_on_the_full_views(grid, name):
         for got, full in ((block1, grad1), (block2, grad2)):
             if got.numel():
                 assert_relative(got, factor * full[rows, columns], 1e-10, f"{name} gradient on rank {rank} ({layout})")
+
+
+@pytest.mark.parametrize("name", list(MULTIVIEW_LOSSES))
+def test_grid_multiview_equals_one_process_on_the_full_views(grid, name):
+    layout, results = grid
+    expected, *grads = evaluate_views(MULTIVIEW_LOSSES[name], full_views(3))
+    row_ranks = len(LAYOUTS[layout][0])
+    for rank, result in enumerate(results):
+        value, *blocks = result[name]
+        assert_relative(value, expected, 1e-10, f"{name} terms on rank {rank} ({layout})")
+        rows, columns = block(layout, rank)
+        for got, full in zip(blocks, grads, strict=True):
+            if got.numel():
+                expected_block = row_ranks * full[rows, columns]
+                assert_relative(got, expected_block, 1e-10, f"{name} gradient on rank {rank} ({layout})")
 
 
 def test_grid_module(grid):
