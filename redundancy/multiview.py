@@ -172,6 +172,9 @@ def multiview_barlow_twins_loss(views, **options) -> torch.Tensor:
     The options ``lambd``, ``scale``, ``eps``, ``normalization``, ``off_diagonal_target``, ``algorithm``,
     ``distributed``, ``gradient_convention`` and ``group`` are those of :func:`~redundancy.barlow_twins_loss`.
 
+    With ``feature_group`` (:doc:`/feature_parallel`), each rank passes its block of every view, and the views share
+    their Gram matrices (or their gathered columns) across the feature group.
+
     Args:
         views: the views, a sequence of V ≥ 2 tensors of shape ``(N, D)`` (same shape and device), or one tensor
             of shape ``(V, N, D)``.
@@ -262,7 +265,8 @@ def multiview_vicreg_loss(views, **options) -> torch.Tensor:
     The options ``invariance_weight``, ``variance_weight``, ``covariance_weight``, ``gamma``, ``eps``,
     ``correction``, ``variance_reduction``, ``algorithm``, ``distributed``, ``gradient_convention`` and ``group``
     are those of :func:`~redundancy.vicreg_loss`; under ``distributed="global"`` every rank gathers the V views of
-    all ranks (``V·N·D`` elements).
+    all ranks (``V·N·D`` elements). With ``feature_group`` (:doc:`/feature_parallel`), each rank passes its block
+    of every view.
 
     Args:
         views: the views, a sequence of V ≥ 2 tensors of shape ``(N, D)`` (same shape and device), or one
