@@ -178,6 +178,7 @@ FAULTS = {
     "lambd on one rank": (lambda z1, z2: ((z1, z2), {"lambd": 0.1}), ["lambd", "same on every rank"]),
     "rows differ in a feature group": (lambda z1, z2: ((z1[:2], z2[:2]), {}), ["same rows", "feature_group"]),
     "columns differ in a row group": (lambda z1, z2: ((z1[:, :3], z2[:, :3]), {}), ["number of features D"]),
+    "distributed='local' on one rank": (lambda z1, z2: ((z1, z2), {"distributed": "local"}), ["distributed"]),
     "backend on every rank": (None, ["backend"]),
 }
 
@@ -200,6 +201,7 @@ def _fault_worker(rank: int, world_size: int) -> dict:
         except (TypeError, ValueError, RuntimeError) as error:
             outcomes[name] = (type(error).__name__, str(error))
         outcomes[name + ", then a good call"] = redundancy.barlow_twins_loss(z1, z2, **grid).detach()
+    outcomes["local"] = redundancy.vicreg_loss(z1, z2, distributed="local", **grid).detach()
     return outcomes
 
 
@@ -310,3 +312,10 @@ def test_dtensor_misuse_is_named(dtensors, what, words):
         assert message is not None, f"rank {rank}: {what} did not raise"
         for word in words:
             assert word in message, f"rank {rank}: {message!r} does not mention {word!r}"
+
+
+def test_a_local_call_on_a_grid_is_the_loss_of_its_rows_and_every_feature(faults):
+    for rank, outcome in enumerate(faults):
+        rows, _ = block("2x2", rank)
+        expected = redundancy.vicreg_loss(*(view[rows] for view in full_views()))
+        assert_relative(outcome["local"], expected, 1e-10, f"the local loss of rank {rank}")
