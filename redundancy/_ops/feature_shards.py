@@ -22,6 +22,33 @@ Both are written in differentiable torch operations over the two collectives of
 
 import torch
 
+from redundancy._ops.products import symmetric_gram
+
+
+class _Gram(torch.autograd.Function):
+    """``x xᵀ`` (N×N) from its lower block-triangle, with the backward ``(g + gᵀ) x``: one N×N×D product.
+
+    Autograd's own backward of ``x @ x.t()`` differentiates both factors, two products of the same size.
+    """
+
+    @staticmethod
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return symmetric_gram(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return (grad + grad.t()) @ x
+
+
+def gram(x: torch.Tensor) -> torch.Tensor:
+    """``x @ x.T`` with a backward of one matrix product (see :class:`_Gram`)."""
+    return _Gram.apply(x)
+
 
 def _block_off_diagonal(product: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(diagonal, off)``: the diagonal entries of a block row of a square matrix, and the block without them.
@@ -51,7 +78,7 @@ def barlow_twins_terms_over_features(
         parts = [torch.stack([(c - 1).square().sum() for c in diagonals]), torch.stack([c.dot(c) for c in diagonals])]
         if with_target:
             parts += [torch.stack([view.sum(dim=1) for view in views]), torch.stack([c.sum() for c in diagonals])]
-        invariance, diagonal_sq, *totals, grams = features.sum(*parts, torch.stack([x @ x.t() for x in views]))
+        invariance, diagonal_sq, *totals, grams = features.sum(*parts, torch.stack([gram(x) for x in views]))
         flat = grams.reshape(count, -1)
         off_diagonal_sq = torch.stack([flat[u].dot(flat[v]) for u, v in pairs]) / (n * n) - diagonal_sq
         if with_target:
@@ -86,7 +113,7 @@ def off_diagonal_energy_parts(x: torch.Tensor, *, features, algorithm: str) -> l
     """
     if algorithm == "gram":
         squares = torch.linalg.vecdot(x, x, dim=0)
-        return [x @ x.t(), squares.dot(squares)]
+        return [gram(x), squares.dot(squares)]
     if algorithm == "cross":
         _, off = _block_off_diagonal(x.t() @ features.gather_columns(x), features.offset)
         return [off.square().sum()]
