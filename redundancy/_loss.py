@@ -252,6 +252,8 @@ class Loss:
 
     def run(self, inputs: tuple, options: dict):
         """Evaluate the loss: check, exchange (several ranks), compute, apply the gradient convention."""
+        if torch.compiler.is_compiling() and isinstance(options.get("feature_group"), distributed_ops.ProcessGroup):
+            return _run_eagerly(self, inputs, options)  # a graph break: the grid's collectives run in eager mode
         if self.unpack is None and is_dtensor(inputs[0]):  # the placements name the groups (redundancy._dtensor)
             views, options, as_dtensors = unwrap_dtensors(self.name, self.options.names, self.views, inputs, options)
             return as_dtensors(self.run(views + tuple(inputs[len(views) :]), options))
@@ -292,6 +294,12 @@ class Loss:
             check_views(names, inputs, min_rows=min_rows)
         else:
             self.check_inputs(names + self.extra, inputs, min_rows)
+
+
+@torch.compiler.disable
+def _run_eagerly(loss: Loss, inputs: tuple, options: dict):
+    """:meth:`Loss.run` outside a ``torch.compile`` graph (a graph break where it is called from one)."""
+    return loss.run(inputs, options)
 
 
 def takes_options_of(loss: Loss) -> Callable[[Callable], Callable]:
