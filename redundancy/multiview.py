@@ -27,7 +27,13 @@ import torch
 from redundancy._loss import Loss, takes_options_of
 from redundancy._ops.multiview import multiview_cross_terms, multiview_gram_terms, view_pairs
 from redundancy._triton import barlow_twins_terms_triton, select_backend
-from redundancy.functional import BarlowTwinsOptions, BarlowTwinsTerms, barlow_twins_plan, standardize_view
+from redundancy.functional import (
+    BarlowTwinsOptions,
+    BarlowTwinsTerms,
+    barlow_twins_plan,
+    kernel_normalization,
+    standardize_view,
+)
 from redundancy.vicreg import VICRegOptions, VICRegTerms, _covariance_penalty, _variance_hinge, center
 
 __all__ = [
@@ -89,7 +95,7 @@ def _multiview_barlow_twins(options: BarlowTwinsOptions, batch, *views: torch.Te
             barlow_twins_terms_triton(
                 views[u],
                 views[v],
-                normalization=options.normalization,
+                normalization=kernel_normalization(options),
                 eps=options.eps,
                 target=target,
                 algorithm=algorithm,
@@ -106,7 +112,7 @@ def _multiview_barlow_twins(options: BarlowTwinsOptions, batch, *views: torch.Te
             )
         else:
             if batch.world_size > 1:  # standardized with the global statistics, then gathered
-                views = [standardize_view(z, options.normalization, options.eps, batch) for z in views]
+                views = [standardize_view(z, standardization, batch) for z in views]
                 views = batch.gather(*views)
                 standardization = None
             compute_terms = multiview_gram_terms if algorithm == "gram" else multiview_cross_terms
@@ -154,7 +160,7 @@ def multiview_barlow_twins_loss(views, **options) -> torch.Tensor:
     forms each pair's D×D matrix (``V(V-1)/2·6·N·D²``). ``"auto"`` takes the Gram path for
     ``N < 0.875·(V-1)·D`` (:func:`redundancy.cost.choose_multiview_algorithm`).
 
-    The options ``lambd``, ``scale``, ``eps``, ``normalization``, ``off_diagonal_target``, ``algorithm``,
+    The options ``lambd``, ``scale``, ``eps``, ``correction``, ``standardize``, ``off_diagonal_target``, ``algorithm``,
     ``distributed``, ``gradient_convention`` and ``group`` are those of :func:`~redundancy.barlow_twins_loss`.
 
     Args:
