@@ -14,6 +14,7 @@ import torch
 
 import redundancy
 from redundancy import reference
+from tests.utils import spawn_gloo
 
 #: The old value -> the new options it means.
 MEANINGS = {"batchnorm": {"correction": 0}, "std": {"correction": 1}, "none": {"standardize": False}}
@@ -143,3 +144,50 @@ def test_docs_list_the_deprecated_alias_and_its_replacements():
     for old, new in MEANINGS.items():
         ((name, value),) = new.items()
         assert f'``normalization="{old}"`` → ``{name}={value!r}``' in text, old
+
+
+# ------------------------------------------------------------------------------------------------ process group
+
+
+def _outcome(function) -> tuple[str, object]:
+    try:
+        value = function()
+    except Exception as error:
+        return f"{type(error).__name__}: {error}", None
+    return "no error", value.detach()
+
+
+def _spelling_on_ranks(rank: int, world_size: int) -> dict:
+    """Rank 1 spells the options the old way (or wrongly); the others the new way."""
+    generator = torch.Generator().manual_seed(rank)
+    z1, z2 = (torch.randn(3 + rank, 5, dtype=torch.float64, generator=generator) for _ in range(2))
+    old = rank == 1
+    loss = redundancy.barlow_twins_loss
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return {
+            "same": _outcome(lambda: loss(z1, z2, **({"normalization": "std"} if old else {"correction": 1}))),
+            "expected": _outcome(lambda: loss(z1, z2, correction=1)),
+            "differs": _outcome(lambda: loss(z1, z2, **({"normalization": "std"} if old else {}))),
+            "both": _outcome(lambda: loss(z1, z2, **({"normalization": "std", "correction": 1} if old else {}))),
+            "after": _outcome(lambda: loss(z1, z2)),
+        }
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    return spawn_gloo(_spelling_on_ranks, 3, tmp_path_factory.mktemp("deprecated"), timeout=20.0)
+
+
+@pytest.mark.distributed
+def test_ranks_compare_the_options_the_alias_stands_for(ranks):
+    """The ranks compare ``correction`` and ``standardize``, whichever spelling each rank used: the alias on one
+    rank and the new spelling on the others is one loss; the alias for another divisor is a mismatch raised on
+    every rank; both spellings on one rank raise the TypeError on every rank, and the next call is aligned."""
+    for rank, results in enumerate(ranks):
+        assert results["same"][0] == "no error", f"rank {rank}: {results['same'][0]}"
+        assert torch.equal(results["same"][1], results["expected"][1]), f"rank {rank}"
+        assert torch.equal(results["same"][1], ranks[0]["same"][1]), f"rank {rank}"
+        assert "correction" in results["differs"][0] and "Error" in results["differs"][0], f"rank {rank}"
+        assert "got both normalization= (deprecated) and correction=" in results["both"][0], f"rank {rank}"
+        assert results["after"][0] == "no error", f"rank {rank}: {results['after'][0]}"
