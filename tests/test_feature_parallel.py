@@ -34,10 +34,10 @@ LOSSES = {
     "barlow_twins_cross": functools.partial(redundancy.barlow_twins_terms, algorithm="cross", lambd=0.02),
     "barlow_twins_gram": functools.partial(redundancy.barlow_twins_terms, algorithm="gram"),
     "barlow_twins_auto_std_hsic": functools.partial(
-        redundancy.barlow_twins_terms, normalization="std", off_diagonal_target=-1.0, lambd="auto", scale=0.5
+        redundancy.barlow_twins_terms, correction=1, off_diagonal_target=-1.0, lambd="auto", scale=0.5
     ),
     "barlow_twins_gram_hsic": functools.partial(
-        redundancy.barlow_twins_terms, algorithm="gram", off_diagonal_target=-1.0, normalization="none"
+        redundancy.barlow_twins_terms, algorithm="gram", off_diagonal_target=-1.0, standardize=False
     ),
     "barlow_twins_cross_hsic": functools.partial(
         redundancy.barlow_twins_terms, algorithm="cross", off_diagonal_target=-1.0, eps=0.0
