@@ -37,9 +37,7 @@ ENTRY_POINTS = {
     "barlow_twins_loss": lambda z1, z2, z3, p, **o: redundancy.barlow_twins_loss(z1, z2, **o),
     "barlow_twins_terms": lambda z1, z2, z3, p, **o: torch.stack(redundancy.barlow_twins_terms(z1, z2, **o)),
     "BarlowTwinsLoss": lambda z1, z2, z3, p, **o: torch.stack(redundancy.BarlowTwinsLoss(**o).terms(z1, z2)),
-    "multiview_barlow_twins_loss": lambda z1, z2, z3, p, **o: redundancy.multiview_barlow_twins_loss(
-        [z1, z2, z3], **o
-    ),
+    "multiview_barlow_twins_loss": lambda z1, z2, z3, p, **o: redundancy.multiview_barlow_twins_loss([z1, z2, z3], **o),
     "multiview_barlow_twins_terms": lambda z1, z2, z3, p, **o: torch.stack(
         redundancy.multiview_barlow_twins_terms([z1, z2, z3], **o)
     ),
@@ -55,9 +53,7 @@ ENTRY_POINTS = {
     ),
     "batch_standardize": lambda z1, z2, z3, p, **o: redundancy.batch_standardize(z1, **o),
     "cross_correlation": lambda z1, z2, z3, p, **o: redundancy.cross_correlation(z1, z2, **o),
-    "cross_correlation_summary": lambda z1, z2, z3, p, **o: _summary(
-        redundancy.cross_correlation_summary(z1, z2, **o)
-    ),
+    "cross_correlation_summary": lambda z1, z2, z3, p, **o: _summary(redundancy.cross_correlation_summary(z1, z2, **o)),
     "batch_standardize_reference": lambda z1, z2, z3, p, **o: reference.batch_standardize_reference(z1, **o),
     "barlow_twins_loss_reference": lambda z1, z2, z3, p, **o: reference.barlow_twins_loss_reference(z1, z2, **o),
     "barlow_twins_terms_reference": lambda z1, z2, z3, p, **o: torch.stack(

@@ -274,8 +274,7 @@ def test_torch_func_transforms_of_the_gram_op():
     def reference(*views):
         pairs = itertools.combinations(range(len(views)), 2)
         terms = [
-            barlow_twins_terms_reference(views[u], views[v], correction=1, off_diagonal_target=-0.5)
-            for u, v in pairs
+            barlow_twins_terms_reference(views[u], views[v], correction=1, off_diagonal_target=-0.5) for u, v in pairs
         ]
         return sum(invariance + 0.3 * redundancy for invariance, redundancy in terms) / len(terms)
 
