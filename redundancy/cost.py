@@ -306,7 +306,7 @@ def choose_multiview_strategy(
 
 # ------------------------------------------------------------------------------------------------ feature parallelism
 
-#: The losses that take ``feature_group=`` (a grid of row and feature shards).
+#: The losses that take ``feature_group=``, as the ``loss`` argument of the feature-parallel cost functions names them.
 FEATURE_PARALLEL_LOSSES = ("barlow_twins", "vicreg")
 
 
@@ -344,11 +344,11 @@ def feature_parallel_bytes(
       elements; every rank then holds all N rows of its columns, and the backward needs no collective for them;
     - ``"gram"``: one all-reduce over the feature group of the two N×N Grams of each rank's columns and a few
       scalars (``2·N² + 2`` elements for Barlow Twins, ``2·N + 1`` more with a nonzero ``off_diagonal_target``;
-      ``2·N² + 5`` for VICReg); nothing in backward. When D ≤ N the Gram difference cancels and the loss takes
+      ``2·N² + 4`` for VICReg); nothing in backward. When D ≤ N the Gram difference cancels and the loss takes
       the cross form instead, and is counted as such;
     - ``"cross"``: the columns of every rank gathered over the feature group (one view for Barlow Twins, both for
       VICReg: ``(F-1)·N·ceil(D/F)`` elements each), one all-reduce of a few scalars (2 for Barlow Twins, 3 with a
-      nonzero ``off_diagonal_target``, 5 for VICReg), and in backward the N×D gradient of each gathered view
+      nonzero ``off_diagonal_target``, 4 for VICReg), and in backward the N×D gradient of each gathered view
       all-reduced over the feature group (each rank keeps its columns).
 
     With one feature rank (F = 1) Barlow Twins is the data-parallel loss, and its bytes are
@@ -386,11 +386,11 @@ def feature_parallel_bytes(
     elements = (r - 1) * 2 * math.ceil(n / r) * columns
     if f > 1:
         if terms_algorithm(algorithm, n, d) == "gram":
-            scalars = 5 if loss == "vicreg" else 2 + (2 * n + 1 if off_diagonal_target != 0 else 0)
+            scalars = 4 if loss == "vicreg" else 2 + (2 * n + 1 if off_diagonal_target != 0 else 0)
             elements += _ring_all_reduce(2 * n * n + scalars, f)
         else:
             gathered = 2 if loss == "vicreg" else 1
-            scalars = 5 if loss == "vicreg" else 2 + (off_diagonal_target != 0)
+            scalars = 4 if loss == "vicreg" else 2 + (off_diagonal_target != 0)
             elements += gathered * ((f - 1) * n * columns + _ring_all_reduce(n * d, f)) + _ring_all_reduce(scalars, f)
     return header + elements * itemsize
 

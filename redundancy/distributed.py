@@ -93,6 +93,8 @@ GRADIENT_CONVENTIONS = ("global", "official")
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
 #: Whether this build of torch has torch.distributed at all.
 _DISTRIBUTED_AVAILABLE = dist.is_available()
+#: The type of a process group (a type that no value has where torch.distributed is not built).
+ProcessGroup = dist.ProcessGroup if _DISTRIBUTED_AVAILABLE else type("NoProcessGroup", (), {})
 
 
 def group_world_size(group: "dist.ProcessGroup | None" = None) -> int:
@@ -367,18 +369,20 @@ class GlobalBatch:
     ) -> "GlobalBatch":
         """The batch of a call on a grid: rows split over ``options.group``, features over ``options.feature_group``.
 
-        The ranks of the row group (the other rows of this rank's columns; none when ``group`` is ``None`` or the
-        call is local) exchange headers as in :meth:`exchange`, then the ranks of the feature group (the other
-        columns of these rows), carrying any error of the first exchange, then, on a grid of both, the row group
-        once more with any error of the second. The grid is connected through these exchanges, so a bad input or
-        option on any rank raises on every rank of the grid. Columns may be split unevenly; every rank of a feature
+        The ranks of the row group (the other rows of this rank's columns; none when ``group`` is ``None``; a
+        local call joins the exchange and then keeps its own rows) exchange headers as in :meth:`exchange`, then
+        the ranks of the feature group (the other columns of these rows), carrying any error of the first exchange,
+        then, on a grid of both, the row group once more with any error of the second. The grid is connected
+        through these exchanges, so a bad input or option on any rank raises on every rank of the grid. Columns
+        may be split unevenly; every rank of a feature
         group must hold the same rows.
         """
         _check_membership("group", options.group)
         _check_membership("feature_group", options.feature_group)
         feature_group = options.feature_group
-        row_group = options.group if is_global(options.distributed, options.group, feature_group) else None
-        row_group = row_group if isinstance(row_group, dist.ProcessGroup) else None
+        row_group = options.group if isinstance(options.group, dist.ProcessGroup) else None
+        if row_group is not None and dist.get_world_size(row_group) == 1:
+            row_group = None
         if error is None and row_group is not None:
             error = _check_crossing(row_group, feature_group)
         batch = None
@@ -420,6 +424,8 @@ class GlobalBatch:
                 _raise_if_any_failed(error, row_group)
         if error is not None:
             raise error
+        if row_group is not None and options.distributed == "local":  # a local call: this rank's rows are its batch
+            batch = cls(None, 0, (views[0].shape[0],), batch.dim, batch.dtype)
         if features is None:
             return batch
         return cls(batch.group, batch.rank, batch.counts, features.dim, batch.dtype, features)

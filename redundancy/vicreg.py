@@ -13,15 +13,23 @@ covariances are those of the global batch and every rank returns the same value,
 of :func:`redundancy.barlow_twins_loss`.
 """
 
-import dataclasses
-import numbers
 from typing import Any, NamedTuple
 
 import torch
 
 from redundancy import cost
 from redundancy import distributed as distributed_ops
-from redundancy._loss import ALGORITHMS, Loss, Options, choice_option, option, options_dataclass, real, takes_options_of
+from redundancy._loss import (
+    ALGORITHMS,
+    Loss,
+    Options,
+    choice_option,
+    correction_option,
+    option,
+    options_dataclass,
+    real,
+    takes_options_of,
+)
 from redundancy._ops import off_diagonal_energy
 from redundancy._ops.feature_shards import (
     off_diagonal_energy_from_parts,
@@ -38,17 +46,6 @@ __all__ = [
 ]
 
 VARIANCE_REDUCTIONS = ("mean", "sum")
-
-
-def check_correction(name: str, value: object) -> None:
-    """The check of ``correction``, the variance divisor ``N - correction``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value not in (0, 1):
-        raise ValueError(f"{name} must be 0 (divide by N) or 1 (divide by N - 1), got {value!r:.80}")
-
-
-def correction_option(default: int) -> dataclasses.Field:
-    """The ``correction`` option: 0 divides by N, 1 by N - 1."""
-    return option(default, check_correction, encode=int, decode=int)
 
 
 class VICRegTerms(NamedTuple):
@@ -138,7 +135,7 @@ def _covariance_penalty(x: torch.Tensor, divisor: int, algorithm: str) -> torch.
 
 def _vicreg(options: VICRegOptions, batch, z1: torch.Tensor, z2: torch.Tensor) -> VICRegTerms:
     if batch.features is not None:
-        return _vicreg_over_features(options, batch, z1, z2)
+        return vicreg_over_features(options, batch, z1, z2)
     z1, z2 = batch.gather(z1.to(batch.dtype), z2.to(batch.dtype))
     divisor = batch.count - options.correction  # N >= 2 and correction <= 1: never 0
     invariance = (z1 - z2).square().mean()
@@ -159,10 +156,13 @@ def _vicreg(options: VICRegOptions, batch, z1: torch.Tensor, z2: torch.Tensor) -
 
 
 @distributed_ops.outside_graphs
-def _vicreg_over_features(options: VICRegOptions, batch, z1: torch.Tensor, z2: torch.Tensor) -> VICRegTerms:
-    """:func:`_vicreg` when the features are split over ``feature_group``: each rank gathers the rows of its columns
-    (over ``group``); the per-feature parts stay local, and one all-reduce over the feature group sums them with
-    the covariance energy's parts (:mod:`redundancy._ops.feature_shards`)."""
+def vicreg_over_features(options: VICRegOptions, batch, *views: torch.Tensor) -> VICRegTerms:
+    """The terms of two views (or the mean over the pairs of several) when the features are split over
+    ``feature_group``: each rank gathers the rows of its columns (over ``group``); the per-feature parts stay
+    local, and one all-reduce over the feature group sums them with the covariance energy's parts
+    (:mod:`redundancy._ops.feature_shards`). Each pair's mean squared difference comes from the views' distances
+    to their mean, and each view's variance hinge and covariance energy, computed once, count for the V - 1 pairs
+    it belongs to (as in :func:`redundancy.multiview_vicreg_loss`)."""
     features = batch.features
     algorithm = options.algorithm
     if algorithm == "auto":
@@ -170,25 +170,29 @@ def _vicreg_over_features(options: VICRegOptions, batch, z1: torch.Tensor, z2: t
             batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype, loss="vicreg"
         )
     algorithm = terms_algorithm(algorithm, batch.count, batch.dim)
-    z1, z2 = batch.gather(z1.to(batch.dtype), z2.to(batch.dtype))
+    views = batch.gather(*(z.to(batch.dtype) for z in views))
+    count = len(views)
     divisor = batch.count - options.correction
-    x1, x2 = center(z1), center(z2)
-    hinges = [
-        torch.relu(options.gamma - torch.sqrt(torch.linalg.vecdot(x, x, dim=0) / divisor + options.eps)).sum()
-        for x in (x1, x2)
-    ]
-    energy_parts = [off_diagonal_energy_parts(x, features=features, algorithm=algorithm) for x in (x1, x2)]
-    squared_difference, hinge1, hinge2, *summed = features.sum(
-        (z1 - z2).square().sum(), *hinges, *energy_parts[0], *energy_parts[1]
-    )
-    half = len(summed) // 2
-    energies = [off_diagonal_energy_from_parts(parts, algorithm=algorithm) for parts in (summed[:half], summed[half:])]
-    dim = batch.dim
-    invariance = squared_difference / (batch.count * dim)
-    variance = (hinge1 + hinge2) / dim
-    if options.variance_reduction == "mean":
-        variance = variance / 2
-    covariance = (energies[0] + energies[1]) / (divisor * divisor * dim)
+    mean_view = torch.stack(views).mean(dim=0)
+    distances = torch.stack([(z - mean_view).square().sum() for z in views]).sum()
+    centred = [center(z) for z in views]
+    hinges = torch.stack(
+        [
+            torch.relu(options.gamma - torch.sqrt(torch.linalg.vecdot(x, x, dim=0) / divisor + options.eps)).sum()
+            for x in centred
+        ]
+    ).sum()
+    energy_parts = [off_diagonal_energy_parts(x, features=features, algorithm=algorithm) for x in centred]
+    size = len(energy_parts[0])
+    distances, hinges, *summed = features.sum(distances, hinges, *(part for parts in energy_parts for part in parts))
+    energies = torch.stack(
+        [off_diagonal_energy_from_parts(summed[v * size : (v + 1) * size], algorithm=algorithm) for v in range(count)]
+    ).sum()
+    dim, pairs = batch.dim, count * (count - 1) // 2
+    # Σ_{u<v} ‖z_u - z_v‖² = V Σ_v ‖z_v - z̄‖², and a view belongs to V - 1 of the P pairs.
+    invariance = distances * (count / pairs) / (batch.count * dim)
+    variance = hinges * ((1.0 if options.variance_reduction == "mean" else 2.0) / count) / dim
+    covariance = energies * (2.0 / count) / (divisor * divisor * dim)
     loss = (
         invariance * options.invariance_weight
         + variance * options.variance_weight

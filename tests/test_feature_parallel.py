@@ -34,10 +34,10 @@ LOSSES = {
     "barlow_twins_cross": functools.partial(redundancy.barlow_twins_terms, algorithm="cross", lambd=0.02),
     "barlow_twins_gram": functools.partial(redundancy.barlow_twins_terms, algorithm="gram"),
     "barlow_twins_auto_std_hsic": functools.partial(
-        redundancy.barlow_twins_terms, normalization="std", off_diagonal_target=-1.0, lambd="auto", scale=0.5
+        redundancy.barlow_twins_terms, correction=1, off_diagonal_target=-1.0, lambd="auto", scale=0.5
     ),
     "barlow_twins_gram_hsic": functools.partial(
-        redundancy.barlow_twins_terms, algorithm="gram", off_diagonal_target=-1.0, normalization="none"
+        redundancy.barlow_twins_terms, algorithm="gram", off_diagonal_target=-1.0, standardize=False
     ),
     "barlow_twins_cross_hsic": functools.partial(
         redundancy.barlow_twins_terms, algorithm="cross", off_diagonal_target=-1.0, eps=0.0
@@ -47,11 +47,35 @@ LOSSES = {
 }
 
 
-def full_views() -> tuple[torch.Tensor, torch.Tensor]:
+def full_views(count: int = 2) -> tuple[torch.Tensor, ...]:
     generator = torch.Generator().manual_seed(5)
     z1 = torch.randn(N, D, generator=generator, dtype=torch.float64) * 1.5 + 2.0
     z2 = z1 @ torch.randn(D, D, generator=generator, dtype=torch.float64) * 0.3 + 0.1
-    return z1, z2
+    z3 = z2 - 0.5 * z1 + torch.randn(N, D, generator=generator, dtype=torch.float64)
+    return (z1, z2, z3)[:count]
+
+
+#: name -> multi-view terms function with its options (three views).
+MULTIVIEW_LOSSES = {
+    "multiview_barlow_twins_cross": functools.partial(
+        redundancy.multiview_barlow_twins_terms, algorithm="cross", off_diagonal_target=-1.0
+    ),
+    "multiview_barlow_twins_gram": functools.partial(
+        redundancy.multiview_barlow_twins_terms, algorithm="gram", off_diagonal_target=0.5, lambd="auto"
+    ),
+    "multiview_vicreg_cross": functools.partial(redundancy.multiview_vicreg_terms, algorithm="cross"),
+    "multiview_vicreg_gram": functools.partial(
+        redundancy.multiview_vicreg_terms, algorithm="gram", variance_reduction="sum", gamma=2.0
+    ),
+}
+
+
+def evaluate_views(function, views, **options):
+    """``(terms, gradients)`` of ``UPSTREAM · loss`` of a multi-view function, for any number of views."""
+    views = [view.clone().requires_grad_() for view in views]
+    terms = function(views, **options)
+    (terms.loss * UPSTREAM).backward()
+    return torch.stack([t.detach() for t in terms]), *(view.grad for view in views)
 
 
 def block(layout: str, rank: int) -> tuple[slice, slice]:
@@ -96,6 +120,9 @@ def _grid_worker(rank: int, world_size: int, layout: str) -> dict:
     results["official"] = evaluate(official, z1, z2, group=group, feature_group=feature_group)
     module = redundancy.VICRegLoss(feature_group=feature_group, group=group)
     results["module"] = module(z1, z2).detach()
+    views = [view[rows, columns] for view in full_views(3)]
+    for name, function in MULTIVIEW_LOSSES.items():
+        results[name] = evaluate_views(function, views, group=group, feature_group=feature_group)
     return results
 
 
@@ -122,6 +149,21 @@ def test_grid_equals_one_process_on_the_full_views(grid, name):
                 assert_relative(got, factor * full[rows, columns], 1e-10, f"{name} gradient on rank {rank} ({layout})")
 
 
+@pytest.mark.parametrize("name", list(MULTIVIEW_LOSSES))
+def test_grid_multiview_equals_one_process_on_the_full_views(grid, name):
+    layout, results = grid
+    expected, *grads = evaluate_views(MULTIVIEW_LOSSES[name], full_views(3))
+    row_ranks = len(LAYOUTS[layout][0])
+    for rank, result in enumerate(results):
+        value, *blocks = result[name]
+        assert_relative(value, expected, 1e-10, f"{name} terms on rank {rank} ({layout})")
+        rows, columns = block(layout, rank)
+        for got, full in zip(blocks, grads, strict=True):
+            if got.numel():
+                expected_block = row_ranks * full[rows, columns]
+                assert_relative(got, expected_block, 1e-10, f"{name} gradient on rank {rank} ({layout})")
+
+
 def test_grid_module(grid):
     layout, results = grid
     expected = redundancy.vicreg_loss(*full_views())
@@ -136,6 +178,7 @@ FAULTS = {
     "lambd on one rank": (lambda z1, z2: ((z1, z2), {"lambd": 0.1}), ["lambd", "same on every rank"]),
     "rows differ in a feature group": (lambda z1, z2: ((z1[:2], z2[:2]), {}), ["same rows", "feature_group"]),
     "columns differ in a row group": (lambda z1, z2: ((z1[:, :3], z2[:, :3]), {}), ["number of features D"]),
+    "distributed='local' on one rank": (lambda z1, z2: ((z1, z2), {"distributed": "local"}), ["distributed"]),
     "backend on every rank": (None, ["backend"]),
 }
 
@@ -158,6 +201,14 @@ def _fault_worker(rank: int, world_size: int) -> dict:
         except (TypeError, ValueError, RuntimeError) as error:
             outcomes[name] = (type(error).__name__, str(error))
         outcomes[name + ", then a good call"] = redundancy.barlow_twins_loss(z1, z2, **grid).detach()
+    outcomes["local"] = redundancy.vicreg_loss(z1, z2, distributed="local", **grid).detach()
+    compiled = torch.compile(lambda a, b: redundancy.barlow_twins_loss(a, b, **grid) * 2.0)
+    outcomes["compiled"] = compiled(z1, z2).detach() / 2.0
+    try:
+        torch.compile(lambda a, b: redundancy.barlow_twins_loss(a, b, **grid), fullgraph=True)(z1, z2)
+        outcomes["fullgraph"] = None
+    except Exception as error:  # torch._dynamo's Unsupported: the graph break that fullgraph refuses
+        outcomes["fullgraph"] = str(error)
     return outcomes
 
 
@@ -268,3 +319,18 @@ def test_dtensor_misuse_is_named(dtensors, what, words):
         assert message is not None, f"rank {rank}: {what} did not raise"
         for word in words:
             assert word in message, f"rank {rank}: {message!r} does not mention {word!r}"
+
+
+def test_a_local_call_on_a_grid_is_the_loss_of_its_rows_and_every_feature(faults):
+    for rank, outcome in enumerate(faults):
+        rows, _ = block("2x2", rank)
+        expected = redundancy.vicreg_loss(*(view[rows] for view in full_views()))
+        assert_relative(outcome["local"], expected, 1e-10, f"the local loss of rank {rank}")
+
+
+def test_torch_compile_breaks_the_graph_at_a_grid_loss(faults):
+    """The grid's collectives run in eager mode: compiled callers get the loss, fullgraph=True says why it fails."""
+    expected = redundancy.barlow_twins_loss(*full_views())
+    for rank, outcome in enumerate(faults):
+        assert_relative(outcome["compiled"], expected, 1e-10, f"the compiled loss on rank {rank}")
+        assert outcome["fullgraph"] is not None and "disable" in outcome["fullgraph"], outcome["fullgraph"]

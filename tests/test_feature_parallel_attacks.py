@@ -28,7 +28,7 @@ UPSTREAM = 0.7
 LOSSES = {
     "barlow_twins_cross": functools.partial(redundancy.barlow_twins_terms, algorithm="cross"),
     "barlow_twins_gram": functools.partial(redundancy.barlow_twins_terms, algorithm="gram", off_diagonal_target=-1.0),
-    "barlow_twins_auto": functools.partial(redundancy.barlow_twins_terms, lambd="auto", normalization="std"),
+    "barlow_twins_auto": functools.partial(redundancy.barlow_twins_terms, lambd="auto", correction=1),
     "vicreg_cross": functools.partial(redundancy.vicreg_terms, algorithm="cross"),
     "vicreg_gram": functools.partial(redundancy.vicreg_terms, algorithm="gram"),
 }
