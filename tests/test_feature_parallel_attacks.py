@@ -361,6 +361,15 @@ def _groups_worker(rank: int, world_size: int) -> dict:
         results["converged", name] = outcome(
             lambda function=function: torch.stack(list(function(z1, z2, group=group, feature_group=feature_group)))
         )
+    # The Modules and lambd="auto" on the 2×2 grid of the full 11×13 views.
+    group, feature_group = grid_groups(GRID, rank)
+    rows, columns = block(GRID, rank)
+    z1, z2 = (view[rows, columns] for view in full)
+    grid = {"group": group, "feature_group": feature_group}
+    for module in (redundancy.BarlowTwinsLoss(lambd="auto", **grid), redundancy.VICRegLoss(algorithm="gram", **grid)):
+        results["module", type(module).__name__] = outcome(
+            lambda module=module: (module(z1, z2).detach(), torch.stack(list(module.terms(z1, z2))).detach())
+        )
     # A NaN in one rank's block reaches every rank's loss (never masked).
     group, feature_group = grid_groups(COUNTED_GRIDS["2x2"], rank)
     rows, columns = block(COUNTED_GRIDS["2x2"], rank)
@@ -409,6 +418,21 @@ def test_converged_float32_terms_match_float64_and_are_never_negative(groups, na
         assert (result >= 0).all(), f"rank {rank}: negative terms {result.tolist()}"
         for index, (got, want) in enumerate(zip(result, exact, strict=True)):
             assert_relative(got, want, 1e-3, f"{name} term {index} on rank {rank}")
+
+
+def test_modules_on_the_grid_equal_the_functions_on_the_full_views(groups):
+    z1, z2 = full_views()
+    expected = {
+        "BarlowTwinsLoss": redundancy.barlow_twins_terms(z1, z2, lambd=1.0 / z1.shape[1]),  # "auto" is 1/D of all D
+        "VICRegLoss": redundancy.vicreg_terms(z1, z2, algorithm="gram"),
+    }
+    for rank, results in enumerate(groups):
+        for name, terms in expected.items():
+            result = results["module", name]
+            assert not is_error(result), f"rank {rank}: {result}"
+            loss, got = result
+            assert_relative(loss, terms.loss, 1e-10, f"{name} on rank {rank}")
+            assert_relative(got, torch.stack(list(terms)), 1e-10, f"{name}.terms on rank {rank}")
 
 
 @pytest.mark.parametrize("name", ["barlow_twins_cross", "barlow_twins_gram", "vicreg_cross", "vicreg_gram"])
