@@ -108,7 +108,29 @@ def _extreme_worker(rank: int, world_size: int) -> dict:
             results[layout_name, name] = outcome(functools.partial(evaluate, function, z1, z2, **grid))
         official = functools.partial(redundancy.barlow_twins_terms, gradient_convention="official")
         results[layout_name, "official"] = outcome(functools.partial(evaluate, official, z1, z2, **grid))
+    for layout_name, layout in TOO_SMALL_LAYOUTS.items():
+        group, feature_group = grid_groups(layout, rank)
+        rows, columns = block(layout, rank)
+        z1, z2 = (view[rows, columns] for view in views_of(layout))
+        call = functools.partial(redundancy.vicreg_loss, z1, z2, group=group, feature_group=feature_group)
+        results[layout_name] = outcome(call)
+        z1, z2 = (view[:4, 3 * rank : 3 * rank + 3] for view in full_views())
+        then = functools.partial(redundancy.vicreg_loss, z1, z2, feature_group=dist.group.WORLD)
+        results[layout_name, "then a good call"] = outcome(then)
     return results
+
+
+#: layout -> words of the error every rank raises: grids whose loss does not exist.
+TOO_SMALL_LAYOUTS = {
+    "2x2, N = 1": ((1, 0), (6, 7)),
+    "1x4, N = 1": ((1,), (3, 3, 3, 4)),
+    "2x2, a feature rank without columns": ((3, 4), (0, 13)),
+}
+TOO_SMALL_WORDS = {
+    "2x2, N = 1": ["at least 2 rows"],
+    "1x4, N = 1": ["z1", "at least 2 rows"],
+    "2x2, a feature rank without columns": ["z1", "feature column"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +159,18 @@ def test_extreme_shards_give_the_loss_and_gradients_of_the_full_views(extreme, l
             # With N = 2 the gradient through "std" standardization is roundoff (two rows standardize to ±1
             # whatever they are): an absolute floor at float64 roundoff.
             torch.testing.assert_close(got, factor * full[rows, columns], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout_name", list(TOO_SMALL_LAYOUTS))
+def test_a_grid_without_a_loss_raises_on_every_rank(extreme, layout_name):
+    z1, z2 = (view[:4, :12] for view in full_views())
+    expected = redundancy.vicreg_loss(z1, z2)
+    for rank, results in enumerate(extreme):
+        result = results[layout_name]
+        assert is_error(result) and result[1] == "ValueError", f"rank {rank}: {result}"
+        for word in TOO_SMALL_WORDS[layout_name]:
+            assert word in result[2], f"rank {rank}: {result[2]!r} does not mention {word!r}"
+        assert_relative(results[layout_name, "then a good call"], expected, 1e-10, f"the call after, rank {rank}")
 
 
 # ------------------------------------------------------------------------------------------------ inputs and autograd
