@@ -46,6 +46,11 @@ summed over ``feature_group`` (:class:`FeatureShards`): the N×N Gram matrices o
 ``‖AᵀB‖² = ⟨AAᵀ, BBᵀ⟩``, or each rank's block row of C after a gather of the other view's columns
 (:mod:`redundancy._ops.feature_shards`). The loss is that of the full N×D views on every rank, and the gradient
 convention applies over ``group`` only. :func:`redundancy.cost.feature_parallel_bytes` counts the bytes.
+The ranks compare the size of their ``feature_group`` (``feature_group`` on some ranks of a group only raises on
+all of them), and ``group`` and ``feature_group`` must share no rank but this one. A grid reaches its ranks only
+through the groups each rank names: a rank whose ``group`` or ``feature_group`` is not the grid's (not a process
+group, or a group of other ranks) cannot reach the ranks that wait for it, which then fail at the process group's
+timeout. ``torch.compile`` runs a grid call eagerly (a graph break; ``fullgraph=True`` raises, naming the reason).
 
 **Every rank calls, and errors are collective.** Every rank of the group must call the loss, in the same order,
 with the same options (``distributed="local"`` included; to evaluate a loss on some ranks only, pass ``group=`` a
