@@ -38,8 +38,10 @@ Run::
     python examples/column_parallel_barlow_twins.py                          # the same training in one process
 
 (with ``redundancy`` installed, or from a checkout with ``PYTHONPATH=.``). Rank 0 prints the loss of each logged
-step; ``--out FILE`` writes every step's loss as JSON. With the same ``--seed`` the two commands print the same
-losses up to float32 rounding: the test suite checks the first steps at 1e-4 relative.
+step, then the test accuracy of a linear probe (scikit-learn's logistic regression, all training labels) on the
+trained backbone's features and on the same backbone at initialization; ``--out FILE`` writes every step's loss and
+the accuracies as JSON. With the same ``--seed`` the two commands print the same losses up to float32 rounding: the
+test suite checks the first steps at 1e-4 relative.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ from torch.nn import functional as F
 import redundancy
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from digits_barlow_twins import augment, load_digits_split  # the sibling example's data
+from digits_barlow_twins import augment, embed, linear_probe_accuracy, load_digits_split  # the sibling example's
 
 # ------------------------------------------------------------------------------------------------ the grid
 
@@ -191,9 +193,8 @@ def build_model(width: int, hidden: int, embedding_dim: int, grid: Grid) -> nn.S
 # ------------------------------------------------------------------------------------------------- training
 
 
-def train(args: argparse.Namespace, grid: Grid) -> list[float]:
-    """Train for ``args.steps`` steps; return the loss of every step (the same on every rank)."""
-    images = load_digits_split().train_images
+def train(args: argparse.Namespace, grid: Grid, images: torch.Tensor) -> tuple[nn.Module, list[float]]:
+    """Train for ``args.steps`` steps; return the backbone and the loss of every step (the same on every rank)."""
     if not 2 <= args.batch_size <= len(images):
         raise ValueError(f"--batch-size must be between 2 and {len(images)}, got {args.batch_size}")
     model = build_model(args.width, args.hidden, args.embedding_dim, grid)
@@ -218,7 +219,19 @@ def train(args: argparse.Namespace, grid: Grid) -> list[float]:
         losses.append(loss.item())
         if leader and (step % args.log_every == 0 or step == args.steps - 1):
             print(f"step {step:4d}  loss {losses[-1]:.6f}  ({time.perf_counter() - start:.1f} s)", flush=True)
-    return losses
+    backbone = (model.module if grid.rows > 1 else model)[0]
+    return backbone, losses
+
+
+def probe_accuracy(backbone: nn.Module, split) -> float:
+    """Test accuracy of a logistic-regression probe on the backbone's frozen features, with every training label."""
+    return linear_probe_accuracy(
+        embed(backbone, split.train_images),
+        split.train_labels,
+        embed(backbone, split.test_images),
+        split.test_labels,
+        inverse_regularization=0.1,
+    )
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
@@ -242,6 +255,7 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--single-process", action="store_true", help="one process on the full model, even under torchrun"
     )
+    parser.add_argument("--no-probe", action="store_true", help="skip the linear probe after training")
     parser.add_argument("--out", type=pathlib.Path, help="write the loss of every step here (JSON, rank 0)")
     args = parser.parse_args(argv)
     for name in ("steps", "width", "hidden", "embedding_dim", "feature_ranks", "threads", "log_every"):
@@ -266,9 +280,20 @@ def main(argv: list[str] | None = None) -> list[float]:
             f"D = {args.embedding_dim}",
             flush=True,
         )
-    losses = train(args, grid)
+    split = load_digits_split()
+    backbone, losses = train(args, grid, split.train_images)
+    record = {"grid": [grid.rows, grid.features], "losses": losses}
+    if leader and not args.no_probe:
+        trained = probe_accuracy(backbone, split)
+        initial = probe_accuracy(build_model(args.width, args.hidden, args.embedding_dim, grid)[0], split)
+        record["probe_accuracy"] = {"trained": trained, "initialization": initial}
+        print(
+            f"linear probe on the backbone's features, all {len(split.train_labels)} training labels: test accuracy "
+            f"{trained:.1%} (the same backbone at initialization: {initial:.1%})",
+            flush=True,
+        )
     if args.out is not None and leader:
-        args.out.write_text(json.dumps({"grid": [grid.rows, grid.features], "losses": losses}, indent=1))
+        args.out.write_text(json.dumps(record, indent=1))
     if launched:
         dist.barrier()  # every rank has finished before the groups are destroyed
         dist.destroy_process_group()

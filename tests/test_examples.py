@@ -345,6 +345,7 @@ def test_recipe_trains_two_steps_under_torchrun(tmp_path):
 #: Small settings of the column-parallel example: uneven rows (32 + 31) and uneven columns (49 + 48) on 2×2.
 TINY_COLUMN_PARALLEL = [
     "--steps", "4", "--batch-size", "63", "--width", "4", "--hidden", "32", "--embedding-dim", "97", "--log-every", "1",
+    "--no-probe",
 ]  # fmt: skip
 
 
