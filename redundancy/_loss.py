@@ -117,7 +117,7 @@ def options_dataclass(cls: type) -> type:
     """
     cls = dataclasses.dataclass(frozen=True, kw_only=True)(cls)
     fields = dataclasses.fields(cls)
-    common = {"distributed", "gradient_convention", "group"}
+    common = {"distributed", "gradient_convention", "group", "feature_group"}
     ordered = [f for f in fields if f.name not in common] + [f for f in fields if f.name in common]
     cls.specs = tuple(
         OptionSpec(f.name, f.default, *(f.metadata[key] for key in ("check", "encode", "decode", "shared")))
@@ -258,7 +258,8 @@ class Loss:
         options = self.options(**options)
         names = self.views
         # A rank of several holds part of the rows (maybe none): the global batch's size is checked in the exchange.
-        min_rows = 0 if distributed_ops.is_global(options.distributed, options.group) else self.min_rows
+        feature_group = getattr(options, "feature_group", None)
+        min_rows = 0 if distributed_ops.is_global(options.distributed, options.group, feature_group) else self.min_rows
         if error is None:
             try:
                 options.check()

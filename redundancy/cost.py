@@ -301,3 +301,143 @@ def choose_multiview_strategy(
     gather_flops = multiview_barlow_twins_flops(gathered, global_n, d, views)
     gather_cost = gather_flops + FLOPS_PER_COMMUNICATED_BYTE * gather_bytes
     return "all_reduce" if reduce_cost < gather_cost else "all_gather"
+
+
+# ------------------------------------------------------------------------------------------------ feature parallelism
+
+#: The losses that take ``feature_group=`` (a grid of row and feature shards).
+FEATURE_PARALLEL_LOSSES = ("barlow_twins", "vicreg")
+
+
+def _check_grid(n: int, d: int, row_ranks: int, feature_ranks: int) -> None:
+    _check_shape_counts(n, d, row_ranks)
+    if isinstance(feature_ranks, bool) or not isinstance(feature_ranks, int) or not 1 <= feature_ranks <= d:
+        raise ValueError(f"feature_ranks must be an integer from 1 to d = {d}, got {feature_ranks!r}")
+
+
+def _ring_all_reduce(elements: int, ranks: int) -> int:
+    return math.ceil(2 * (ranks - 1) * elements / ranks)
+
+
+def feature_parallel_bytes(
+    algorithm: str,
+    n: int,
+    d: int,
+    row_ranks: int,
+    feature_ranks: int,
+    dtype: torch.dtype = torch.float32,
+    *,
+    loss: str = "barlow_twins",
+    off_diagonal_target: float = 0.0,
+) -> int:
+    """Bytes each rank sends (and receives) per step for a loss over a grid of row and feature shards.
+
+    The grid has ``row_ranks`` R ranks along the rows (``group=``, data parallel) and ``feature_ranks`` F along
+    the features (``feature_group=``, a column-parallel projector); each rank holds ``ceil(N/R)`` rows of
+    ``ceil(D/F)`` columns. Forward and backward together, with ring collectives:
+
+    - the header of each call, an all-gather of :data:`redundancy.distributed.HEADER_SIZE` float64 values over
+      the row group and over the feature group;
+    - the rows: one all-gather of both views' blocks over the row group, ``(R-1)·2·ceil(N/R)·ceil(D/F)``
+      elements; every rank then holds all N rows of its columns, and the backward needs no collective for them;
+    - ``"gram"``: one all-reduce over the feature group of the two N×N Grams of each rank's columns and a few
+      scalars (``2·N² + 2`` elements for Barlow Twins, ``2·N + 1`` more with a nonzero ``off_diagonal_target``;
+      ``2·N² + 4`` for VICReg); nothing in backward;
+    - ``"cross"``: the columns of every rank gathered over the feature group (one view for Barlow Twins, both for
+      VICReg: ``(F-1)·N·ceil(D/F)`` elements each), and in backward the N×D gradient of each gathered view
+      all-reduced over the feature group (each rank keeps its columns).
+
+    Args:
+        algorithm: ``"cross"`` or ``"gram"``.
+        n: rows of the global batch N.
+        d: features D of the full views.
+        row_ranks: ranks R of the row group (1: the rows are not split).
+        feature_ranks: ranks F of the feature group (1: the features are not split).
+        dtype: dtype of the embeddings (communication happens in the compute dtype).
+        loss: ``"barlow_twins"`` or ``"vicreg"``.
+        off_diagonal_target: Barlow Twins' target t (a nonzero one adds the row sums to the Gram all-reduce).
+
+    Example:
+        >>> gram = feature_parallel_bytes("gram", 2048, 65536, 1, 8)
+        >>> data_parallel = communication_bytes("all_gather", 2048, 65536, 8)
+        >>> round(data_parallel / gram, 1)
+        16.2
+    """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    if loss not in FEATURE_PARALLEL_LOSSES:
+        raise ValueError(f"loss must be one of {FEATURE_PARALLEL_LOSSES}, got {loss!r}")
+    _check_grid(n, d, row_ranks, feature_ranks)
+    itemsize = _compute_itemsize(dtype)
+    r, f = row_ranks, feature_ranks
+    columns = math.ceil(d / f)
+    header = ((r - 1) + (f - 1)) * distributed.HEADER_SIZE * 8
+    elements = (r - 1) * 2 * math.ceil(n / r) * columns
+    if f > 1:
+        if algorithm == "gram":
+            scalars = 4 if loss == "vicreg" else 2 + (2 * n + 1 if off_diagonal_target != 0 else 0)
+            elements += _ring_all_reduce(2 * n * n + scalars, f)
+        else:
+            gathered = 2 if loss == "vicreg" else 1
+            scalars = 4 if loss == "vicreg" else 3
+            elements += gathered * ((f - 1) * n * columns + _ring_all_reduce(n * d, f)) + _ring_all_reduce(scalars, f)
+    return header + elements * itemsize
+
+
+def feature_parallel_flops(
+    algorithm: str, n: int, d: int, row_ranks: int, feature_ranks: int, *, loss: str = "barlow_twins"
+) -> int:
+    """Matrix-product FLOPs each rank of a grid spends on the loss (forward and backward).
+
+    Every rank works on all N rows of its ``ceil(D/F)`` columns (the row group gathers its rows, so its R ranks
+    repeat the same work): the Gram path forms the N×N Grams of those columns, ``8·N²·D/F`` for Barlow Twins, and
+    the cross path the rank's block row of C (``D/F × D``), ``6·N·D²/F``. VICReg counts
+    :func:`autocorrelation_flops` of both views the same way.
+
+    Example:
+        >>> feature_parallel_flops("gram", 2048, 65536, 1, 8) * 8 == 8 * 2048 * 2048 * 65536
+        True
+    """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    if loss not in FEATURE_PARALLEL_LOSSES:
+        raise ValueError(f"loss must be one of {FEATURE_PARALLEL_LOSSES}, got {loss!r}")
+    _check_grid(n, d, row_ranks, feature_ranks)
+    columns = math.ceil(d / feature_ranks)
+    if loss == "vicreg":
+        if algorithm == "gram":
+            return 2 * autocorrelation_flops("gram", n, columns)
+        return 2 * 4 * n * columns * d
+    if algorithm == "gram":
+        return 8 * n * n * columns
+    return 6 * n * columns * d
+
+
+def choose_feature_parallel_algorithm(
+    n: int,
+    d: int,
+    row_ranks: int,
+    feature_ranks: int,
+    dtype: torch.dtype = torch.float32,
+    *,
+    loss: str = "barlow_twins",
+) -> str:
+    """The algorithm ``algorithm="auto"`` uses on a grid: the smaller ``FLOPs + FLOPS_PER_COMMUNICATED_BYTE · bytes``.
+
+    With one feature rank nothing crosses the feature group and the choice is :func:`choose_algorithm`'s (or
+    :func:`choose_autocorrelation_algorithm`'s for VICReg).
+
+    Example:
+        >>> choose_feature_parallel_algorithm(2048, 65536, 2, 4), choose_feature_parallel_algorithm(8192, 512, 1, 4)
+        ('gram', 'cross')
+    """
+    _check_grid(n, d, row_ranks, feature_ranks)
+    if feature_ranks == 1:
+        return choose_autocorrelation_algorithm(n, d) if loss == "vicreg" else choose_algorithm(n, d)
+
+    def estimated_cost(algorithm: str) -> int:
+        flops = feature_parallel_flops(algorithm, n, d, row_ranks, feature_ranks, loss=loss)
+        bytes_sent = feature_parallel_bytes(algorithm, n, d, row_ranks, feature_ranks, dtype, loss=loss)
+        return flops + FLOPS_PER_COMMUNICATED_BYTE * bytes_sent
+
+    return "gram" if estimated_cost("gram") < estimated_cost("cross") else "cross"

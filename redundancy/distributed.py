@@ -66,6 +66,7 @@ __all__ = [
     "HEADER_SIZE",
     "LOSS_NAMES",
     "STRATEGIES",
+    "FeatureShards",
     "GlobalBatch",
     "group_world_size",
     "is_global",
@@ -97,16 +98,19 @@ def group_world_size(group: "dist.ProcessGroup | None" = None) -> int:
     return dist.get_world_size(group)
 
 
-def is_global(distributed: object, group: object) -> bool:
-    """Whether a call with these options computes the batch of several ranks (and so exchanges with them).
+def is_global(distributed: object, group: object, feature_group: object = None) -> bool:
+    """Whether a call with these options computes the rows of several ranks (and so exchanges with them).
 
     ``group`` that is not a process group counts as the default group, so that a rank whose ``group`` is wrong
-    still joins the default group's exchange and reports its error there.
+    still joins the default group's exchange and reports its error there. With a ``feature_group``, ``group=None``
+    means that the rows are not split (every rank of the feature group holds the same rows).
 
     Example:
         >>> is_global("global", None)  # a process without torch.distributed.init_process_group
         False
     """
+    if group is None and isinstance(feature_group, dist.ProcessGroup):
+        return False
     group = group if isinstance(group, dist.ProcessGroup) else None
     return distributed != "local" and group_world_size(group) > 1
 
@@ -218,8 +222,10 @@ class GlobalBatch:
         world_size: number of ranks W (1 for one process).
         counts: rows on each rank, a tuple of W ints.
         count: rows of the global batch N.
-        dim: feature dimension D (the same on every rank).
+        dim: feature dimension D of the full views (the same on every rank).
         dtype: the compute dtype (float32, or float64 for float64 inputs).
+        features: how the features are split over ``feature_group`` (:class:`FeatureShards`), or ``None`` when
+            every rank holds all D of them.
 
     Example:
         >>> batch = GlobalBatch(None, rank=1, counts=[3, 0, 5], dim=16)  # three ranks, one of them empty
@@ -227,7 +233,15 @@ class GlobalBatch:
         (3, 8, (3, 0, 5))
     """
 
-    def __init__(self, group, rank: int, counts: Sequence[int], dim: int, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        group,
+        rank: int,
+        counts: Sequence[int],
+        dim: int,
+        dtype: torch.dtype = torch.float32,
+        features: "FeatureShards | None" = None,
+    ) -> None:
         self.group = group
         self.rank = rank
         self.world_size = len(counts)
@@ -235,6 +249,7 @@ class GlobalBatch:
         self.count = sum(self.counts)
         self.dim = dim
         self.dtype = dtype
+        self.features = features
 
     @property
     def for_ops(self) -> "GlobalBatch | None":
@@ -262,35 +277,112 @@ class GlobalBatch:
         global call (:func:`is_global`) then has the batch of all ranks; a local one its own rows. ``shared`` are
         further ``(name, number)`` pairs every rank must agree on (inputs that are not views, such as Mixed Barlow
         Twins' ``alpha``); ``min_rows`` is the fewest rows the global batch may have; ``view_names`` name the
-        views in error messages.
+        views in error messages. A loss with a ``feature_group`` option opens a grid of row and feature shards
+        (:meth:`open_grid`).
         """
+        if isinstance(getattr(options, "feature_group", None), dist.ProcessGroup):
+            return cls.open_grid(code, options, views, view_names, error=error, shared=shared, min_rows=min_rows)
         if not _DISTRIBUTED_AVAILABLE or not dist.is_initialized():  # one process: nothing to exchange
             if error is not None:
                 raise error
             rows, dim = views[0].shape
             return cls(None, 0, (rows,), dim, compute_dtype(*views))
-        if isinstance(options.group, int) and options.group == dist.GroupMember.NON_GROUP_MEMBER:
-            raise ValueError(
-                "this process is not a member of the process group passed as group (torch.distributed.new_group "
-                "gives its non-members GroupMember.NON_GROUP_MEMBER): only the members of a group call its loss"
-            )
+        _check_membership("group", options.group)
         group = options.group if isinstance(options.group, dist.ProcessGroup) else None
         if group_world_size(group) == 1:  # a group of one rank: nothing to exchange
             if error is not None:
                 raise error
             rows, dim = views[0].shape
             return cls(None, 0, (rows,), dim, compute_dtype(*views))
-        call = 0  # calls are not counted inside a torch.compile graph (see exchange)
-        if not torch.compiler.is_compiling():
-            key = group if group is not None else dist.group.WORLD
-            _CALLS[key] = call = _CALLS.get(key, 0) + 1
         batch = cls.exchange(
-            code, options, views, view_names, error=error, call=call, group=group, shared=shared, min_rows=min_rows
+            code,
+            options,
+            views,
+            view_names,
+            error=error,
+            call=_count_call(group),
+            group=group,
+            shared=shared,
+            min_rows=min_rows,
         )
         if is_global(options.distributed, group):
             return batch
         rows, dim = views[0].shape  # a local call: this rank's rows are its batch
         return cls(None, 0, (rows,), dim, batch.dtype)
+
+    @classmethod
+    def open_grid(
+        cls,
+        code: int,
+        options,
+        views: Sequence[object],
+        view_names: Sequence[str],
+        *,
+        error: Exception | None = None,
+        shared: Sequence[tuple[str, float]] = (),
+        min_rows: int = 2,
+    ) -> "GlobalBatch":
+        """The batch of a call on a grid: rows split over ``options.group``, features over ``options.feature_group``.
+
+        The ranks of the row group (the other rows of this rank's columns; none when ``group`` is ``None`` or the
+        call is local) exchange headers as in :meth:`exchange`, then the ranks of the feature group (the other
+        columns of these rows), carrying any error of the first exchange, then, on a grid of both, the row group
+        once more with any error of the second. The grid is connected through these exchanges, so a bad input or
+        option on any rank raises on every rank of the grid. Columns may be split unevenly; every rank of a feature
+        group must hold the same rows.
+        """
+        if torch.compiler.is_compiling():
+            raise RuntimeError(
+                "feature_group= is not supported inside a torch.compile graph yet: call the loss outside the compiled "
+                "region (torch.compiler.disable), or without feature_group"
+            )
+        _check_membership("group", options.group)
+        _check_membership("feature_group", options.feature_group)
+        feature_group = options.feature_group
+        row_group = options.group if is_global(options.distributed, options.group, feature_group) else None
+        row_group = row_group if isinstance(row_group, dist.ProcessGroup) else None
+        batch = None
+        if row_group is not None:
+            try:
+                batch = cls.exchange(
+                    code,
+                    options,
+                    views,
+                    view_names,
+                    error=error,
+                    call=_count_call(row_group),
+                    group=row_group,
+                    shared=shared,
+                    min_rows=min_rows,
+                )
+            except (TypeError, ValueError, RuntimeError) as caught:
+                error = caught
+        elif error is None:
+            rows, dim = views[0].shape
+            batch = cls(None, 0, (rows,), dim, compute_dtype(*views))
+        features = None
+        if dist.get_world_size(feature_group) > 1:
+            try:
+                features = cls.exchange(
+                    code,
+                    options,
+                    views,
+                    view_names,
+                    error=error,
+                    call=_count_call(feature_group),
+                    group=feature_group,
+                    shared=shared,
+                    split="features",
+                )
+            except (TypeError, ValueError, RuntimeError) as caught:
+                error = caught
+            if row_group is not None:  # the errors only the feature group saw, to the other rows of these columns
+                _raise_if_any_failed(error, row_group)
+        if error is not None:
+            raise error
+        if features is None:
+            return batch
+        return cls(batch.group, batch.rank, batch.counts, features.dim, batch.dtype, features)
 
     @classmethod
     def exchange(
@@ -305,13 +397,16 @@ class GlobalBatch:
         group,
         shared: Sequence[tuple[str, float]] = (),
         min_rows: int = 2,
-    ) -> "GlobalBatch":
+        split: str = "rows",
+    ) -> "GlobalBatch | FeatureShards":
         """All-gather every rank's header (error, call, loss, shapes, dtype, options) and check them together.
 
         Raises the same error on every rank: the first failing rank's own error (its type and message, naming
         the rank) when any rank's checks failed; :class:`RuntimeError` when the ranks are not at the same call of
         the same loss; :class:`ValueError` when D, the compute dtype, an option or a ``shared`` value differ, or
-        the global batch has fewer than ``min_rows`` rows.
+        the global batch has fewer than ``min_rows`` rows. With ``split="features"`` the ranks hold different
+        columns of the same rows instead: the row counts must be equal, and the :class:`FeatureShards` of the
+        columns is returned.
         """
         rank, world_size = dist.get_rank(group), dist.get_world_size(group)
         if torch.compiler.is_compiling() and error is not None:
@@ -351,11 +446,18 @@ class GlobalBatch:
             )
         names = " and ".join(view_names)
         ranks = f"ranks 0..{world_size - 1}"
-        _check_same(
-            [int(row[4]) for row in headers],
-            f"{names} must have the same number of features D on every rank of the process group, got D = {{values}} "
-            f"on {ranks}",
-        )
+        if split == "rows":
+            _check_same(
+                [int(row[4]) for row in headers],
+                f"{names} must have the same number of features D on every rank of the process group, got "
+                f"D = {{values}} on {ranks}",
+            )
+        else:
+            _check_same(
+                [int(row[3]) for row in headers],
+                f"{names} must have the same rows on every rank of feature_group (the ranks that hold the other "
+                f"features of the same rows), got {{values}} rows on {ranks} of feature_group",
+            )
         dtype_names = ("float32", "float64")
         _check_same(
             [dtype_names[int(row[5])] for row in headers],
@@ -369,6 +471,8 @@ class GlobalBatch:
                 [decode(row[index]) for row in headers],
                 f"{name} must be the same on every rank of the process group, got {name} = {{values}} on {ranks}",
             )
+        if split == "features":
+            return FeatureShards(group, rank, [int(row[4]) for row in headers])
         counts = [int(row[3]) for row in headers]
         if sum(counts) < min_rows:
             raise ValueError(
@@ -465,6 +569,109 @@ class GlobalBatch:
         return scaled[0] if isinstance(outputs, torch.Tensor) else type(outputs)(*scaled)
 
 
+class FeatureShards:
+    """How the features (columns) of the views are split over the ranks of ``feature_group``.
+
+    Every rank of the group holds the same rows and its own slice of the columns, in rank order: rank p holds
+    columns ``offset .. offset + widths[p]`` of the full D. Built by :meth:`GlobalBatch.open_grid`.
+
+    Attributes:
+        group: the feature group (a process group of F > 1 ranks).
+        rank: this process's rank in it.
+        widths: columns on each rank, a tuple of F ints.
+        dim: features D of the full views.
+        offset: the first of this rank's columns.
+
+    Example:
+        >>> features = FeatureShards(None, rank=1, widths=[3, 5, 4])
+        >>> features.dim, features.offset, features.width
+        (12, 3, 5)
+    """
+
+    def __init__(self, group, rank: int, widths: Sequence[int]) -> None:
+        self.group = group
+        self.rank = rank
+        self.widths = tuple(widths)
+        self.world_size = len(self.widths)
+        self.dim = sum(self.widths)
+        self.offset = sum(self.widths[:rank])
+        self.width = self.widths[rank]
+
+    def sum(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Each tensor summed over the feature group, for a loss that every rank then computes identically.
+
+        One all-reduce of all the tensors together. The backward hands each rank the upstream gradient unchanged,
+        without a collective: every rank computes the same function of the sums, so each already holds the whole
+        ``∂L/∂(sum)``, which is also ``∂L/∂(its own part)``.
+        """
+        return _SumOfReplicatedLoss.apply(self, *tensors)
+
+    def gather_columns(self, z: torch.Tensor) -> torch.Tensor:
+        """The full N×D matrix of which ``z`` holds this rank's columns, on every rank of the feature group.
+
+        Columns are padded to the widest rank's, all-gathered and trimmed. The backward sums the gradient of the
+        full matrix over the feature group (each rank's share of the loss reads every column) and keeps this
+        rank's columns: one all-reduce of N×D elements.
+        """
+        return _GatherColumns.apply(self, z)
+
+
+def _refuse_graph(what: str) -> None:
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"{what}: second derivatives (create_graph=True, torch.func transforms) are not supported across the "
+            "ranks of feature_group; differentiate without create_graph"
+        )
+
+
+@with_cached_signature
+class _SumOfReplicatedLoss(torch.autograd.Function):
+    """All-reduce (sum) tensors over a feature group; the backward is the identity (see :meth:`FeatureShards.sum`)."""
+
+    @staticmethod
+    def forward(features: FeatureShards, *tensors: torch.Tensor):
+        flat = torch.cat([tensor.reshape(-1) for tensor in tensors])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=features.group)
+        return tuple(
+            part.view_as(tensor) for part, tensor in zip(flat.split([t.numel() for t in tensors]), tensors, strict=True)
+        )
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor):
+        _refuse_graph("the sum over feature_group")
+        return (None, *grads)
+
+
+@with_cached_signature
+class _GatherColumns(torch.autograd.Function):
+    """All-gather the columns of a feature group (see :meth:`FeatureShards.gather_columns`)."""
+
+    @staticmethod
+    def forward(features: FeatureShards, z: torch.Tensor):
+        rows, width = z.shape
+        padded = z.new_zeros(rows, max(features.widths))
+        padded[:, :width] = z
+        gathered = [torch.empty_like(padded) for _ in range(features.world_size)]
+        dist.all_gather(gathered, padded, group=features.group)
+        return torch.cat([part[:, :w] for part, w in zip(gathered, features.widths, strict=True)], dim=1)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.features = inputs[0]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        _refuse_graph("the columns gathered over feature_group")
+        features = ctx.features
+        total = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM, group=features.group)
+        return None, total[:, features.offset : features.offset + features.width]
+
+
 def _as_number(value: float) -> float | int:
     """A header value as it reads best in a message: an int when it is one (a count of views), else the float."""
     return int(value) if value == int(value) else value
@@ -473,6 +680,35 @@ def _as_number(value: float) -> float | int:
 def _check_same(values: list, message: str) -> None:
     if len(set(values)) > 1:
         raise ValueError(message.format(values=values))
+
+
+def _check_membership(name: str, group: object) -> None:
+    if isinstance(group, int) and group == dist.GroupMember.NON_GROUP_MEMBER:
+        raise ValueError(
+            f"this process is not a member of the process group passed as {name} (torch.distributed.new_group "
+            f"gives its non-members GroupMember.NON_GROUP_MEMBER): only the members of a group call its loss"
+        )
+
+
+def _count_call(group) -> int:
+    """This rank's number of loss calls on ``group``, this one included (0 inside a torch.compile graph)."""
+    if torch.compiler.is_compiling():  # calls are not counted inside a graph (see GlobalBatch.exchange)
+        return 0
+    key = group if group is not None else dist.group.WORLD
+    _CALLS[key] = call = _CALLS.get(key, 0) + 1
+    return call
+
+
+def _raise_if_any_failed(error: Exception | None, group) -> None:
+    """One all-gather of an error flag over ``group``: the first failing rank's error is raised on every rank."""
+    flag = torch.tensor([0.0 if error is None else 1.0], dtype=torch.float64)
+    if "gloo" not in dist.get_backend(group):
+        flag = flag.cuda()
+    gathered = [torch.empty_like(flag) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(gathered, flag, group=group)
+    flags = [[float(value)] for value in torch.cat(gathered).tolist()]
+    if any(row[0] for row in flags):
+        GlobalBatch._raise_collective_error(error, flags, dist.get_rank(group), group)
 
 
 # ------------------------------------------------------------------------------------------------ collectives

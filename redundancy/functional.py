@@ -1,6 +1,6 @@
 """The public functions: argument validation and dispatch to the algorithms of :mod:`redundancy._ops`."""
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -20,6 +20,7 @@ from redundancy._loss import (
 )
 from redundancy._ops import Standardization, cross_correlation_terms, gram_terms, standardization_of, standardize
 from redundancy._ops._autocast import no_autocast
+from redundancy._ops.feature_shards import barlow_twins_terms_over_features
 from redundancy._triton import barlow_twins_terms_triton, select_backend
 from redundancy._validation import check_choice, check_embedding, check_real, check_same_batch, compute_dtype
 
@@ -71,6 +72,7 @@ class BarlowTwinsOptions(Options):
     algorithm: str = choice_option("auto", ALGORITHMS)
     backend: str = choice_option("auto", BACKENDS)
     strategy: str = choice_option("auto", distributed_ops.STRATEGIES)
+    feature_group: Any = option(None, distributed_ops.check_group, shared=False)
 
     def check_combination(self) -> None:
         if self.strategy == "all_reduce" and self.algorithm == "gram":
@@ -122,6 +124,8 @@ def barlow_twins_plan(options: BarlowTwinsOptions, batch, views: int = 2) -> Bar
 
 def _barlow_twins(options: BarlowTwinsOptions, batch, z1: torch.Tensor, z2: torch.Tensor) -> BarlowTwinsTerms:
     """The terms of :func:`barlow_twins_terms` for the batch of all ranks (one rank: this process's batch)."""
+    if batch.features is not None:
+        return _barlow_twins_over_features(options, batch, z1, z2)
     lambd, target, standardization, algorithm, strategy = barlow_twins_plan(options, batch)
     backend = select_backend(options.backend, z1, algorithm=algorithm) if batch.world_size == 1 else options.backend
     if backend == "triton":
@@ -149,6 +153,32 @@ def _barlow_twins(options: BarlowTwinsOptions, batch, z1: torch.Tensor, z2: torc
             invariance, redundancy = compute_terms(a, b, target=target, standardization=standardization)
     loss = (invariance + redundancy * lambd) * options.scale
     return BarlowTwinsTerms(loss, invariance, redundancy)
+
+
+def _barlow_twins_over_features(options: BarlowTwinsOptions, batch, z1, z2) -> BarlowTwinsTerms:
+    """The terms when the features are split over ``feature_group``: every rank gathers the rows of its columns
+    (over ``group``), standardizes them, and the columns meet in :func:`barlow_twins_terms_over_features`."""
+    if options.backend == "triton" or options.strategy != "auto":
+        raise ValueError(
+            "with feature_group, the rows of each rank's columns are gathered and the terms are computed by the torch "
+            f"backend: leave backend and strategy at 'auto' (got backend={options.backend!r}, "
+            f"strategy={options.strategy!r})"
+        )
+    features = batch.features
+    algorithm = options.algorithm
+    if algorithm == "auto":
+        algorithm = cost.choose_feature_parallel_algorithm(
+            batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype
+        )
+    a, b = batch.gather(z1.to(batch.dtype), z2.to(batch.dtype))
+    standardization = standardization_of(options.normalization, options.eps)
+    if standardization is not None:
+        a, b = standardize(a, standardization), standardize(b, standardization)
+    invariance, redundancy = barlow_twins_terms_over_features(
+        a, b, target=options.off_diagonal_target, features=features, algorithm=algorithm
+    )
+    lambd = 1.0 / batch.dim if options.lambd == "auto" else options.lambd
+    return BarlowTwinsTerms((invariance + redundancy * lambd) * options.scale, invariance, redundancy)
 
 
 BARLOW_TWINS = Loss("barlow_twins_loss", BarlowTwinsOptions, ("z1", "z2"), _barlow_twins)

@@ -15,13 +15,15 @@ of :func:`redundancy.barlow_twins_loss`.
 
 import dataclasses
 import numbers
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
 from redundancy import cost
+from redundancy import distributed as distributed_ops
 from redundancy._loss import ALGORITHMS, Loss, Options, choice_option, option, options_dataclass, real, takes_options_of
 from redundancy._ops import off_diagonal_energy
+from redundancy._ops.feature_shards import off_diagonal_energy_from_parts, off_diagonal_energy_parts
 
 __all__ = [
     "VICRegTerms",
@@ -83,6 +85,7 @@ class VICRegOptions(Options):
     correction: int = correction_option(1)
     variance_reduction: str = choice_option("mean", VARIANCE_REDUCTIONS)
     algorithm: str = choice_option("auto", ALGORITHMS)
+    feature_group: Any = option(None, distributed_ops.check_group, shared=False)
 
 
 @options_dataclass
@@ -125,6 +128,8 @@ def _covariance_penalty(x: torch.Tensor, divisor: int, algorithm: str) -> torch.
 
 
 def _vicreg(options: VICRegOptions, batch, z1: torch.Tensor, z2: torch.Tensor) -> VICRegTerms:
+    if batch.features is not None:
+        return _vicreg_over_features(options, batch, z1, z2)
     z1, z2 = batch.gather(z1.to(batch.dtype), z2.to(batch.dtype))
     divisor = batch.count - options.correction  # N >= 2 and correction <= 1: never 0
     invariance = (z1 - z2).square().mean()
@@ -136,6 +141,43 @@ def _vicreg(options: VICRegOptions, batch, z1: torch.Tensor, z2: torch.Tensor) -
     covariance = _covariance_penalty(x1, divisor, options.algorithm) + _covariance_penalty(
         x2, divisor, options.algorithm
     )
+    loss = (
+        invariance * options.invariance_weight
+        + variance * options.variance_weight
+        + covariance * options.covariance_weight
+    )
+    return VICRegTerms(loss, invariance, variance, covariance)
+
+
+def _vicreg_over_features(options: VICRegOptions, batch, z1: torch.Tensor, z2: torch.Tensor) -> VICRegTerms:
+    """:func:`_vicreg` when the features are split over ``feature_group``: each rank gathers the rows of its columns
+    (over ``group``); the per-feature parts stay local, and one all-reduce over the feature group sums them with
+    the covariance energy's parts (:mod:`redundancy._ops.feature_shards`)."""
+    features = batch.features
+    algorithm = options.algorithm
+    if algorithm == "auto":
+        algorithm = cost.choose_feature_parallel_algorithm(
+            batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype, loss="vicreg"
+        )
+    z1, z2 = batch.gather(z1.to(batch.dtype), z2.to(batch.dtype))
+    divisor = batch.count - options.correction
+    x1, x2 = center(z1), center(z2)
+    hinges = [
+        torch.relu(options.gamma - torch.sqrt(torch.linalg.vecdot(x, x, dim=0) / divisor + options.eps)).sum()
+        for x in (x1, x2)
+    ]
+    energy_parts = [off_diagonal_energy_parts(x, features=features, algorithm=algorithm) for x in (x1, x2)]
+    squared_difference, hinge1, hinge2, *summed = features.sum(
+        (z1 - z2).square().sum(), *hinges, *energy_parts[0], *energy_parts[1]
+    )
+    half = len(summed) // 2
+    energies = [off_diagonal_energy_from_parts(parts, algorithm=algorithm) for parts in (summed[:half], summed[half:])]
+    dim = batch.dim
+    invariance = squared_difference / (batch.count * dim)
+    variance = (hinge1 + hinge2) / dim
+    if options.variance_reduction == "mean":
+        variance = variance / 2
+    covariance = (energies[0] + energies[1]) / (divisor * divisor * dim)
     loss = (
         invariance * options.invariance_weight
         + variance * options.variance_weight

@@ -1,0 +1,91 @@
+"""The Barlow Twins terms and the VICReg covariance energy when the features are split over ranks.
+
+Each rank of a feature group holds all N rows of its own columns (D_p of the D features, at ``offset``), standardized
+or centred per feature, which needs nothing from the other ranks. What crosses the columns is summed over the group
+(:class:`redundancy.distributed.FeatureShards`):
+
+- **gram**: ``‖AᵀB‖² = ⟨A Aᵀ, B Bᵀ⟩`` and ``A Aᵀ = Σ_p A_p A_pᵀ``: each rank forms the two N×N Grams of its columns,
+  and one all-reduce sums them together with the per-feature parts (the invariance, ``Σ c_i²``). The backward needs
+  nothing more: ``dA_p = (2w/N²) (B Bᵀ) A_p + B_p diag(g_p) / N`` reads the summed Gram and the rank's own columns.
+  The off-diagonal energy is the difference ``⟨A Aᵀ, B Bᵀ⟩ / N² - Σ c_i²``, which cancels near convergence when
+  D ≤ N (see :mod:`redundancy._ops.gram`); ``algorithm="auto"`` takes this path for N well below D only.
+- **cross**: the second view's columns are gathered (every rank then holds B, N×D) and each rank forms its block row
+  ``C_p = A_pᵀ B / N`` (D_p×D) of C, whose off-diagonal entries are summed directly (the diagonal block's diagonal
+  is at column ``offset``): no cancellation. Scalars are summed over the group; the gathered view's gradient is
+  summed over the group in backward (each rank's block row reads every column of B).
+
+Both are written in differentiable torch operations over the two collectives of
+:class:`~redundancy.distributed.FeatureShards`, whose backwards are exact because every rank ends with the same loss.
+"""
+
+import torch
+
+
+def _block_off_diagonal(product: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(diagonal, off)``: the diagonal entries of a block row of a square matrix, and the block without them.
+
+    ``product`` holds rows ``offset .. offset + D_p`` of a D×D matrix; its diagonal entries are ``product[i,
+    offset + i]``. ``off`` is a new tensor (differentiable) with those entries zeroed.
+    """
+    diagonal = product.diagonal(offset=offset)
+    return diagonal, product.diagonal_scatter(torch.zeros_like(diagonal), offset=offset)
+
+
+def barlow_twins_terms_over_features(
+    a: torch.Tensor, b: torch.Tensor, *, target: float, features, algorithm: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(invariance, redundancy)`` of the full views, of which ``a, b`` (N×D_p, standardized) are this rank's columns.
+
+    ``features`` is the :class:`~redundancy.distributed.FeatureShards` of the columns; both terms are those of the
+    full N×D views and are the same on every rank of the feature group.
+    """
+    n, dim = a.shape[0], features.dim
+    if algorithm == "gram":
+        diagonal = torch.linalg.vecdot(a, b, dim=0) / n
+        parts = [a @ a.t(), b @ b.t(), (diagonal - 1).square().sum(), diagonal.dot(diagonal)]
+        if target != 0.0:
+            parts += [a.sum(dim=1), b.sum(dim=1), diagonal.sum()]
+        gram_a, gram_b, invariance, diagonal_sq, *totals = features.sum(*parts)
+        off_diagonal_sq = gram_a.reshape(-1).dot(gram_b.reshape(-1)) / (n * n) - diagonal_sq
+        if target != 0.0:
+            row_sums_a, row_sums_b, diagonal_total = totals
+            off_diagonal_total = row_sums_a.dot(row_sums_b) / n - diagonal_total
+    elif algorithm == "cross":
+        diagonal, off = _block_off_diagonal(a.t() @ features.gather_columns(b) / n, features.offset)
+        parts = [(diagonal - 1).square().sum(), off.square().sum()]
+        if target != 0.0:
+            parts.append(off.sum())
+        invariance, off_diagonal_sq, *totals = features.sum(*parts)
+        if target != 0.0:
+            (off_diagonal_total,) = totals
+    else:
+        raise ValueError(f"algorithm must be 'cross' or 'gram', got {algorithm!r}")
+    redundancy = off_diagonal_sq
+    if target != 0.0:
+        redundancy = redundancy - 2.0 * target * off_diagonal_total + target * target * dim * (dim - 1)
+    return invariance, redundancy
+
+
+def off_diagonal_energy_parts(x: torch.Tensor, *, features, algorithm: str) -> list[torch.Tensor]:
+    """This rank's parts of ``Σ_{i≠j} (XᵀX)_ij²`` of the full X, of which ``x`` (N×D_p) holds its columns.
+
+    Sum the parts over the feature group (with the caller's other parts, in one all-reduce) and pass the sums to
+    :func:`off_diagonal_energy_from_parts`. ``"gram"``: the N×N Gram of the columns and ``Σ_i (x_iᵀx_i)²``;
+    ``"cross"``: the off-diagonal energy of the block row ``x_pᵀ X`` (the columns are gathered first).
+    """
+    if algorithm == "gram":
+        squares = torch.linalg.vecdot(x, x, dim=0)
+        return [x @ x.t(), squares.dot(squares)]
+    if algorithm == "cross":
+        _, off = _block_off_diagonal(x.t() @ features.gather_columns(x), features.offset)
+        return [off.square().sum()]
+    raise ValueError(f"algorithm must be 'cross' or 'gram', got {algorithm!r}")
+
+
+def off_diagonal_energy_from_parts(parts: list[torch.Tensor], *, algorithm: str) -> torch.Tensor:
+    """``Σ_{i≠j} (XᵀX)_ij²`` from the parts of :func:`off_diagonal_energy_parts` summed over the feature group."""
+    if algorithm == "gram":
+        gram, diagonal_sq = parts
+        return gram.reshape(-1).dot(gram.reshape(-1)) - diagonal_sq
+    (energy,) = parts
+    return energy
