@@ -122,7 +122,7 @@ def rst(results: list[dict], dtype_name: str) -> str:
         "W",
         "D",
         "layout R×F",
-        "collectives",
+        "algorithm (strategy)",
         "MiB sent per rank",
         "vs data-parallel",
         "GFLOP per rank",
@@ -133,13 +133,12 @@ def rst(results: list[dict], dtype_name: str) -> str:
     )
     rows = []
     for r in results:
-        collectives = r["strategy"] if r["strategy"] else "feature group"
         rows.append(
             (
                 str(r["world_size"]),
                 f"{r['d']:,}".replace(",", " "),
                 f"{r['layout']} {r['rows']}×{r['features']}",
-                f"{collectives}, {r['algorithm']}",
+                f"{r['algorithm']} ({r['strategy']})" if r["strategy"] else r["algorithm"],
                 f"{r['bytes_per_rank'] / MIB:,.1f}".replace(",", " "),
                 f"{r['bytes_vs_data_parallel']:.3f}×",
                 f"{r['flops_per_rank'] / 1e9:,.1f}".replace(",", " "),

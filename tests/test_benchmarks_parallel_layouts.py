@@ -72,6 +72,17 @@ def test_bytes_are_relative_to_the_data_parallel_layout_of_the_same_ranks_and_wi
         assert result["bytes_vs_data_parallel"] == result["bytes_per_rank"] / data_parallel["bytes_per_rank"]
 
 
+@pytest.mark.parametrize("d", [8192, 32768, 65536])
+@pytest.mark.parametrize("world_size", [8, 64])
+def test_for_the_loss_alone_features_only_is_the_cheapest_layout(world_size, d):
+    """What docs/feature_parallel.rst says of the table: 1×W sends the fewest bytes and spends the fewest FLOPs."""
+    results = parallel_layouts.table(2048, [d], [world_size])
+    (features_only,) = [r for r in results if r["rows"] == 1]
+    for key in ("bytes_per_rank", "flops_per_rank"):
+        assert features_only[key] == min(r[key] for r in results), key
+    assert features_only["bytes_per_rank"] < results[0]["bytes_per_rank"] / 7  # data-parallel's, at least 7× more
+
+
 def test_the_script_writes_json_and_the_rst_table(tmp_path, capsys):
     output, rendered = tmp_path / "layouts.json", tmp_path / "layouts.rst"
     arguments = ["--n", "64", "--d", "96", "200", "--world-sizes", "4", "--json", str(output), "--rst", str(rendered)]
