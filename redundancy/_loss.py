@@ -27,6 +27,8 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 
 from redundancy import distributed as distributed_ops
+from redundancy._dtensor import is_dtensor
+from redundancy._dtensor import unwrap as unwrap_dtensors
 from redundancy._ops._autocast import no_autocast
 from redundancy._validation import check_choice, check_embedding, check_real, check_same_batch
 
@@ -250,6 +252,9 @@ class Loss:
 
     def run(self, inputs: tuple, options: dict):
         """Evaluate the loss: check, exchange (several ranks), compute, apply the gradient convention."""
+        if self.unpack is None and is_dtensor(inputs[0]):  # the placements name the groups (redundancy._dtensor)
+            views, options, as_dtensors = unwrap_dtensors(self.name, self.options.names, self.views, inputs, options)
+            return as_dtensors(self.run(views + tuple(inputs[len(views) :]), options))
         error = None
         unknown = [name for name in options if name not in self.options.names]
         if unknown:  # reported like any other error: on every rank of a global call

@@ -9,6 +9,8 @@ import numbers
 
 import torch
 
+from redundancy._dtensor import is_dtensor
+
 #: What an option that takes a real number accepts: Python and numpy numbers, and the symbolic numbers of a trace.
 _REAL_TYPES = (numbers.Real, torch.SymFloat, torch.SymInt)
 #: The largest finite float64: a larger integer has no float value (``float()`` of it raises ``OverflowError``).
@@ -68,6 +70,11 @@ def check_embedding(name: str, z: object, *, min_rows: int = 2) -> None:
     """
     if not isinstance(z, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(z).__name__}")
+    if is_dtensor(z):
+        raise TypeError(
+            f"{name} is a DTensor: the two-view losses take DTensor views; here pass each rank's block "
+            "(DTensor.to_local()) with group= (and feature_group=) naming the ranks"
+        )
     if z.layout != torch.strided:
         raise TypeError(f"{name} must be a dense (strided) tensor, got layout {z.layout}")
     if z.is_meta:

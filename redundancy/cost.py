@@ -305,7 +305,7 @@ def choose_multiview_strategy(
 
 # ------------------------------------------------------------------------------------------------ feature parallelism
 
-#: The losses that take ``feature_group=`` (a grid of row and feature shards).
+#: The losses that take ``feature_group=``, as the ``loss`` argument of the feature-parallel cost functions names them.
 FEATURE_PARALLEL_LOSSES = ("barlow_twins", "vicreg")
 
 

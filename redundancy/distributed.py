@@ -38,6 +38,15 @@ gradients by W for ``"global"``. Mixed Barlow Twins takes each rank's ``permutat
 rank's own rows (each rank mixes its own images, as mix-bt does): over the global batch it is the block-diagonal
 permutation that leaves every row on its rank.
 
+**Feature parallelism.** Barlow Twins and VICReg also take ``feature_group=``: the ranks that hold the other
+features (columns) of the same rows, as a column-parallel projector leaves them. With ``group`` for the rows this is
+a 2-D grid (:meth:`GlobalBatch.open_grid`). Every rank gathers the rows of its columns over ``group``; everything
+per feature (standardization, the diagonal of C, the variances) then stays local, and what crosses the columns is
+summed over ``feature_group`` (:class:`FeatureShards`): the N×N Gram matrices of each rank's columns, since
+``‖AᵀB‖² = ⟨AAᵀ, BBᵀ⟩``, or each rank's block row of C after a gather of the other view's columns
+(:mod:`redundancy._ops.feature_shards`). The loss is that of the full N×D views on every rank, and the gradient
+convention applies over ``group`` only. :func:`redundancy.cost.feature_parallel_bytes` counts the bytes.
+
 **Every rank calls, and errors are collective.** Every rank of the group must call the loss, in the same order,
 with the same options (``distributed="local"`` included; to evaluate a loss on some ranks only, pass ``group=`` a
 group of those ranks). In a group of several ranks a call first checks its options and inputs, then joins one
@@ -324,11 +333,12 @@ class GlobalBatch:
     ) -> "GlobalBatch":
         """The batch of a call on a grid: rows split over ``options.group``, features over ``options.feature_group``.
 
-        The ranks of the row group (the other rows of this rank's columns; none when ``group`` is ``None`` or the
-        call is local) exchange headers as in :meth:`exchange`, then the ranks of the feature group (the other
-        columns of these rows), carrying any error of the first exchange, then, on a grid of both, the row group
-        once more with any error of the second. The grid is connected through these exchanges, so a bad input or
-        option on any rank raises on every rank of the grid. Columns may be split unevenly; every rank of a feature
+        The ranks of the row group (the other rows of this rank's columns; none when ``group`` is ``None``; a
+        local call joins the exchange and then keeps its own rows) exchange headers as in :meth:`exchange`, then
+        the ranks of the feature group (the other columns of these rows), carrying any error of the first exchange,
+        then, on a grid of both, the row group once more with any error of the second. The grid is connected
+        through these exchanges, so a bad input or option on any rank raises on every rank of the grid. Columns
+        may be split unevenly; every rank of a feature
         group must hold the same rows.
         """
         if torch.compiler.is_compiling():
@@ -339,8 +349,9 @@ class GlobalBatch:
         _check_membership("group", options.group)
         _check_membership("feature_group", options.feature_group)
         feature_group = options.feature_group
-        row_group = options.group if is_global(options.distributed, options.group, feature_group) else None
-        row_group = row_group if isinstance(row_group, dist.ProcessGroup) else None
+        row_group = options.group if isinstance(options.group, dist.ProcessGroup) else None
+        if row_group is not None and dist.get_world_size(row_group) == 1:
+            row_group = None
         batch = None
         if row_group is not None:
             try:
@@ -380,6 +391,8 @@ class GlobalBatch:
                 _raise_if_any_failed(error, row_group)
         if error is not None:
             raise error
+        if row_group is not None and options.distributed == "local":  # a local call: this rank's rows are its batch
+            batch = cls(None, 0, (views[0].shape[0],), batch.dim, batch.dtype)
         if features is None:
             return batch
         return cls(batch.group, batch.rank, batch.counts, features.dim, batch.dtype, features)
@@ -578,7 +591,9 @@ class FeatureShards:
     Attributes:
         group: the feature group (a process group of F > 1 ranks).
         rank: this process's rank in it.
+        world_size: number of ranks F.
         widths: columns on each rank, a tuple of F ints.
+        width: this rank's columns D_p.
         dim: features D of the full views.
         offset: the first of this rank's columns.
 

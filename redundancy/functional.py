@@ -125,7 +125,7 @@ def barlow_twins_plan(options: BarlowTwinsOptions, batch, views: int = 2) -> Bar
 def _barlow_twins(options: BarlowTwinsOptions, batch, z1: torch.Tensor, z2: torch.Tensor) -> BarlowTwinsTerms:
     """The terms of :func:`barlow_twins_terms` for the batch of all ranks (one rank: this process's batch)."""
     if batch.features is not None:
-        return _barlow_twins_over_features(options, batch, z1, z2)
+        return barlow_twins_over_features(options, batch, z1, z2)
     lambd, target, standardization, algorithm, strategy = barlow_twins_plan(options, batch)
     backend = select_backend(options.backend, z1, algorithm=algorithm) if batch.world_size == 1 else options.backend
     if backend == "triton":
@@ -155,9 +155,10 @@ def _barlow_twins(options: BarlowTwinsOptions, batch, z1: torch.Tensor, z2: torc
     return BarlowTwinsTerms(loss, invariance, redundancy)
 
 
-def _barlow_twins_over_features(options: BarlowTwinsOptions, batch, z1, z2) -> BarlowTwinsTerms:
-    """The terms when the features are split over ``feature_group``: every rank gathers the rows of its columns
-    (over ``group``), standardizes them, and the columns meet in :func:`barlow_twins_terms_over_features`."""
+def barlow_twins_over_features(options: BarlowTwinsOptions, batch, *views: torch.Tensor) -> BarlowTwinsTerms:
+    """The terms of two views (or the mean over the pairs of several) when the features are split over
+    ``feature_group``: every rank gathers the rows of its columns (over ``group``), standardizes them, and the
+    columns meet in :func:`barlow_twins_terms_over_features`."""
     if options.backend == "triton" or options.strategy != "auto":
         raise ValueError(
             "with feature_group, the rows of each rank's columns are gathered and the terms are computed by the torch "
@@ -170,12 +171,12 @@ def _barlow_twins_over_features(options: BarlowTwinsOptions, batch, z1, z2) -> B
         algorithm = cost.choose_feature_parallel_algorithm(
             batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype
         )
-    a, b = batch.gather(z1.to(batch.dtype), z2.to(batch.dtype))
+    views = batch.gather(*(z.to(batch.dtype) for z in views))
     standardization = standardization_of(options.normalization, options.eps)
     if standardization is not None:
-        a, b = standardize(a, standardization), standardize(b, standardization)
+        views = [standardize(z, standardization) for z in views]
     invariance, redundancy = barlow_twins_terms_over_features(
-        a, b, target=options.off_diagonal_target, features=features, algorithm=algorithm
+        list(views), target=options.off_diagonal_target, features=features, algorithm=algorithm
     )
     lambd = 1.0 / batch.dim if options.lambd == "auto" else options.lambd
     return BarlowTwinsTerms((invariance + redundancy * lambd) * options.scale, invariance, redundancy)
@@ -248,11 +249,20 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, **options) -> torch.Te
             gradients are W times ``∂L/∂z`` of this rank's rows) or ``"official"`` (``∂L/∂z`` itself, 1/W of the
             former, as the official script's in-place all-reduce of C outside autograd gives).
         group: the process group of the global batch; ``None`` for the default group.
+        feature_group: the ranks that hold the other features (columns) of this rank's rows, for a column-parallel
+            projector (:doc:`/feature_parallel`): the loss is that of the full N×D views, whose columns are split
+            over these ranks in their rank order (unevenly if need be). With it, ``group`` names the ranks that
+            hold the other rows of this rank's columns, and ``None`` means that the rows are not split. ``algorithm``
+            then chooses between summing the N×N Grams over ``feature_group`` and gathering the second view's
+            columns (:func:`redundancy.cost.choose_feature_parallel_algorithm`); the torch backend computes it.
 
     Shape:
         ``z1``, ``z2``: ``(N, D)`` with ``N >= 2``; under ``distributed="global"`` with several ranks, each rank
-        passes its own rows ``(N_r, D)`` (``N_r`` may be 0 or 1) and the global ``N = Σ N_r >= 2``.
-        Output: ``()``.
+        passes its own rows ``(N_r, D)`` (``N_r`` may be 0 or 1) and the global ``N = Σ N_r >= 2``; with
+        ``feature_group``, its block ``(N_r, D_p)`` of the full views. Views may also be DTensors on a 1-D or 2-D
+        device mesh with placements ``Shard(0)`` (rows), ``Shard(1)`` (features) and ``Replicate()``: the
+        placements then say what ``group`` and ``feature_group`` say, and the loss comes back as a 0-dim DTensor
+        replicated over the mesh. Output: ``()``.
 
     Returns:
         The loss as a 0-dim tensor, float64 for float64 inputs and float32 otherwise (half-precision inputs

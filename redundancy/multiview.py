@@ -27,8 +27,21 @@ import torch
 from redundancy._loss import Loss, takes_options_of
 from redundancy._ops.multiview import multiview_cross_terms, multiview_gram_terms, view_pairs
 from redundancy._triton import barlow_twins_terms_triton, select_backend
-from redundancy.functional import BarlowTwinsOptions, BarlowTwinsTerms, barlow_twins_plan, standardize_view
-from redundancy.vicreg import VICRegOptions, VICRegTerms, _covariance_penalty, _variance_hinge, center
+from redundancy.functional import (
+    BarlowTwinsOptions,
+    BarlowTwinsTerms,
+    barlow_twins_over_features,
+    barlow_twins_plan,
+    standardize_view,
+)
+from redundancy.vicreg import (
+    VICRegOptions,
+    VICRegTerms,
+    _covariance_penalty,
+    _variance_hinge,
+    center,
+    vicreg_over_features,
+)
 
 __all__ = [
     "multiview_barlow_twins_loss",
@@ -72,6 +85,8 @@ def unpack_views(inputs: tuple) -> tuple[tuple[torch.Tensor, ...], tuple[str, ..
 
 
 def _multiview_barlow_twins(options: BarlowTwinsOptions, batch, *views: torch.Tensor) -> BarlowTwinsTerms:
+    if batch.features is not None:
+        return barlow_twins_over_features(options, batch, *views)
     count = len(views)
     lambd, target, standardization, algorithm, strategy = barlow_twins_plan(options, batch, views=count)
     # The shared-Gram op is a torch op: "auto" is torch on every device, and "triton" runs the two-view kernels
@@ -157,6 +172,9 @@ def multiview_barlow_twins_loss(views, **options) -> torch.Tensor:
     The options ``lambd``, ``scale``, ``eps``, ``normalization``, ``off_diagonal_target``, ``algorithm``,
     ``distributed``, ``gradient_convention`` and ``group`` are those of :func:`~redundancy.barlow_twins_loss`.
 
+    With ``feature_group`` (:doc:`/feature_parallel`), each rank passes its block of every view, and the views share
+    their Gram matrices (or their gathered columns) across the feature group.
+
     Args:
         views: the views, a sequence of V ≥ 2 tensors of shape ``(N, D)`` (same shape and device), or one tensor
             of shape ``(V, N, D)``.
@@ -188,6 +206,8 @@ def multiview_barlow_twins_loss(views, **options) -> torch.Tensor:
 
 
 def _multiview_vicreg(options: VICRegOptions, batch, *views: torch.Tensor) -> VICRegTerms:
+    if batch.features is not None:
+        return vicreg_over_features(options, batch, *views)
     views = batch.gather(*(z.to(batch.dtype) for z in views))
     count = len(views)
     pairs = count * (count - 1) // 2
@@ -245,7 +265,8 @@ def multiview_vicreg_loss(views, **options) -> torch.Tensor:
     The options ``invariance_weight``, ``variance_weight``, ``covariance_weight``, ``gamma``, ``eps``,
     ``correction``, ``variance_reduction``, ``algorithm``, ``distributed``, ``gradient_convention`` and ``group``
     are those of :func:`~redundancy.vicreg_loss`; under ``distributed="global"`` every rank gathers the V views of
-    all ranks (``V·N·D`` elements).
+    all ranks (``V·N·D`` elements). With ``feature_group`` (:doc:`/feature_parallel`), each rank passes its block
+    of every view.
 
     Args:
         views: the views, a sequence of V ≥ 2 tensors of shape ``(N, D)`` (same shape and device), or one

@@ -129,7 +129,7 @@ def _covariance_penalty(x: torch.Tensor, divisor: int, algorithm: str) -> torch.
 
 def _vicreg(options: VICRegOptions, batch, z1: torch.Tensor, z2: torch.Tensor) -> VICRegTerms:
     if batch.features is not None:
-        return _vicreg_over_features(options, batch, z1, z2)
+        return vicreg_over_features(options, batch, z1, z2)
     z1, z2 = batch.gather(z1.to(batch.dtype), z2.to(batch.dtype))
     divisor = batch.count - options.correction  # N >= 2 and correction <= 1: never 0
     invariance = (z1 - z2).square().mean()
@@ -149,35 +149,42 @@ def _vicreg(options: VICRegOptions, batch, z1: torch.Tensor, z2: torch.Tensor) -
     return VICRegTerms(loss, invariance, variance, covariance)
 
 
-def _vicreg_over_features(options: VICRegOptions, batch, z1: torch.Tensor, z2: torch.Tensor) -> VICRegTerms:
-    """:func:`_vicreg` when the features are split over ``feature_group``: each rank gathers the rows of its columns
-    (over ``group``); the per-feature parts stay local, and one all-reduce over the feature group sums them with
-    the covariance energy's parts (:mod:`redundancy._ops.feature_shards`)."""
+def vicreg_over_features(options: VICRegOptions, batch, *views: torch.Tensor) -> VICRegTerms:
+    """The terms of two views (or the mean over the pairs of several) when the features are split over
+    ``feature_group``: each rank gathers the rows of its columns (over ``group``); the per-feature parts stay
+    local, and one all-reduce over the feature group sums them with the covariance energy's parts
+    (:mod:`redundancy._ops.feature_shards`). Each pair's mean squared difference comes from the views' distances
+    to their mean, and each view's variance hinge and covariance energy, computed once, count for the V - 1 pairs
+    it belongs to (as in :func:`redundancy.multiview_vicreg_loss`)."""
     features = batch.features
     algorithm = options.algorithm
     if algorithm == "auto":
         algorithm = cost.choose_feature_parallel_algorithm(
             batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype, loss="vicreg"
         )
-    z1, z2 = batch.gather(z1.to(batch.dtype), z2.to(batch.dtype))
+    views = batch.gather(*(z.to(batch.dtype) for z in views))
+    count = len(views)
     divisor = batch.count - options.correction
-    x1, x2 = center(z1), center(z2)
-    hinges = [
-        torch.relu(options.gamma - torch.sqrt(torch.linalg.vecdot(x, x, dim=0) / divisor + options.eps)).sum()
-        for x in (x1, x2)
-    ]
-    energy_parts = [off_diagonal_energy_parts(x, features=features, algorithm=algorithm) for x in (x1, x2)]
-    squared_difference, hinge1, hinge2, *summed = features.sum(
-        (z1 - z2).square().sum(), *hinges, *energy_parts[0], *energy_parts[1]
-    )
-    half = len(summed) // 2
-    energies = [off_diagonal_energy_from_parts(parts, algorithm=algorithm) for parts in (summed[:half], summed[half:])]
-    dim = batch.dim
-    invariance = squared_difference / (batch.count * dim)
-    variance = (hinge1 + hinge2) / dim
-    if options.variance_reduction == "mean":
-        variance = variance / 2
-    covariance = (energies[0] + energies[1]) / (divisor * divisor * dim)
+    mean_view = torch.stack(views).mean(dim=0)
+    distances = torch.stack([(z - mean_view).square().sum() for z in views]).sum()
+    centred = [center(z) for z in views]
+    hinges = torch.stack(
+        [
+            torch.relu(options.gamma - torch.sqrt(torch.linalg.vecdot(x, x, dim=0) / divisor + options.eps)).sum()
+            for x in centred
+        ]
+    ).sum()
+    energy_parts = [off_diagonal_energy_parts(x, features=features, algorithm=algorithm) for x in centred]
+    size = len(energy_parts[0])
+    distances, hinges, *summed = features.sum(distances, hinges, *(part for parts in energy_parts for part in parts))
+    energies = torch.stack(
+        [off_diagonal_energy_from_parts(summed[v * size : (v + 1) * size], algorithm=algorithm) for v in range(count)]
+    ).sum()
+    dim, pairs = batch.dim, count * (count - 1) // 2
+    # Σ_{u<v} ‖z_u - z_v‖² = V Σ_v ‖z_v - z̄‖², and a view belongs to V - 1 of the P pairs.
+    invariance = distances * (count / pairs) / (batch.count * dim)
+    variance = hinges * ((1.0 if options.variance_reduction == "mean" else 2.0) / count) / dim
+    covariance = energies * (2.0 / count) / (divisor * divisor * dim)
     loss = (
         invariance * options.invariance_weight
         + variance * options.variance_weight
@@ -264,10 +271,13 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, **options) -> torch.Tensor:
             rows) or ``"official"`` (``∂L/∂z`` itself, 1/W of the former), as in
             :func:`redundancy.barlow_twins_loss`.
         group: the process group of the global batch; ``None`` for the default group.
+        feature_group: the ranks that hold the other features of this rank's rows, as in
+            :func:`redundancy.barlow_twins_loss`; the covariance term then comes from the N×N Grams summed over
+            them, or from each rank's block row of the covariance (``algorithm``).
 
     Shape:
-        As :func:`redundancy.barlow_twins_loss`: ``(N, D)`` views, or each rank's ``(N_r, D)`` rows of the global
-        batch; output ``()``.
+        As :func:`redundancy.barlow_twins_loss`: ``(N, D)`` views, each rank's ``(N_r, D)`` rows of the global
+        batch, its ``(N_r, D_p)`` block with ``feature_group``, or DTensors; output ``()``.
 
     Returns:
         The loss, a 0-dim tensor, float64 for float64 inputs and float32 otherwise.

@@ -47,11 +47,35 @@ LOSSES = {
 }
 
 
-def full_views() -> tuple[torch.Tensor, torch.Tensor]:
+def full_views(count: int = 2) -> tuple[torch.Tensor, ...]:
     generator = torch.Generator().manual_seed(5)
     z1 = torch.randn(N, D, generator=generator, dtype=torch.float64) * 1.5 + 2.0
     z2 = z1 @ torch.randn(D, D, generator=generator, dtype=torch.float64) * 0.3 + 0.1
-    return z1, z2
+    z3 = z2 - 0.5 * z1 + torch.randn(N, D, generator=generator, dtype=torch.float64)
+    return (z1, z2, z3)[:count]
+
+
+#: name -> multi-view terms function with its options (three views).
+MULTIVIEW_LOSSES = {
+    "multiview_barlow_twins_cross": functools.partial(
+        redundancy.multiview_barlow_twins_terms, algorithm="cross", off_diagonal_target=-1.0
+    ),
+    "multiview_barlow_twins_gram": functools.partial(
+        redundancy.multiview_barlow_twins_terms, algorithm="gram", off_diagonal_target=0.5, lambd="auto"
+    ),
+    "multiview_vicreg_cross": functools.partial(redundancy.multiview_vicreg_terms, algorithm="cross"),
+    "multiview_vicreg_gram": functools.partial(
+        redundancy.multiview_vicreg_terms, algorithm="gram", variance_reduction="sum", gamma=2.0
+    ),
+}
+
+
+def evaluate_views(function, views, **options):
+    """``(terms, gradients)`` of ``UPSTREAM · loss`` of a multi-view function, for any number of views."""
+    views = [view.clone().requires_grad_() for view in views]
+    terms = function(views, **options)
+    (terms.loss * UPSTREAM).backward()
+    return torch.stack([t.detach() for t in terms]), *(view.grad for view in views)
 
 
 def block(layout: str, rank: int) -> tuple[slice, slice]:
@@ -96,6 +120,9 @@ def _grid_worker(rank: int, world_size: int, layout: str) -> dict:
     results["official"] = evaluate(official, z1, z2, group=group, feature_group=feature_group)
     module = redundancy.VICRegLoss(feature_group=feature_group, group=group)
     results["module"] = module(z1, z2).detach()
+    views = [view[rows, columns] for view in full_views(3)]
+    for name, function in MULTIVIEW_LOSSES.items():
+        results[name] = evaluate_views(function, views, group=group, feature_group=feature_group)
     return results
 
 
@@ -122,6 +149,21 @@ def test_grid_equals_one_process_on_the_full_views(grid, name):
                 assert_relative(got, factor * full[rows, columns], 1e-10, f"{name} gradient on rank {rank} ({layout})")
 
 
+@pytest.mark.parametrize("name", list(MULTIVIEW_LOSSES))
+def test_grid_multiview_equals_one_process_on_the_full_views(grid, name):
+    layout, results = grid
+    expected, *grads = evaluate_views(MULTIVIEW_LOSSES[name], full_views(3))
+    row_ranks = len(LAYOUTS[layout][0])
+    for rank, result in enumerate(results):
+        value, *blocks = result[name]
+        assert_relative(value, expected, 1e-10, f"{name} terms on rank {rank} ({layout})")
+        rows, columns = block(layout, rank)
+        for got, full in zip(blocks, grads, strict=True):
+            if got.numel():
+                expected_block = row_ranks * full[rows, columns]
+                assert_relative(got, expected_block, 1e-10, f"{name} gradient on rank {rank} ({layout})")
+
+
 def test_grid_module(grid):
     layout, results = grid
     expected = redundancy.vicreg_loss(*full_views())
@@ -136,6 +178,7 @@ FAULTS = {
     "lambd on one rank": (lambda z1, z2: ((z1, z2), {"lambd": 0.1}), ["lambd", "same on every rank"]),
     "rows differ in a feature group": (lambda z1, z2: ((z1[:2], z2[:2]), {}), ["same rows", "feature_group"]),
     "columns differ in a row group": (lambda z1, z2: ((z1[:, :3], z2[:, :3]), {}), ["number of features D"]),
+    "distributed='local' on one rank": (lambda z1, z2: ((z1, z2), {"distributed": "local"}), ["distributed"]),
     "backend on every rank": (None, ["backend"]),
 }
 
@@ -158,6 +201,7 @@ def _fault_worker(rank: int, world_size: int) -> dict:
         except (TypeError, ValueError, RuntimeError) as error:
             outcomes[name] = (type(error).__name__, str(error))
         outcomes[name + ", then a good call"] = redundancy.barlow_twins_loss(z1, z2, **grid).detach()
+    outcomes["local"] = redundancy.vicreg_loss(z1, z2, distributed="local", **grid).detach()
     return outcomes
 
 
@@ -180,3 +224,98 @@ def test_a_fault_on_one_rank_raises_on_every_rank_of_the_grid(faults, fault):
     expected = redundancy.barlow_twins_loss(*full_views())
     for rank, outcome in enumerate(faults):
         assert_relative(outcome[fault + ", then a good call"], expected, 1e-10, f"the call after {fault}, rank {rank}")
+
+
+# ------------------------------------------------------------------------------------------------ DTensor views
+
+#: mesh shape and placements -> the row ranks R (the gradient convention's factor).
+DTENSOR_LAYOUTS = {
+    "(Shard(0), Shard(1)) on 2x2": ((2, 2), ("rows", "features"), 2),
+    "(Replicate(), Shard(1)) on 2x2": ((2, 2), ("replicate", "features"), 1),
+    "(Shard(1),) on 4": ((4,), ("features",), 1),
+    "(Shard(0),) on 4": ((4,), ("rows",), 4),
+}
+
+
+def _dtensor_worker(rank: int, world_size: int) -> dict:
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor, init_device_mesh
+
+    kinds = {"rows": Shard(0), "features": Shard(1), "replicate": Replicate()}
+    results = {}
+    for layout, (shape, placements, _) in DTENSOR_LAYOUTS.items():
+        mesh = init_device_mesh("cpu", shape)
+        placements = [kinds[kind] for kind in placements]
+        for name in ("barlow_twins_cross", "barlow_twins_gram", "vicreg_gram"):
+            z1, z2 = (distribute_tensor(view, mesh, placements).requires_grad_() for view in full_views())
+            terms = LOSSES[name](z1, z2)
+            (terms.loss * UPSTREAM).backward()
+            results[layout, name] = (
+                [type(t).__name__ for t in terms],
+                [tuple(t.placements) == (Replicate(),) * len(shape) for t in terms],
+                torch.stack([t.to_local().detach() for t in terms]),
+                [tuple(z.grad.placements) == tuple(placements) for z in (z1, z2)],
+                [z.grad.full_tensor() for z in (z1, z2)],
+            )
+        module = redundancy.BarlowTwinsLoss()
+        z1, z2 = (distribute_tensor(view, mesh, placements) for view in full_views())
+        results[layout, "module"] = module(z1, z2).to_local()
+    mesh = init_device_mesh("cpu", (2, 2))
+    z1, z2 = (distribute_tensor(view, mesh, [Shard(0), Shard(1)]) for view in full_views())
+    errors = {}
+    for what, call in {
+        "group= with DTensor views": lambda: redundancy.barlow_twins_loss(z1, z2, group=dist.group.WORLD),
+        "a loss without feature_group": lambda: redundancy.cca_ssg_loss(z1, z2),
+        "a DTensor and a tensor": lambda: redundancy.barlow_twins_loss(z1, z2.to_local()),
+    }.items():
+        try:
+            call()
+            errors[what] = None
+        except (TypeError, ValueError) as error:
+            errors[what] = str(error)
+    results["errors"] = errors
+    return results
+
+
+@pytest.fixture(scope="module")
+def dtensors(tmp_path_factory):
+    return spawn_gloo(_dtensor_worker, 4, tmp_path_factory.mktemp("dtensor"), timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("layout", list(DTENSOR_LAYOUTS))
+@pytest.mark.parametrize("name", ["barlow_twins_cross", "barlow_twins_gram", "vicreg_gram"])
+def test_dtensor_views_give_the_loss_of_the_full_views(dtensors, layout, name):
+    expected, grad1, grad2 = evaluate(LOSSES[name], *full_views())
+    row_ranks = DTENSOR_LAYOUTS[layout][2]
+    for rank, results in enumerate(dtensors):
+        kinds, replicated, values, same_placements, grads = results[layout, name]
+        assert set(kinds) == {"DTensor"} and all(replicated), f"rank {rank}: the terms come back as {kinds}"
+        assert_relative(values, expected, 1e-10, f"{name} on {layout}, rank {rank}")
+        assert all(same_placements), f"rank {rank}: the gradients' placements differ from the views'"
+        for got, full in zip(grads, (grad1, grad2), strict=True):
+            assert_relative(got, row_ranks * full, 1e-10, f"{name} gradient on {layout}, rank {rank}")
+    expected_loss = redundancy.barlow_twins_loss(*full_views())
+    for rank, results in enumerate(dtensors):
+        assert_relative(results[layout, "module"], expected_loss, 1e-10, f"BarlowTwinsLoss on {layout}, rank {rank}")
+
+
+@pytest.mark.parametrize(
+    ("what", "words"),
+    [
+        ("group= with DTensor views", ["group=", "placements"]),
+        ("a loss without feature_group", ["cca_ssg_loss", "Shard(1)"]),
+        ("a DTensor and a tensor", ["z2", "DTensor"]),
+    ],
+)
+def test_dtensor_misuse_is_named(dtensors, what, words):
+    for rank, results in enumerate(dtensors):
+        message = results["errors"][what]
+        assert message is not None, f"rank {rank}: {what} did not raise"
+        for word in words:
+            assert word in message, f"rank {rank}: {message!r} does not mention {word!r}"
+
+
+def test_a_local_call_on_a_grid_is_the_loss_of_its_rows_and_every_feature(faults):
+    for rank, outcome in enumerate(faults):
+        rows, _ = block("2x2", rank)
+        expected = redundancy.vicreg_loss(*(view[rows] for view in full_views()))
+        assert_relative(outcome["local"], expected, 1e-10, f"the local loss of rank {rank}")

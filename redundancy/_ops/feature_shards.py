@@ -4,12 +4,14 @@ Each rank of a feature group holds all N rows of its own columns (D_p of the D f
 or centred per feature, which needs nothing from the other ranks. What crosses the columns is summed over the group
 (:class:`redundancy.distributed.FeatureShards`):
 
-- **gram**: ``‖AᵀB‖² = ⟨A Aᵀ, B Bᵀ⟩`` and ``A Aᵀ = Σ_p A_p A_pᵀ``: each rank forms the two N×N Grams of its columns,
-  and one all-reduce sums them together with the per-feature parts (the invariance, ``Σ c_i²``). The backward needs
-  nothing more: ``dA_p = (2w/N²) (B Bᵀ) A_p + B_p diag(g_p) / N`` reads the summed Gram and the rank's own columns.
-  The off-diagonal energy is the difference ``⟨A Aᵀ, B Bᵀ⟩ / N² - Σ c_i²``, which cancels near convergence when
-  D ≤ N (see :mod:`redundancy._ops.gram`); ``algorithm="auto"`` takes this path for N well below D only.
-- **cross**: the second view's columns are gathered (every rank then holds B, N×D) and each rank forms its block row
+- **gram**: ``‖AᵀB‖² = ⟨A Aᵀ, B Bᵀ⟩`` and ``A Aᵀ = Σ_p A_p A_pᵀ``: each rank forms the N×N Gram of each view's
+  columns, and one all-reduce sums them together with the per-feature parts (the invariance, ``Σ c_i²``). The
+  backward needs nothing more: ``dA_p = (2w/N²) (B Bᵀ) A_p + B_p diag(g_p) / N`` reads the summed Gram and the
+  rank's own columns. The off-diagonal energy is the difference ``⟨A Aᵀ, B Bᵀ⟩ / N² - Σ c_i²``, which cancels
+  near convergence when D ≤ N (see :mod:`redundancy._ops.gram`); ``algorithm="auto"`` takes this path for N
+  well below D only.
+- **cross**: the second view's columns are gathered (every rank then holds B, N×D; of several views, every view
+  but the first is gathered once) and each rank forms its block row
   ``C_p = A_pᵀ B / N`` (D_p×D) of C, whose off-diagonal entries are summed directly (the diagonal block's diagonal
   is at column ``offset``): no cancellation. Scalars are summed over the group; the gathered view's gradient is
   summed over the group in backward (each rank's block row reads every column of B).
@@ -19,6 +21,33 @@ Both are written in differentiable torch operations over the two collectives of
 """
 
 import torch
+
+from redundancy._ops.products import symmetric_gram
+
+
+class _Gram(torch.autograd.Function):
+    """``x xᵀ`` (N×N) from its lower block-triangle, with the backward ``(g + gᵀ) x``: one N×N×D product.
+
+    Autograd's own backward of ``x @ x.t()`` differentiates both factors, two products of the same size.
+    """
+
+    @staticmethod
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return symmetric_gram(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return (grad + grad.t()) @ x
+
+
+def gram(x: torch.Tensor) -> torch.Tensor:
+    """``x @ x.T`` with a backward of one matrix product (see :class:`_Gram`)."""
+    return _Gram.apply(x)
 
 
 def _block_off_diagonal(product: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,38 +61,47 @@ def _block_off_diagonal(product: torch.Tensor, offset: int) -> tuple[torch.Tenso
 
 
 def barlow_twins_terms_over_features(
-    a: torch.Tensor, b: torch.Tensor, *, target: float, features, algorithm: str
+    views: list[torch.Tensor], *, target: float, features, algorithm: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(invariance, redundancy)`` of the full views, of which ``a, b`` (N×D_p, standardized) are this rank's columns.
+    """``(invariance, redundancy)`` of the full views, of which ``views`` (N×D_p, standardized) are this rank's columns.
 
-    ``features`` is the :class:`~redundancy.distributed.FeatureShards` of the columns; both terms are those of the
-    full N×D views and are the same on every rank of the feature group.
+    For V views, each term is the mean over the V(V-1)/2 pairs ``u < v``; the V views share their Grams (the Gram
+    path) or their gathered columns (the cross path). ``features`` is the
+    :class:`~redundancy.distributed.FeatureShards` of the columns; both terms are those of the full N×D views and
+    are the same on every rank of the feature group.
     """
-    n, dim = a.shape[0], features.dim
+    n, dim, count = views[0].shape[0], features.dim, len(views)
+    pairs = [(u, v) for u in range(count) for v in range(u + 1, count)]
+    with_target = target != 0.0
     if algorithm == "gram":
-        diagonal = torch.linalg.vecdot(a, b, dim=0) / n
-        parts = [a @ a.t(), b @ b.t(), (diagonal - 1).square().sum(), diagonal.dot(diagonal)]
-        if target != 0.0:
-            parts += [a.sum(dim=1), b.sum(dim=1), diagonal.sum()]
-        gram_a, gram_b, invariance, diagonal_sq, *totals = features.sum(*parts)
-        off_diagonal_sq = gram_a.reshape(-1).dot(gram_b.reshape(-1)) / (n * n) - diagonal_sq
-        if target != 0.0:
-            row_sums_a, row_sums_b, diagonal_total = totals
-            off_diagonal_total = row_sums_a.dot(row_sums_b) / n - diagonal_total
+        diagonals = [torch.linalg.vecdot(views[u], views[v], dim=0) / n for u, v in pairs]
+        parts = [torch.stack([(c - 1).square().sum() for c in diagonals]), torch.stack([c.dot(c) for c in diagonals])]
+        if with_target:
+            parts += [torch.stack([view.sum(dim=1) for view in views]), torch.stack([c.sum() for c in diagonals])]
+        invariance, diagonal_sq, *totals, grams = features.sum(*parts, torch.stack([gram(x) for x in views]))
+        flat = grams.reshape(count, -1)
+        off_diagonal_sq = torch.stack([flat[u].dot(flat[v]) for u, v in pairs]) / (n * n) - diagonal_sq
+        if with_target:
+            row_sums, diagonal_total = totals
+            off_diagonal_total = torch.stack([row_sums[u].dot(row_sums[v]) for u, v in pairs]) / n - diagonal_total
     elif algorithm == "cross":
-        diagonal, off = _block_off_diagonal(a.t() @ features.gather_columns(b) / n, features.offset)
-        parts = [(diagonal - 1).square().sum(), off.square().sum()]
-        if target != 0.0:
-            parts.append(off.sum())
+        gathered = {v: features.gather_columns(views[v]) for v in range(1, count)}
+        blocks = [_block_off_diagonal(views[u].t() @ gathered[v] / n, features.offset) for u, v in pairs]
+        parts = [
+            torch.stack([(c - 1).square().sum() for c, _ in blocks]),
+            torch.stack([o.square().sum() for _, o in blocks]),
+        ]
+        if with_target:
+            parts.append(torch.stack([o.sum() for _, o in blocks]))
         invariance, off_diagonal_sq, *totals = features.sum(*parts)
-        if target != 0.0:
+        if with_target:
             (off_diagonal_total,) = totals
     else:
         raise ValueError(f"algorithm must be 'cross' or 'gram', got {algorithm!r}")
     redundancy = off_diagonal_sq
-    if target != 0.0:
+    if with_target:
         redundancy = redundancy - 2.0 * target * off_diagonal_total + target * target * dim * (dim - 1)
-    return invariance, redundancy
+    return invariance.mean(), redundancy.mean()
 
 
 def off_diagonal_energy_parts(x: torch.Tensor, *, features, algorithm: str) -> list[torch.Tensor]:
@@ -75,7 +113,7 @@ def off_diagonal_energy_parts(x: torch.Tensor, *, features, algorithm: str) -> l
     """
     if algorithm == "gram":
         squares = torch.linalg.vecdot(x, x, dim=0)
-        return [x @ x.t(), squares.dot(squares)]
+        return [gram(x), squares.dot(squares)]
     if algorithm == "cross":
         _, off = _block_off_diagonal(x.t() @ features.gather_columns(x), features.offset)
         return [off.square().sum()]
