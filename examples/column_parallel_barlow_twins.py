@@ -62,7 +62,7 @@ from torch.nn import functional as F
 import redundancy
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from digits_barlow_twins import augment, embed, linear_probe_accuracy, load_digits_split  # the sibling example's
+from digits_barlow_twins import augment, embed, linear_probe_accuracy, load_digits_split  # data and probe
 
 # ------------------------------------------------------------------------------------------------ the grid
 
@@ -117,7 +117,9 @@ class CopyToFeatureGroup(torch.autograd.Function):
 
     Put in front of a column-parallel layer, whose input ``h`` is replicated over the feature group while each rank
     applies its own columns: the loss depends on ``h`` through every rank's columns, so ``∂L/∂h`` is the sum of each
-    rank's part. (The "copy to the tensor-parallel region" operator of column-parallel layers.)
+    rank's part. (The "copy to the tensor-parallel region" operator of column-parallel layers.) First derivatives
+    only: the backward's all-reduce is not recorded for a second one, which the loss refuses across the ranks of a
+    feature group anyway.
     """
 
     @staticmethod
