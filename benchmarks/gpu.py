@@ -273,11 +273,11 @@ def decide(results: dict) -> frozenset[tuple[str, str, str]]:
 CHECK_SHAPES = [(37, 70), (256, 2048), (1024, 256)]
 CHECK_OPTIONS = [
     (
-        dict(normalization="batchnorm", eps=1e-5, off_diagonal_target=0.0),
+        dict(correction=0, eps=1e-5, off_diagonal_target=0.0),
         (torch.float64, torch.float32, torch.bfloat16, torch.float16),
     ),
-    (dict(normalization="std", eps=0.0, off_diagonal_target=-1.0), (torch.float64, torch.bfloat16)),
-    (dict(normalization="none", eps=1e-5, off_diagonal_target=0.5), (torch.float64, torch.float32)),
+    (dict(correction=1, eps=0.0, off_diagonal_target=-1.0), (torch.float64, torch.bfloat16)),
+    (dict(standardize=False, eps=1e-5, off_diagonal_target=0.5), (torch.float64, torch.float32)),
 ]
 #: ``--check``: the low-precision rule of the tests: error <= k x (plain PyTorch's error in that dtype) + atol.
 CHECK_LOW_PRECISION = {torch.float32: (2.0, 1e-6), torch.bfloat16: (2.0, 2.0**-8), torch.float16: (2.0, 2.0**-11)}
@@ -288,10 +288,15 @@ def _relative_error(value: torch.Tensor, expected: torch.Tensor) -> float:
     return ((value - expected).norm() / expected.norm().clamp_min(1e-300)).item()
 
 
+def _standardization_name(options: dict) -> str:
+    """``correction=0``, ``correction=1`` or ``none``: how ``options`` standardize the views, for a report line."""
+    return "none" if not options.get("standardize", True) else f"correction={options.get('correction', 0)}"
+
+
 def check(device: torch.device, shapes: list[tuple[int, int]] | None = None) -> list[str]:
     """The Triton backend against the float64 reference on ``device`` (what ``tests/test_triton.py`` checks, in a
     form that needs no pytest): float64 to 1e-10 (loss) and 1e-8 (gradients), the other dtypes by the
-    low-precision rule, both algorithms, every normalization. Returns the failures; prints one line per case."""
+    low-precision rule, both algorithms, every standardization. Returns the failures; prints one line per case."""
     failures = []
     generator = torch.Generator(device="cpu").manual_seed(0)
     for n, d in shapes or CHECK_SHAPES:
@@ -323,8 +328,9 @@ def check(device: torch.device, shapes: list[tuple[int, int]] | None = None) -> 
                         limits = [k * error + atol for error in plain_errors]
                     ok = all(error <= limit for error, limit in zip(errors, limits, strict=True))
                     name = str(dtype).removeprefix("torch.")
+                    standardization = _standardization_name(options)
                     line = (
-                        f"{'ok  ' if ok else 'FAIL'} N={n} D={d} {algorithm:<5} {options['normalization']:<9} {name:<9}"
+                        f"{'ok  ' if ok else 'FAIL'} N={n} D={d} {algorithm:<5} {standardization:<12} {name:<9}"
                         f" errors (loss, dz1, dz2) {', '.join(f'{e:.1e}' for e in errors)}"
                         f" limits {', '.join(f'{e:.1e}' for e in limits)}"
                     )

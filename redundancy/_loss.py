@@ -27,10 +27,18 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 
 from redundancy import distributed as distributed_ops
+from redundancy._deprecated import DeprecatedAlias, translate
 from redundancy._dtensor import is_dtensor
 from redundancy._dtensor import unwrap as unwrap_dtensors
 from redundancy._ops._autocast import no_autocast
-from redundancy._validation import check_choice, check_embedding, check_real, check_same_batch
+from redundancy._validation import (
+    check_bool,
+    check_choice,
+    check_correction,
+    check_embedding,
+    check_real,
+    check_same_batch,
+)
 
 # ------------------------------------------------------------------------------------------------ options
 
@@ -96,8 +104,17 @@ def choice_option(default: Any, choices: tuple) -> dataclasses.Field:
     return option(default, one_of(*choices), encode=choices.index, decode=lambda number: choices[int(number)])
 
 
+def correction_option(default: int) -> dataclasses.Field:
+    """The ``correction`` option, the variance divisor ``N - correction`` (as :func:`torch.var`): 0 or 1."""
+    return option(default, check_correction, encode=int, decode=int)
+
+
+def flag_option(default: bool) -> dataclasses.Field:
+    """An option that is ``True`` or ``False``."""
+    return option(default, check_bool, encode=float, decode=bool)
+
+
 ALGORITHMS = ("auto", "cross", "gram")
-NORMALIZATIONS = ("batchnorm", "std", "none")
 
 
 class OptionSpec(NamedTuple):
@@ -143,6 +160,8 @@ class Options:
 
     specs: ClassVar[tuple[OptionSpec, ...]]
     names: ClassVar[frozenset[str]]
+    aliases: ClassVar[tuple[DeprecatedAlias, ...]] = ()
+    """Old spellings of some options, still accepted with a warning (:mod:`redundancy._deprecated`)."""
 
     distributed: str = choice_option("global", distributed_ops.DISTRIBUTED_MODES)
     gradient_convention: str = choice_option("global", distributed_ops.GRADIENT_CONVENTIONS)
@@ -252,14 +271,18 @@ class Loss:
 
     def run(self, inputs: tuple, options: dict):
         """Evaluate the loss: check, exchange (several ranks), compute, apply the gradient convention."""
+        if torch.compiler.is_compiling() and isinstance(options.get("feature_group"), distributed_ops.ProcessGroup):
+            return _run_eagerly(self, inputs, options)  # a graph break: the grid's collectives run in eager mode
         if self.unpack is None and is_dtensor(inputs[0]):  # the placements name the groups (redundancy._dtensor)
             views, options, as_dtensors = unwrap_dtensors(self.name, self.options.names, self.views, inputs, options)
             return as_dtensors(self.run(views + tuple(inputs[len(views) :]), options))
         error = None
-        unknown = [name for name in options if name not in self.options.names]
-        if unknown:  # reported like any other error: on every rank of a global call
-            error = TypeError(f"{self.name}() got an unexpected keyword argument {unknown[0]!r}")
-            options = {name: value for name, value in options.items() if name in self.options.names}
+        if not self.options.names.issuperset(options):  # a deprecated alias, or an unknown name
+            try:
+                options = translate(self.options.aliases, self.options.names, options, self.name, stacklevel=4)
+            except (TypeError, ValueError) as caught:  # reported like any other error: on every rank
+                error = caught
+                options = {name: value for name, value in options.items() if name in self.options.names}
         options = self.options(**options)
         names = self.views
         # A rank of several holds part of the rows (maybe none): the global batch's size is checked in the exchange.
@@ -292,6 +315,12 @@ class Loss:
             check_views(names, inputs, min_rows=min_rows)
         else:
             self.check_inputs(names + self.extra, inputs, min_rows)
+
+
+@torch.compiler.disable
+def _run_eagerly(loss: Loss, inputs: tuple, options: dict):
+    """:meth:`Loss.run` outside a ``torch.compile`` graph (a graph break where it is called from one)."""
+    return loss.run(inputs, options)
 
 
 def takes_options_of(loss: Loss) -> Callable[[Callable], Callable]:
@@ -349,7 +378,10 @@ class LossModule(torch.nn.Module):
 
     def __init__(self, **options) -> None:
         super().__init__()
-        checked = self._function.loss.options(**options)
+        declared = self._function.loss.options
+        if not declared.names.issuperset(options):  # a deprecated alias, or an unknown name
+            options = translate(declared.aliases, declared.names, options, type(self).__name__, stacklevel=4)
+        checked = declared(**options)
         checked.check()
         for name, value in checked.as_dict().items():
             setattr(self, name, value)

@@ -59,6 +59,19 @@ def check_bool(name: str, value: object) -> None:
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
 
 
+def check_correction(name: str, value: object) -> None:
+    """Raise unless ``value`` is a variance divisor ``N - correction`` as :func:`torch.var` takes it: 0 or 1.
+
+    Example:
+        >>> check_correction("correction", 2)
+        Traceback (most recent call last):
+            ...
+        ValueError: correction must be 0 (divide by N) or 1 (divide by N - 1), got 2
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value not in (0, 1):
+        raise ValueError(f"{name} must be 0 (divide by N) or 1 (divide by N - 1), got {value!r:.80}")
+
+
 def check_embedding(name: str, z: object, *, min_rows: int = 2) -> None:
     """Raise unless ``z`` is a dense floating tensor of shape ``(N, D)`` with ``N >= min_rows`` and ``D >= 1``.
 

@@ -11,19 +11,21 @@ from typing import NamedTuple
 import torch
 
 from redundancy import cost
+from redundancy._deprecated import NORMALIZATION
 from redundancy._loss import (
     ALGORITHMS,
-    NORMALIZATIONS,
     Loss,
     Options,
     choice_option,
+    correction_option,
+    flag_option,
     option,
     options_dataclass,
     real,
     takes_options_of,
 )
 from redundancy._ops import off_diagonal_energy
-from redundancy.functional import standardize_view
+from redundancy.functional import standardization_of_options, standardize_view
 
 __all__ = ["CCASSGTerms", "cca_ssg_loss", "cca_ssg_terms"]
 
@@ -53,9 +55,12 @@ class CCASSGOptions(Options):
     """The options of :func:`cca_ssg_loss` (documented there), declared once."""
 
     lambd: float = option(1e-3, real(nonnegative=True))
-    normalization: str = choice_option("std", NORMALIZATIONS)
+    correction: int = correction_option(1)
+    standardize: bool = flag_option(True)
     eps: float = option(0.0, real(nonnegative=True))
     algorithm: str = choice_option("auto", ALGORITHMS)
+
+    aliases = (NORMALIZATION,)
 
 
 def _decorrelation(a: torch.Tensor, algorithm: str) -> torch.Tensor:
@@ -69,8 +74,9 @@ def _cca_ssg(options: CCASSGOptions, batch, z1: torch.Tensor, z2: torch.Tensor) 
     z1, z2 = batch.gather(z1.to(batch.dtype), z2.to(batch.dtype))
     n, d = z1.shape
     algorithm = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
-    a = standardize_view(z1, options.normalization, options.eps)
-    b = standardize_view(z2, options.normalization, options.eps)
+    standardization = standardization_of_options(options)
+    a = standardize_view(z1, standardization)
+    b = standardize_view(z2, standardization)
     invariance = -torch.linalg.vecdot(a, b, dim=0).sum() / n
     decorrelation = _decorrelation(a, algorithm) + _decorrelation(b, algorithm)
     return CCASSGTerms(invariance + decorrelation * options.lambd, invariance, decorrelation)
@@ -116,8 +122,11 @@ def cca_ssg_loss(z1: torch.Tensor, z2: torch.Tensor, **options) -> torch.Tensor:
         z1: embeddings of the first view, shape ``(N, D)``.
         z2: embeddings of the second view, same shape.
         lambd: λ, weight of the decorrelation terms.
-        normalization: ``"std"`` (official), ``"batchnorm"`` or ``"none"``, as in
-            :func:`redundancy.barlow_twins_loss`.
+        correction: the variance divisor ``N - correction`` of the standardization: ``1`` (unbiased, official)
+            or ``0`` (biased, as ``BatchNorm1d``).
+        standardize: standardize each view (``True``) or use the inputs as they are (``False``).
+        normalization: *deprecated* alias of ``correction`` and ``standardize``, as in
+            :func:`redundancy.barlow_twins_loss`; removed in the next release.
         eps: added to the variance before the square root (0 in the official code: a constant feature
             gives NaN, as there).
         algorithm: ``"cross"`` (D×D), ``"gram"`` (N×N) or ``"auto"`` (``gram`` when N < D).

@@ -10,19 +10,18 @@ from typing import NamedTuple
 import torch
 
 from redundancy import cost
-from redundancy._loss import NORMALIZATIONS
+from redundancy._deprecated import NORMALIZATION, accepts_deprecated
 from redundancy._ops import cross_correlation_terms, gram_terms
 from redundancy._ops._autocast import no_autocast
 from redundancy._validation import (
     check_bool,
-    check_choice,
+    check_correction,
     check_embedding,
     check_real,
     check_same_batch,
     compute_dtype,
 )
-from redundancy.functional import cross_correlation, standardize_view
-from redundancy.vicreg import check_correction
+from redundancy.functional import checked_standardization, cross_correlation, standardize_view
 
 __all__ = ["CrossCorrelationSummary", "cross_correlation_summary", "effective_rank", "feature_std"]
 
@@ -113,12 +112,14 @@ def feature_std(z: torch.Tensor, *, correction: int = 1, normalize: bool = False
         return z.std(dim=0, correction=correction)
 
 
+@accepts_deprecated(NORMALIZATION)
 @torch.no_grad()
 def cross_correlation_summary(
     z1: torch.Tensor,
     z2: torch.Tensor,
     *,
-    normalization: str = "batchnorm",
+    correction: int = 0,
+    standardize: bool = True,
     eps: float = 1e-5,
     return_matrix: bool = False,
 ) -> CrossCorrelationSummary:
@@ -135,9 +136,13 @@ def cross_correlation_summary(
     Args:
         z1: embeddings of the first view, shape ``(N, D)``.
         z2: embeddings of the second view, same shape.
-        normalization: ``"batchnorm"``, ``"std"`` or ``"none"``, as in :func:`redundancy.barlow_twins_loss`.
+        correction: the variance divisor ``N - correction`` (``0`` or ``1``), as in
+            :func:`redundancy.barlow_twins_loss`.
+        standardize: ``False`` uses the views as they are.
         eps: added to the variance before the square root.
         return_matrix: also return C (D×D).
+        normalization: *deprecated* alias of ``correction`` and ``standardize``, as in
+            :func:`redundancy.barlow_twins_loss`; removed in the next release.
 
     Returns:
         :class:`CrossCorrelationSummary` ``(mean_diagonal, off_diagonal_rms, matrix)``, without gradients.
@@ -148,15 +153,14 @@ def cross_correlation_summary(
         >>> round(summary.mean_diagonal.item(), 3), summary.off_diagonal_rms.item() < 0.1, summary.matrix
         (1.0, True, None)
     """
-    check_choice("normalization", normalization, NORMALIZATIONS)
-    check_real("eps", eps, nonnegative=True)
+    standardization = checked_standardization(standardize, correction, eps)
     check_bool("return_matrix", return_matrix)
     check_embedding("z1", z1)
     check_embedding("z2", z2)
     check_same_batch(("z1", "z2"), (z1, z2))
     n, d = z1.shape
     if return_matrix:
-        matrix = cross_correlation(z1.detach(), z2.detach(), normalization=normalization, eps=eps)
+        matrix = cross_correlation(z1.detach(), z2.detach(), correction=correction, standardize=standardize, eps=eps)
         mean_diagonal = matrix.diagonal().mean()
         off_diagonal = matrix.clone()
         off_diagonal.diagonal().zero_()  # summed without the diagonal: ‖C‖² - Σc² would cancel near C = I
@@ -165,8 +169,8 @@ def cross_correlation_summary(
         matrix = None
         dtype = compute_dtype(z1, z2)
         with no_autocast(z1.device):
-            a = standardize_view(z1.detach().to(dtype), normalization, eps)
-            b = standardize_view(z2.detach().to(dtype), normalization, eps)
+            a = standardize_view(z1.detach().to(dtype), standardization)
+            b = standardize_view(z2.detach().to(dtype), standardization)
             compute_terms = gram_terms if cost.choose_algorithm(n, d) == "gram" else cross_correlation_terms
             _, off_diagonal_sq = compute_terms(a, b, target=0.0)
             mean_diagonal = torch.linalg.vecdot(a, b, dim=0).mean() / n

@@ -93,6 +93,8 @@ GRADIENT_CONVENTIONS = ("global", "official")
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
 #: Whether this build of torch has torch.distributed at all.
 _DISTRIBUTED_AVAILABLE = dist.is_available()
+#: The type of a process group (a type that no value has where torch.distributed is not built).
+ProcessGroup = dist.ProcessGroup if _DISTRIBUTED_AVAILABLE else type("NoProcessGroup", (), {})
 
 
 def group_world_size(group: "dist.ProcessGroup | None" = None) -> int:

@@ -6,12 +6,14 @@ import torch
 
 from redundancy import cost
 from redundancy import distributed as distributed_ops
+from redundancy._deprecated import NORMALIZATION, accepts_deprecated
 from redundancy._loss import (
     ALGORITHMS,
-    NORMALIZATIONS,
     Loss,
     Options,
     choice_option,
+    correction_option,
+    flag_option,
     option,
     options_dataclass,
     real,
@@ -22,7 +24,14 @@ from redundancy._ops import Standardization, cross_correlation_terms, gram_terms
 from redundancy._ops._autocast import no_autocast
 from redundancy._ops.feature_shards import barlow_twins_terms_over_features
 from redundancy._triton import barlow_twins_terms_triton, select_backend
-from redundancy._validation import check_choice, check_embedding, check_real, check_same_batch, compute_dtype
+from redundancy._validation import (
+    check_bool,
+    check_correction,
+    check_embedding,
+    check_real,
+    check_same_batch,
+    compute_dtype,
+)
 
 __all__ = [
     "BarlowTwinsTerms",
@@ -67,12 +76,15 @@ class BarlowTwinsOptions(Options):
     lambd: float | str = real_or_auto_option(0.0051, nonnegative=True)
     scale: float = option(1.0, real(nonnegative=True))
     eps: float = option(1e-5, real(nonnegative=True))
-    normalization: str = choice_option("batchnorm", NORMALIZATIONS)
+    correction: int = correction_option(0)
+    standardize: bool = flag_option(True)
     off_diagonal_target: float = option(0.0, real())
     algorithm: str = choice_option("auto", ALGORITHMS)
     backend: str = choice_option("auto", BACKENDS)
     strategy: str = choice_option("auto", distributed_ops.STRATEGIES)
     feature_group: Any = option(None, distributed_ops.check_group, shared=False)
+
+    aliases = (NORMALIZATION,)
 
     def check_combination(self) -> None:
         if self.strategy == "all_reduce" and self.algorithm == "gram":
@@ -82,10 +94,21 @@ class BarlowTwinsOptions(Options):
             )
 
 
-def standardize_view(z: torch.Tensor, normalization: str, eps: float, batch=None) -> torch.Tensor:
-    """Standardize an already upcast view (the identity for ``"none"``), over the global batch when given."""
-    standardization = standardization_of(normalization, eps)
+def standardize_view(z: torch.Tensor, standardization: "Standardization | None", batch=None) -> torch.Tensor:
+    """Standardize an already upcast view (the identity for ``None``), over the global batch when given."""
     return z if standardization is None else standardize(z, standardization, batch=batch)
+
+
+def standardization_of_options(options) -> "Standardization | None":
+    """The standardization that ``options`` (``standardize``, ``correction``, ``eps``) ask for."""
+    return standardization_of(standardize=options.standardize, correction=options.correction, eps=options.eps)
+
+
+def kernel_normalization(options) -> str:
+    """The Triton kernels' name of the standardization that ``options`` ask for."""
+    if not options.standardize:
+        return "none"
+    return "std" if options.correction == 1 else "batchnorm"
 
 
 class BarlowTwinsPlan(NamedTuple):
@@ -116,7 +139,7 @@ def barlow_twins_plan(options: BarlowTwinsOptions, batch, views: int = 2) -> Bar
     return BarlowTwinsPlan(
         lambd=1.0 / d if options.lambd == "auto" else options.lambd,
         target=options.off_diagonal_target,
-        standardization=standardization_of(options.normalization, options.eps),
+        standardization=standardization_of_options(options),
         algorithm=algorithm,
         strategy=strategy,
     )
@@ -135,7 +158,7 @@ def _barlow_twins(options: BarlowTwinsOptions, batch, z1: torch.Tensor, z2: torc
                 "use backend='auto' or 'torch' with distributed='global', or distributed='local'"
             )
         invariance, redundancy = barlow_twins_terms_triton(
-            z1, z2, normalization=options.normalization, eps=options.eps, target=target, algorithm=algorithm
+            z1, z2, normalization=kernel_normalization(options), eps=options.eps, target=target, algorithm=algorithm
         )
     else:
         a, b = z1.to(batch.dtype), z2.to(batch.dtype)
@@ -145,8 +168,8 @@ def _barlow_twins(options: BarlowTwinsOptions, batch, z1: torch.Tensor, z2: torc
             )
         else:
             if batch.world_size > 1:  # standardized with the global statistics, then gathered
-                a = standardize_view(a, options.normalization, options.eps, batch)
-                b = standardize_view(b, options.normalization, options.eps, batch)
+                a = standardize_view(a, standardization, batch)
+                b = standardize_view(b, standardization, batch)
                 a, b = batch.gather(a, b)
                 standardization = None
             compute_terms = gram_terms if algorithm == "gram" else cross_correlation_terms
@@ -172,7 +195,7 @@ def barlow_twins_over_features(options: BarlowTwinsOptions, batch, *views: torch
             batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype
         )
     views = batch.gather(*(z.to(batch.dtype) for z in views))
-    standardization = standardization_of(options.normalization, options.eps)
+    standardization = standardization_of_options(options)
     if standardization is not None:
         views = [standardize(z, standardization) for z in views]
     invariance, redundancy = barlow_twins_terms_over_features(
@@ -226,9 +249,14 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, **options) -> torch.Te
         lambd: weight :math:`\lambda` of the redundancy term, or ``"auto"`` for ``1 / D``.
         scale: factor :math:`s` on the whole loss (solo-learn's ``scale_loss``).
         eps: added to the variance before the square root.
-        normalization: ``"batchnorm"`` (biased variance, as ``BatchNorm1d`` in the official code),
-            ``"std"`` (unbiased variance, the paper's Algorithm 1; use ``eps=0`` to match it exactly) or
-            ``"none"`` (the inputs are already standardized).
+        correction: the variance divisor ``N - correction`` of the standardization, as in :func:`torch.var`:
+            ``0`` (biased variance, as ``BatchNorm1d`` in the official code) or ``1`` (unbiased, the paper's
+            Algorithm 1; use ``eps=0`` to match it exactly).
+        standardize: standardize each view (``True``) or use the inputs as they are (``False``: the caller
+            standardized them).
+        normalization: *deprecated*, removed in the next release: ``"batchnorm"`` is ``correction=0``,
+            ``"std"`` ``correction=1`` and ``"none"`` ``standardize=False``; passing it warns
+            (:class:`FutureWarning`), and passing it with ``correction`` or ``standardize`` is a :class:`TypeError`.
         off_diagonal_target: target :math:`t` of the off-diagonal entries; ``-1`` gives the HSIC variant
             (Tsai et al., 2021).
         algorithm: ``"cross"`` (through the D×D matrix C, 6·N·D² FLOPs), ``"gram"`` (through two N×N Gram
@@ -277,17 +305,23 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, **options) -> torch.Te
     return BARLOW_TWINS.run((z1, z2), options).loss
 
 
-def batch_standardize(z: torch.Tensor, *, normalization: str = "batchnorm", eps: float = 1e-5) -> torch.Tensor:
+@accepts_deprecated(NORMALIZATION)
+def batch_standardize(
+    z: torch.Tensor, *, correction: int = 0, standardize: bool = True, eps: float = 1e-5
+) -> torch.Tensor:
     r"""Standardize each feature (column) of ``z`` over the batch: :math:`(z - \mu) / \sqrt{\sigma^2 + \epsilon}`.
 
-    ``"batchnorm"`` uses the biased variance (``BatchNorm1d`` in training mode without affine parameters),
-    ``"std"`` the unbiased one; ``"none"`` returns ``z`` unchanged. Statistics are accumulated in float32
-    (float64 for float64 inputs); the result has the dtype of ``z``. The backward is closed-form.
+    ``correction=0`` uses the biased variance (``BatchNorm1d`` in training mode without affine parameters),
+    ``correction=1`` the unbiased one; ``standardize=False`` returns ``z`` unchanged. Statistics are accumulated in
+    float32 (float64 for float64 inputs); the result has the dtype of ``z``. The backward is closed-form.
 
     Args:
         z: embeddings, shape ``(N, D)`` with ``N >= 2``.
-        normalization: ``"batchnorm"``, ``"std"`` or ``"none"``.
+        correction: the variance divisor ``N - correction``: ``0`` or ``1``.
+        standardize: ``False`` returns ``z`` as it is.
         eps: added to the variance before the square root.
+        normalization: *deprecated* alias of ``correction`` and ``standardize``, as in :func:`barlow_twins_loss`;
+            removed in the next release.
 
     Example:
         >>> a = batch_standardize(torch.randn(64, 8) * 3 + 1)
@@ -295,15 +329,23 @@ def batch_standardize(z: torch.Tensor, *, normalization: str = "batchnorm", eps:
         >>> torch.allclose(mean, torch.zeros(8), atol=1e-6), torch.allclose(var, torch.ones(8), atol=1e-4)
         (True, True)
     """
-    check_choice("normalization", normalization, NORMALIZATIONS)
-    check_real("eps", eps, nonnegative=True)
+    standardization = checked_standardization(standardize, correction, eps)
     check_embedding("z", z)
     with no_autocast(z.device):
-        return standardize_view(z.to(compute_dtype(z)), normalization, eps).to(z.dtype)
+        return standardize_view(z.to(compute_dtype(z)), standardization).to(z.dtype)
 
 
+def checked_standardization(standardize: bool, correction: int, eps: float) -> "Standardization | None":
+    """The standardization of a helper's options, each checked (the errors name the option)."""
+    check_bool("standardize", standardize)
+    check_correction("correction", correction)
+    check_real("eps", eps, nonnegative=True)
+    return standardization_of(standardize=standardize, correction=correction, eps=eps)
+
+
+@accepts_deprecated(NORMALIZATION)
 def cross_correlation(
-    z1: torch.Tensor, z2: torch.Tensor, *, normalization: str = "batchnorm", eps: float = 1e-5
+    z1: torch.Tensor, z2: torch.Tensor, *, correction: int = 0, standardize: bool = True, eps: float = 1e-5
 ) -> torch.Tensor:
     r"""The D×D cross-correlation matrix :math:`C = A^\top B / N` of the standardized views, for analysis.
 
@@ -312,23 +354,25 @@ def cross_correlation(
     Args:
         z1: embeddings of the first view, shape ``(N, D)``.
         z2: embeddings of the second view, same shape.
-        normalization: ``"batchnorm"``, ``"std"`` or ``"none"``, as in :func:`barlow_twins_loss`.
+        correction: the variance divisor ``N - correction`` (``0`` or ``1``), as in :func:`barlow_twins_loss`.
+        standardize: ``False`` uses the views as they are.
         eps: added to the variance before the square root.
+        normalization: *deprecated* alias of ``correction`` and ``standardize``, as in :func:`barlow_twins_loss`;
+            removed in the next release.
 
     Example:
         >>> z = torch.randn(128, 16)
         >>> torch.allclose(cross_correlation(z, z).diagonal(), torch.ones(16), atol=1e-4)
         True
     """
-    check_choice("normalization", normalization, NORMALIZATIONS)
-    check_real("eps", eps, nonnegative=True)
+    standardization = checked_standardization(standardize, correction, eps)
     check_embedding("z1", z1)
     check_embedding("z2", z2)
     check_same_batch(("z1", "z2"), (z1, z2))
     dtype = compute_dtype(z1, z2)
     with no_autocast(z1.device):
-        a = standardize_view(z1.to(dtype), normalization, eps)
-        b = standardize_view(z2.to(dtype), normalization, eps)
+        a = standardize_view(z1.to(dtype), standardization)
+        b = standardize_view(z2.to(dtype), standardization)
         return torch.mm(a.t(), b).div_(z1.shape[0])
 
 

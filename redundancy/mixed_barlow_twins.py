@@ -18,13 +18,15 @@ rank.
 import torch
 
 from redundancy import cost
+from redundancy._deprecated import NORMALIZATION
 from redundancy._loss import (
     ALGORITHMS,
-    NORMALIZATIONS,
     Loss,
     Options,
     check_views,
     choice_option,
+    correction_option,
+    flag_option,
     option,
     options_dataclass,
     real,
@@ -32,7 +34,7 @@ from redundancy._loss import (
 )
 from redundancy._ops import cross_product_energy
 from redundancy._validation import check_embedding, check_real
-from redundancy.functional import standardize_view
+from redundancy.functional import standardization_of_options, standardize_view
 
 __all__ = ["mixed_barlow_twins_regularizer"]
 
@@ -43,9 +45,12 @@ class MixedBarlowTwinsOptions(Options):
 
     lambd: float = option(0.005, real(nonnegative=True))
     scale: float = option(5.0, real(nonnegative=True))
-    normalization: str = choice_option("std", NORMALIZATIONS)
+    correction: int = correction_option(1)
+    standardize: bool = flag_option(True)
     eps: float = option(0.0, real(nonnegative=True))
     algorithm: str = choice_option("auto", ALGORITHMS)
+
+    aliases = (NORMALIZATION,)
 
 
 def _check_inputs(names: tuple[str, ...], inputs: tuple, min_rows: int) -> None:
@@ -86,7 +91,8 @@ def _mixed_barlow_twins(options: MixedBarlowTwinsOptions, batch, z1, z2, z_mixed
     views = batch.gather(*views)
     n, d = views[0].shape
     algorithm = cost.choose_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
-    a, b, m, *permuted = (standardize_view(view, options.normalization, options.eps) for view in views)
+    standardization = standardization_of_options(options)
+    a, b, m, *permuted = (standardize_view(view, standardization) for view in views)
     b_permuted = permuted[0] if permuted else b[permutation]
     residual = m - a * alpha - b_permuted * (1.0 - alpha)
     energy = cross_product_energy(residual, a, algorithm=algorithm) + cross_product_energy(
@@ -135,8 +141,11 @@ def mixed_barlow_twins_regularizer(
         alpha: the mixing coefficient α in [0, 1] (mix-bt draws it from Beta(1, 1)).
         lambd: λ, as in the Barlow Twins loss it accompanies.
         scale: s, mix-bt's ``mixup_loss_scale``.
-        normalization: ``"std"`` (unbiased, mix-bt), ``"batchnorm"`` or ``"none"``, as in
-            :func:`redundancy.barlow_twins_loss`.
+        correction: the variance divisor ``N - correction`` of the standardization: ``1`` (unbiased, mix-bt)
+            or ``0`` (biased, as ``BatchNorm1d``).
+        standardize: standardize each view (``True``) or use the inputs as they are (``False``).
+        normalization: *deprecated* alias of ``correction`` and ``standardize``, as in
+            :func:`redundancy.barlow_twins_loss`; removed in the next release.
         eps: added to the variance before the square root.
         algorithm: ``"cross"`` (D×D), ``"gram"`` (N×N) or ``"auto"`` (``gram`` when N < ``GRAM_CROSSOVER``·D).
         distributed, gradient_convention, group: the batch of all ranks under ``torch.distributed`` (every rank
@@ -150,7 +159,7 @@ def mixed_barlow_twins_regularizer(
         >>> z1, z2 = torch.randn(16, 8), torch.randn(16, 8)
         >>> permutation, alpha = torch.randperm(16), 0.3
         >>> z_mixed = alpha * z1 + (1 - alpha) * z2[permutation]  # a linear encoder: the regularizer is 0
-        >>> mixed_barlow_twins_regularizer(z1, z2, z_mixed, permutation, alpha, normalization="none").abs() < 1e-6
+        >>> mixed_barlow_twins_regularizer(z1, z2, z_mixed, permutation, alpha, standardize=False).abs() < 1e-6
         tensor(True)
     """
     return MIXED_BARLOW_TWINS.run((z1, z2, z_mixed, permutation, alpha), options)

@@ -32,6 +32,7 @@ from redundancy.functional import (
     BarlowTwinsTerms,
     barlow_twins_over_features,
     barlow_twins_plan,
+    kernel_normalization,
     standardize_view,
 )
 from redundancy.vicreg import (
@@ -104,7 +105,7 @@ def _multiview_barlow_twins(options: BarlowTwinsOptions, batch, *views: torch.Te
             barlow_twins_terms_triton(
                 views[u],
                 views[v],
-                normalization=options.normalization,
+                normalization=kernel_normalization(options),
                 eps=options.eps,
                 target=target,
                 algorithm=algorithm,
@@ -121,7 +122,7 @@ def _multiview_barlow_twins(options: BarlowTwinsOptions, batch, *views: torch.Te
             )
         else:
             if batch.world_size > 1:  # standardized with the global statistics, then gathered
-                views = [standardize_view(z, options.normalization, options.eps, batch) for z in views]
+                views = [standardize_view(z, standardization, batch) for z in views]
                 views = batch.gather(*views)
                 standardization = None
             compute_terms = multiview_gram_terms if algorithm == "gram" else multiview_cross_terms
@@ -169,7 +170,7 @@ def multiview_barlow_twins_loss(views, **options) -> torch.Tensor:
     forms each pair's D×D matrix (``V(V-1)/2·6·N·D²``). ``"auto"`` takes the Gram path for
     ``N < 0.875·(V-1)·D`` (:func:`redundancy.cost.choose_multiview_algorithm`).
 
-    The options ``lambd``, ``scale``, ``eps``, ``normalization``, ``off_diagonal_target``, ``algorithm``,
+    The options ``lambd``, ``scale``, ``eps``, ``correction``, ``standardize``, ``off_diagonal_target``, ``algorithm``,
     ``distributed``, ``gradient_convention`` and ``group`` are those of :func:`~redundancy.barlow_twins_loss`.
 
     With ``feature_group`` (:doc:`/feature_parallel`), each rank passes its block of every view, and the views share

@@ -12,6 +12,8 @@ regularizers, losses and diagnostics from their papers, each cited beside its fu
 
 import torch
 
+from redundancy._deprecated import NORMALIZATION, accepts_deprecated
+
 __all__ = [
     "barlow_twins_loss_reference",
     "barlow_twins_terms_reference",
@@ -28,8 +30,12 @@ __all__ = [
 ]
 
 
-def batch_standardize_reference(z: torch.Tensor, *, normalization: str = "batchnorm", eps: float = 1e-5):
-    """``(z - mean) / sqrt(var + eps)`` per column; biased variance for ``"batchnorm"``, unbiased for ``"std"``.
+@accepts_deprecated(NORMALIZATION)
+def batch_standardize_reference(
+    z: torch.Tensor, *, correction: int = 0, standardize: bool = True, eps: float = 1e-5
+) -> torch.Tensor:
+    """``(z - mean) / sqrt(var + eps)`` per column, the variance divided by ``N - correction``; ``z`` itself when
+    ``standardize=False``. (``normalization=`` is a deprecated alias of ``correction`` and ``standardize``.)
 
     Example:
         >>> z = torch.randn(16, 4, dtype=torch.float64)
@@ -37,18 +43,19 @@ def batch_standardize_reference(z: torch.Tensor, *, normalization: str = "batchn
         >>> torch.allclose(batch_standardize_reference(z), redundancy.batch_standardize(z), rtol=1e-12)
         True
     """
-    if normalization == "none":
+    if not standardize:
         return z
-    unbiased = normalization == "std"
-    return (z - z.mean(dim=0)) / torch.sqrt(z.var(dim=0, unbiased=unbiased) + eps)
+    return (z - z.mean(dim=0)) / torch.sqrt(z.var(dim=0, correction=correction) + eps)
 
 
+@accepts_deprecated(NORMALIZATION)
 def barlow_twins_terms_reference(
     z1: torch.Tensor,
     z2: torch.Tensor,
     *,
     eps: float = 1e-5,
-    normalization: str = "batchnorm",
+    correction: int = 0,
+    standardize: bool = True,
     off_diagonal_target: float = 0.0,
     upcast: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,16 +74,16 @@ def barlow_twins_terms_reference(
     if upcast:
         z1, z2 = z1.double(), z2.double()
     n, d = z1.shape
-    c = batch_standardize_reference(z1, normalization=normalization, eps=eps).T @ batch_standardize_reference(
-        z2, normalization=normalization, eps=eps
-    )
-    c = c / n
+    a = batch_standardize_reference(z1, correction=correction, standardize=standardize, eps=eps)
+    b = batch_standardize_reference(z2, correction=correction, standardize=standardize, eps=eps)
+    c = a.T @ b / n
     invariance = (1 - torch.diagonal(c)).pow(2).sum()
     off_diagonal_mask = ~torch.eye(d, dtype=torch.bool, device=c.device)
     redundancy = (c[off_diagonal_mask] - off_diagonal_target).pow(2).sum()
     return invariance, redundancy
 
 
+@accepts_deprecated(NORMALIZATION)
 def barlow_twins_loss_reference(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -84,7 +91,8 @@ def barlow_twins_loss_reference(
     lambd: float | str = 0.0051,
     scale: float = 1.0,
     eps: float = 1e-5,
-    normalization: str = "batchnorm",
+    correction: int = 0,
+    standardize: bool = True,
     off_diagonal_target: float = 0.0,
     upcast: bool = False,
 ) -> torch.Tensor:
@@ -101,7 +109,13 @@ def barlow_twins_loss_reference(
     if lambd == "auto":
         lambd = 1.0 / z1.shape[1]
     invariance, redundancy = barlow_twins_terms_reference(
-        z1, z2, eps=eps, normalization=normalization, off_diagonal_target=off_diagonal_target, upcast=upcast
+        z1,
+        z2,
+        eps=eps,
+        correction=correction,
+        standardize=standardize,
+        off_diagonal_target=off_diagonal_target,
+        upcast=upcast,
     )
     return scale * (invariance + lambd * redundancy)
 
@@ -194,8 +208,9 @@ def effective_rank_reference(z: torch.Tensor, *, eps: float = 1e-7) -> torch.Ten
     return torch.exp(torch.special.entr(p).sum())  # entr(p) = -p log p, 0 at p = 0
 
 
+@accepts_deprecated(NORMALIZATION)
 def cross_correlation_summary_reference(
-    z1: torch.Tensor, z2: torch.Tensor, *, normalization: str = "batchnorm", eps: float = 1e-5
+    z1: torch.Tensor, z2: torch.Tensor, *, correction: int = 0, standardize: bool = True, eps: float = 1e-5
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(mean_i C_ii, sqrt(mean_{i≠j} C_ij²))`` of the Barlow Twins cross-correlation, in float64.
 
@@ -206,8 +221,8 @@ def cross_correlation_summary_reference(
         1.0
     """
     z1, z2 = z1.double(), z2.double()
-    a = batch_standardize_reference(z1, normalization=normalization, eps=eps)
-    b = batch_standardize_reference(z2, normalization=normalization, eps=eps)
+    a = batch_standardize_reference(z1, correction=correction, standardize=standardize, eps=eps)
+    b = batch_standardize_reference(z2, correction=correction, standardize=standardize, eps=eps)
     c = a.T @ b / z1.shape[0]
     off = _off_diagonal_entries(c)
     return torch.diagonal(c).mean(), off.pow(2).mean().sqrt() if off.numel() else torch.zeros((), dtype=c.dtype)
@@ -245,6 +260,7 @@ def total_coding_rate_reference(z: torch.Tensor, *, eps: float = 0.2, upcast: bo
     return 0.5 * torch.logdet(identity + d / (n * eps) * z.T @ z)
 
 
+@accepts_deprecated(NORMALIZATION)
 def mixed_barlow_twins_regularizer_reference(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -254,7 +270,8 @@ def mixed_barlow_twins_regularizer_reference(
     *,
     lambd: float = 0.005,
     scale: float = 5.0,
-    normalization: str = "std",
+    correction: int = 1,
+    standardize: bool = True,
     eps: float = 0.0,
     upcast: bool = False,
 ) -> torch.Tensor:
@@ -273,9 +290,9 @@ def mixed_barlow_twins_regularizer_reference(
     if upcast:
         z1, z2, z_mixed = z1.double(), z2.double(), z_mixed.double()
     n = z1.shape[0]
-    a = batch_standardize_reference(z1, normalization=normalization, eps=eps)
-    b = batch_standardize_reference(z2, normalization=normalization, eps=eps)
-    m = batch_standardize_reference(z_mixed, normalization=normalization, eps=eps)
+    a = batch_standardize_reference(z1, correction=correction, standardize=standardize, eps=eps)
+    b = batch_standardize_reference(z2, correction=correction, standardize=standardize, eps=eps)
+    m = batch_standardize_reference(z_mixed, correction=correction, standardize=standardize, eps=eps)
     cc_m_1 = m.T @ a / n
     cc_m_1_target = alpha * (a.T @ a) / n + (1 - alpha) * (b[permutation].T @ a) / n
     cc_m_2 = m.T @ b / n
@@ -283,12 +300,14 @@ def mixed_barlow_twins_regularizer_reference(
     return scale * lambd * ((cc_m_1 - cc_m_1_target).pow(2).sum() + (cc_m_2 - cc_m_2_target).pow(2).sum())
 
 
+@accepts_deprecated(NORMALIZATION)
 def cca_ssg_loss_reference(
     z1: torch.Tensor,
     z2: torch.Tensor,
     *,
     lambd: float = 1e-3,
-    normalization: str = "std",
+    correction: int = 1,
+    standardize: bool = True,
     eps: float = 0.0,
     upcast: bool = False,
 ) -> torch.Tensor:
@@ -303,8 +322,8 @@ def cca_ssg_loss_reference(
     if upcast:
         z1, z2 = z1.double(), z2.double()
     n, d = z1.shape
-    a = batch_standardize_reference(z1, normalization=normalization, eps=eps)
-    b = batch_standardize_reference(z2, normalization=normalization, eps=eps)
+    a = batch_standardize_reference(z1, correction=correction, standardize=standardize, eps=eps)
+    b = batch_standardize_reference(z2, correction=correction, standardize=standardize, eps=eps)
     c, c1, c2 = a.T @ b / n, a.T @ a / n, b.T @ b / n
     identity = torch.eye(d, dtype=c.dtype, device=c.device)
     return -torch.diagonal(c).sum() + lambd * ((identity - c1).pow(2).sum() + (identity - c2).pow(2).sum())

@@ -13,15 +13,23 @@ covariances are those of the global batch and every rank returns the same value,
 of :func:`redundancy.barlow_twins_loss`.
 """
 
-import dataclasses
-import numbers
 from typing import Any, NamedTuple
 
 import torch
 
 from redundancy import cost
 from redundancy import distributed as distributed_ops
-from redundancy._loss import ALGORITHMS, Loss, Options, choice_option, option, options_dataclass, real, takes_options_of
+from redundancy._loss import (
+    ALGORITHMS,
+    Loss,
+    Options,
+    choice_option,
+    correction_option,
+    option,
+    options_dataclass,
+    real,
+    takes_options_of,
+)
 from redundancy._ops import off_diagonal_energy
 from redundancy._ops.feature_shards import off_diagonal_energy_from_parts, off_diagonal_energy_parts
 
@@ -34,17 +42,6 @@ __all__ = [
 ]
 
 VARIANCE_REDUCTIONS = ("mean", "sum")
-
-
-def check_correction(name: str, value: object) -> None:
-    """The check of ``correction``, the variance divisor ``N - correction``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value not in (0, 1):
-        raise ValueError(f"{name} must be 0 (divide by N) or 1 (divide by N - 1), got {value!r:.80}")
-
-
-def correction_option(default: int) -> dataclasses.Field:
-    """The ``correction`` option: 0 divides by N, 1 by N - 1."""
-    return option(default, check_correction, encode=int, decode=int)
 
 
 class VICRegTerms(NamedTuple):

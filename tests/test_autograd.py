@@ -15,7 +15,7 @@ from torch.func import grad, jacrev, vmap
 import redundancy
 from redundancy import reference
 from redundancy._ops import Standardization, cross_correlation_terms, gram_terms, standardize
-from tests.utils import assert_relative
+from tests.utils import STANDARDIZATIONS, assert_relative
 
 N, D_IN, D = 11, 5, 7
 PERMUTATION = torch.tensor([3, 0, 7, 1, 10, 2, 9, 4, 8, 6, 5])
@@ -38,23 +38,23 @@ def _mixed(loss, reference_loss):
 FAMILY = [
     *[
         (
-            f"barlow_twins-{algorithm}-{normalization}-t{target}",
+            f"barlow_twins-{algorithm}-{standardization}-t{target}",
             functools.partial(
                 redundancy.barlow_twins_loss,
                 algorithm=algorithm,
-                normalization=normalization,
+                **STANDARDIZATIONS[standardization],
                 off_diagonal_target=target,
                 lambd=0.3,
             ),
             functools.partial(
                 reference.barlow_twins_loss_reference,
-                normalization=normalization,
+                **STANDARDIZATIONS[standardization],
                 off_diagonal_target=target,
                 lambd=0.3,
             ),
         )
         for algorithm in ("cross", "gram")
-        for normalization in ("batchnorm", "std", "none")
+        for standardization in STANDARDIZATIONS
         for target in (0.0, -1.0)
     ],
     *[
@@ -141,12 +141,13 @@ def test_gradient_penalty_equals_autograd_through_the_reference(name, loss, refe
 
 
 @pytest.mark.parametrize(
-    ("op", "normalization"),
-    [(op, normalization) for op in ("cross", "gram") for normalization in ("batchnorm", "std", "none")]
-    + [("standardize", "batchnorm"), ("standardize", "std")],
+    ("op", "standardization"),
+    [(op, standardization) for op in ("cross", "gram") for standardization in STANDARDIZATIONS]
+    + [("standardize", "biased"), ("standardize", "unbiased")],
 )
-def test_ops_pass_gradgradcheck(op, normalization):
-    standardization = redundancy._ops.standardization_of(normalization, 1e-3)
+def test_ops_pass_gradgradcheck(op, standardization):
+    options = {"standardize": True, "correction": 0, **STANDARDIZATIONS[standardization]}
+    standardization = redundancy._ops.standardization_of(**options, eps=1e-3)
     if op == "standardize":
 
         def function(z1, z2):

@@ -13,7 +13,7 @@ from tests.utils import GRAD_TOL, LOSS_RTOL, assert_relative
 
 ALGORITHMS = ["cross", "gram"]
 SHAPES = list(itertools.product([2, 37, 256], [1, 70, 130]))
-VARIANTS = {"official": {}, "batchnorm": {"normalization": "batchnorm", "eps": 1e-5}, "lambd": {"lambd": 0.05}}
+VARIANTS = {"official": {}, "batchnorm": {"correction": 0, "eps": 1e-5}, "lambd": {"lambd": 0.05}}
 
 
 def _views(n, d, dtype=torch.float64):
@@ -101,6 +101,8 @@ def test_bad_inputs():
         redundancy.cca_ssg_loss(z1, z2, lambd=-1.0)
     with pytest.raises(ValueError, match="normalization"):
         redundancy.CCASSGLoss(normalization="l2")
+    with pytest.raises(ValueError, match="correction must be 0"):
+        redundancy.CCASSGLoss(correction=2)
     with pytest.raises(ValueError, match="algorithm"):
         redundancy.cca_ssg_loss(z1, z2, algorithm="svd")
     with pytest.raises(ValueError, match="same shape"):

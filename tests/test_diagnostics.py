@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import redundancy
 from redundancy.reference import cross_correlation_summary_reference, effective_rank_reference
-from tests.utils import assert_relative
+from tests.utils import STANDARDIZATIONS, assert_relative
 
 SHAPES = [(2, 1), (37, 70), (70, 37), (256, 64), (5, 130)]
 
@@ -56,14 +56,16 @@ def test_feature_std_of_normalized_embeddings_shows_collapse():
     assert redundancy.feature_std(collapsed, normalize=True).mean() < 0.01 * d**-0.5
 
 
-@pytest.mark.parametrize("normalization", ["batchnorm", "std", "none"])
+@pytest.mark.parametrize("standardization", STANDARDIZATIONS)
 @pytest.mark.parametrize(("n", "d"), SHAPES)
-def test_cross_correlation_summary_equals_reference(n, d, normalization):
+def test_cross_correlation_summary_equals_reference(n, d, standardization):
     z1 = torch.randn(n, d, dtype=torch.float64) + 0.3
     z2 = 0.7 * z1 + 0.7 * torch.randn(n, d, dtype=torch.float64)
-    mean_diagonal, off_diagonal_rms = cross_correlation_summary_reference(z1, z2, normalization=normalization)
+    mean_diagonal, off_diagonal_rms = cross_correlation_summary_reference(z1, z2, **STANDARDIZATIONS[standardization])
     for return_matrix in (False, True):
-        summary = redundancy.cross_correlation_summary(z1, z2, normalization=normalization, return_matrix=return_matrix)
+        summary = redundancy.cross_correlation_summary(
+            z1, z2, **STANDARDIZATIONS[standardization], return_matrix=return_matrix
+        )
         assert_relative(summary.mean_diagonal, mean_diagonal, 1e-10, "mean_diagonal")
         assert_relative(summary.off_diagonal_rms, off_diagonal_rms, 1e-9, "off_diagonal_rms")
         assert (summary.matrix is not None) == return_matrix
@@ -99,6 +101,10 @@ def test_bad_inputs():
         redundancy.cross_correlation_summary(torch.randn(4, 4), torch.randn(4, 3))
     with pytest.raises(ValueError, match="normalization"):
         redundancy.cross_correlation_summary(torch.randn(4, 4), torch.randn(4, 4), normalization="layer")
+    with pytest.raises(ValueError, match="correction must be 0"):
+        redundancy.cross_correlation_summary(torch.randn(4, 4), torch.randn(4, 4), correction=0.5)
+    with pytest.raises(TypeError, match="standardize must be a bool"):
+        redundancy.cross_correlation_summary(torch.randn(4, 4), torch.randn(4, 4), standardize="no")
     with pytest.raises(TypeError, match="return_matrix"):
         redundancy.cross_correlation_summary(torch.randn(4, 4), torch.randn(4, 4), return_matrix=1)
 

@@ -27,15 +27,15 @@ REPOSITORY = pathlib.Path(__file__).resolve().parents[1]
 #: Rows per rank: uneven, with a rank of 1 row and one of 0 rows (not rank 0) for three ranks.
 SHARDS = {2: (6, 9), 3: (1, 0, 10)}
 DIM = 7
-#: Option sets evaluated on every rank: each strategy with each algorithm it runs, each normalization.
+#: Option sets evaluated on every rank: each strategy with each algorithm it runs, each standardization.
 CONFIGS = [
     dict(strategy="all_reduce", algorithm="auto"),
-    dict(strategy="all_reduce", algorithm="cross", normalization="std", off_diagonal_target=-1.0, eps=0.0),
-    dict(strategy="all_reduce", algorithm="cross", normalization="none", lambd="auto", scale=0.5),
+    dict(strategy="all_reduce", algorithm="cross", correction=1, off_diagonal_target=-1.0, eps=0.0),
+    dict(strategy="all_reduce", algorithm="cross", standardize=False, lambd="auto", scale=0.5),
     dict(strategy="all_gather", algorithm="gram"),
     dict(strategy="all_gather", algorithm="cross", lambd=0.02),
-    dict(strategy="all_gather", algorithm="gram", normalization="std", off_diagonal_target=-1.0, eps=0.0),
-    dict(strategy="all_gather", algorithm="auto", normalization="none", off_diagonal_target=0.5),
+    dict(strategy="all_gather", algorithm="gram", correction=1, off_diagonal_target=-1.0, eps=0.0),
+    dict(strategy="all_gather", algorithm="auto", standardize=False, off_diagonal_target=0.5),
     dict(strategy="auto", algorithm="auto"),
     dict(strategy="auto", algorithm="gram", scale=2.0),
 ]
@@ -182,12 +182,12 @@ def _worker(rank: int, world_size: int) -> dict:
     results["traffic"] = {}
     even = torch.randn(EVEN_ROWS, DIM, 2, dtype=torch.float64).unbind(-1)  # the same rows on every rank
     for strategy in TRAINING_STRATEGIES:
-        for normalization in ("batchnorm", "none"):
+        for standardize in (True, False):
             z1, z2 = (z.clone().requires_grad_() for z in even)
             with _RingTraffic(world_size) as traffic:
-                loss = redundancy.barlow_twins_loss(z1, z2, strategy=strategy, normalization=normalization)
+                loss = redundancy.barlow_twins_loss(z1, z2, strategy=strategy, standardize=standardize)
                 loss.backward()
-            results["traffic"][strategy, normalization] = traffic.bytes
+            results["traffic"][strategy, standardize] = traffic.bytes
 
     results["bfloat16"] = {}
     for strategy in TRAINING_STRATEGIES:
@@ -297,13 +297,14 @@ def test_bfloat16_inputs_give_a_float32_loss_and_bfloat16_gradients(spawned):
 def test_communication_bytes_is_what_the_collectives_send(spawned):
     world_size, ranks = spawned
     for strategy in TRAINING_STRATEGIES:
-        for normalization in ("batchnorm", "none"):
+        for standardize in (True, False):
+            normalization = "batchnorm" if standardize else "none"  # cost.communication_bytes' own spelling
             expected = cost.communication_bytes(
                 strategy, EVEN_ROWS * world_size, DIM, world_size, torch.float64, normalization=normalization
             )
             for results in ranks:
-                sent = results["traffic"][strategy, normalization]
-                assert sent == pytest.approx(expected, abs=4 * 8), f"{strategy}, {normalization}"
+                sent = results["traffic"][strategy, standardize]
+                assert sent == pytest.approx(expected, abs=4 * 8), f"{strategy}, standardize={standardize}"
 
 
 def test_ddp_training_matches_one_process_on_the_concatenated_batch(spawned):

@@ -52,7 +52,7 @@ PUBLISHED_VALUES = {
     "concepts.rst": {
         (): "official_main_py (batchnorm, eps=1e-5, lambd=0.0051)",
         (("lambd", 5e-3),): "lightly BarlowTwinsLoss() default lambda_param=5e-3",
-        (("eps", 0.0), ("normalization", "std")): "paper Algorithm 1 (unbiased std, no eps, lambd=0.0051)",
+        (("correction", 1), ("eps", 0.0)): "paper Algorithm 1 (unbiased std, no eps, lambd=0.0051)",
         (("off_diagonal_target", -1.0),): "HSIC variant (batchnorm, eps=1e-5, lambd=0.0051, off-diagonal target -1)",
         (("lambd", 5e-3), ("scale", 0.025)): "solo-learn barlow_loss_func defaults (lamb=5e-3, scale_loss=0.025)",
     },
@@ -174,7 +174,7 @@ def test_table_parser_reads_options_and_values():
     rows = _shared_input_rows("concepts.rst")
     by_options = {tuple(sorted(options.items())): printed for _, options, printed in rows}
     assert (("lambd", 5e-3), ("scale", 0.025)) in by_options
-    assert (("eps", 0.0), ("lambd", "auto"), ("normalization", "std"), ("off_diagonal_target", -1.0)) in by_options
+    assert (("correction", 1), ("eps", 0.0), ("lambd", "auto"), ("off_diagonal_target", -1.0)) in by_options
     assert all(float(printed) > 0 for printed in by_options.values())
 
 

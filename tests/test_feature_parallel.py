@@ -34,10 +34,10 @@ LOSSES = {
     "barlow_twins_cross": functools.partial(redundancy.barlow_twins_terms, algorithm="cross", lambd=0.02),
     "barlow_twins_gram": functools.partial(redundancy.barlow_twins_terms, algorithm="gram"),
     "barlow_twins_auto_std_hsic": functools.partial(
-        redundancy.barlow_twins_terms, normalization="std", off_diagonal_target=-1.0, lambd="auto", scale=0.5
+        redundancy.barlow_twins_terms, correction=1, off_diagonal_target=-1.0, lambd="auto", scale=0.5
     ),
     "barlow_twins_gram_hsic": functools.partial(
-        redundancy.barlow_twins_terms, algorithm="gram", off_diagonal_target=-1.0, normalization="none"
+        redundancy.barlow_twins_terms, algorithm="gram", off_diagonal_target=-1.0, standardize=False
     ),
     "barlow_twins_cross_hsic": functools.partial(
         redundancy.barlow_twins_terms, algorithm="cross", off_diagonal_target=-1.0, eps=0.0
@@ -202,6 +202,13 @@ def _fault_worker(rank: int, world_size: int) -> dict:
             outcomes[name] = (type(error).__name__, str(error))
         outcomes[name + ", then a good call"] = redundancy.barlow_twins_loss(z1, z2, **grid).detach()
     outcomes["local"] = redundancy.vicreg_loss(z1, z2, distributed="local", **grid).detach()
+    compiled = torch.compile(lambda a, b: redundancy.barlow_twins_loss(a, b, **grid) * 2.0)
+    outcomes["compiled"] = compiled(z1, z2).detach() / 2.0
+    try:
+        torch.compile(lambda a, b: redundancy.barlow_twins_loss(a, b, **grid), fullgraph=True)(z1, z2)
+        outcomes["fullgraph"] = None
+    except Exception as error:  # torch._dynamo's Unsupported: the graph break that fullgraph refuses
+        outcomes["fullgraph"] = str(error)
     return outcomes
 
 
@@ -319,3 +326,11 @@ def test_a_local_call_on_a_grid_is_the_loss_of_its_rows_and_every_feature(faults
         rows, _ = block("2x2", rank)
         expected = redundancy.vicreg_loss(*(view[rows] for view in full_views()))
         assert_relative(outcome["local"], expected, 1e-10, f"the local loss of rank {rank}")
+
+
+def test_torch_compile_breaks_the_graph_at_a_grid_loss(faults):
+    """The grid's collectives run in eager mode: compiled callers get the loss, fullgraph=True says why it fails."""
+    expected = redundancy.barlow_twins_loss(*full_views())
+    for rank, outcome in enumerate(faults):
+        assert_relative(outcome["compiled"], expected, 1e-10, f"the compiled loss on rank {rank}")
+        assert outcome["fullgraph"] is not None and "disable" in outcome["fullgraph"], outcome["fullgraph"]

@@ -32,12 +32,12 @@ from tests.utils import assert_relative, spawn_gloo
 #: name -> (function, number of embedding views): every loss of the family, with options off their defaults.
 LOSSES = {
     "barlow_twins_all_reduce_std": (
-        functools.partial(redundancy.barlow_twins_terms, strategy="all_reduce", normalization="std", eps=0.0),
+        functools.partial(redundancy.barlow_twins_terms, strategy="all_reduce", correction=1, eps=0.0),
         2,
     ),
     "barlow_twins_all_reduce_none": (
         functools.partial(
-            redundancy.barlow_twins_terms, strategy="all_reduce", normalization="none", off_diagonal_target=-1.0
+            redundancy.barlow_twins_terms, strategy="all_reduce", standardize=False, off_diagonal_target=-1.0
         ),
         2,
     ),
@@ -52,7 +52,7 @@ LOSSES = {
     "decov_cross": (functools.partial(redundancy.decov_loss, algorithm="cross", correction=1), 1),
     "total_coding_rate": (redundancy.total_coding_rate, 1),
     "cca_ssg_gram_batchnorm": (
-        functools.partial(redundancy.cca_ssg_terms, algorithm="gram", normalization="batchnorm", eps=1e-3),
+        functools.partial(redundancy.cca_ssg_terms, algorithm="gram", correction=0, eps=1e-3),
         2,
     ),
     "spectral_contrastive_cross": (
@@ -60,7 +60,7 @@ LOSSES = {
         2,
     ),
     "mixed_barlow_twins_cross": (
-        functools.partial(redundancy.mixed_barlow_twins_regularizer, algorithm="cross", normalization="batchnorm"),
+        functools.partial(redundancy.mixed_barlow_twins_regularizer, algorithm="cross", correction=0),
         3,
     ),
 }

@@ -12,19 +12,18 @@ from redundancy.reference import (
     barlow_twins_terms_reference,
     batch_standardize_reference,
 )
-from tests.utils import GRAD_TOL, LOSS_RTOL, assert_relative, relative_error
+from tests.utils import GRAD_TOL, LOSS_RTOL, STANDARDIZATIONS, assert_relative, relative_error
 
 ALGORITHMS = ["cross", "gram"]
-NORMALIZATIONS = ["batchnorm", "std", "none"]
 SHAPES = list(itertools.product([2, 3, 37, 256], [1, 2, 70, 512]))
 # Options that each published variant uses (DESIGN §2).
 VARIANTS = {
     "official": {},
-    "algorithm1": {"normalization": "std", "eps": 0.0},
+    "algorithm1": {"correction": 1, "eps": 0.0},
     "hsic": {"off_diagonal_target": -1.0},
     "lambd_auto": {"lambd": "auto"},
     "solo_scale": {"lambd": 5e-3, "scale": 0.025},
-    "none": {"normalization": "none"},
+    "none": {"standardize": False},
 }
 
 
@@ -97,17 +96,17 @@ def test_float64_gradients_equal_autograd_through_reference(n, d, variant, algor
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-@pytest.mark.parametrize("normalization", NORMALIZATIONS)
+@pytest.mark.parametrize("standardization", STANDARDIZATIONS)
 @pytest.mark.parametrize("target", [0.0, -1.0])
 @pytest.mark.parametrize(("n", "d"), [(6, 4), (4, 7)])
-def test_gradcheck(n, d, normalization, target, algorithm):
+def test_gradcheck(n, d, standardization, target, algorithm):
     z1, z2 = _views(n, d)
     z1.requires_grad_(True)
     z2.requires_grad_(True)
 
     def loss(a, b):
         return redundancy.barlow_twins_loss(
-            a, b, algorithm=algorithm, normalization=normalization, off_diagonal_target=target, lambd=0.3
+            a, b, algorithm=algorithm, **STANDARDIZATIONS[standardization], off_diagonal_target=target, lambd=0.3
         )
 
     assert torch.autograd.gradcheck(loss, (z1, z2))
@@ -251,14 +250,14 @@ def test_same_tensor_for_both_views():
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-@pytest.mark.parametrize("normalization", NORMALIZATIONS)
+@pytest.mark.parametrize("standardization", STANDARDIZATIONS)
 @pytest.mark.parametrize("wanted", ["both", "z1", "z2"])
-def test_retained_graph_backward_twice_and_inputs_untouched(wanted, normalization, algorithm):
+def test_retained_graph_backward_twice_and_inputs_untouched(wanted, standardization, algorithm):
     # Without retain_graph the Gram backward forms gradients in the memory of its own standardized views; with it,
     # a second backward must see those views intact, and the caller's inputs are never written.
     z1, z2 = _views(37, 70)
     inputs = z1.clone(), z2.clone()
-    options = {"normalization": normalization, "off_diagonal_target": 0.25}
+    options = {**STANDARDIZATIONS[standardization], "off_diagonal_target": 0.25}
     _, g1_ref, g2_ref = _reference_gradients(z1, z2, **options)
     chosen = {"both": (0, 1), "z1": (0,), "z2": (1,)}[wanted]
     leaves, expected = [(z1, z2)[i] for i in chosen], [(g1_ref, g2_ref)[i] for i in chosen]
@@ -358,24 +357,19 @@ def test_algorithm1_with_eps_zero_has_no_eps():
     b = (z2 - z2.mean(0)) / z2.std(0)
     c = a.T @ b / 37
     expected = (1 - c.diagonal()).pow(2).sum() + 0.0051 * (c.pow(2).sum() - c.diagonal().pow(2).sum())
-    assert_relative(redundancy.barlow_twins_loss(z1, z2, normalization="std", eps=0.0), expected, 1e-10)
+    assert_relative(redundancy.barlow_twins_loss(z1, z2, correction=1, eps=0.0), expected, 1e-10)
 
 
 # ------------------------------------------------------------------------------------------------- primitives
 
 
-@pytest.mark.parametrize("normalization", NORMALIZATIONS)
-def test_batch_standardize_equals_reference_and_its_gradient(normalization):
+@pytest.mark.parametrize("standardization", STANDARDIZATIONS)
+def test_batch_standardize_equals_reference_and_its_gradient(standardization):
+    options = STANDARDIZATIONS[standardization]
     z = torch.randn(37, 70, dtype=torch.float64, requires_grad=True)
-    assert_relative(
-        redundancy.batch_standardize(z, normalization=normalization),
-        batch_standardize_reference(z, normalization=normalization),
-        1e-12,
-    )
+    assert_relative(redundancy.batch_standardize(z, **options), batch_standardize_reference(z, **options), 1e-12)
     small = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(
-        lambda x: redundancy.batch_standardize(x, normalization=normalization, eps=1e-3), (small,)
-    )
+    assert torch.autograd.gradcheck(lambda x: redundancy.batch_standardize(x, **options, eps=1e-3), (small,))
 
 
 def test_batch_standardize_keeps_half_dtype_and_handles_large_magnitudes():
@@ -387,7 +381,7 @@ def test_batch_standardize_keeps_half_dtype_and_handles_large_magnitudes():
 
 def test_cross_correlation_is_the_standardized_cross_product():
     z1, z2 = _views(37, 70)
-    c = redundancy.cross_correlation(z1, z2, normalization="std", eps=0.0)
+    c = redundancy.cross_correlation(z1, z2, correction=1, eps=0.0)
     expected = ((z1 - z1.mean(0)) / z1.std(0)).T @ ((z2 - z2.mean(0)) / z2.std(0)) / 37
     assert c.shape == (70, 70)
     assert_relative(c, expected, 1e-12)
@@ -420,6 +414,9 @@ BAD_INPUTS = [
     ((GOOD, GOOD), {"eps": -1e-5}, ValueError, r"eps must be non-negative"),
     ((GOOD, GOOD), {"eps": True}, TypeError, r"eps must be a real number"),
     ((GOOD, GOOD), {"off_diagonal_target": float("inf")}, ValueError, r"off_diagonal_target must be finite"),
+    ((GOOD, GOOD), {"correction": 2}, ValueError, r"correction must be 0 \(divide by N\) or 1 \(divide by N - 1\)"),
+    ((GOOD, GOOD), {"correction": True}, ValueError, r"correction must be 0"),
+    ((GOOD, GOOD), {"standardize": "yes"}, TypeError, r"standardize must be a bool, got str"),
     ((GOOD, GOOD), {"normalization": "layernorm"}, ValueError, r"normalization must be one of"),
     ((GOOD, GOOD), {"algorithm": "fft"}, ValueError, r"algorithm must be one of \('auto', 'cross', 'gram'\)"),
     ((GOOD, GOOD), {"backend": "cuda"}, ValueError, r"backend must be one of"),
@@ -439,3 +436,7 @@ def test_primitives_reject_bad_inputs():
         redundancy.batch_standardize(torch.ones(3))
     with pytest.raises(ValueError, match=r"normalization must be one of"):
         redundancy.cross_correlation(GOOD, GOOD, normalization="l2")
+    with pytest.raises(ValueError, match=r"correction must be 0"):
+        redundancy.cross_correlation(GOOD, GOOD, correction=-1)
+    with pytest.raises(TypeError, match=r"standardize must be a bool"):
+        redundancy.batch_standardize(GOOD, standardize=1)

@@ -15,8 +15,8 @@ ALGORITHMS = ["cross", "gram"]
 SHAPES = list(itertools.product([2, 37, 256], [1, 70, 130]))
 VARIANTS = {
     "official": {},
-    "batchnorm": {"normalization": "batchnorm", "eps": 1e-5},
-    "none": {"normalization": "none"},
+    "batchnorm": {"correction": 0, "eps": 1e-5},
+    "none": {"standardize": False},
     "weights": {"lambd": 1 / 128, "scale": 1.0},
 }
 
@@ -94,21 +94,21 @@ def test_non_contiguous_and_module():
 def test_properties(n, d, seed, alpha):
     torch.manual_seed(seed)
     z1, z2, z_mixed, permutation, alpha = _inputs(n, d, alpha=alpha)
-    loss = redundancy.mixed_barlow_twins_regularizer(z1, z2, z_mixed, permutation, alpha, normalization="none")
+    loss = redundancy.mixed_barlow_twins_regularizer(z1, z2, z_mixed, permutation, alpha, standardize=False)
     assert torch.isfinite(loss) and loss >= 0
     # A linear encoder commutes with the mixing: the regularizer vanishes.
     linear = alpha * z1 + (1 - alpha) * z2[permutation]
-    zero = redundancy.mixed_barlow_twins_regularizer(z1, z2, linear, permutation, alpha, normalization="none")
+    zero = redundancy.mixed_barlow_twins_regularizer(z1, z2, linear, permutation, alpha, standardize=False)
     assert zero.item() <= 1e-20 * max(1.0, z1.abs().max().item() ** 4)
     # Reordering the batch (with the permutation expressed in the new order) leaves the value unchanged.
     order = torch.randperm(n)
     inverse = torch.argsort(order)
     moved = redundancy.mixed_barlow_twins_regularizer(
-        z1[order], z2[order], z_mixed[order], inverse[permutation[order]], alpha, normalization="none"
+        z1[order], z2[order], z_mixed[order], inverse[permutation[order]], alpha, standardize=False
     )
     assert_relative(moved, loss, 1e-9)
     gram = redundancy.mixed_barlow_twins_regularizer(
-        z1, z2, z_mixed, permutation, alpha, normalization="none", algorithm="gram"
+        z1, z2, z_mixed, permutation, alpha, standardize=False, algorithm="gram"
     )
     torch.testing.assert_close(gram, loss, rtol=1e-9, atol=1e-12)
 
@@ -125,6 +125,8 @@ def test_properties(n, d, seed, alpha):
         ({"lambd": -1.0}, ValueError, "lambd"),
         ({"scale": -1.0}, ValueError, "scale"),
         ({"normalization": "l2"}, ValueError, "normalization"),
+        ({"correction": 2}, ValueError, "correction must be 0"),
+        ({"standardize": 0}, TypeError, "standardize must be a bool"),
     ],
 )
 def test_bad_inputs(change, error, match):

@@ -8,9 +8,9 @@ import redundancy
 OPTIONS = [
     {},
     {"lambd": "auto", "scale": 0.025},
-    {"normalization": "std", "eps": 0.0, "algorithm": "gram"},
+    {"correction": 1, "eps": 0.0, "algorithm": "gram"},
     {"off_diagonal_target": -1.0, "algorithm": "cross"},
-    {"normalization": "none", "backend": "torch"},
+    {"standardize": False, "backend": "torch"},
 ]
 
 
@@ -32,7 +32,7 @@ def test_module_equals_function(options):
 def test_module_has_no_state_and_shows_its_options():
     criterion = redundancy.BarlowTwinsLoss(lambd=0.01)
     assert list(criterion.parameters()) == [] and list(criterion.buffers()) == []
-    assert "lambd=0.01" in repr(criterion) and "normalization='batchnorm'" in repr(criterion)
+    assert "lambd=0.01" in repr(criterion) and "correction=0, standardize=True" in repr(criterion)
 
 
 @pytest.mark.parametrize(
@@ -40,6 +40,9 @@ def test_module_has_no_state_and_shows_its_options():
     [
         ({"lambd": -1.0}, ValueError, "lambd must be non-negative"),
         ({"normalization": "batch"}, ValueError, "normalization must be one of"),
+        ({"correction": 2}, ValueError, "correction must be 0"),
+        ({"standardize": None}, TypeError, "standardize must be a bool"),
+        ({"normalisation": "std"}, TypeError, "BarlowTwinsLoss.. got an unexpected keyword argument 'normalisation'"),
         ({"algorithm": "dual"}, ValueError, "algorithm must be one of"),
         ({"scale": "big"}, TypeError, "scale must be a real number"),
     ],

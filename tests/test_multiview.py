@@ -21,10 +21,10 @@ from tests.utils import assert_relative, spawn_gloo
 BARLOW_TWINS_OPTIONS = [
     {"algorithm": "gram"},
     {"algorithm": "cross"},
-    {"algorithm": "gram", "normalization": "std", "eps": 0.0, "lambd": "auto"},
-    {"algorithm": "cross", "normalization": "std", "scale": 0.025},
-    {"algorithm": "gram", "normalization": "none", "off_diagonal_target": -1.0},
-    {"algorithm": "cross", "normalization": "none", "off_diagonal_target": 0.5, "lambd": "auto"},
+    {"algorithm": "gram", "correction": 1, "eps": 0.0, "lambd": "auto"},
+    {"algorithm": "cross", "correction": 1, "scale": 0.025},
+    {"algorithm": "gram", "standardize": False, "off_diagonal_target": -1.0},
+    {"algorithm": "cross", "standardize": False, "off_diagonal_target": 0.5, "lambd": "auto"},
     {"algorithm": "gram", "off_diagonal_target": -1.0, "lambd": 0.02, "scale": 3.0},
     {"algorithm": "cross", "off_diagonal_target": -1.0, "eps": 1e-3},
     {},
@@ -233,7 +233,7 @@ def _reference_mean_over_pairs(views, **options):
 
 @pytest.mark.parametrize(
     "options",
-    [{}, {"normalization": "std", "off_diagonal_target": -1.0}, {"normalization": "none", "off_diagonal_target": 0.5}],
+    [{}, {"correction": 1, "off_diagonal_target": -1.0}, {"standardize": False, "off_diagonal_target": 0.5}],
 )
 @pytest.mark.parametrize("shape", [(9, 13), (13, 6)])
 def test_second_derivatives_match_autograd_through_the_reference(options, shape):
@@ -274,8 +274,7 @@ def test_torch_func_transforms_of_the_gram_op():
     def reference(*views):
         pairs = itertools.combinations(range(len(views)), 2)
         terms = [
-            barlow_twins_terms_reference(views[u], views[v], normalization="std", off_diagonal_target=-0.5)
-            for u, v in pairs
+            barlow_twins_terms_reference(views[u], views[v], correction=1, off_diagonal_target=-0.5) for u, v in pairs
         ]
         return sum(invariance + 0.3 * redundancy for invariance, redundancy in terms) / len(terms)
 
@@ -360,7 +359,7 @@ DISTRIBUTED_CASES = {
     "barlow_twins_gram": (redundancy.multiview_barlow_twins_terms, {"algorithm": "gram"}),
     "barlow_twins_cross_all_reduce": (
         redundancy.multiview_barlow_twins_terms,
-        {"algorithm": "cross", "strategy": "all_reduce", "normalization": "std", "off_diagonal_target": -1.0},
+        {"algorithm": "cross", "strategy": "all_reduce", "correction": 1, "off_diagonal_target": -1.0},
     ),
     "barlow_twins_cross_all_gather": (
         redundancy.multiview_barlow_twins_terms,
@@ -368,7 +367,7 @@ DISTRIBUTED_CASES = {
     ),
     "barlow_twins_official": (
         redundancy.multiview_barlow_twins_terms,
-        {"algorithm": "gram", "gradient_convention": "official", "normalization": "none"},
+        {"algorithm": "gram", "gradient_convention": "official", "standardize": False},
     ),
     "vicreg": (redundancy.multiview_vicreg_terms, {"algorithm": "gram"}),
     "vicreg_cross": (redundancy.multiview_vicreg_terms, {"algorithm": "cross", "variance_reduction": "sum"}),

@@ -16,7 +16,7 @@ GOLDEN_OPTIONS = {
     "official_main_py (batchnorm, eps=1e-5, lambd=0.0051)": {},
     "lightly BarlowTwinsLoss(lambda_param=0.0051)": {},
     "lightly BarlowTwinsLoss() default lambda_param=5e-3": {"lambd": 5e-3},
-    "paper Algorithm 1 (unbiased std, no eps, lambd=0.0051)": {"normalization": "std", "eps": 0.0},
+    "paper Algorithm 1 (unbiased std, no eps, lambd=0.0051)": {"correction": 1, "eps": 0.0},
     "HSIC variant (batchnorm, eps=1e-5, lambd=0.0051, off-diagonal target -1)": {"off_diagonal_target": -1.0},
     "solo-learn barlow_loss_func defaults (lamb=5e-3, scale_loss=0.025)": {"lambd": 5e-3, "scale": 0.025},
 }
@@ -65,7 +65,7 @@ def test_batchnorm_standardization_is_batchnorm1d_in_training_mode():
 def test_std_standardization_is_the_unbiased_zscore():
     z = torch.randn(37, 70, dtype=torch.float64) * 3 + 2
     expected = (z - z.mean(0)) / z.std(0)
-    assert_relative(batch_standardize_reference(z, normalization="std", eps=0.0), expected, 1e-13)
+    assert_relative(batch_standardize_reference(z, correction=1, eps=0.0), expected, 1e-13)
 
 
 def test_upcast_computes_in_float64():

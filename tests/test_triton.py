@@ -19,13 +19,14 @@ pytest.importorskip("triton")
 import redundancy
 from redundancy._triton import interpreter_enabled
 from redundancy.reference import barlow_twins_loss_reference, barlow_twins_terms_reference
-from tests.utils import relative_error
+from tests.utils import STANDARDIZATIONS, relative_error
 
 #: (N, D): odd shapes, a batch smaller than one row tile, and one power of two.
 SHAPES = [(37, 70), (5, 130), (32, 64)]
 ALGORITHMS = ["cross", "gram"]
-#: (normalization, eps, off_diagonal_target): every normalization, each with a different target.
-VARIANTS = [("batchnorm", 1e-5, 0.0), ("std", 0.0, -1.0), ("none", 1e-5, 0.5)]
+#: (standardization, eps, off_diagonal_target): every standardization (tests.utils.STANDARDIZATIONS), each with a
+#: different target.
+VARIANTS = [("biased", 1e-5, 0.0), ("unbiased", 0.0, -1.0), ("none", 1e-5, 0.5)]
 #: Input dtype -> (k, atol): the kernels' relative error against the float64 reference must be at most
 #: k × (plain PyTorch's error at that dtype) + atol, for the loss and for the gradients (DESIGN §7). atol is
 #: about one unit of the dtype's last place for the half types (the gradients come back rounded to them).
@@ -77,11 +78,11 @@ def _triton_loss(**options):
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-@pytest.mark.parametrize(("normalization", "eps", "target"), VARIANTS)
+@pytest.mark.parametrize(("standardization", "eps", "target"), VARIANTS)
 @pytest.mark.parametrize(("n", "d"), SHAPES)
-def test_float64_matches_reference(device, n, d, normalization, eps, target, algorithm):
+def test_float64_matches_reference(device, n, d, standardization, eps, target, algorithm):
     z1, z2 = _views(n, d, torch.float64, device)
-    options = dict(normalization=normalization, eps=eps, off_diagonal_target=target)
+    options = dict(**STANDARDIZATIONS[standardization], eps=eps, off_diagonal_target=target)
     terms = redundancy.barlow_twins_terms(z1, z2, backend="triton", algorithm=algorithm, lambd=0.02, **options)
     invariance, redundancy_term = barlow_twins_terms_reference(z1, z2, **options)
     assert relative_error(terms.invariance, invariance) <= 1e-10
@@ -126,7 +127,7 @@ def test_smaller_tiles_give_the_same_answer(device, algorithm, monkeypatch):
     monkeypatch.setattr(launch, "INTERPRETER_CONFIGS", dict.fromkeys(launch.INTERPRETER_CONFIGS, small))
     monkeypatch.setattr(launch, "GPU_CONFIGS", dict.fromkeys(launch.GPU_CONFIGS, small))
     z1, z2 = _views(37, 70, torch.float64, device)
-    options = dict(normalization="batchnorm", off_diagonal_target=-1.0)
+    options = dict(correction=0, off_diagonal_target=-1.0)
     loss, grads = _loss_and_grads(_triton_loss(algorithm=algorithm, **options), z1, z2)
     expected, expected_grads = _loss_and_grads(lambda a, b: barlow_twins_loss_reference(a, b, **options), z1, z2)
     assert relative_error(loss, expected) <= 1e-10
@@ -277,13 +278,13 @@ def _converged_views(n, d, dtype, device, correlation=0.9):
 
 
 @pytest.mark.parametrize("correlation", [0.9, 1.0])
-@pytest.mark.parametrize(("normalization", "eps", "target"), [("batchnorm", 1e-5, 0.0), ("std", 0.0, -1.0)])
-def test_converged_float32_embeddings_keep_both_terms(device, correlation, normalization, eps, target):
+@pytest.mark.parametrize(("correction", "eps", "target"), [(0, 1e-5, 0.0), (1, 0.0, -1.0)])
+def test_converged_float32_embeddings_keep_both_terms(device, correlation, correction, eps, target):
     """Near convergence (C → I, N ≥ D picks cross) nothing cancels: the cross kernels sum (C_ij - t)² off the
     diagonal directly, and 1 - c_i is a sum of non-negative terms (the views' difference and eps), so float32
     stays within 1e-3 of float64 where ‖C‖² - Σc² goes negative and 1 - c_i rounds to 0 in float32."""
     z1, z2 = _converged_views(512, 48, torch.float32, device, correlation)
-    options = dict(normalization=normalization, eps=eps, off_diagonal_target=target)
+    options = dict(correction=correction, eps=eps, off_diagonal_target=target)
     expected = barlow_twins_terms_reference(z1.double(), z2.double(), **options)
     terms = redundancy.barlow_twins_terms(z1, z2, backend="triton", **options)
     assert relative_error(terms.invariance.double(), expected[0]) <= 1e-3

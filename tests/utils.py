@@ -25,6 +25,10 @@ GRAD_TOL = {
 }
 
 
+#: The three standardizations of the views, by name: the options that ask for each.
+STANDARDIZATIONS = {"biased": {"correction": 0}, "unbiased": {"correction": 1}, "none": {"standardize": False}}
+
+
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """``|actual - expected| / |expected|`` in float64 (the max-norm for tensors)."""
     actual, expected = actual.detach().double(), expected.detach().double()

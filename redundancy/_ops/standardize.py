@@ -48,11 +48,14 @@ class Standardization(NamedTuple):
     eps: float
 
 
-def standardization_of(normalization: str, eps: float) -> Standardization | None:
-    """The :class:`Standardization` of a public ``normalization`` option (``None`` for ``"none"``)."""
-    if normalization == "none":
+def standardization_of(*, standardize: bool, correction: int, eps: float) -> Standardization | None:
+    """The :class:`Standardization` of the public options (``None`` for ``standardize=False``).
+
+    ``correction`` is the variance divisor ``N - correction``, as :func:`torch.var` takes it.
+    """
+    if not standardize:
         return None
-    return Standardization(unbiased=normalization == "std", eps=eps)
+    return Standardization(unbiased=correction == 1, eps=eps)
 
 
 #: Columns whose largest magnitude reaches ``2**SAFE_EXPONENT`` are scaled below it before squaring: their squares
