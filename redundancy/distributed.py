@@ -44,7 +44,7 @@ a 2-D grid (:meth:`GlobalBatch.open_grid`). Every rank gathers the rows of its c
 per feature (standardization, the diagonal of C, the variances) then stays local, and what crosses the columns is
 summed over ``feature_group`` (:class:`FeatureShards`): the N×N Gram matrices of each rank's columns, since
 ``‖AᵀB‖² = ⟨AAᵀ, BBᵀ⟩``, or each rank's block row of C after a gather of the other view's columns
-(:mod:`redundancy._ops.feature_shards`). The loss is that of the full N×D views on every rank, and the gradient
+(``redundancy._ops.feature_shards``). The loss is that of the full N×D views on every rank, and the gradient
 convention applies over ``group`` only. :func:`redundancy.cost.feature_parallel_bytes` counts the bytes.
 The ranks compare the size of their ``feature_group`` (``feature_group`` on some ranks of a group only raises on
 all of them), and ``group`` and ``feature_group`` must share no rank but this one. A grid reaches its ranks only

@@ -1,4 +1,5 @@
-"""The examples: the digits run's pieces at tiny size, and the image recipe's training loop for two steps."""
+"""The examples: the digits run's pieces at tiny size, the image recipe's training loop for two steps, and the
+column-parallel run on a 2×2 grid of processes against one process."""
 
 import itertools
 import json
@@ -15,6 +16,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
+import column_parallel_barlow_twins as column_parallel  # noqa: E402
 import digits_barlow_twins as digits  # noqa: E402
 from image_recipe import augment, data, lars, linear_eval, resnet, train  # noqa: E402
 from image_recipe.common import ShardSampler  # noqa: E402
@@ -336,3 +338,47 @@ def test_recipe_trains_two_steps_under_torchrun(tmp_path):
     assert records[0]["world_size"] == 2 and records[0]["global_batch"] == 8
     assert records[-1] == {**records[-1], "event": "end", "step": 2}
     assert torch.load(tmp_path / "checkpoint.pth", weights_only=False)["step"] == 2
+
+
+# ------------------------------------------------------------------------------------------- column parallel
+
+#: Small settings of the column-parallel example: uneven rows (32 + 31) and uneven columns (49 + 48) on 2×2, in
+#: float64, where the two runs agree to rounding (in float32, AdamW's normalized steps amplify the rounding
+#: differences of the reductions to about 1e-4 after a few steps, as much as float32 itself differs from float64).
+TINY_COLUMN_PARALLEL = [
+    "--steps", "4", "--batch-size", "63", "--width", "4", "--hidden", "32", "--embedding-dim", "97", "--log-every", "1",
+    "--dtype", "float64", "--no-probe",
+]  # fmt: skip
+
+
+def test_column_slices_cover_the_features_in_order():
+    slices = [column_parallel.own_slice(97, 2, index) for index in range(2)]
+    assert slices == [slice(0, 49), slice(49, 97)]
+    assert [column_parallel.own_slice(5, 3, index) for index in range(3)] == [slice(0, 2), slice(2, 4), slice(4, 5)]
+
+
+@pytest.mark.distributed
+def test_column_parallel_grid_trains_as_one_process(tmp_path):
+    """2 row ranks × 2 feature ranks give the losses of one process on the full model, step after step.
+
+    The losses after the first step depend on every gradient: the loss's over the grid, the sum over the feature
+    group of the backbone's gradient and DDP's average over the row group (without any of them they differ).
+    """
+    pytest.importorskip("sklearn")
+    if not (torch.distributed.is_available() and torch.distributed.is_gloo_available()):
+        pytest.skip("torch.distributed with gloo is not available")
+    one_process = column_parallel.main([*TINY_COLUMN_PARALLEL, "--single-process"])
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    environment["OMP_NUM_THREADS"] = "1"
+    output = tmp_path / "losses.json"
+    arguments = [
+        "--nproc-per-node=4", str(EXAMPLES / "column_parallel_barlow_twins.py"), *TINY_COLUMN_PARALLEL,
+        "--out", str(output),
+    ]  # fmt: skip
+    completed = run_torchrun(arguments, env=environment, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    saved = json.loads(output.read_text())
+    assert saved["grid"] == [2, 2]
+    assert len(saved["losses"]) == len(one_process) == 4
+    np.testing.assert_allclose(saved["losses"], one_process, rtol=1e-9)
+    assert len(set(one_process)) == 4  # the model trains: every step has its own loss
