@@ -451,6 +451,14 @@ def _groups_worker(rank: int, world_size: int) -> dict:
         results["module", type(module).__name__] = outcome(
             lambda module=module: (module(z1, z2).detach(), torch.stack(list(module.terms(z1, z2))).detach())
         )
+    for mode in ("no_grad", "inference_mode"):
+        for name in ("barlow_twins_cross", "barlow_twins_gram", "vicreg_cross", "vicreg_gram"):
+
+            def without_autograd(mode=mode, function=COUNTED_LOSSES[name][0]):
+                with getattr(torch, mode)():
+                    return torch.stack(list(function(z1, z2, **grid))).clone()
+
+            results[mode, name] = outcome(without_autograd)
     # A NaN in one rank's block reaches every rank's loss (never masked).
     group, feature_group = grid_groups(COUNTED_GRIDS["2x2"], rank)
     rows, columns = block(COUNTED_GRIDS["2x2"], rank)
@@ -514,6 +522,16 @@ def test_modules_on_the_grid_equal_the_functions_on_the_full_views(groups):
             loss, got = result
             assert_relative(loss, terms.loss, 1e-10, f"{name} on rank {rank}")
             assert_relative(got, torch.stack(list(terms)), 1e-10, f"{name}.terms on rank {rank}")
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+@pytest.mark.parametrize("name", ["barlow_twins_cross", "barlow_twins_gram", "vicreg_cross", "vicreg_gram"])
+def test_the_grid_evaluates_without_autograd(groups, mode, name):
+    expected = torch.stack(list(COUNTED_LOSSES[name][0](*full_views())))
+    for rank, results in enumerate(groups):
+        result = results[mode, name]
+        assert not is_error(result), f"rank {rank}: {result}"
+        assert_relative(result, expected, 1e-10, f"{name} under {mode} on rank {rank}")
 
 
 @pytest.mark.parametrize("name", ["barlow_twins_cross", "barlow_twins_gram", "vicreg_cross", "vicreg_gram"])
