@@ -65,6 +65,7 @@ seen: its next call pairs with the others' current one. Every rank must also run
 rows are padded to the largest count and trimmed after.
 """
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -122,6 +123,10 @@ GRID_OUTSIDE_GRAPHS = (
 )
 
 
+#: The functions :func:`outside_graphs` runs eagerly, each with its ``torch.compiler.disable`` form once made.
+_OUTSIDE_GRAPHS: dict[Callable, Callable | None] = {}
+
+
 def outside_graphs(function: Callable) -> Callable:
     """``function``, run eagerly under ``torch.compile`` (a graph break; an error naming the reason with
     ``fullgraph=True``).
@@ -129,8 +134,24 @@ def outside_graphs(function: Callable) -> Callable:
     The grid's calls read headers on the host and run :class:`FeatureShards`' collectives inside autograd Functions,
     which a graph cannot hold; and a raise inside a traced frame would only make the compiler run that frame eagerly
     while it still traces the frames it calls, which then disagree with it about being in a graph.
+
+    The ``torch.compiler.disable`` forms are made at the first call of any of these functions, not at import:
+    making one imports ``torch._dynamo`` (and with it Triton), which ``import redundancy`` must not. A first call
+    inside a traced graph makes them behind a graph break of its own (with ``fullgraph=True`` the error then names
+    ``torch.compiler.disable`` rather than this reason).
     """
-    return torch.compiler.disable(function, reason=GRID_OUTSIDE_GRAPHS)
+    _OUTSIDE_GRAPHS[function] = None
+
+    @functools.wraps(function)
+    def run_eagerly(*args, **kwargs):
+        disabled = _OUTSIDE_GRAPHS[function]
+        if disabled is None:
+            for each in _OUTSIDE_GRAPHS:
+                _OUTSIDE_GRAPHS[each] = torch.compiler.disable(each, reason=GRID_OUTSIDE_GRAPHS)
+            disabled = _OUTSIDE_GRAPHS[function]
+        return disabled(*args, **kwargs)
+
+    return run_eagerly
 
 
 def is_global(distributed: object, group: object, feature_group: object = None) -> bool:
