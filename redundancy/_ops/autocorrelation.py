@@ -20,12 +20,12 @@ with a symbolic batch size: a branch on N would specialize the trace). When the 
 import torch
 
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops._autograd import builds_graph, with_cached_signature
+from redundancy._ops._autograd import builds_graph, with_direct_apply
 from redundancy._ops.reductions import column_dot
 from redundancy._ops.terms import off_diagonal_summaries_
 
 
-@with_cached_signature
+@with_direct_apply
 class _OffDiagonalEnergy(torch.autograd.Function):
     generate_vmap_rule = True
 

@@ -22,7 +22,7 @@ the global batch of several processes raise instead.
 import torch
 
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops._autograd import builds_graph, refuse_graph_with_collectives, with_cached_signature
+from redundancy._ops._autograd import builds_graph, refuse_graph_with_collectives, with_direct_apply
 from redundancy._ops.standardize import (
     Standardization,
     standardize_backward_,
@@ -40,7 +40,7 @@ from redundancy._ops.terms import (
 )
 
 
-@with_cached_signature
+@with_direct_apply
 class _CrossCorrelationTerms(torch.autograd.Function):
     generate_vmap_rule = True
 

@@ -31,7 +31,7 @@ form from the op's inputs in differentiable operations (:mod:`redundancy._ops._a
 import torch
 
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops._autograd import builds_graph, saved_tensors_die_after_backward, with_cached_signature
+from redundancy._ops._autograd import builds_graph, saved_tensors_die_after_backward, with_direct_apply
 from redundancy._ops.products import symmetric_gram
 from redundancy._ops.reductions import column_dot
 from redundancy._ops.standardize import (
@@ -65,7 +65,7 @@ def _off_diagonal_summaries(a, b, gram_a, gram_b, diagonal, target: float):
     return off_diagonal_sq, a.sum(dim=1).dot(b.sum(dim=1)).div_(n).sub_(diagonal.sum())
 
 
-@with_cached_signature
+@with_direct_apply
 class _GramTerms(torch.autograd.Function):
     generate_vmap_rule = True
 

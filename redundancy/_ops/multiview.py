@@ -34,7 +34,7 @@ import itertools
 import torch
 
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops._autograd import saved_tensors_die_after_backward, with_cached_signature
+from redundancy._ops._autograd import saved_tensors_die_after_backward, with_direct_apply
 from redundancy._ops.cross import cross_correlation_terms
 from redundancy._ops.products import symmetric_gram
 from redundancy._ops.reductions import column_dot
@@ -81,7 +81,7 @@ def _diagonal_gradients(diagonals, grad_invariance, grad_redundancy, target: flo
     return ((diagonals - 1) * (2.0 * u) - (diagonals - target) * (2.0 * w)) / n
 
 
-@with_cached_signature
+@with_direct_apply
 class _MultiviewGramTerms(torch.autograd.Function):
     generate_vmap_rule = True
 
