@@ -1,5 +1,6 @@
-"""The ops' shortcuts for small eager calls: the direct ``apply``, autocast left alone when it is off, and the
-finiteness test of the unscaled variance. Each must give what the general path gives."""
+"""The shortcuts of small eager calls: the ops' direct ``apply``, autocast left alone when it is off, the finiteness
+test of the unscaled variance, two small views standardized together, and the frame's remembered options. Each
+must give what the general path gives."""
 
 import importlib
 import inspect
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 import redundancy
+from redundancy._loss import _CHECKED
 from redundancy._ops import Standardization, cross_correlation_terms, gram_terms, standardize
 from redundancy._ops._autocast import no_autocast
 from redundancy._ops._autograd import with_direct_apply
@@ -204,3 +206,23 @@ def test_views_standardized_together_fall_back_when_one_needs_the_scale():
     for actual, truth, what in zip((a, b, rstd_a, rstd_b), expected, ("a", "b", "rstd_a", "rstd_b"), strict=True):
         assert actual.shape == truth.shape
         assert_relative(actual, truth, 1e-5, what)
+
+
+def test_remembered_options_are_those_of_equal_keywords_of_the_same_types():
+    z1, z2 = _views(torch.float32)
+    z1, z2 = z1.detach(), z2.detach()
+    _CHECKED.clear()
+    first = redundancy.barlow_twins_loss(z1, z2, lambd=1, scale=0.5)
+    assert len(_CHECKED) == 1
+    assert torch.equal(redundancy.barlow_twins_loss(z1, z2, lambd=1, scale=0.5), first)
+    assert len(_CHECKED) == 1  # the same keywords: the remembered options
+    with pytest.raises(TypeError, match="lambd must be a real number, got bool"):
+        redundancy.barlow_twins_loss(z1, z2, lambd=True, scale=0.5)  # True == 1, of another type
+    with pytest.raises(TypeError, match="lambd must be a real number, got list"):
+        redundancy.barlow_twins_loss(z1, z2, lambd=[1.0], scale=0.5)  # unhashable: checked, not remembered
+    with pytest.raises(ValueError, match="scale"):
+        redundancy.barlow_twins_loss(z1, z2, lambd=1, scale=-0.5)
+    assert len(_CHECKED) == 1  # options that fail are not remembered
+    other = redundancy.barlow_twins_loss(z1, z2, lambd=1.0, scale=2.0)
+    assert_relative(other, first * 4.0, 1e-6, "scale")
+    assert len(_CHECKED) == 2
