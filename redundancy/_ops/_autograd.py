@@ -10,6 +10,7 @@ differentiates the gradient itself and second derivatives are exact.
 import inspect
 
 import torch
+from torch._functorch.utils import unwrap_dead_wrappers
 
 
 def with_cached_signature(function: type[torch.autograd.Function]) -> type[torch.autograd.Function]:
@@ -27,11 +28,11 @@ def with_direct_apply(function: type[torch.autograd.Function]) -> type[torch.aut
     """:func:`with_cached_signature`, and an ``apply`` that skips the binding where it has nothing to do.
 
     :meth:`torch.autograd.Function.apply` of the ``setup_context`` form binds the arguments to ``forward``'s
-    signature (to fill in defaults and keywords) and unwraps tensors left over from finished :mod:`torch.func`
-    transforms before it hands them to autograd's own ``apply``: about 10 µs of Python per call, a tenth of a
-    whole small loss. A call that passes every parameter of ``forward`` by position, outside the transforms of
-    :mod:`torch.func` and outside ``torch.compile``, binds to exactly the arguments it passes, and goes straight
-    to autograd's ``apply``; every other call takes the generic path.
+    signature on every call (to fill in defaults and keywords) before it hands them to autograd's own ``apply``:
+    about 10 µs of Python per call, a tenth of a whole small loss. A call that passes every parameter of
+    ``forward`` by position, outside the transforms of :mod:`torch.func` and outside ``torch.compile``, has nothing
+    to bind: it goes straight to autograd's ``apply`` (after the same unwrapping of tensors left over from finished
+    :mod:`torch.func` transforms). Every other call takes the generic path.
     """
     with_cached_signature(function)
     parameters = function.forward.__signature__.parameters.values()
@@ -40,7 +41,6 @@ def with_direct_apply(function: type[torch.autograd.Function]) -> type[torch.aut
     if any(p.kind not in (p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in parameters):
         raise TypeError(f"{function.__name__}.forward must take positional parameters only")
     generic_apply = torch.autograd.Function.apply.__func__
-    unwrap_dead_wrappers = torch._functorch.utils.unwrap_dead_wrappers
 
     def apply(cls, *args, **kwargs):
         if (
