@@ -327,10 +327,14 @@ class Loss:
             self.check_inputs(names + self.extra, inputs, min_rows)
 
 
-@torch.compiler.disable
 def _run_eagerly(loss: Loss, inputs: tuple, options: dict):
-    """:meth:`Loss.run` outside a ``torch.compile`` graph (a graph break where it is called from one)."""
-    return loss.run(inputs, options)
+    """:meth:`Loss.run` outside a ``torch.compile`` graph (a graph break where it is called from one).
+
+    The eager function is made here, while ``torch.compile`` traces (``torch._dynamo`` is imported then), rather
+    than by decorating at import: ``torch.compiler.disable`` imports ``torch._dynamo``, and that imports Triton,
+    which ``import redundancy`` must not.
+    """
+    return torch.compiler.disable(loss.run)(inputs, options)
 
 
 def takes_options_of(loss: Loss) -> Callable[[Callable], Callable]:
