@@ -122,3 +122,15 @@ def cross_correlation_terms(
     """
     invariance, redundancy = _CrossCorrelationTerms.apply(z1, z2, target, batch, standardization)[:2]
     return invariance, redundancy
+
+
+def cross_correlation_terms_flops(n: int, d: int, *, backward: bool = True) -> int:
+    """Matrix-product FLOPs of :func:`cross_correlation_terms` on N×D views: ``C = AᵀB`` forward (2·N·D²), ``B Cᵀ``
+    and ``A C`` backward (4·N·D²). The O(N·D) and O(D²) work besides is left out.
+
+    Example:
+        >>> cross_correlation_terms_flops(256, 1024) == 6 * 256 * 1024 * 1024
+        True
+    """
+    forward = 2 * n * d * d
+    return forward + 4 * n * d * d if backward else forward
