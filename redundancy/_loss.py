@@ -146,8 +146,9 @@ def options_dataclass(cls: type) -> type:
     return cls
 
 
-#: Options that passed their checks (see :meth:`Options.check`), at most ``_CHECKED_LIMIT`` of them.
-_CHECKED: set = set()
+#: Checked options by the keywords of the call that gave them (see :meth:`Options.checked`), at most
+#: ``_CHECKED_LIMIT`` of them.
+_CHECKED: dict = {}
 _CHECKED_LIMIT = 4096
 
 
@@ -168,29 +169,33 @@ class Options:
     group: Any = option(None, distributed_ops.check_group, shared=False)
     """The process group of the global batch (not compared between ranks: each holds its own handle)."""
 
-    def check(self) -> None:
-        """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option.
+    @classmethod
+    def checked(cls, keywords: dict) -> "Options":
+        """The options of ``keywords`` (names of fields only), checked as :meth:`check` checks them.
 
-        Options that passed are remembered (by type and value, so that ``True`` is not taken for ``1``), and the
-        checks of a training loop's identical calls cost one set lookup.
+        Options that passed are remembered by the keywords that gave them (equal values of the same types, so that
+        ``True`` is not taken for ``1``): the options of a training loop's identical calls cost one dict lookup
+        instead of a new dataclass and its checks.
         """
-        if torch.compiler.is_compiling():  # checked while tracing; nothing to remember in a graph
-            self._check_each()
-            return
-        values = tuple(self.__dict__.values())  # the fields, in definition order
-        key = (type(self), values, tuple(map(type, values)))
-        try:
-            if key in _CHECKED:
-                return
-        except TypeError:  # an unhashable value: check it (and fail)
-            self._check_each()
-            return
-        self._check_each()
-        if len(_CHECKED) >= _CHECKED_LIMIT:
-            _CHECKED.clear()
-        _CHECKED.add(key)
+        key = None
+        if not torch.compiler.is_compiling():  # nothing to remember in a graph
+            try:
+                key = (cls, tuple(keywords.items()), tuple(map(type, keywords.values())))
+                options = _CHECKED.get(key)
+            except TypeError:  # an unhashable value: check it (and fail)
+                key = options = None
+            if options is not None:
+                return options
+        options = cls(**keywords)
+        options.check()
+        if key is not None:
+            if len(_CHECKED) >= _CHECKED_LIMIT:
+                _CHECKED.clear()
+            _CHECKED[key] = options
+        return options
 
-    def _check_each(self) -> None:
+    def check(self) -> None:
+        """Raise a :class:`ValueError` or :class:`TypeError` naming the first bad option."""
         for spec in self.specs:
             spec.check(spec.name, getattr(self, spec.name))
         self.check_combination()
@@ -283,14 +288,19 @@ class Loss:
             except (TypeError, ValueError) as caught:  # reported like any other error: on every rank
                 error = caught
                 options = {name: value for name, value in options.items() if name in self.options.names}
-        options = self.options(**options)
+        checked = None
+        if error is None:
+            try:
+                checked = self.options.checked(options)
+            except (TypeError, ValueError) as caught:
+                error = caught  # raised by GlobalBatch.open, on every rank of the group
+        options = checked if checked is not None else self.options(**options)
         names = self.views
         # A rank of several holds part of the rows (maybe none): the global batch's size is checked in the exchange.
         feature_group = getattr(options, "feature_group", None)
         min_rows = 0 if distributed_ops.is_global(options.distributed, options.group, feature_group) else self.min_rows
         if error is None:
             try:
-                options.check()
                 if self.unpack is not None:
                     inputs, names = self.unpack(inputs)
                 self._check_inputs(inputs, names, min_rows)
@@ -319,7 +329,12 @@ class Loss:
 
 @distributed_ops.outside_graphs
 def _run_eagerly(loss: Loss, inputs: tuple, options: dict):
-    """:meth:`Loss.run` outside a ``torch.compile`` graph (a graph break where it is called from one)."""
+    """:meth:`Loss.run` outside a ``torch.compile`` graph (a graph break where it is called from one).
+
+    :func:`redundancy.distributed.outside_graphs` makes the eager function at the first call, not at import:
+    ``torch.compiler.disable`` imports ``torch._dynamo``, and that imports Triton, which ``import redundancy`` must
+    not.
+    """
     return loss.run(inputs, options)
 
 

@@ -1,7 +1,8 @@
 """The cost model that ``algorithm="auto"`` uses, and the FLOP counts the benchmarks report.
 
 Counted for the forward and backward of the loss given the standardized views (the O(N·D) standardization
-work is left out, as it is the same for every algorithm):
+work is left out, as it is the same for every algorithm). Each op of ``redundancy._ops`` states the FLOPs of its
+own products next to it (``cross_correlation_terms_flops``, ``gram_terms_flops``, ...), and this module asks them:
 
 - ``cross``: ``C = AᵀB`` forward (2·N·D²), ``B Cᵀ`` and ``A C`` backward (4·N·D²): 6·N·D².
 - ``gram``: ``A Aᵀ`` and ``B Bᵀ`` forward (4·N²·D, or ``2·(1 + 1/k)·N²·D`` as the symmetric products of
@@ -44,8 +45,11 @@ import math
 import torch
 
 from redundancy import distributed
+from redundancy._ops.autocorrelation import off_diagonal_energy_flops
+from redundancy._ops.cross import cross_correlation_terms_flops
 from redundancy._ops.feature_shards import terms_algorithm
-from redundancy._ops.products import symmetric_gram_flops
+from redundancy._ops.gram import gram_terms_flops
+from redundancy._ops.multiview import multiview_cross_terms_flops, multiview_gram_terms_flops
 
 ALGORITHMS = ("cross", "gram")
 
@@ -79,12 +83,10 @@ def barlow_twins_flops(algorithm: str, n: int, d: int, *, backward: bool = True)
         29
     """
     if algorithm == "cross":
-        forward, backward_flops = 2 * n * d * d, 4 * n * d * d
-    elif algorithm == "gram":
-        forward, backward_flops = 2 * symmetric_gram_flops(n, d), 4 * n * n * d
-    else:
-        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-    return forward + backward_flops if backward else forward
+        return cross_correlation_terms_flops(n, d, backward=backward)
+    if algorithm == "gram":
+        return gram_terms_flops(n, d, backward=backward)
+    raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
 
 
 def choose_algorithm(n: int, d: int) -> str:
@@ -107,13 +109,9 @@ def autocorrelation_flops(algorithm: str, n: int, d: int, *, backward: bool = Tr
         >>> autocorrelation_flops("cross", 256, 8192) // autocorrelation_flops("gram", 256, 8192)
         32
     """
-    if algorithm == "cross":
-        forward, backward_flops = 2 * n * d * d, 2 * n * d * d
-    elif algorithm == "gram":
-        forward, backward_flops = 2 * n * n * d, 2 * n * n * d
-    else:
+    if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-    return forward + backward_flops if backward else forward
+    return off_diagonal_energy_flops(algorithm, n, d, backward=backward)
 
 
 def choose_autocorrelation_algorithm(n: int, d: int) -> str:
@@ -254,13 +252,11 @@ def multiview_barlow_twins_flops(algorithm: str, n: int, d: int, views: int, *, 
     """
     if not isinstance(views, int) or isinstance(views, bool) or views < 2:
         raise ValueError(f"views must be an int >= 2, got {views!r}")
-    pairs = views * (views - 1) // 2
     if algorithm == "cross":
-        return pairs * barlow_twins_flops("cross", n, d, backward=backward)
+        return multiview_cross_terms_flops(n, d, views, backward=backward)
     if algorithm != "gram":
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-    forward = views * symmetric_gram_flops(n, d)
-    return forward + views * 2 * n * n * d if backward else forward
+    return multiview_gram_terms_flops(n, d, views, backward=backward)
 
 
 def choose_multiview_algorithm(n: int, d: int, views: int) -> str:

@@ -129,6 +129,7 @@ def test_the_runs_are_committed_in_folders_named_by_what_they_hold():
         "cpu-d8192-interleaved-3",
         "cpu-d8192-interleaved-4",
         "cpu-nine-shapes",
+        "cpu-small-call",
     ]
 
 

@@ -20,12 +20,12 @@ with a symbolic batch size: a branch on N would specialize the trace). When the 
 import torch
 
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops._autograd import builds_graph, with_cached_signature
+from redundancy._ops._autograd import builds_graph, with_direct_apply
 from redundancy._ops.reductions import column_dot
 from redundancy._ops.terms import off_diagonal_summaries_
 
 
-@with_cached_signature
+@with_direct_apply
 class _OffDiagonalEnergy(torch.autograd.Function):
     generate_vmap_rule = True
 
@@ -78,3 +78,20 @@ class _OffDiagonalEnergy(torch.autograd.Function):
 def off_diagonal_energy(x: torch.Tensor, *, algorithm: str) -> torch.Tensor:
     """``Σ_{i≠j} (XᵀX)_ij²`` of ``x`` (N×D) through the D×D (``"cross"``) or the N×N (``"gram"``) product."""
     return _OffDiagonalEnergy.apply(x, algorithm)[0]
+
+
+def off_diagonal_energy_flops(algorithm: str, n: int, d: int, *, backward: bool = True) -> int:
+    """Matrix-product FLOPs of :func:`off_diagonal_energy` of one N×D view: ``K = XᵀX`` forward and ``X K`` backward
+    (2·N·D² each) for ``"cross"``; ``G = X Xᵀ`` forward and ``G X`` backward (2·N²·D each) for ``"gram"``.
+
+    Example:
+        >>> off_diagonal_energy_flops("cross", 256, 8192) // off_diagonal_energy_flops("gram", 256, 8192)
+        32
+    """
+    if algorithm == "cross":
+        forward = 2 * n * d * d
+    elif algorithm == "gram":
+        forward = 2 * n * n * d
+    else:
+        raise ValueError(f"algorithm must be 'cross' or 'gram', got {algorithm!r}")
+    return 2 * forward if backward else forward

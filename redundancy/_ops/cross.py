@@ -22,7 +22,7 @@ the global batch of several processes raise instead.
 import torch
 
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops._autograd import builds_graph, refuse_graph_with_collectives, with_cached_signature
+from redundancy._ops._autograd import builds_graph, refuse_graph_with_collectives, with_direct_apply
 from redundancy._ops.standardize import (
     Standardization,
     standardize_backward_,
@@ -40,7 +40,7 @@ from redundancy._ops.terms import (
 )
 
 
-@with_cached_signature
+@with_direct_apply
 class _CrossCorrelationTerms(torch.autograd.Function):
     generate_vmap_rule = True
 
@@ -122,3 +122,15 @@ def cross_correlation_terms(
     """
     invariance, redundancy = _CrossCorrelationTerms.apply(z1, z2, target, batch, standardization)[:2]
     return invariance, redundancy
+
+
+def cross_correlation_terms_flops(n: int, d: int, *, backward: bool = True) -> int:
+    """Matrix-product FLOPs of :func:`cross_correlation_terms` on N×D views: ``C = AᵀB`` forward (2·N·D²), ``B Cᵀ``
+    and ``A C`` backward (4·N·D²). The O(N·D) and O(D²) work besides is left out.
+
+    Example:
+        >>> cross_correlation_terms_flops(256, 1024) == 6 * 256 * 1024 * 1024
+        True
+    """
+    forward = 2 * n * d * d
+    return forward + 4 * n * d * d if backward else forward

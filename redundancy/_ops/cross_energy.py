@@ -14,10 +14,10 @@ operations.
 import torch
 
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops._autograd import builds_graph, with_cached_signature
+from redundancy._ops._autograd import builds_graph, with_direct_apply
 
 
-@with_cached_signature
+@with_direct_apply
 class _CrossProductEnergy(torch.autograd.Function):
     generate_vmap_rule = True
 

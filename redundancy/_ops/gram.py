@@ -31,8 +31,8 @@ form from the op's inputs in differentiable operations (:mod:`redundancy._ops._a
 import torch
 
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops._autograd import builds_graph, saved_tensors_die_after_backward, with_cached_signature
-from redundancy._ops.products import symmetric_gram
+from redundancy._ops._autograd import builds_graph, saved_tensors_die_after_backward, with_direct_apply
+from redundancy._ops.products import symmetric_gram, symmetric_gram_flops
 from redundancy._ops.reductions import column_dot
 from redundancy._ops.standardize import (
     Standardization,
@@ -65,7 +65,7 @@ def _off_diagonal_summaries(a, b, gram_a, gram_b, diagonal, target: float):
     return off_diagonal_sq, a.sum(dim=1).dot(b.sum(dim=1)).div_(n).sub_(diagonal.sum())
 
 
-@with_cached_signature
+@with_direct_apply
 class _GramTerms(torch.autograd.Function):
     generate_vmap_rule = True
 
@@ -141,3 +141,16 @@ def gram_terms(z1: torch.Tensor, z2: torch.Tensor, *, target: float, standardiza
     """
     invariance, redundancy = _GramTerms.apply(z1, z2, target, standardization)[:2]
     return invariance, redundancy
+
+
+def gram_terms_flops(n: int, d: int, *, backward: bool = True) -> int:
+    """Matrix-product FLOPs of :func:`gram_terms` on N×D views: the two symmetric Grams forward
+    (:func:`~redundancy._ops.products.symmetric_gram_flops` each), ``(B Bᵀ) A`` and ``(A Aᵀ) B`` backward (4·N²·D).
+    The O(N·D) and O(N²) work besides is left out, and so is the forward's C when D ≤ N (no more than one Gram).
+
+    Example:
+        >>> gram_terms_flops(256, 8) == 8 * 256 * 256 * 8  # a product too small to split
+        True
+    """
+    forward = 2 * symmetric_gram_flops(n, d)
+    return forward + 4 * n * n * d if backward else forward

@@ -34,9 +34,9 @@ import itertools
 import torch
 
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops._autograd import saved_tensors_die_after_backward, with_cached_signature
-from redundancy._ops.cross import cross_correlation_terms
-from redundancy._ops.products import symmetric_gram
+from redundancy._ops._autograd import saved_tensors_die_after_backward, with_direct_apply
+from redundancy._ops.cross import cross_correlation_terms, cross_correlation_terms_flops
+from redundancy._ops.products import symmetric_gram, symmetric_gram_flops
 from redundancy._ops.reductions import column_dot
 from redundancy._ops.standardize import Standardization, standardize, standardize_backward_, standardize_forward
 
@@ -81,7 +81,7 @@ def _diagonal_gradients(diagonals, grad_invariance, grad_redundancy, target: flo
     return ((diagonals - 1) * (2.0 * u) - (diagonals - target) * (2.0 * w)) / n
 
 
-@with_cached_signature
+@with_direct_apply
 class _MultiviewGramTerms(torch.autograd.Function):
     generate_vmap_rule = True
 
@@ -245,3 +245,27 @@ def multiview_cross_terms(views, *, target: float, standardization: Standardizat
         pair_invariance, pair_redundancy = cross_correlation_terms(views[u], views[v], target=target, batch=batch)
         invariance, redundancy = invariance + pair_invariance, redundancy + pair_redundancy
     return invariance / len(pairs), redundancy / len(pairs)
+
+
+def multiview_gram_terms_flops(n: int, d: int, views: int, *, backward: bool = True) -> int:
+    """Matrix-product FLOPs of :func:`multiview_gram_terms` on V N×D views: V symmetric Grams forward
+    (:func:`~redundancy._ops.products.symmetric_gram_flops` each) and V products ``(S - G_v) A_v`` backward
+    (2·N²·D each). The O(N·D) standardization and the O(N²) inner products of the Grams are left out.
+
+    Example:
+        >>> multiview_gram_terms_flops(256, 8, 4) == 4 * 4 * 256 * 256 * 8
+        True
+    """
+    forward = views * symmetric_gram_flops(n, d)
+    return forward + views * 2 * n * n * d if backward else forward
+
+
+def multiview_cross_terms_flops(n: int, d: int, views: int, *, backward: bool = True) -> int:
+    """Matrix-product FLOPs of :func:`multiview_cross_terms`: each of the V(V-1)/2 pairs forms its own C
+    (:func:`~redundancy._ops.cross.cross_correlation_terms_flops`).
+
+    Example:
+        >>> multiview_cross_terms_flops(256, 1024, 4) == 6 * 6 * 256 * 1024 * 1024
+        True
+    """
+    return views * (views - 1) // 2 * cross_correlation_terms_flops(n, d, backward=backward)
