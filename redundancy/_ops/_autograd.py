@@ -10,7 +10,16 @@ differentiates the gradient itself and second derivatives are exact.
 import inspect
 
 import torch
-from torch._functorch.utils import unwrap_dead_wrappers
+
+try:  # the pieces of torch's own Function.apply that the direct path reuses (torch 2.13's Python apply)
+    from torch._functorch.utils import unwrap_dead_wrappers
+
+    _GENERIC_APPLY = torch.autograd.Function.apply.__func__
+    #: Whether :func:`with_direct_apply` can skip the binding: with a torch whose ``Function.apply`` is a Python
+    #: classmethod and whose functorch helpers it calls are there; otherwise every call takes torch's own ``apply``.
+    DIRECT_APPLY = hasattr(torch._C, "_are_functorch_transforms_active")
+except (ImportError, AttributeError):
+    DIRECT_APPLY = False
 
 
 def with_cached_signature(function: type[torch.autograd.Function]) -> type[torch.autograd.Function]:
@@ -40,7 +49,9 @@ def with_direct_apply(function: type[torch.autograd.Function]) -> type[torch.aut
     fixed = sum(p.kind == p.POSITIONAL_OR_KEYWORD for p in parameters)
     if any(p.kind not in (p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in parameters):
         raise TypeError(f"{function.__name__}.forward must take positional parameters only")
-    generic_apply = torch.autograd.Function.apply.__func__
+    if not DIRECT_APPLY:
+        return function
+    generic_apply = _GENERIC_APPLY
 
     def apply(cls, *args, **kwargs):
         if (
