@@ -351,7 +351,7 @@ class GlobalBatch:
         (:meth:`open_grid`).
         """
         if isinstance(getattr(options, "feature_group", None), dist.ProcessGroup):
-            return cls.open_grid(code, options, views, view_names, error=error, shared=shared, min_rows=min_rows)
+            return cls.open_grid(code, options, views, view_names, error, shared, min_rows)
         if not _DISTRIBUTED_AVAILABLE or not dist.is_initialized():  # one process: nothing to exchange
             if error is not None:
                 raise error
@@ -382,26 +382,17 @@ class GlobalBatch:
 
     @classmethod
     @outside_graphs
-    def open_grid(
-        cls,
-        code: int,
-        options,
-        views: Sequence[object],
-        view_names: Sequence[str],
-        *,
-        error: Exception | None = None,
-        shared: Sequence[tuple[str, float]] = (),
-        min_rows: int = 2,
-    ) -> "GlobalBatch":
+    def open_grid(cls, code, options, views, view_names, error, shared, min_rows) -> "GlobalBatch":
         """The batch of a call on a grid: rows split over ``options.group``, features over ``options.feature_group``.
+
+        Called by :meth:`open` (whose arguments these are) when the loss has a ``feature_group``.
 
         The ranks of the row group (the other rows of this rank's columns; none when ``group`` is ``None``; a
         local call joins the exchange and then keeps its own rows) exchange headers as in :meth:`exchange`, then
         the ranks of the feature group (the other columns of these rows), carrying any error of the first exchange,
         then, on a grid of both, the row group once more with any error of the second. The grid is connected
         through these exchanges, so a bad input or option on any rank raises on every rank of the grid. Columns
-        may be split unevenly; every rank of a feature
-        group must hold the same rows.
+        may be split unevenly; every rank of a feature group must hold the same rows.
         """
         _check_membership("group", options.group)
         _check_membership("feature_group", options.feature_group)
@@ -411,41 +402,28 @@ class GlobalBatch:
             row_group = None
         if error is None and row_group is not None:
             error = _check_crossing(row_group, feature_group)
+
+        def exchange(group, error, split):
+            """``(result, error)`` of :meth:`exchange` over ``group``: what it returns, or what it raised."""
+            try:
+                call = _count_call(group)
+                checked = cls.exchange(
+                    code, options, views, view_names, error=error, call=call, group=group, shared=shared,
+                    min_rows=min_rows, split=split,
+                )  # fmt: skip
+                return checked, None
+            except (TypeError, ValueError, RuntimeError) as caught:
+                return None, caught
+
         batch = None
         if row_group is not None:
-            try:
-                batch = cls.exchange(
-                    code,
-                    options,
-                    views,
-                    view_names,
-                    error=error,
-                    call=_count_call(row_group),
-                    group=row_group,
-                    shared=shared,
-                    min_rows=min_rows,
-                )
-            except (TypeError, ValueError, RuntimeError) as caught:
-                error = caught
+            batch, error = exchange(row_group, error, "rows")
         elif error is None:
             rows, dim = views[0].shape
             batch = cls(None, 0, (rows,), dim, compute_dtype(*views))
         features = None
         if dist.get_world_size(feature_group) > 1:
-            try:
-                features = cls.exchange(
-                    code,
-                    options,
-                    views,
-                    view_names,
-                    error=error,
-                    call=_count_call(feature_group),
-                    group=feature_group,
-                    shared=shared,
-                    split="features",
-                )
-            except (TypeError, ValueError, RuntimeError) as caught:
-                error = caught
+            features, error = exchange(feature_group, error, "features")
             if row_group is not None:  # the errors only the feature group saw, to the other rows of these columns
                 _raise_if_any_failed(error, row_group)
         if error is not None:

@@ -187,7 +187,8 @@ def multiview_barlow_twins_loss(views, **options) -> torch.Tensor:
 
     Shape:
         ``views``: V × ``(N, D)`` with ``N >= 2``; under ``distributed="global"`` with several ranks, each rank
-        passes its own rows ``(N_r, D)`` of every view and the same V. Output: ``()``.
+        passes its own rows ``(N_r, D)`` of every view and the same V, and with ``feature_group`` its block
+        ``(N_r, D_p)`` of every view. Output: ``()``.
 
     Returns:
         The loss as a 0-dim tensor, float64 for float64 inputs and float32 otherwise.
@@ -274,8 +275,7 @@ def multiview_vicreg_loss(views, **options) -> torch.Tensor:
             tensor of shape ``(V, N, D)``.
 
     Shape:
-        ``views``: V × ``(N, D)`` with ``N >= 2``; under ``distributed="global"`` with several ranks, each rank
-        passes its own rows ``(N_r, D)`` of every view and the same V. Output: ``()``.
+        As :func:`multiview_barlow_twins_loss`.
 
     Returns:
         The loss as a 0-dim tensor, float64 for float64 inputs and float32 otherwise.
