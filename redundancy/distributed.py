@@ -425,7 +425,7 @@ class GlobalBatch:
         if dist.get_world_size(feature_group) > 1:
             features, error = exchange(feature_group, error, "features")
             if row_group is not None:  # the errors only the feature group saw, to the other rows of these columns
-                _raise_if_any_failed(error, row_group)
+                _raise_if_any_failed(error, row_group, _header_device(views, row_group))
         if error is not None:
             raise error
         if row_group is not None and options.distributed == "local":  # a local call: this rank's rows are its batch
@@ -773,11 +773,10 @@ def _count_call(group) -> int:
     return call
 
 
-def _raise_if_any_failed(error: Exception | None, group) -> None:
-    """One all-gather of an error flag over ``group``: the first failing rank's error is raised on every rank."""
-    flag = torch.tensor([0.0 if error is None else 1.0], dtype=torch.float64)
-    if "gloo" not in dist.get_backend(group):
-        flag = flag.cuda()
+def _raise_if_any_failed(error: Exception | None, group, device: torch.device) -> None:
+    """One all-gather of an error flag (on ``device``) over ``group``: the first failing rank's error is raised on
+    every rank."""
+    flag = torch.tensor([0.0 if error is None else 1.0], dtype=torch.float64, device=device)
     gathered = [torch.empty_like(flag) for _ in range(dist.get_world_size(group))]
     dist.all_gather(gathered, flag, group=group)
     flags = [[float(value)] for value in torch.cat(gathered).tolist()]

@@ -8,13 +8,16 @@ times 1 under ``"official"``. Then faults made on one rank only must raise on ev
 """
 
 import functools
+import os
+import pathlib
+import re
 
 import pytest
 import torch
 import torch.distributed as dist
 
 import redundancy
-from tests.utils import assert_relative, spawn_gloo
+from tests.utils import assert_relative, run_torchrun, spawn_gloo
 
 pytestmark = pytest.mark.distributed
 
@@ -334,3 +337,16 @@ def test_torch_compile_breaks_the_graph_at_a_grid_loss(faults):
     for rank, outcome in enumerate(faults):
         assert_relative(outcome["compiled"], expected, 1e-10, f"the compiled loss on rank {rank}")
         assert outcome["fullgraph"] is not None and "disable" in outcome["fullgraph"], outcome["fullgraph"]
+
+
+def test_dtensor_views_on_a_mesh_that_init_device_mesh_creates():
+    """Without init_process_group first, the mesh's process group names no backend ("undefined"): every collective
+    of the grid, the error flag of its third exchange included, must still go to the CPU."""
+    repository = pathlib.Path(__file__).resolve().parents[1]
+    environment = dict(os.environ, PYTHONPATH=str(repository), OMP_NUM_THREADS="1")
+    script = str(repository / "tests" / "dtensor_mesh_run.py")
+    completed = run_torchrun(["--nproc_per_node=4", script], env=environment, timeout=180)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    # The four processes share stdout, and their lines may run into each other: read the reports, not the lines.
+    reports = set(re.findall(r"rank (\d) (equal|raised) (True|False|none)", completed.stdout))
+    assert reports == {(str(rank), check, "True") for rank in range(4) for check in ("equal", "raised")}, reports
