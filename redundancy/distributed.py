@@ -123,32 +123,23 @@ GRID_OUTSIDE_GRAPHS = (
 )
 
 
-#: The functions :func:`outside_graphs` runs eagerly, each with its ``torch.compiler.disable`` form once made.
-_OUTSIDE_GRAPHS: dict[Callable, Callable | None] = {}
-
-
 def outside_graphs(function: Callable) -> Callable:
     """``function``, run eagerly under ``torch.compile`` (a graph break; an error naming the reason with
     ``fullgraph=True``).
 
-    The grid's calls read headers on the host and run :class:`FeatureShards`' collectives inside autograd Functions,
-    which a graph cannot hold; and a raise inside a traced frame would only make the compiler run that frame eagerly
-    while it still traces the frames it calls, which then disagree with it about being in a graph.
-
-    The ``torch.compiler.disable`` forms are made at the first call of any of these functions, not at import:
-    making one imports ``torch._dynamo`` (and with it Triton), which ``import redundancy`` must not. A first call
-    inside a traced graph makes them behind a graph break of its own (with ``fullgraph=True`` the error then names
-    ``torch.compiler.disable`` rather than this reason).
+    A call on a grid reads headers on the host and runs :class:`FeatureShards`' collectives inside autograd
+    Functions, which a graph cannot hold. The ``torch.compiler.disable`` form is made at the first call, not at
+    import: making it imports ``torch._dynamo`` (and with it Triton), which ``import redundancy`` must not. A first
+    call inside a traced graph makes it behind a graph break of its own (with ``fullgraph=True`` the error then
+    names ``torch.compiler.disable`` rather than this reason).
     """
-    _OUTSIDE_GRAPHS[function] = None
+    disabled = None
 
     @functools.wraps(function)
     def run_eagerly(*args, **kwargs):
-        disabled = _OUTSIDE_GRAPHS[function]
+        nonlocal disabled
         if disabled is None:
-            for each in _OUTSIDE_GRAPHS:
-                _OUTSIDE_GRAPHS[each] = torch.compiler.disable(each, reason=GRID_OUTSIDE_GRAPHS)
-            disabled = _OUTSIDE_GRAPHS[function]
+            disabled = torch.compiler.disable(function, reason=GRID_OUTSIDE_GRAPHS)
         return disabled(*args, **kwargs)
 
     return run_eagerly
@@ -381,7 +372,6 @@ class GlobalBatch:
         return cls(None, 0, (rows,), dim, batch.dtype)
 
     @classmethod
-    @outside_graphs
     def open_grid(cls, code, options, views, view_names, error, shared, min_rows) -> "GlobalBatch":
         """The batch of a call on a grid: rows split over ``options.group``, features over ``options.feature_group``.
 

@@ -183,7 +183,6 @@ def _barlow_twins(options: BarlowTwinsOptions, batch, z1: torch.Tensor, z2: torc
     return BarlowTwinsTerms(loss, invariance, redundancy)
 
 
-@distributed_ops.outside_graphs
 def barlow_twins_over_features(options: BarlowTwinsOptions, batch, *views: torch.Tensor) -> BarlowTwinsTerms:
     """The terms of two views (or the mean over the pairs of several) when the features are split over
     ``feature_group``: every rank gathers the rows of its columns (over ``group``), standardizes them, and the

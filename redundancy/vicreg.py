@@ -119,10 +119,15 @@ def center(z: torch.Tensor) -> torch.Tensor:
     return z - z.mean(dim=0)
 
 
+def _feature_hinges(x: torch.Tensor, divisor: int, gamma: float, eps: float) -> torch.Tensor:
+    """``relu(γ - sqrt(Σ_n x_ni² / divisor + ε))`` of each feature i of centred ``x``."""
+    variance = torch.linalg.vecdot(x, x, dim=0) / divisor
+    return torch.relu(gamma - torch.sqrt(variance + eps))
+
+
 def _variance_hinge(x: torch.Tensor, divisor: int, gamma: float, eps: float) -> torch.Tensor:
     """``mean_i relu(γ - sqrt(Σ_n x_ni² / divisor + ε))`` of centred ``x``."""
-    variance = torch.linalg.vecdot(x, x, dim=0) / divisor
-    return torch.relu(gamma - torch.sqrt(variance + eps)).mean()
+    return _feature_hinges(x, divisor, gamma, eps).mean()
 
 
 def _covariance_penalty(x: torch.Tensor, divisor: int, algorithm: str) -> torch.Tensor:
@@ -155,7 +160,6 @@ def _vicreg(options: VICRegOptions, batch, z1: torch.Tensor, z2: torch.Tensor) -
     return VICRegTerms(loss, invariance, variance, covariance)
 
 
-@distributed_ops.outside_graphs
 def vicreg_over_features(options: VICRegOptions, batch, *views: torch.Tensor) -> VICRegTerms:
     """The terms of two views (or the mean over the pairs of several) when the features are split over
     ``feature_group``: each rank gathers the rows of its columns (over ``group``); the per-feature parts stay
@@ -176,12 +180,7 @@ def vicreg_over_features(options: VICRegOptions, batch, *views: torch.Tensor) ->
     mean_view = torch.stack(views).mean(dim=0)
     distances = torch.stack([(z - mean_view).square().sum() for z in views]).sum()
     centred = [center(z) for z in views]
-    hinges = torch.stack(
-        [
-            torch.relu(options.gamma - torch.sqrt(torch.linalg.vecdot(x, x, dim=0) / divisor + options.eps)).sum()
-            for x in centred
-        ]
-    ).sum()
+    hinges = torch.cat([_feature_hinges(x, divisor, options.gamma, options.eps) for x in centred]).sum()
     energy_parts = [off_diagonal_energy_parts(x, features=features, algorithm=algorithm) for x in centred]
     size = len(energy_parts[0])
     distances, hinges, *summed = features.sum(distances, hinges, *(part for parts in energy_parts for part in parts))
