@@ -1,46 +1,38 @@
 """redundancy: the exact Barlow Twins loss and the redundancy-reduction family as PyTorch ops."""
 
-from redundancy.cca_ssg import CCASSGTerms, cca_ssg_loss, cca_ssg_terms
+from redundancy.barlow_twins import (
+    BarlowTwinsLoss,
+    BarlowTwinsTerms,
+    MultiviewBarlowTwinsLoss,
+    barlow_twins_loss,
+    barlow_twins_terms,
+    multiview_barlow_twins_loss,
+    multiview_barlow_twins_terms,
+)
+from redundancy.cca_ssg import CCASSGLoss, CCASSGTerms, cca_ssg_loss, cca_ssg_terms
+from redundancy.correlation import batch_standardize, cross_correlation, off_diagonal
 from redundancy.diagnostics import (
     CrossCorrelationSummary,
     cross_correlation_summary,
     effective_rank,
     feature_std,
 )
-from redundancy.functional import (
-    BarlowTwinsTerms,
-    barlow_twins_loss,
-    barlow_twins_terms,
-    batch_standardize,
-    cross_correlation,
-    off_diagonal,
-)
-from redundancy.mixed_barlow_twins import mixed_barlow_twins_regularizer
-from redundancy.modules import (
-    BarlowTwinsLoss,
-    CCASSGLoss,
-    DeCovLoss,
-    MixedBarlowTwinsRegularizer,
-    MultiviewBarlowTwinsLoss,
-    MultiviewVICRegLoss,
-    SpectralContrastiveLoss,
-    TotalCodingRate,
-    VICRegLoss,
-)
-from redundancy.multiview import (
-    multiview_barlow_twins_loss,
-    multiview_barlow_twins_terms,
-    multiview_vicreg_loss,
-    multiview_vicreg_terms,
-)
-from redundancy.regularizers import decov_loss, total_coding_rate
+from redundancy.mixed_barlow_twins import MixedBarlowTwinsRegularizer, mixed_barlow_twins_regularizer
+from redundancy.regularizers import DeCovLoss, TotalCodingRate, decov_loss, total_coding_rate
 from redundancy.spectral_contrastive import (
+    SpectralContrastiveLoss,
     SpectralContrastiveTerms,
     spectral_contrastive_loss,
     spectral_contrastive_terms,
 )
 from redundancy.vicreg import (
+    MultiviewVICRegLoss,
+    VICRegCovarianceLoss,
+    VICRegLoss,
     VICRegTerms,
+    VICRegVarianceLoss,
+    multiview_vicreg_loss,
+    multiview_vicreg_terms,
     vicreg_covariance_loss,
     vicreg_loss,
     vicreg_terms,
@@ -62,8 +54,10 @@ __all__ = [
     "SpectralContrastiveLoss",
     "SpectralContrastiveTerms",
     "TotalCodingRate",
+    "VICRegCovarianceLoss",
     "VICRegLoss",
     "VICRegTerms",
+    "VICRegVarianceLoss",
     "__version__",
     "barlow_twins_loss",
     "barlow_twins_terms",

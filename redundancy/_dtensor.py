@@ -9,22 +9,27 @@ mesh, with its terms alike; the views' gradients come back as DTensors with the 
 convention is that of the explicit groups.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
 try:
     from torch.distributed.tensor import DTensor, Replicate, Shard
+
+    _DTENSOR_AVAILABLE = True
 except ImportError:  # a build of torch without torch.distributed
-    DTensor = None
+    _DTENSOR_AVAILABLE = False
 
 
 def is_dtensor(value: object) -> bool:
     """Whether ``value`` is a :class:`~torch.distributed.tensor.DTensor`."""
-    return DTensor is not None and isinstance(value, DTensor)
+    return _DTENSOR_AVAILABLE and isinstance(value, DTensor)
 
 
-def unwrap(loss_name: str, option_names: frozenset, names: Sequence[str], views: Sequence[object], options: dict):
+def unwrap(
+    loss_name: str, option_names: frozenset[str], names: Sequence[str], views: Sequence[Any], options: dict[str, Any]
+) -> tuple[tuple[torch.Tensor, ...], dict[str, Any], Callable[[Any], Any]]:
     """``(local views, options, wrap)`` for DTensor ``views``; ``wrap(outputs)`` makes the outputs replicated DTensors.
 
     Raises a :class:`TypeError` or :class:`ValueError` naming the argument when the views mix DTensors and tensors,
@@ -50,7 +55,7 @@ def unwrap(loss_name: str, option_names: frozenset, names: Sequence[str], views:
                 "which rows (Shard(0)) and features (Shard(1))"
             )
     mesh = first.device_mesh
-    axes = {0: [], 1: []}  # tensor dimension -> mesh dimensions that split it
+    axes: dict[int, list[int]] = {0: [], 1: []}  # tensor dimension -> mesh dimensions that split it
     for mesh_dim, placement in enumerate(first.placements):
         if isinstance(placement, Shard) and placement.dim in (0, 1, -1, -2):
             axes[placement.dim % 2].append(mesh_dim)

@@ -6,8 +6,10 @@ plain option values are written with comparisons only, so that ``torch.compile``
 """
 
 import numbers
+from typing import cast
 
 import torch
+import torch.distributed
 
 from redundancy._dtensor import is_dtensor
 
@@ -17,8 +19,12 @@ _REAL_TYPES = (numbers.Real, torch.SymFloat, torch.SymInt)
 _LARGEST_FLOAT = int(torch.finfo(torch.float64).max)
 
 
-def check_real(name: str, value: object, *, nonnegative: bool = False, positive: bool = False) -> None:
+def check_real(
+    name: str, value: object, *, nonnegative: bool = False, positive: bool = False, or_auto: bool = False
+) -> None:
     """Raise unless ``value`` is a finite real number (``bool`` is not), non-negative or positive if asked.
+
+    ``or_auto`` says, in the message of a value that is not a number, that the option also takes ``"auto"``.
 
     Example:
         >>> import numpy as np
@@ -29,15 +35,43 @@ def check_real(name: str, value: object, *, nonnegative: bool = False, positive:
         ValueError: scale must be non-negative, got -1.0
     """
     if isinstance(value, bool) or not isinstance(value, _REAL_TYPES):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r:.80}")
-    if isinstance(value, numbers.Integral) and not isinstance(value, torch.SymInt) and abs(value) > _LARGEST_FLOAT:
-        raise ValueError(f"{name} must be finite as a float, got an integer of {len(str(abs(value)))} digits")
-    if not -float("inf") < value < float("inf"):
+        what = "a real number or 'auto'" if or_auto else "a real number"
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__} {value!r:.80}")
+    number = cast(float, value)  # a real number: it compares with floats
+    if isinstance(value, numbers.Integral) and not isinstance(value, torch.SymInt) and abs(number) > _LARGEST_FLOAT:
+        raise ValueError(f"{name} must be finite as a float, got an integer of {len(str(abs(number)))} digits")
+    if not -float("inf") < number < float("inf"):
         raise ValueError(f"{name} must be finite, got {value!r}")
-    if positive and not value > 0:
+    if positive and not number > 0:
         raise ValueError(f"{name} must be positive, got {value!r}")
-    if nonnegative and not value >= 0:
+    if nonnegative and not number >= 0:
         raise ValueError(f"{name} must be non-negative, got {value!r}")
+
+
+def check_integer(name: str, value: object, *, nonnegative: bool = False, positive: bool = False) -> None:
+    """Raise unless ``value`` is an integer (``bool`` is not; numpy integers are), non-negative or positive if asked.
+
+    Example:
+        >>> check_integer("num_slices", 0, positive=True)
+        Traceback (most recent call last):
+            ...
+        ValueError: num_slices must be positive, got 0
+    """
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, torch.SymInt)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r:.80}")
+    number = cast(int, value)
+    if positive and not number > 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    if nonnegative and not number >= 0:
+        raise ValueError(f"{name} must be non-negative, got {value!r}")
+
+
+def check_group(name: str, group: object) -> None:
+    """Raise a :class:`TypeError` unless ``group`` is ``None`` or a :class:`torch.distributed.ProcessGroup`."""
+    if group is None:
+        return
+    if not torch.distributed.is_available() or not isinstance(group, torch.distributed.ProcessGroup):
+        raise TypeError(f"{name} must be None or a torch.distributed.ProcessGroup, got {type(group).__name__}")
 
 
 def check_choice(name: str, value: object, choices: tuple) -> None:
@@ -70,6 +104,13 @@ def check_correction(name: str, value: object) -> None:
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value not in (0, 1):
         raise ValueError(f"{name} must be 0 (divide by N) or 1 (divide by N - 1), got {value!r:.80}")
+
+
+def check_standardization(standardize: object, correction: object, eps: object) -> None:
+    """Raise unless the options of a standardization are right: a bool, 0 or 1, and a non-negative real number."""
+    check_bool("standardize", standardize)
+    check_correction("correction", correction)
+    check_real("eps", eps, nonnegative=True)
 
 
 def check_embedding(name: str, z: object, *, min_rows: int = 2) -> None:

@@ -6,28 +6,28 @@ energy of :func:`redundancy._ops.off_diagonal_energy` (D×D or N×N form). The d
 official code (``hengruizhang98/CCA-SSG``: ``z = (h - h.mean(0)) / h.std(0)``, ``λ = 1e-3``).
 """
 
+import dataclasses
 from typing import NamedTuple
 
 import torch
 
 from redundancy import cost
-from redundancy._deprecated import NORMALIZATION
-from redundancy._loss import (
-    ALGORITHMS,
+from redundancy._batch import GlobalBatch, ProcessGroup
+from redundancy._frame import (
+    NONNEGATIVE,
+    Algorithm,
+    Correction,
+    Distributed,
+    GradientConvention,
     Loss,
+    LossModule,
     Options,
-    choice_option,
-    correction_option,
-    flag_option,
-    option,
-    options_dataclass,
-    real,
-    takes_options_of,
+    Views,
 )
 from redundancy._ops import off_diagonal_energy
-from redundancy.functional import standardization_of_options, standardize_view
+from redundancy._ops.standardize import standardization_of, standardize
 
-__all__ = ["CCASSGTerms", "cca_ssg_loss", "cca_ssg_terms"]
+__all__ = ["CCASSGLoss", "CCASSGTerms", "cca_ssg_loss", "cca_ssg_terms"]
 
 
 class CCASSGTerms(NamedTuple):
@@ -36,6 +36,8 @@ class CCASSGTerms(NamedTuple):
     ``loss = invariance + lambd * decorrelation``; all three are 0-dim tensors and carry gradients.
 
     Example:
+        >>> import torch
+        >>> from redundancy import cca_ssg_terms
         >>> z1, z2 = torch.randn(32, 8), torch.randn(32, 8)
         >>> loss, invariance, decorrelation = cca_ssg_terms(z1, z2, lambd=0.01)
         >>> torch.allclose(loss, invariance + 0.01 * decorrelation)
@@ -50,17 +52,21 @@ class CCASSGTerms(NamedTuple):
     """``‖I - AᵀA / N‖_F² + ‖I - BᵀB / N‖_F²``."""
 
 
-@options_dataclass
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class CCASSGOptions(Options):
     """The options of :func:`cca_ssg_loss` (documented there), declared once."""
 
-    lambd: float = option(1e-3, real(nonnegative=True))
-    correction: int = correction_option(1)
-    standardize: bool = flag_option(True)
-    eps: float = option(0.0, real(nonnegative=True))
-    algorithm: str = choice_option("auto", ALGORITHMS)
+    lambd: float = dataclasses.field(default=1e-3, metadata=NONNEGATIVE)
+    correction: Correction = 1
+    standardize: bool = True
+    eps: float = dataclasses.field(default=0.0, metadata=NONNEGATIVE)
+    algorithm: Algorithm = "auto"
+    distributed: Distributed = "global"
+    gradient_convention: GradientConvention = "global"
+    group: ProcessGroup | None = None
 
-    aliases = (NORMALIZATION,)
+
+CCA_SSG = Loss("cca_ssg_loss", CCASSGOptions, Views("z1", "z2"))
 
 
 def _decorrelation(a: torch.Tensor, algorithm: str) -> torch.Tensor:
@@ -70,40 +76,32 @@ def _decorrelation(a: torch.Tensor, algorithm: str) -> torch.Tensor:
     return (1.0 - diagonal).square().sum() + off_diagonal_energy(a, algorithm=algorithm) / (n * n)
 
 
-def _cca_ssg(options: CCASSGOptions, batch, z1: torch.Tensor, z2: torch.Tensor) -> CCASSGTerms:
+def _cca_ssg_terms(options: CCASSGOptions, batch: GlobalBatch, z1: torch.Tensor, z2: torch.Tensor) -> CCASSGTerms:
     z1, z2 = batch.gather(z1.to(batch.dtype), z2.to(batch.dtype))
     n, d = z1.shape
     algorithm = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
-    standardization = standardization_of_options(options)
-    a = standardize_view(z1, standardization)
-    b = standardize_view(z2, standardization)
+    standardization = standardization_of(
+        standardize=options.standardize, correction=options.correction, eps=options.eps
+    )
+    a, b = (z1, z2) if standardization is None else (standardize(z1, standardization), standardize(z2, standardization))
     invariance = -torch.linalg.vecdot(a, b, dim=0).sum() / n
     decorrelation = _decorrelation(a, algorithm) + _decorrelation(b, algorithm)
     return CCASSGTerms(invariance + decorrelation * options.lambd, invariance, decorrelation)
 
 
-CCA_SSG = Loss("cca_ssg_loss", CCASSGOptions, ("z1", "z2"), _cca_ssg)
-
-
-@takes_options_of(CCA_SSG)
-def cca_ssg_terms(z1: torch.Tensor, z2: torch.Tensor, **options) -> CCASSGTerms:
-    """The CCA-SSG loss together with its invariance and decorrelation terms, for logging.
-
-    Takes the same arguments as :func:`cca_ssg_loss`; ``terms.loss`` is exactly what that returns.
-
-    Returns:
-        :class:`CCASSGTerms` ``(loss, invariance, decorrelation)``, each a 0-dim tensor with gradients.
-
-    Example:
-        >>> z1, z2 = torch.randn(32, 8), torch.randn(32, 8)
-        >>> torch.equal(cca_ssg_terms(z1, z2).loss, cca_ssg_loss(z1, z2))
-        True
-    """
-    return CCA_SSG.run((z1, z2), options)
-
-
-@takes_options_of(CCA_SSG)
-def cca_ssg_loss(z1: torch.Tensor, z2: torch.Tensor, **options) -> torch.Tensor:
+def cca_ssg_loss(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    *,
+    lambd: float = 1e-3,
+    correction: Correction = 1,
+    standardize: bool = True,
+    eps: float = 0.0,
+    algorithm: Algorithm = "auto",
+    distributed: Distributed = "global",
+    gradient_convention: GradientConvention = "global",
+    group: ProcessGroup | None = None,
+) -> torch.Tensor:
     r"""The CCA-SSG loss (Zhang et al., 2021) of two embeddings of the same batch (of graph nodes).
 
     With ``A, B`` the standardized views:
@@ -125,8 +123,6 @@ def cca_ssg_loss(z1: torch.Tensor, z2: torch.Tensor, **options) -> torch.Tensor:
         correction: the variance divisor ``N - correction`` of the standardization: ``1`` (unbiased, official)
             or ``0`` (biased, as ``BatchNorm1d``).
         standardize: standardize each view (``True``) or use the inputs as they are (``False``).
-        normalization: *deprecated* alias of ``correction`` and ``standardize``, as in
-            :func:`redundancy.barlow_twins_loss`; removed in the next release.
         eps: added to the variance before the square root (0 in the official code: a constant feature
             gives NaN, as there).
         algorithm: ``"cross"`` (D×D), ``"gram"`` (N×N) or ``"auto"`` (``gram`` when N < D).
@@ -134,10 +130,12 @@ def cca_ssg_loss(z1: torch.Tensor, z2: torch.Tensor, **options) -> torch.Tensor:
             gathers the rows of all ranks) or each rank's own, as in :func:`redundancy.barlow_twins_loss`.
 
     Returns:
-        :class:`CCASSGTerms` ``(loss, invariance, decorrelation)``: 0-dim tensors, float64 for float64 inputs and
-        float32 otherwise, ``loss = invariance + lambd * decorrelation``.
+        The loss, a 0-dim tensor, float64 for float64 inputs and float32 otherwise; :func:`cca_ssg_terms` gives
+        its terms too.
 
     Example:
+        >>> import torch
+        >>> from redundancy import cca_ssg_loss, cca_ssg_terms
         >>> z = torch.randn(64, 8)
         >>> cca_ssg_loss(z, z) < cca_ssg_loss(z, torch.randn(64, 8))
         tensor(True)
@@ -145,4 +143,89 @@ def cca_ssg_loss(z1: torch.Tensor, z2: torch.Tensor, **options) -> torch.Tensor:
         >>> torch.allclose(terms.loss, terms.invariance + 0.5 * terms.decorrelation)
         True
     """
-    return CCA_SSG.run((z1, z2), options).loss
+    return cca_ssg_terms(
+        z1, z2, lambd=lambd, correction=correction, standardize=standardize, eps=eps, algorithm=algorithm,
+        distributed=distributed, gradient_convention=gradient_convention, group=group,
+    ).loss  # fmt: skip
+
+
+def cca_ssg_terms(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    *,
+    lambd: float = 1e-3,
+    correction: Correction = 1,
+    standardize: bool = True,
+    eps: float = 0.0,
+    algorithm: Algorithm = "auto",
+    distributed: Distributed = "global",
+    gradient_convention: GradientConvention = "global",
+    group: ProcessGroup | None = None,
+) -> CCASSGTerms:
+    """The CCA-SSG loss together with its invariance and decorrelation terms, for logging.
+
+    Takes the arguments of :func:`cca_ssg_loss`; ``terms.loss`` is exactly what that returns.
+
+    Returns:
+        :class:`CCASSGTerms` ``(loss, invariance, decorrelation)``, each a 0-dim tensor with gradients.
+
+    Example:
+        >>> import torch
+        >>> from redundancy import cca_ssg_loss, cca_ssg_terms
+        >>> z1, z2 = torch.randn(32, 8), torch.randn(32, 8)
+        >>> torch.equal(cca_ssg_terms(z1, z2).loss, cca_ssg_loss(z1, z2))
+        True
+    """
+    call = CCA_SSG.open(
+        (z1, z2),
+        dict(
+            lambd=lambd, correction=correction, standardize=standardize, eps=eps, algorithm=algorithm,
+            distributed=distributed, gradient_convention=gradient_convention, group=group,
+        ),
+    )  # fmt: skip
+    return call.finish(_cca_ssg_terms(call.options, call.batch, *call.inputs))
+
+
+class CCASSGLoss(LossModule):
+    r"""The CCA-SSG loss as a module; ``forward(z1, z2)`` is :func:`redundancy.cca_ssg_loss`.
+
+    Example:
+        >>> import torch
+        >>> from redundancy import CCASSGLoss
+        >>> criterion = CCASSGLoss(lambd=5e-4)
+        >>> z1, z2 = torch.randn(64, 16, requires_grad=True), torch.randn(64, 16)
+        >>> criterion(z1, z2).backward()
+    """
+
+    loss = CCA_SSG
+
+    def __init__(
+        self,
+        *,
+        lambd: float = 1e-3,
+        correction: Correction = 1,
+        standardize: bool = True,
+        eps: float = 0.0,
+        algorithm: Algorithm = "auto",
+        distributed: Distributed = "global",
+        gradient_convention: GradientConvention = "global",
+        group: ProcessGroup | None = None,
+    ) -> None:
+        super().__init__()
+        self.lambd = lambd
+        self.correction = correction
+        self.standardize = standardize
+        self.eps = eps
+        self.algorithm = algorithm
+        self.distributed = distributed
+        self.gradient_convention = gradient_convention
+        self.group = group
+        self.check()
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """The loss of :func:`redundancy.cca_ssg_loss` with this module's options."""
+        return cca_ssg_loss(z1, z2, **self.options)
+
+    def terms(self, z1: torch.Tensor, z2: torch.Tensor) -> CCASSGTerms:
+        """The loss with its terms, as :func:`redundancy.cca_ssg_terms` returns them."""
+        return cca_ssg_terms(z1, z2, **self.options)

@@ -15,7 +15,7 @@ with four-block symmetric products). ``algorithm="auto"`` uses the crossover mea
 gram at N/D = 0.625, 0.75, 1.0 and 1.0 for D = 128, 512, 2048 and 4096, with the two within 5% of each other from
 0.75 to 0.875 at D ≥ 2048, where the choice matters most: :data:`GRAM_CROSSOVER` = 0.875.
 
-Under ``torch.distributed`` (:mod:`redundancy.distributed`) the global-batch loss also moves data between the W
+Under ``torch.distributed`` (``redundancy._batch``) the global-batch loss also moves data between the W
 ranks of the process group. :func:`communication_bytes` counts the bytes each rank sends per training step
 (forward and backward) with bandwidth-optimal ring collectives, in which a rank sends as much as it receives:
 
@@ -23,8 +23,8 @@ ranks of the process group. :func:`communication_bytes` counts the bytes each ra
 - a ring all-gather of a chunk of m elements per rank sends ``(W-1)·m`` elements per rank.
 
 Common to both strategies: the header of every call (error flag, call counter, shapes, dtype and the options that
-every rank must share), an all-gather of :data:`redundancy.distributed.HEADER_SIZE` float64 values per rank.
-Unless ``normalization="none"``, also the per-rank mean and centred sum of squares of each view, an all-gather
+every rank must share), an all-gather of ``HEADER_SIZE`` (32) float64 values per rank.
+Unless ``standardize=False``, also the per-rank mean and centred sum of squares of each view, an all-gather
 of 2·D elements per view, and in backward the sums over the batch that the standardization's backward needs.
 Then:
 
@@ -44,7 +44,7 @@ import math
 
 import torch
 
-from redundancy import distributed
+from redundancy._exchange import HEADER_SIZE
 from redundancy._ops.autocorrelation import off_diagonal_energy_flops
 from redundancy._ops.cross import cross_correlation_terms_flops
 from redundancy._ops.feature_shards import terms_algorithm
@@ -144,7 +144,7 @@ def communication_bytes(
     world_size: int,
     dtype: torch.dtype = torch.float32,
     *,
-    normalization: str = "batchnorm",
+    standardize: bool = True,
 ) -> int:
     """Bytes each rank sends (and receives) per training step for the global-batch Barlow Twins loss.
 
@@ -158,7 +158,7 @@ def communication_bytes(
         world_size: number of ranks W in the process group.
         dtype: dtype of the embeddings; communication happens in the compute dtype (float32 for float32, float16
             and bfloat16 inputs, float64 for float64 inputs).
-        normalization: ``"none"`` skips the statistics of the standardization; any other value counts them.
+        standardize: ``False`` (views used as they are) skips the statistics of the standardization.
 
     Returns:
         The number of bytes.
@@ -176,8 +176,8 @@ def communication_bytes(
     w = world_size
     if w == 1:
         return 0
-    total = (w - 1) * distributed.HEADER_SIZE * 8  # the header of every rank (float64)
-    if normalization != "none":
+    total = (w - 1) * HEADER_SIZE * 8  # the header of every rank (float64)
+    if standardize:
         statistics = 2 * (w - 1) * 2 * d  # mean and centred sum of squares, both views
         sums = 1 if strategy == "all_reduce" else 2  # Σ dA ⊙ A, and Σ dA where the op does not know it is 0
         backward = 2 * math.ceil(2 * (w - 1) * sums * d / w)  # both views
@@ -285,6 +285,8 @@ def choose_multiview_strategy(
         >>> choose_multiview_strategy(256, 8192, 8, 4), choose_multiview_strategy(65536, 128, 8, 4)
         ('all_gather', 'all_reduce')
     """
+    if views == 2:  # the two-view loss
+        return choose_strategy(global_n, d, world_size, dtype, algorithm=algorithm)
     if algorithm == "gram":
         return "all_gather"
     _check_shape_counts(global_n, d, world_size)
@@ -333,7 +335,7 @@ def feature_parallel_bytes(
     the features (``feature_group=``, a column-parallel projector); each rank holds ``ceil(N/R)`` rows of
     ``ceil(D/F)`` columns. Forward and backward together, with ring collectives:
 
-    - the header of each call, an all-gather of :data:`redundancy.distributed.HEADER_SIZE` float64 values over
+    - the header of each call, an all-gather of ``HEADER_SIZE`` (32) float64 values over
       the row group and over the feature group, and on a grid of both one float64 error flag more over the row
       group (what the feature group found, passed on to the other rows);
     - the rows: one all-gather of both views' blocks over the row group, ``(R-1)·2·ceil(N/R)·ceil(D/F)``
@@ -376,7 +378,7 @@ def feature_parallel_bytes(
     if f == 1 and loss == "barlow_twins":  # the data-parallel loss (standardization statistics, a chosen strategy)
         return communication_bytes(choose_strategy(n, d, r, dtype, algorithm=algorithm), n, d, r, dtype)
     columns = math.ceil(d / f)
-    header = ((r - 1) + (f - 1)) * distributed.HEADER_SIZE * 8
+    header = ((r - 1) + (f - 1)) * HEADER_SIZE * 8
     if r > 1 and f > 1:
         header += (r - 1) * 8  # the error flag of the feature group's exchange, over the row group
     elements = (r - 1) * 2 * math.ceil(n / r) * columns

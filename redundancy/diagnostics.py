@@ -10,18 +10,21 @@ from typing import NamedTuple
 import torch
 
 from redundancy import cost
-from redundancy._deprecated import NORMALIZATION, accepts_deprecated
+from redundancy._frame import Correction
 from redundancy._ops import cross_correlation_terms, gram_terms
 from redundancy._ops._autocast import no_autocast
+from redundancy._ops.standardize import standardization_of
+from redundancy._ops.standardize import standardize as standardize_columns
 from redundancy._validation import (
     check_bool,
     check_correction,
     check_embedding,
     check_real,
     check_same_batch,
+    check_standardization,
     compute_dtype,
 )
-from redundancy.functional import checked_standardization, cross_correlation, standardize_view
+from redundancy.correlation import cross_correlation
 
 __all__ = ["CrossCorrelationSummary", "cross_correlation_summary", "effective_rank", "feature_std"]
 
@@ -84,7 +87,7 @@ def effective_rank(z: torch.Tensor, *, eps: float = 1e-7) -> torch.Tensor:
 
 
 @torch.no_grad()
-def feature_std(z: torch.Tensor, *, correction: int = 1, normalize: bool = False) -> torch.Tensor:
+def feature_std(z: torch.Tensor, *, correction: Correction = 1, normalize: bool = False) -> torch.Tensor:
     r"""The standard deviation of each feature over the batch, a D-vector (dimensional collapse shows as zeros).
 
     With ``normalize=True`` each row is first scaled to unit L2 norm, the SimSiam collapse indicator (Chen & He,
@@ -112,13 +115,12 @@ def feature_std(z: torch.Tensor, *, correction: int = 1, normalize: bool = False
         return z.std(dim=0, correction=correction)
 
 
-@accepts_deprecated(NORMALIZATION)
 @torch.no_grad()
 def cross_correlation_summary(
     z1: torch.Tensor,
     z2: torch.Tensor,
     *,
-    correction: int = 0,
+    correction: Correction = 0,
     standardize: bool = True,
     eps: float = 1e-5,
     return_matrix: bool = False,
@@ -141,8 +143,6 @@ def cross_correlation_summary(
         standardize: ``False`` uses the views as they are.
         eps: added to the variance before the square root.
         return_matrix: also return C (D×D).
-        normalization: *deprecated* alias of ``correction`` and ``standardize``, as in
-            :func:`redundancy.barlow_twins_loss`; removed in the next release.
 
     Returns:
         :class:`CrossCorrelationSummary` ``(mean_diagonal, off_diagonal_rms, matrix)``, without gradients.
@@ -153,7 +153,8 @@ def cross_correlation_summary(
         >>> round(summary.mean_diagonal.item(), 3), summary.off_diagonal_rms.item() < 0.1, summary.matrix
         (1.0, True, None)
     """
-    standardization = checked_standardization(standardize, correction, eps)
+    check_standardization(standardize, correction, eps)
+    standardization = standardization_of(standardize=standardize, correction=correction, eps=eps)
     check_bool("return_matrix", return_matrix)
     check_embedding("z1", z1)
     check_embedding("z2", z2)
@@ -169,8 +170,9 @@ def cross_correlation_summary(
         matrix = None
         dtype = compute_dtype(z1, z2)
         with no_autocast(z1.device):
-            a = standardize_view(z1.detach().to(dtype), standardization)
-            b = standardize_view(z2.detach().to(dtype), standardization)
+            a, b = z1.detach().to(dtype), z2.detach().to(dtype)
+            if standardization is not None:
+                a, b = standardize_columns(a, standardization), standardize_columns(b, standardization)
             compute_terms = gram_terms if cost.choose_algorithm(n, d) == "gram" else cross_correlation_terms
             _, off_diagonal_sq = compute_terms(a, b, target=0.0)
             mean_diagonal = torch.linalg.vecdot(a, b, dim=0).mean() / n

@@ -15,84 +15,103 @@ the global batch the permutation is block-diagonal: row ``i`` of rank ``r`` is m
 rank.
 """
 
+import dataclasses
+
 import torch
 
 from redundancy import cost
-from redundancy._deprecated import NORMALIZATION
-from redundancy._loss import (
-    ALGORITHMS,
+from redundancy._batch import GlobalBatch, ProcessGroup
+from redundancy._exchange import Shared, as_number
+from redundancy._frame import (
+    NONNEGATIVE,
+    Algorithm,
+    Correction,
+    Distributed,
+    GradientConvention,
     Loss,
+    LossModule,
     Options,
-    check_views,
-    choice_option,
-    correction_option,
-    flag_option,
-    option,
-    options_dataclass,
-    real,
-    takes_options_of,
+    Views,
 )
 from redundancy._ops import cross_product_energy
-from redundancy._validation import check_embedding, check_real
-from redundancy.functional import standardization_of_options, standardize_view
+from redundancy._ops.standardize import standardization_of, standardize
+from redundancy._validation import check_real
 
-__all__ = ["mixed_barlow_twins_regularizer"]
+__all__ = ["MixedBarlowTwinsRegularizer", "mixed_barlow_twins_regularizer"]
 
 
-@options_dataclass
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class MixedBarlowTwinsOptions(Options):
     """The options of :func:`mixed_barlow_twins_regularizer` (documented there), declared once."""
 
-    lambd: float = option(0.005, real(nonnegative=True))
-    scale: float = option(5.0, real(nonnegative=True))
-    correction: int = correction_option(1)
-    standardize: bool = flag_option(True)
-    eps: float = option(0.0, real(nonnegative=True))
-    algorithm: str = choice_option("auto", ALGORITHMS)
+    lambd: float = dataclasses.field(default=0.005, metadata=NONNEGATIVE)
+    scale: float = dataclasses.field(default=5.0, metadata=NONNEGATIVE)
+    correction: Correction = 1
+    standardize: bool = True
+    eps: float = dataclasses.field(default=0.0, metadata=NONNEGATIVE)
+    algorithm: Algorithm = "auto"
+    distributed: Distributed = "global"
+    gradient_convention: GradientConvention = "global"
+    group: ProcessGroup | None = None
 
-    aliases = (NORMALIZATION,)
 
+class MixingInputs(Views):
+    """The views ``z1, z2, z_mixed`` and how they were mixed: ``permutation`` (this rank's own rows) and ``alpha``,
+    which every rank must pass alike."""
 
-def _check_inputs(names: tuple[str, ...], inputs: tuple, min_rows: int) -> None:
-    z1, z2, z_mixed, permutation, alpha = inputs
-    check_views(("z1", "z2"), (z1, z2), min_rows=min_rows)
-    check_embedding("z_mixed", z_mixed, min_rows=min_rows)
-    if z_mixed.shape != z1.shape:
-        raise ValueError(
-            f"z_mixed must have the shape of z1, got z_mixed {tuple(z_mixed.shape)} and z1 {tuple(z1.shape)}"
-        )
-    if z_mixed.device != z1.device:
-        raise ValueError(f"z_mixed must be on the device of z1, got {z_mixed.device} and {z1.device}")
-    if not isinstance(permutation, torch.Tensor) or permutation.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"permutation must be an int64 or int32 torch.Tensor, got {permutation!r:.80}")
-    if permutation.shape != (z1.shape[0],):
-        raise ValueError(
-            f"permutation must have shape ({z1.shape[0]},) (one index per row), got {tuple(permutation.shape)}"
-        )
-    if permutation.device != z1.device:
-        raise ValueError(f"permutation must be on the device of z1, got {permutation.device} and {z1.device}")
-    if not torch.compiler.is_compiling():  # a host read: checked eagerly only
-        rows = z1.shape[0]
-        if not torch.equal(permutation.sort().values, torch.arange(rows, device=permutation.device)):
+    def __init__(self) -> None:
+        super().__init__("z1", "z2", "z_mixed", extra=("permutation", "alpha"))
+
+    def check_extra(self, views: tuple[torch.Tensor, ...], extra: tuple) -> tuple[Shared, ...]:
+        z1 = views[0]
+        permutation, alpha = extra
+        if not isinstance(permutation, torch.Tensor) or permutation.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"permutation must be an int64 or int32 torch.Tensor, got {permutation!r:.80}")
+        if permutation.shape != (z1.shape[0],):
             raise ValueError(
-                f"permutation must be a permutation of 0..{rows - 1} (this rank's own rows), got {permutation!r:.120}"
+                f"permutation must have shape ({z1.shape[0]},) (one index per row), got {tuple(permutation.shape)}"
             )
-    check_real("alpha", alpha, nonnegative=True)
-    if not alpha <= 1:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+        if permutation.device != z1.device:
+            raise ValueError(f"permutation must be on the device of z1, got {permutation.device} and {z1.device}")
+        if not torch.compiler.is_compiling():  # a host read: checked eagerly only
+            rows = z1.shape[0]
+            if not torch.equal(permutation.sort().values, torch.arange(rows, device=permutation.device)):
+                raise ValueError(
+                    f"permutation must be a permutation of 0..{rows - 1} (this rank's own rows), got "
+                    f"{permutation!r:.120}"
+                )
+        check_real("alpha", alpha, nonnegative=True)
+        if not alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+        return (Shared("alpha", float(alpha), as_number),)
 
 
-def _mixed_barlow_twins(options: MixedBarlowTwinsOptions, batch, z1, z2, z_mixed, permutation, alpha):
+MIXED_BARLOW_TWINS = Loss("mixed_barlow_twins_regularizer", MixedBarlowTwinsOptions, MixingInputs())
+
+
+def _mixed_barlow_twins(
+    options: MixedBarlowTwinsOptions,
+    batch: GlobalBatch,
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    z_mixed: torch.Tensor,
+    permutation: torch.Tensor,
+    alpha: float,
+) -> torch.Tensor:
     views = [z.to(batch.dtype) for z in (z1, z2, z_mixed)]
     if batch.world_size > 1:
         # z2[π] before the gather: each rank permutes its own rows, so the gathered rows are z2[π] of the global
         # batch for the block-diagonal π, and they standardize like z2 (the same rows, reordered).
         views.append(views[1][permutation])
-    views = batch.gather(*views)
+    views = list(batch.gather(*views))
     n, d = views[0].shape
     algorithm = cost.choose_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
-    standardization = standardization_of_options(options)
-    a, b, m, *permuted = (standardize_view(view, standardization) for view in views)
+    standardization = standardization_of(
+        standardize=options.standardize, correction=options.correction, eps=options.eps
+    )
+    if standardization is not None:
+        views = [standardize(view, standardization) for view in views]
+    a, b, m, *permuted = views
     b_permuted = permuted[0] if permuted else b[permutation]
     residual = m - a * alpha - b_permuted * (1.0 - alpha)
     energy = cross_product_energy(residual, a, algorithm=algorithm) + cross_product_energy(
@@ -101,20 +120,22 @@ def _mixed_barlow_twins(options: MixedBarlowTwinsOptions, batch, z1, z2, z_mixed
     return energy * (options.scale * options.lambd / (n * n))
 
 
-MIXED_BARLOW_TWINS = Loss(
-    "mixed_barlow_twins_regularizer",
-    MixedBarlowTwinsOptions,
-    ("z1", "z2", "z_mixed"),
-    _mixed_barlow_twins,
-    extra=("permutation", "alpha"),
-    check_inputs=_check_inputs,
-    shared_inputs=("alpha",),
-)
-
-
-@takes_options_of(MIXED_BARLOW_TWINS)
 def mixed_barlow_twins_regularizer(
-    z1: torch.Tensor, z2: torch.Tensor, z_mixed: torch.Tensor, permutation: torch.Tensor, alpha: float, **options
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    z_mixed: torch.Tensor,
+    permutation: torch.Tensor,
+    alpha: float,
+    *,
+    lambd: float = 0.005,
+    scale: float = 5.0,
+    correction: Correction = 1,
+    standardize: bool = True,
+    eps: float = 0.0,
+    algorithm: Algorithm = "auto",
+    distributed: Distributed = "global",
+    gradient_convention: GradientConvention = "global",
+    group: ProcessGroup | None = None,
 ) -> torch.Tensor:
     r"""The Mixed Barlow Twins regularizer (Bandara et al., 2023), added to the Barlow Twins loss.
 
@@ -144,8 +165,6 @@ def mixed_barlow_twins_regularizer(
         correction: the variance divisor ``N - correction`` of the standardization: ``1`` (unbiased, mix-bt)
             or ``0`` (biased, as ``BatchNorm1d``).
         standardize: standardize each view (``True``) or use the inputs as they are (``False``).
-        normalization: *deprecated* alias of ``correction`` and ``standardize``, as in
-            :func:`redundancy.barlow_twins_loss`; removed in the next release.
         eps: added to the variance before the square root.
         algorithm: ``"cross"`` (D×D), ``"gram"`` (N×N) or ``"auto"`` (``gram`` when N < ``GRAM_CROSSOVER``·D).
         distributed, gradient_convention, group: the batch of all ranks under ``torch.distributed`` (every rank
@@ -156,10 +175,65 @@ def mixed_barlow_twins_regularizer(
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise.
 
     Example:
+        >>> import torch
+        >>> from redundancy import mixed_barlow_twins_regularizer
         >>> z1, z2 = torch.randn(16, 8), torch.randn(16, 8)
         >>> permutation, alpha = torch.randperm(16), 0.3
         >>> z_mixed = alpha * z1 + (1 - alpha) * z2[permutation]  # a linear encoder: the regularizer is 0
         >>> mixed_barlow_twins_regularizer(z1, z2, z_mixed, permutation, alpha, standardize=False).abs() < 1e-6
         tensor(True)
     """
-    return MIXED_BARLOW_TWINS.run((z1, z2, z_mixed, permutation, alpha), options)
+    call = MIXED_BARLOW_TWINS.open(
+        (z1, z2, z_mixed, permutation, alpha),
+        dict(
+            lambd=lambd, scale=scale, correction=correction, standardize=standardize, eps=eps, algorithm=algorithm,
+            distributed=distributed, gradient_convention=gradient_convention, group=group,
+        ),
+    )  # fmt: skip
+    return call.finish(_mixed_barlow_twins(call.options, call.batch, *call.inputs))
+
+
+class MixedBarlowTwinsRegularizer(LossModule):
+    r"""The Mixed Barlow Twins regularizer as a module; ``forward(z1, z2, z_mixed, permutation, alpha)`` is
+    :func:`redundancy.mixed_barlow_twins_regularizer`.
+
+    Example:
+        >>> import torch
+        >>> from redundancy import MixedBarlowTwinsRegularizer
+        >>> regularizer = MixedBarlowTwinsRegularizer(lambd=1 / 128)
+        >>> z1, z2, z_mixed = torch.randn(16, 8), torch.randn(16, 8), torch.randn(16, 8, requires_grad=True)
+        >>> regularizer(z1, z2, z_mixed, torch.randperm(16), 0.4).backward()
+    """
+
+    loss = MIXED_BARLOW_TWINS
+
+    def __init__(
+        self,
+        *,
+        lambd: float = 0.005,
+        scale: float = 5.0,
+        correction: Correction = 1,
+        standardize: bool = True,
+        eps: float = 0.0,
+        algorithm: Algorithm = "auto",
+        distributed: Distributed = "global",
+        gradient_convention: GradientConvention = "global",
+        group: ProcessGroup | None = None,
+    ) -> None:
+        super().__init__()
+        self.lambd = lambd
+        self.scale = scale
+        self.correction = correction
+        self.standardize = standardize
+        self.eps = eps
+        self.algorithm = algorithm
+        self.distributed = distributed
+        self.gradient_convention = gradient_convention
+        self.group = group
+        self.check()
+
+    def forward(
+        self, z1: torch.Tensor, z2: torch.Tensor, z_mixed: torch.Tensor, permutation: torch.Tensor, alpha: float
+    ) -> torch.Tensor:
+        """The regularizer of :func:`redundancy.mixed_barlow_twins_regularizer` with this module's options."""
+        return mixed_barlow_twins_regularizer(z1, z2, z_mixed, permutation, alpha, **self.options)

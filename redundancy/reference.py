@@ -10,9 +10,9 @@ The rest of the family is transcribed the same way from the published formulas: 
 regularizers, losses and diagnostics from their papers, each cited beside its function.
 """
 
-import torch
+from typing import Literal
 
-from redundancy._deprecated import NORMALIZATION, accepts_deprecated
+import torch
 
 __all__ = [
     "barlow_twins_loss_reference",
@@ -30,12 +30,11 @@ __all__ = [
 ]
 
 
-@accepts_deprecated(NORMALIZATION)
 def batch_standardize_reference(
     z: torch.Tensor, *, correction: int = 0, standardize: bool = True, eps: float = 1e-5
 ) -> torch.Tensor:
     """``(z - mean) / sqrt(var + eps)`` per column, the variance divided by ``N - correction``; ``z`` itself when
-    ``standardize=False``. (``normalization=`` is a deprecated alias of ``correction`` and ``standardize``.)
+    ``standardize=False``.
 
     Example:
         >>> z = torch.randn(16, 4, dtype=torch.float64)
@@ -48,7 +47,6 @@ def batch_standardize_reference(
     return (z - z.mean(dim=0)) / torch.sqrt(z.var(dim=0, correction=correction) + eps)
 
 
-@accepts_deprecated(NORMALIZATION)
 def barlow_twins_terms_reference(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -83,12 +81,11 @@ def barlow_twins_terms_reference(
     return invariance, redundancy
 
 
-@accepts_deprecated(NORMALIZATION)
 def barlow_twins_loss_reference(
     z1: torch.Tensor,
     z2: torch.Tensor,
     *,
-    lambd: float | str = 0.0051,
+    lambd: float | Literal["auto"] = 0.0051,
     scale: float = 1.0,
     eps: float = 1e-5,
     correction: int = 0,
@@ -106,8 +103,7 @@ def barlow_twins_loss_reference(
         >>> torch.allclose(barlow_twins_loss_reference(z1, z2), redundancy.barlow_twins_loss(z1, z2), rtol=1e-12)
         True
     """
-    if lambd == "auto":
-        lambd = 1.0 / z1.shape[1]
+    weight = 1.0 / z1.shape[1] if lambd == "auto" else lambd
     invariance, redundancy = barlow_twins_terms_reference(
         z1,
         z2,
@@ -117,7 +113,7 @@ def barlow_twins_loss_reference(
         off_diagonal_target=off_diagonal_target,
         upcast=upcast,
     )
-    return scale * (invariance + lambd * redundancy)
+    return scale * (invariance + weight * redundancy)
 
 
 def _off_diagonal_entries(matrix: torch.Tensor) -> torch.Tensor:
@@ -208,7 +204,6 @@ def effective_rank_reference(z: torch.Tensor, *, eps: float = 1e-7) -> torch.Ten
     return torch.exp(torch.special.entr(p).sum())  # entr(p) = -p log p, 0 at p = 0
 
 
-@accepts_deprecated(NORMALIZATION)
 def cross_correlation_summary_reference(
     z1: torch.Tensor, z2: torch.Tensor, *, correction: int = 0, standardize: bool = True, eps: float = 1e-5
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -260,7 +255,6 @@ def total_coding_rate_reference(z: torch.Tensor, *, eps: float = 0.2, upcast: bo
     return 0.5 * torch.logdet(identity + d / (n * eps) * z.T @ z)
 
 
-@accepts_deprecated(NORMALIZATION)
 def mixed_barlow_twins_regularizer_reference(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -300,7 +294,6 @@ def mixed_barlow_twins_regularizer_reference(
     return scale * lambd * ((cc_m_1 - cc_m_1_target).pow(2).sum() + (cc_m_2 - cc_m_2_target).pow(2).sum())
 
 
-@accepts_deprecated(NORMALIZATION)
 def cca_ssg_loss_reference(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -356,3 +349,65 @@ def spectral_contrastive_loss_reference(
     square = (z1 @ z2.T) ** 2
     part2 = torch.mean(torch.triu(square, diagonal=1) + torch.tril(square, diagonal=-1)) * n / (n - 1)
     return (part1 + part2) / mu
+
+
+def vicreg_variance_loss_reference(
+    z: torch.Tensor, *, gamma: float = 1.0, eps: float = 1e-4, correction: int = 1, upcast: bool = False
+) -> torch.Tensor:
+    """``mean(relu(gamma - sqrt(var + eps)))`` of one view, the variance divided by ``N - correction``.
+
+    Example:
+        >>> import redundancy
+        >>> z = torch.randn(32, 16, dtype=torch.float64)
+        >>> torch.allclose(vicreg_variance_loss_reference(z), redundancy.vicreg_variance_loss(z), rtol=1e-12)
+        True
+    """
+    if upcast:
+        z = z.double()
+    return torch.relu(gamma - torch.sqrt(z.var(dim=0, correction=correction) + eps)).mean()
+
+
+def vicreg_covariance_loss_reference(z: torch.Tensor, *, correction: int = 1, upcast: bool = False) -> torch.Tensor:
+    """``Σ_{i≠j} cov_ij² / D`` of one view, ``cov = xᵀx / (N - correction)`` of the centred ``x``.
+
+    Example:
+        >>> import redundancy
+        >>> z = torch.randn(32, 16, dtype=torch.float64)
+        >>> torch.allclose(vicreg_covariance_loss_reference(z), redundancy.vicreg_covariance_loss(z), rtol=1e-12)
+        True
+    """
+    if upcast:
+        z = z.double()
+    x = z - z.mean(dim=0)
+    cov = (x.T @ x) / (z.shape[0] - correction)
+    return _off_diagonal_entries(cov).pow(2).sum() / z.shape[1]
+
+
+def _pairs(views) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    views = list(views.unbind(0)) if isinstance(views, torch.Tensor) else list(views)
+    return [(views[u], views[v]) for u in range(len(views)) for v in range(u + 1, len(views))]
+
+
+def multiview_barlow_twins_loss_reference(views, **options) -> torch.Tensor:
+    """The mean over the pairs ``u < v`` of :func:`barlow_twins_loss_reference` (same options), one pair at a time.
+
+    Example:
+        >>> import redundancy
+        >>> views = torch.randn(3, 32, 16, dtype=torch.float64)
+        >>> expected = multiview_barlow_twins_loss_reference(views)
+        >>> torch.allclose(expected, redundancy.multiview_barlow_twins_loss(views), rtol=1e-12)
+        True
+    """
+    return torch.stack([barlow_twins_loss_reference(a, b, **options) for a, b in _pairs(views)]).mean()
+
+
+def multiview_vicreg_loss_reference(views, **options) -> torch.Tensor:
+    """The mean over the pairs ``u < v`` of :func:`vicreg_loss_reference` (same options), one pair at a time.
+
+    Example:
+        >>> import redundancy
+        >>> views = torch.randn(3, 32, 16, dtype=torch.float64)
+        >>> torch.allclose(multiview_vicreg_loss_reference(views), redundancy.multiview_vicreg_loss(views), rtol=1e-12)
+        True
+    """
+    return torch.stack([vicreg_loss_reference(a, b, **options) for a, b in _pairs(views)]).mean()

@@ -8,54 +8,64 @@ smaller. VICReg's own variance and covariance terms are :func:`redundancy.vicreg
 of all ranks, as :func:`redundancy.vicreg_loss` is.
 """
 
+import dataclasses
+
 import torch
 
 from redundancy import cost
-from redundancy._loss import ALGORITHMS, Loss, Options, choice_option, option, options_dataclass, real, takes_options_of
+from redundancy._batch import ProcessGroup
+from redundancy._frame import (
+    POSITIVE,
+    Algorithm,
+    Correction,
+    Distributed,
+    GradientConvention,
+    Loss,
+    LossModule,
+    Options,
+    Views,
+)
 from redundancy._ops import half_logdet_identity_plus_gram, off_diagonal_energy
-from redundancy.vicreg import center, correction_option
+from redundancy._ops.standardize import center
 
-__all__ = ["decov_loss", "total_coding_rate"]
+__all__ = ["DeCovLoss", "TotalCodingRate", "decov_loss", "total_coding_rate"]
 
 
-@options_dataclass
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class DeCovOptions(Options):
     """The options of :func:`decov_loss`."""
 
-    correction: int = correction_option(0)
-    algorithm: str = choice_option("auto", ALGORITHMS)
+    correction: Correction = 0
+    algorithm: Algorithm = "auto"
+    distributed: Distributed = "global"
+    gradient_convention: GradientConvention = "global"
+    group: ProcessGroup | None = None
 
 
-@options_dataclass
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TotalCodingRateOptions(Options):
     """The options of :func:`total_coding_rate`."""
 
-    eps: float = option(0.2, real(positive=True))
-    algorithm: str = choice_option("auto", ALGORITHMS)
+    eps: float = dataclasses.field(default=0.2, metadata=POSITIVE)
+    algorithm: Algorithm = "auto"
+    distributed: Distributed = "global"
+    gradient_convention: GradientConvention = "global"
+    group: ProcessGroup | None = None
 
 
-def _decov(options: DeCovOptions, batch, h: torch.Tensor) -> torch.Tensor:
-    (h,) = batch.gather(h.to(batch.dtype))
-    n, d = h.shape
-    algorithm = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
-    energy = off_diagonal_energy(center(h), algorithm=algorithm)
-    divisor = n - options.correction  # an int (no float(): it would fix the batch size of a compiled graph)
-    return energy / (2 * divisor * divisor)
+DECOV = Loss("decov_loss", DeCovOptions, Views("h"))
+TOTAL_CODING_RATE = Loss("total_coding_rate", TotalCodingRateOptions, Views("z"), min_rows=1)
 
 
-def _total_coding_rate(options: TotalCodingRateOptions, batch, z: torch.Tensor) -> torch.Tensor:
-    (z,) = batch.gather(z.to(batch.dtype))
-    n, d = z.shape
-    algorithm = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
-    return half_logdet_identity_plus_gram(z, alpha=d / (n * options.eps), algorithm=algorithm)
-
-
-DECOV = Loss("decov_loss", DeCovOptions, ("h",), _decov)
-TOTAL_CODING_RATE = Loss("total_coding_rate", TotalCodingRateOptions, ("z",), _total_coding_rate, min_rows=1)
-
-
-@takes_options_of(DECOV)
-def decov_loss(h: torch.Tensor, **options) -> torch.Tensor:
+def decov_loss(
+    h: torch.Tensor,
+    *,
+    correction: Correction = 0,
+    algorithm: Algorithm = "auto",
+    distributed: Distributed = "global",
+    gradient_convention: GradientConvention = "global",
+    group: ProcessGroup | None = None,
+) -> torch.Tensor:
     r"""DeCov (Cogswell et al., 2016): half the off-diagonal energy of the activations' batch covariance.
 
     .. math::
@@ -77,15 +87,35 @@ def decov_loss(h: torch.Tensor, **options) -> torch.Tensor:
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise.
 
     Example:
+        >>> import torch
+        >>> from redundancy import decov_loss
         >>> h = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])  # two perfectly correlated units, variance 1
         >>> decov_loss(h)
         tensor(1.)
     """
-    return DECOV.run((h,), options)
+    call = DECOV.open(
+        (h,),
+        dict(correction=correction, algorithm=algorithm, distributed=distributed,
+             gradient_convention=gradient_convention, group=group),
+    )  # fmt: skip
+    options, batch = call.options, call.batch
+    (h,) = batch.gather(call.inputs[0].to(batch.dtype))
+    n, d = h.shape
+    chosen = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
+    energy = off_diagonal_energy(center(h), algorithm=chosen)
+    divisor = n - options.correction  # an int (no float(): it would fix the batch size of a compiled graph)
+    return call.finish(energy / (2 * divisor * divisor))
 
 
-@takes_options_of(TOTAL_CODING_RATE)
-def total_coding_rate(z: torch.Tensor, **options) -> torch.Tensor:
+def total_coding_rate(
+    z: torch.Tensor,
+    *,
+    eps: float = 0.2,
+    algorithm: Algorithm = "auto",
+    distributed: Distributed = "global",
+    gradient_convention: GradientConvention = "global",
+    group: ProcessGroup | None = None,
+) -> torch.Tensor:
     r"""The total coding rate of a batch of embeddings (Ma et al., 2007; Yu et al., 2020; EMP-SSL, Tong et al., 2023).
 
     .. math::
@@ -110,9 +140,90 @@ def total_coding_rate(z: torch.Tensor, **options) -> torch.Tensor:
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise.
 
     Example:
+        >>> import torch
+        >>> from redundancy import total_coding_rate
         >>> z = torch.nn.functional.normalize(torch.randn(32, 128), dim=1)
         >>> loss = -total_coding_rate(z)
         >>> loss.shape
         torch.Size([])
     """
-    return TOTAL_CODING_RATE.run((z,), options)
+    call = TOTAL_CODING_RATE.open(
+        (z,),
+        dict(eps=eps, algorithm=algorithm, distributed=distributed, gradient_convention=gradient_convention,
+             group=group),
+    )  # fmt: skip
+    options, batch = call.options, call.batch
+    (z,) = batch.gather(call.inputs[0].to(batch.dtype))
+    n, d = z.shape
+    chosen = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
+    return call.finish(half_logdet_identity_plus_gram(z, alpha=d / (n * options.eps), algorithm=chosen))
+
+
+class DeCovLoss(LossModule):
+    r"""DeCov as a module; ``forward(h)`` is :func:`redundancy.decov_loss`.
+
+    Example:
+        >>> import torch
+        >>> from redundancy import DeCovLoss
+        >>> criterion = DeCovLoss()
+        >>> h = torch.randn(64, 32, requires_grad=True)
+        >>> criterion(h).backward()
+    """
+
+    loss = DECOV
+
+    def __init__(
+        self,
+        *,
+        correction: Correction = 0,
+        algorithm: Algorithm = "auto",
+        distributed: Distributed = "global",
+        gradient_convention: GradientConvention = "global",
+        group: ProcessGroup | None = None,
+    ) -> None:
+        super().__init__()
+        self.correction = correction
+        self.algorithm = algorithm
+        self.distributed = distributed
+        self.gradient_convention = gradient_convention
+        self.group = group
+        self.check()
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """The loss of :func:`redundancy.decov_loss` with this module's options."""
+        return decov_loss(h, **self.options)
+
+
+class TotalCodingRate(LossModule):
+    r"""The total coding rate as a module; ``forward(z)`` is :func:`redundancy.total_coding_rate` (maximize it).
+
+    Example:
+        >>> import torch
+        >>> from redundancy import TotalCodingRate
+        >>> tcr = TotalCodingRate(eps=0.2)
+        >>> z = torch.randn(64, 32, requires_grad=True)
+        >>> (-tcr(z)).backward()
+    """
+
+    loss = TOTAL_CODING_RATE
+
+    def __init__(
+        self,
+        *,
+        eps: float = 0.2,
+        algorithm: Algorithm = "auto",
+        distributed: Distributed = "global",
+        gradient_convention: GradientConvention = "global",
+        group: ProcessGroup | None = None,
+    ) -> None:
+        super().__init__()
+        self.eps = eps
+        self.algorithm = algorithm
+        self.distributed = distributed
+        self.gradient_convention = gradient_convention
+        self.group = group
+        self.check()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """The coding rate of :func:`redundancy.total_coding_rate` with this module's options."""
+        return total_coding_rate(z, **self.options)

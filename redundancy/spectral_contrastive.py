@@ -6,16 +6,32 @@ matrix of pairwise products or two D×D Gram matrices (:func:`redundancy._ops.cr
 transposed views). The defaults are those of ``jhaochenz96/spectral_contrastive_learning`` ``models/spectral.py``.
 """
 
+import dataclasses
 import math
 from typing import NamedTuple
 
 import torch
 
 from redundancy import cost
-from redundancy._loss import ALGORITHMS, Loss, Options, choice_option, option, options_dataclass, real, takes_options_of
+from redundancy._batch import GlobalBatch, ProcessGroup
+from redundancy._frame import (
+    POSITIVE,
+    Algorithm,
+    Distributed,
+    GradientConvention,
+    Loss,
+    LossModule,
+    Options,
+    Views,
+)
 from redundancy._ops import cross_product_energy
 
-__all__ = ["SpectralContrastiveTerms", "spectral_contrastive_loss", "spectral_contrastive_terms"]
+__all__ = [
+    "SpectralContrastiveLoss",
+    "SpectralContrastiveTerms",
+    "spectral_contrastive_loss",
+    "spectral_contrastive_terms",
+]
 
 
 class SpectralContrastiveTerms(NamedTuple):
@@ -24,6 +40,8 @@ class SpectralContrastiveTerms(NamedTuple):
     ``loss = (attraction + repulsion) / mu``; all three are 0-dim tensors and carry gradients.
 
     Example:
+        >>> import torch
+        >>> from redundancy import spectral_contrastive_terms
         >>> z1, z2 = torch.randn(32, 8), torch.randn(32, 8)
         >>> loss, attraction, repulsion = spectral_contrastive_terms(z1, z2, mu=2.0)
         >>> torch.allclose(loss, (attraction + repulsion) / 2.0)
@@ -38,12 +56,18 @@ class SpectralContrastiveTerms(NamedTuple):
     """``Σ_{i≠j} (z1_i · z2_j)² / (N (N - 1))``."""
 
 
-@options_dataclass
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class SpectralContrastiveOptions(Options):
     """The options of :func:`spectral_contrastive_loss` (documented there), declared once."""
 
-    mu: float = option(1.0, real(positive=True))
-    algorithm: str = choice_option("auto", ALGORITHMS)
+    mu: float = dataclasses.field(default=1.0, metadata=POSITIVE)
+    algorithm: Algorithm = "auto"
+    distributed: Distributed = "global"
+    gradient_convention: GradientConvention = "global"
+    group: ProcessGroup | None = None
+
+
+SPECTRAL_CONTRASTIVE = Loss("spectral_contrastive_loss", SpectralContrastiveOptions, Views("z1", "z2"))
 
 
 def _project_onto_ball(z: torch.Tensor, radius: float) -> torch.Tensor:
@@ -52,10 +76,12 @@ def _project_onto_ball(z: torch.Tensor, radius: float) -> torch.Tensor:
     return z * (radius / norms.clamp_min(1e-12)).clamp_max(1.0)
 
 
-def _spectral_contrastive(options: SpectralContrastiveOptions, batch, z1, z2) -> SpectralContrastiveTerms:
+def _spectral_contrastive_terms(
+    options: SpectralContrastiveOptions, batch: GlobalBatch, z1: torch.Tensor, z2: torch.Tensor
+) -> SpectralContrastiveTerms:
     z1, z2 = batch.gather(z1.to(batch.dtype), z2.to(batch.dtype))
     n, d = z1.shape
-    algorithm = options.algorithm
+    algorithm: str = options.algorithm
     if algorithm == "auto":
         algorithm = cost.choose_autocorrelation_algorithm(n, d)  # the N×N form when it is the smaller
     radius = math.sqrt(options.mu)
@@ -68,30 +94,16 @@ def _spectral_contrastive(options: SpectralContrastiveOptions, batch, z1, z2) ->
     return SpectralContrastiveTerms((attraction + repulsion) / options.mu, attraction, repulsion)
 
 
-SPECTRAL_CONTRASTIVE = Loss(
-    "spectral_contrastive_loss", SpectralContrastiveOptions, ("z1", "z2"), _spectral_contrastive
-)
-
-
-@takes_options_of(SPECTRAL_CONTRASTIVE)
-def spectral_contrastive_terms(z1: torch.Tensor, z2: torch.Tensor, **options) -> SpectralContrastiveTerms:
-    """The spectral contrastive loss together with its attraction and repulsion terms, for logging.
-
-    Takes the same arguments as :func:`spectral_contrastive_loss`; ``terms.loss`` is exactly what that returns.
-
-    Returns:
-        :class:`SpectralContrastiveTerms` ``(loss, attraction, repulsion)``, each a 0-dim tensor with gradients.
-
-    Example:
-        >>> z1, z2 = torch.randn(32, 8), torch.randn(32, 8)
-        >>> torch.equal(spectral_contrastive_terms(z1, z2).loss, spectral_contrastive_loss(z1, z2))
-        True
-    """
-    return SPECTRAL_CONTRASTIVE.run((z1, z2), options)
-
-
-@takes_options_of(SPECTRAL_CONTRASTIVE)
-def spectral_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, **options) -> torch.Tensor:
+def spectral_contrastive_loss(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    *,
+    mu: float = 1.0,
+    algorithm: Algorithm = "auto",
+    distributed: Distributed = "global",
+    gradient_convention: GradientConvention = "global",
+    group: ProcessGroup | None = None,
+) -> torch.Tensor:
     r"""The spectral contrastive loss (HaoChen et al., 2021) of two embeddings of the same batch.
 
     Each row is first projected onto the ball of radius :math:`\sqrt{\mu}` (rows outside are rescaled), then
@@ -118,8 +130,83 @@ def spectral_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, **options) -> 
         its attraction and repulsion terms too.
 
     Example:
+        >>> import torch
+        >>> from redundancy import spectral_contrastive_loss
         >>> z = torch.nn.functional.normalize(torch.randn(32, 64), dim=1)
         >>> spectral_contrastive_loss(z, z) < spectral_contrastive_loss(z, z.roll(1, dims=0))
         tensor(True)
     """
-    return SPECTRAL_CONTRASTIVE.run((z1, z2), options).loss
+    return spectral_contrastive_terms(
+        z1, z2, mu=mu, algorithm=algorithm, distributed=distributed, gradient_convention=gradient_convention,
+        group=group,
+    ).loss  # fmt: skip
+
+
+def spectral_contrastive_terms(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    *,
+    mu: float = 1.0,
+    algorithm: Algorithm = "auto",
+    distributed: Distributed = "global",
+    gradient_convention: GradientConvention = "global",
+    group: ProcessGroup | None = None,
+) -> SpectralContrastiveTerms:
+    """The spectral contrastive loss together with its attraction and repulsion terms, for logging.
+
+    Takes the arguments of :func:`spectral_contrastive_loss`; ``terms.loss`` is exactly what that returns.
+
+    Returns:
+        :class:`SpectralContrastiveTerms` ``(loss, attraction, repulsion)``, each a 0-dim tensor with gradients.
+
+    Example:
+        >>> import torch
+        >>> from redundancy import spectral_contrastive_loss, spectral_contrastive_terms
+        >>> z1, z2 = torch.randn(32, 8), torch.randn(32, 8)
+        >>> torch.equal(spectral_contrastive_terms(z1, z2).loss, spectral_contrastive_loss(z1, z2))
+        True
+    """
+    call = SPECTRAL_CONTRASTIVE.open(
+        (z1, z2),
+        dict(mu=mu, algorithm=algorithm, distributed=distributed, gradient_convention=gradient_convention, group=group),
+    )
+    return call.finish(_spectral_contrastive_terms(call.options, call.batch, *call.inputs))
+
+
+class SpectralContrastiveLoss(LossModule):
+    r"""The spectral contrastive loss as a module; ``forward(z1, z2)`` is :func:`redundancy.spectral_contrastive_loss`.
+
+    Example:
+        >>> import torch
+        >>> from redundancy import SpectralContrastiveLoss
+        >>> criterion = SpectralContrastiveLoss(mu=1.0)
+        >>> z1, z2 = torch.randn(64, 16, requires_grad=True), torch.randn(64, 16)
+        >>> criterion(z1, z2).backward()
+    """
+
+    loss = SPECTRAL_CONTRASTIVE
+
+    def __init__(
+        self,
+        *,
+        mu: float = 1.0,
+        algorithm: Algorithm = "auto",
+        distributed: Distributed = "global",
+        gradient_convention: GradientConvention = "global",
+        group: ProcessGroup | None = None,
+    ) -> None:
+        super().__init__()
+        self.mu = mu
+        self.algorithm = algorithm
+        self.distributed = distributed
+        self.gradient_convention = gradient_convention
+        self.group = group
+        self.check()
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """The loss of :func:`redundancy.spectral_contrastive_loss` with this module's options."""
+        return spectral_contrastive_loss(z1, z2, **self.options)
+
+    def terms(self, z1: torch.Tensor, z2: torch.Tensor) -> SpectralContrastiveTerms:
+        """The loss with its terms, as :func:`redundancy.spectral_contrastive_terms` returns them."""
+        return spectral_contrastive_terms(z1, z2, **self.options)

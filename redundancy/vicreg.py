@@ -1,4 +1,4 @@
-"""VICReg (Bardes et al., 2022) and its variance and covariance regularizers, on the shared primitives.
+r"""VICReg (Bardes et al., 2022): the loss of two views, of several views, its two regularizers, and the Modules.
 
 Each view ``z`` (N×D) is centred per feature over the batch, ``X = z - mean_n z``; from ``X`` come the
 per-feature standard deviation ``s_i = sqrt(Σ_n X_ni² / (N - c) + ε)`` and the off-diagonal energy of the
@@ -6,46 +6,65 @@ covariance ``Σ_{i≠j} Cov_ij²`` with ``Cov = XᵀX / (N - c)`` (:func:`redund
 the D×D or the N×N product, whichever is cheaper). The defaults are those of the official implementation,
 ``facebookresearch/vicreg`` ``main_vicreg.py``.
 
+One computation serves two views and V ≥ 2 views (the mean of the two-view loss over the V(V-1)/2 pairs): the
+variance and covariance terms are per view, so each is computed once and weighted by the number of pairs it
+belongs to, and the pairs' mean squared differences come from the views' distances to their mean,
+:math:`\sum_{u<v} \lVert z_u - z_v \rVert^2 = V \sum_v \lVert z_v - \bar z \rVert^2`, O(V·N·D) instead of
+O(V²·N·D).
+
 Under ``torch.distributed`` (``distributed="global"``, the default, with more than one rank in ``group``) every
-rank gathers the rows of all ranks (:meth:`redundancy.distributed.GlobalBatch.gather`, one all-gather of the
-views) and evaluates the formula above on the concatenated batch: the invariance, the variances and the
-covariances are those of the global batch and every rank returns the same value, with the gradient convention
-of :func:`redundancy.barlow_twins_loss`.
+rank gathers the rows of all ranks (one all-gather of the views) and evaluates the formula on the concatenated
+batch: the invariance, the variances and the covariances are those of the global batch and every rank returns the
+same value, with the gradient convention of :func:`redundancy.barlow_twins_loss`.
 """
 
-from typing import Any, NamedTuple
+import dataclasses
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
 
 import torch
 
 from redundancy import cost
-from redundancy import distributed as distributed_ops
-from redundancy._loss import (
-    ALGORITHMS,
+from redundancy._batch import GlobalBatch, ProcessGroup
+from redundancy._frame import (
+    FEATURE_GROUP,
+    NONNEGATIVE,
+    Algorithm,
+    Correction,
+    Distributed,
+    GradientConvention,
     Loss,
+    LossModule,
     Options,
-    choice_option,
-    correction_option,
-    option,
-    options_dataclass,
-    real,
-    takes_options_of,
+    Views,
+    ViewSequence,
+    eager_on_a_grid,
 )
 from redundancy._ops import off_diagonal_energy
+from redundancy._ops._autocast import no_autocast
 from redundancy._ops.feature_shards import (
     off_diagonal_energy_from_parts,
     off_diagonal_energy_parts,
     terms_algorithm,
 )
+from redundancy._ops.standardize import center
 
 __all__ = [
+    "MultiviewVICRegLoss",
+    "VICRegCovarianceLoss",
+    "VICRegLoss",
     "VICRegTerms",
+    "VICRegVarianceLoss",
+    "multiview_vicreg_loss",
+    "multiview_vicreg_terms",
     "vicreg_covariance_loss",
     "vicreg_loss",
     "vicreg_terms",
     "vicreg_variance_loss",
 ]
 
-VARIANCE_REDUCTIONS = ("mean", "sum")
+#: ``variance_reduction=``: the two views' variance hinges averaged (official) or summed (solo-learn).
+VarianceReduction = Literal["mean", "sum"]
 
 
 class VICRegTerms(NamedTuple):
@@ -55,6 +74,8 @@ class VICRegTerms(NamedTuple):
     the terms are unweighted. All four are 0-dim tensors and carry gradients.
 
     Example:
+        >>> import torch
+        >>> from redundancy import vicreg_terms
         >>> z1, z2 = torch.randn(32, 16), torch.randn(32, 16)
         >>> loss, invariance, variance, covariance = vicreg_terms(z1, z2)
         >>> torch.allclose(loss, 25 * invariance + 25 * variance + 1 * covariance)
@@ -71,52 +92,54 @@ class VICRegTerms(NamedTuple):
     """Off-diagonal energy of each view's covariance divided by D, summed over the two views."""
 
 
-# ------------------------------------------------------------------------------------------------ options
-
-
-@options_dataclass
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class VICRegOptions(Options):
     """The options of :func:`vicreg_loss` (documented there), declared once."""
 
-    invariance_weight: float = option(25.0, real(nonnegative=True))
-    variance_weight: float = option(25.0, real(nonnegative=True))
-    covariance_weight: float = option(1.0, real(nonnegative=True))
-    gamma: float = option(1.0, real(nonnegative=True))
-    eps: float = option(1e-4, real(nonnegative=True))
-    correction: int = correction_option(1)
-    variance_reduction: str = choice_option("mean", VARIANCE_REDUCTIONS)
-    algorithm: str = choice_option("auto", ALGORITHMS)
-    feature_group: Any = option(
-        None,
-        distributed_ops.check_group,
-        encode=distributed_ops.feature_group_size,
-        decode=distributed_ops.describe_feature_group,
-    )
+    invariance_weight: float = dataclasses.field(default=25.0, metadata=NONNEGATIVE)
+    variance_weight: float = dataclasses.field(default=25.0, metadata=NONNEGATIVE)
+    covariance_weight: float = dataclasses.field(default=1.0, metadata=NONNEGATIVE)
+    gamma: float = dataclasses.field(default=1.0, metadata=NONNEGATIVE)
+    eps: float = dataclasses.field(default=1e-4, metadata=NONNEGATIVE)
+    correction: Correction = 1
+    variance_reduction: VarianceReduction = "mean"
+    algorithm: Algorithm = "auto"
+    distributed: Distributed = "global"
+    gradient_convention: GradientConvention = "global"
+    group: ProcessGroup | None = None
+    feature_group: ProcessGroup | None = dataclasses.field(default=None, metadata=FEATURE_GROUP)
 
 
-@options_dataclass
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class VICRegVarianceOptions(Options):
     """The options of :func:`vicreg_variance_loss`."""
 
-    gamma: float = option(1.0, real(nonnegative=True))
-    eps: float = option(1e-4, real(nonnegative=True))
-    correction: int = correction_option(1)
+    gamma: float = dataclasses.field(default=1.0, metadata=NONNEGATIVE)
+    eps: float = dataclasses.field(default=1e-4, metadata=NONNEGATIVE)
+    correction: Correction = 1
+    distributed: Distributed = "global"
+    gradient_convention: GradientConvention = "global"
+    group: ProcessGroup | None = None
 
 
-@options_dataclass
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class VICRegCovarianceOptions(Options):
     """The options of :func:`vicreg_covariance_loss`."""
 
-    correction: int = correction_option(1)
-    algorithm: str = choice_option("auto", ALGORITHMS)
+    correction: Correction = 1
+    algorithm: Algorithm = "auto"
+    distributed: Distributed = "global"
+    gradient_convention: GradientConvention = "global"
+    group: ProcessGroup | None = None
 
 
-# ---------------------------------------------------------------------------------- shared computations
+VICREG = Loss("vicreg_loss", VICRegOptions, Views("z1", "z2"))
+MULTIVIEW_VICREG = Loss("multiview_vicreg_loss", VICRegOptions, ViewSequence())
+VICREG_VARIANCE = Loss("vicreg_variance_loss", VICRegVarianceOptions, Views("z"))
+VICREG_COVARIANCE = Loss("vicreg_covariance_loss", VICRegCovarianceOptions, Views("z"))
 
 
-def center(z: torch.Tensor) -> torch.Tensor:
-    """``z - mean_n z``: the one place a view's batch mean is taken (already upcast ``z``)."""
-    return z - z.mean(dim=0)
+# ------------------------------------------------------------------------------------------------ computation
 
 
 def _feature_hinges(x: torch.Tensor, divisor: int, gamma: float, eps: float) -> torch.Tensor:
@@ -138,20 +161,7 @@ def _covariance_penalty(x: torch.Tensor, divisor: int, algorithm: str) -> torch.
     return off_diagonal_energy(x, algorithm=algorithm) / (divisor * divisor * d)  # ints: no float() in a trace
 
 
-def _vicreg(options: VICRegOptions, batch, z1: torch.Tensor, z2: torch.Tensor) -> VICRegTerms:
-    if batch.features is not None:
-        return vicreg_over_features(options, batch, z1, z2)
-    z1, z2 = batch.gather(z1.to(batch.dtype), z2.to(batch.dtype))
-    divisor = batch.count - options.correction  # N >= 2 and correction <= 1: never 0
-    invariance = (z1 - z2).square().mean()
-    x1, x2 = center(z1), center(z2)
-    gamma, eps = options.gamma, options.eps
-    variance = _variance_hinge(x1, divisor, gamma, eps) + _variance_hinge(x2, divisor, gamma, eps)
-    if options.variance_reduction == "mean":
-        variance = variance / 2
-    covariance = _covariance_penalty(x1, divisor, options.algorithm) + _covariance_penalty(
-        x2, divisor, options.algorithm
-    )
+def _weighted(options: VICRegOptions, invariance, variance, covariance) -> VICRegTerms:
     loss = (
         invariance * options.invariance_weight
         + variance * options.variance_weight
@@ -160,15 +170,34 @@ def _vicreg(options: VICRegOptions, batch, z1: torch.Tensor, z2: torch.Tensor) -
     return VICRegTerms(loss, invariance, variance, covariance)
 
 
-def vicreg_over_features(options: VICRegOptions, batch, *views: torch.Tensor) -> VICRegTerms:
-    """The terms of two views (or the mean over the pairs of several) when the features are split over
-    ``feature_group``: each rank gathers the rows of its columns (over ``group``); the per-feature parts stay
-    local, and one all-reduce over the feature group sums them with the covariance energy's parts
-    (:mod:`redundancy._ops.feature_shards`). Each pair's mean squared difference comes from the views' distances
-    to their mean, and each view's variance hinge and covariance energy, computed once, count for the V - 1 pairs
-    it belongs to (as in :func:`redundancy.multiview_vicreg_loss`)."""
+def _vicreg_terms(options: VICRegOptions, batch: GlobalBatch, views: Sequence[torch.Tensor]) -> VICRegTerms:
+    """The terms of V ≥ 2 views (each the mean over the pairs) for the batch of all ranks."""
+    if batch.features is not None:
+        return _terms_over_features(options, batch, views)
+    views = batch.gather(*(z.to(batch.dtype) for z in views))
+    count = len(views)
+    pairs = count * (count - 1) // 2
+    divisor = batch.count - options.correction  # N >= 2 and correction <= 1: never 0
+    if count == 2:
+        invariance = (views[0] - views[1]).square().mean()
+    else:  # Σ_{u<v} ‖z_u - z_v‖² = V Σ_v ‖z_v - z̄‖²: each pair's mean squared difference, summed, from V passes.
+        mean_view = torch.stack(views).mean(dim=0)
+        invariance = torch.stack([(z - mean_view).square().mean() for z in views]).sum() * (count / pairs)
+    centred = [center(z) for z in views]
+    # Each view belongs to V - 1 of the P pairs: the pairs' mean of a per-view term is 2/V times the sum over views.
+    hinges = torch.stack([_variance_hinge(x, divisor, options.gamma, options.eps) for x in centred]).sum()
+    variance = hinges * ((1.0 if options.variance_reduction == "mean" else 2.0) / count)
+    penalties = torch.stack([_covariance_penalty(x, divisor, options.algorithm) for x in centred]).sum()
+    return _weighted(options, invariance, variance, penalties * (2.0 / count))
+
+
+def _terms_over_features(options: VICRegOptions, batch: GlobalBatch, views: Sequence[torch.Tensor]) -> VICRegTerms:
+    """The terms when the features are split over ``feature_group``: each rank gathers the rows of its columns
+    (over ``group``); the per-feature parts stay local, and one all-reduce over the feature group sums them with the
+    covariance energy's parts (:mod:`redundancy._ops.feature_shards`)."""
     features = batch.features
-    algorithm = options.algorithm
+    assert features is not None
+    algorithm: str = options.algorithm
     if algorithm == "auto":
         algorithm = cost.choose_feature_parallel_algorithm(
             batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype, loss="vicreg"
@@ -177,67 +206,46 @@ def vicreg_over_features(options: VICRegOptions, batch, *views: torch.Tensor) ->
     views = batch.gather(*(z.to(batch.dtype) for z in views))
     count = len(views)
     divisor = batch.count - options.correction
-    mean_view = torch.stack(views).mean(dim=0)
-    distances = torch.stack([(z - mean_view).square().sum() for z in views]).sum()
-    centred = [center(z) for z in views]
-    hinges = torch.cat([_feature_hinges(x, divisor, options.gamma, options.eps) for x in centred]).sum()
-    energy_parts = [off_diagonal_energy_parts(x, features=features, algorithm=algorithm) for x in centred]
-    size = len(energy_parts[0])
-    distances, hinges, *summed = features.sum(distances, hinges, *(part for parts in energy_parts for part in parts))
-    energies = torch.stack(
-        [off_diagonal_energy_from_parts(summed[v * size : (v + 1) * size], algorithm=algorithm) for v in range(count)]
-    ).sum()
+    with no_autocast(views[0].device):
+        mean_view = torch.stack(views).mean(dim=0)
+        distances = torch.stack([(z - mean_view).square().sum() for z in views]).sum()
+        centred = [center(z) for z in views]
+        hinges = torch.cat([_feature_hinges(x, divisor, options.gamma, options.eps) for x in centred]).sum()
+        energy_parts = [off_diagonal_energy_parts(x, features=features, algorithm=algorithm) for x in centred]
+        size = len(energy_parts[0])
+        distances, hinges, *summed = features.sum(
+            distances, hinges, *(part for parts in energy_parts for part in parts)
+        )
+        parts = [summed[v * size : (v + 1) * size] for v in range(count)]
+        energies = torch.stack([off_diagonal_energy_from_parts(part, algorithm=algorithm) for part in parts]).sum()
     dim, pairs = batch.dim, count * (count - 1) // 2
     # Σ_{u<v} ‖z_u - z_v‖² = V Σ_v ‖z_v - z̄‖², and a view belongs to V - 1 of the P pairs.
     invariance = distances * (count / pairs) / (batch.count * dim)
     variance = hinges * ((1.0 if options.variance_reduction == "mean" else 2.0) / count) / dim
     covariance = energies * (2.0 / count) / (divisor * divisor * dim)
-    loss = (
-        invariance * options.invariance_weight
-        + variance * options.variance_weight
-        + covariance * options.covariance_weight
-    )
-    return VICRegTerms(loss, invariance, variance, covariance)
+    return _weighted(options, invariance, variance, covariance)
 
 
-def _vicreg_variance(options: VICRegVarianceOptions, batch, z: torch.Tensor) -> torch.Tensor:
-    (z,) = batch.gather(z.to(batch.dtype))
-    return _variance_hinge(center(z), batch.count - options.correction, options.gamma, options.eps)
+# ------------------------------------------------------------------------------------------------ two views
 
 
-def _vicreg_covariance(options: VICRegCovarianceOptions, batch, z: torch.Tensor) -> torch.Tensor:
-    (z,) = batch.gather(z.to(batch.dtype))
-    return _covariance_penalty(center(z), batch.count - options.correction, options.algorithm)
-
-
-VICREG = Loss("vicreg_loss", VICRegOptions, ("z1", "z2"), _vicreg)
-VICREG_VARIANCE = Loss("vicreg_variance_loss", VICRegVarianceOptions, ("z",), _vicreg_variance)
-VICREG_COVARIANCE = Loss("vicreg_covariance_loss", VICRegCovarianceOptions, ("z",), _vicreg_covariance)
-
-
-# ------------------------------------------------------------------------------------------------ public
-
-
-@takes_options_of(VICREG)
-def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor, **options) -> VICRegTerms:
-    r"""The VICReg loss together with its invariance, variance and covariance terms, for logging.
-
-    Takes the same arguments as :func:`vicreg_loss`; ``terms.loss`` is exactly what that returns.
-
-    Returns:
-        :class:`VICRegTerms` ``(loss, invariance, variance, covariance)``, each a 0-dim tensor with gradients.
-
-    Example:
-        >>> z1, z2 = torch.randn(32, 16), torch.randn(32, 16)
-        >>> t = vicreg_terms(z1, z2)
-        >>> torch.allclose(t.loss, 25 * t.invariance + 25 * t.variance + t.covariance)
-        True
-    """
-    return VICREG.run((z1, z2), options)
-
-
-@takes_options_of(VICREG)
-def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, **options) -> torch.Tensor:
+def vicreg_loss(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    *,
+    invariance_weight: float = 25.0,
+    variance_weight: float = 25.0,
+    covariance_weight: float = 1.0,
+    gamma: float = 1.0,
+    eps: float = 1e-4,
+    correction: Correction = 1,
+    variance_reduction: VarianceReduction = "mean",
+    algorithm: Algorithm = "auto",
+    distributed: Distributed = "global",
+    gradient_convention: GradientConvention = "global",
+    group: ProcessGroup | None = None,
+    feature_group: ProcessGroup | None = None,
+) -> torch.Tensor:
     r"""The VICReg loss (Bardes et al., 2022) of two embeddings of the same batch.
 
     With :math:`X^{(v)}` the view :math:`z^{(v)}` centred per feature over the batch,
@@ -255,7 +263,9 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, **options) -> torch.Tensor:
     computed through the D×D covariance or, when N < D, through the N×N Gram matrix; neither is returned.
 
     Args:
-        z1: embeddings of the first view, shape ``(N, D)``, floating point.
+        z1: embeddings of the first view, shape ``(N, D)``, floating point; each rank's ``(N_r, D)`` rows of the
+            global batch, its ``(N_r, D_p)`` block with ``feature_group``, or DTensors, as in
+            :func:`redundancy.barlow_twins_loss`.
         z2: embeddings of the second view, same shape and device as ``z1``.
         invariance_weight: λ, weight of the mean squared difference (official ``sim_coeff``).
         variance_weight: μ, weight of the variance hinge (official ``std_coeff``).
@@ -282,24 +292,295 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, **options) -> torch.Tensor:
             :func:`redundancy.barlow_twins_loss`; the covariance term then comes from the N×N Grams summed over
             them, or from each rank's block row of the covariance (``algorithm``).
 
-    Shape:
-        As :func:`redundancy.barlow_twins_loss`: ``(N, D)`` views, each rank's ``(N_r, D)`` rows of the global
-        batch, its ``(N_r, D_p)`` block with ``feature_group``, or DTensors; output ``()``.
-
     Returns:
         The loss, a 0-dim tensor, float64 for float64 inputs and float32 otherwise.
 
     Example:
+        >>> import torch
+        >>> from redundancy import vicreg_loss
         >>> z1, z2 = torch.randn(64, 32), torch.randn(64, 32)
         >>> loss = vicreg_loss(z1, z2)
         >>> loss.shape, loss.dtype
         (torch.Size([]), torch.float32)
     """
-    return VICREG.run((z1, z2), options).loss
+    return vicreg_terms(
+        z1, z2, invariance_weight=invariance_weight, variance_weight=variance_weight,
+        covariance_weight=covariance_weight, gamma=gamma, eps=eps, correction=correction,
+        variance_reduction=variance_reduction, algorithm=algorithm, distributed=distributed,
+        gradient_convention=gradient_convention, group=group, feature_group=feature_group,
+    ).loss  # fmt: skip
 
 
-@takes_options_of(VICREG_VARIANCE)
-def vicreg_variance_loss(z: torch.Tensor, **options) -> torch.Tensor:
+@eager_on_a_grid
+def vicreg_terms(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    *,
+    invariance_weight: float = 25.0,
+    variance_weight: float = 25.0,
+    covariance_weight: float = 1.0,
+    gamma: float = 1.0,
+    eps: float = 1e-4,
+    correction: Correction = 1,
+    variance_reduction: VarianceReduction = "mean",
+    algorithm: Algorithm = "auto",
+    distributed: Distributed = "global",
+    gradient_convention: GradientConvention = "global",
+    group: ProcessGroup | None = None,
+    feature_group: ProcessGroup | None = None,
+) -> VICRegTerms:
+    r"""The VICReg loss together with its invariance, variance and covariance terms, for logging.
+
+    Takes the arguments of :func:`vicreg_loss`; ``terms.loss`` is exactly what that returns.
+
+    Returns:
+        :class:`VICRegTerms` ``(loss, invariance, variance, covariance)``, each a 0-dim tensor with gradients.
+
+    Example:
+        >>> import torch
+        >>> from redundancy import vicreg_terms
+        >>> z1, z2 = torch.randn(32, 16), torch.randn(32, 16)
+        >>> t = vicreg_terms(z1, z2)
+        >>> torch.allclose(t.loss, 25 * t.invariance + 25 * t.variance + t.covariance)
+        True
+    """
+    call = VICREG.open(
+        (z1, z2),
+        dict(
+            invariance_weight=invariance_weight, variance_weight=variance_weight,
+            covariance_weight=covariance_weight, gamma=gamma, eps=eps, correction=correction,
+            variance_reduction=variance_reduction, algorithm=algorithm, distributed=distributed,
+            gradient_convention=gradient_convention, group=group, feature_group=feature_group,
+        ),
+    )  # fmt: skip
+    return call.finish(_vicreg_terms(call.options, call.batch, call.inputs))
+
+
+class VICRegLoss(LossModule):
+    r"""The VICReg loss as a module; ``forward(z1, z2)`` is :func:`redundancy.vicreg_loss`.
+
+    The options are those of :func:`redundancy.vicreg_loss` (official ``main_vicreg.py`` defaults), stored as
+    attributes of the same names and checked here, at construction. The module has no parameters or buffers.
+
+    Example:
+        >>> import torch
+        >>> from redundancy import VICRegLoss
+        >>> criterion = VICRegLoss()
+        >>> z1, z2 = torch.randn(64, 128, requires_grad=True), torch.randn(64, 128)
+        >>> criterion(z1, z2).backward()
+        >>> criterion.terms(z1, z2).variance.item() >= 0
+        True
+    """
+
+    loss = VICREG
+
+    def __init__(
+        self,
+        *,
+        invariance_weight: float = 25.0,
+        variance_weight: float = 25.0,
+        covariance_weight: float = 1.0,
+        gamma: float = 1.0,
+        eps: float = 1e-4,
+        correction: Correction = 1,
+        variance_reduction: VarianceReduction = "mean",
+        algorithm: Algorithm = "auto",
+        distributed: Distributed = "global",
+        gradient_convention: GradientConvention = "global",
+        group: ProcessGroup | None = None,
+        feature_group: ProcessGroup | None = None,
+    ) -> None:
+        super().__init__()
+        self.invariance_weight = invariance_weight
+        self.variance_weight = variance_weight
+        self.covariance_weight = covariance_weight
+        self.gamma = gamma
+        self.eps = eps
+        self.correction = correction
+        self.variance_reduction = variance_reduction
+        self.algorithm = algorithm
+        self.distributed = distributed
+        self.gradient_convention = gradient_convention
+        self.group = group
+        self.feature_group = feature_group
+        self.check()
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """The loss of :func:`redundancy.vicreg_loss` with this module's options."""
+        return vicreg_loss(z1, z2, **self.options)
+
+    def terms(self, z1: torch.Tensor, z2: torch.Tensor) -> VICRegTerms:
+        """The loss with its terms, as :func:`redundancy.vicreg_terms` returns them."""
+        return vicreg_terms(z1, z2, **self.options)
+
+
+# ------------------------------------------------------------------------------------------------ several views
+
+
+def multiview_vicreg_loss(
+    views: Sequence[torch.Tensor] | torch.Tensor,
+    *,
+    invariance_weight: float = 25.0,
+    variance_weight: float = 25.0,
+    covariance_weight: float = 1.0,
+    gamma: float = 1.0,
+    eps: float = 1e-4,
+    correction: Correction = 1,
+    variance_reduction: VarianceReduction = "mean",
+    algorithm: Algorithm = "auto",
+    distributed: Distributed = "global",
+    gradient_convention: GradientConvention = "global",
+    group: ProcessGroup | None = None,
+    feature_group: ProcessGroup | None = None,
+) -> torch.Tensor:
+    r"""The VICReg loss of V ≥ 2 views of one batch: the mean over the V(V-1)/2 pairs of the two-view loss.
+
+    .. math::
+
+        L = \frac{2}{V(V-1)} \sum_{u < v} L_{\mathrm{VICReg}}(z_u, z_v),
+
+    with :math:`L_{\mathrm{VICReg}}` the loss of :func:`~redundancy.vicreg_loss` and the same options. Each view's
+    variance hinge and covariance penalty are computed once (a view belongs to V - 1 pairs), and the pairs' mean
+    squared differences come from the views' distances to their mean, so the cost grows with V, not with V².
+    Under ``distributed="global"`` every rank gathers the V views of all ranks (``V·N·D`` elements).
+
+    Args:
+        views: the views, a sequence of V ≥ 2 tensors of shape ``(N, D)`` (same shape and device), or one
+            tensor of shape ``(V, N, D)``; each rank's rows (or block, with ``feature_group``) of every view, as in
+            :func:`multiview_barlow_twins_loss`.
+        invariance_weight, variance_weight, covariance_weight, gamma, eps, correction, variance_reduction,
+            algorithm, distributed, gradient_convention, group, feature_group: as in :func:`~redundancy.vicreg_loss`.
+
+    Returns:
+        The loss as a 0-dim tensor, float64 for float64 inputs and float32 otherwise.
+
+    Example:
+        >>> import torch
+        >>> from redundancy import multiview_vicreg_loss, vicreg_loss
+        >>> views = torch.randn(3, 64, 32)
+        >>> loss = multiview_vicreg_loss(views)
+        >>> pairs = [vicreg_loss(views[u], views[v]) for u in range(3) for v in range(u + 1, 3)]
+        >>> torch.allclose(loss, torch.stack(pairs).mean())
+        True
+    """
+    return multiview_vicreg_terms(
+        views, invariance_weight=invariance_weight, variance_weight=variance_weight,
+        covariance_weight=covariance_weight, gamma=gamma, eps=eps, correction=correction,
+        variance_reduction=variance_reduction, algorithm=algorithm, distributed=distributed,
+        gradient_convention=gradient_convention, group=group, feature_group=feature_group,
+    ).loss  # fmt: skip
+
+
+@eager_on_a_grid
+def multiview_vicreg_terms(
+    views: Sequence[torch.Tensor] | torch.Tensor,
+    *,
+    invariance_weight: float = 25.0,
+    variance_weight: float = 25.0,
+    covariance_weight: float = 1.0,
+    gamma: float = 1.0,
+    eps: float = 1e-4,
+    correction: Correction = 1,
+    variance_reduction: VarianceReduction = "mean",
+    algorithm: Algorithm = "auto",
+    distributed: Distributed = "global",
+    gradient_convention: GradientConvention = "global",
+    group: ProcessGroup | None = None,
+    feature_group: ProcessGroup | None = None,
+) -> VICRegTerms:
+    r"""The multi-view VICReg loss with its three terms, each the mean over the pairs of views.
+
+    Takes the arguments of :func:`multiview_vicreg_loss`; ``terms.loss`` is exactly what that returns.
+
+    Returns:
+        :class:`~redundancy.VICRegTerms` ``(loss, invariance, variance, covariance)``, each a 0-dim tensor with
+        gradients, each the mean over the V(V-1)/2 pairs of what :func:`~redundancy.vicreg_terms` returns.
+
+    Example:
+        >>> import torch
+        >>> from redundancy import multiview_vicreg_terms
+        >>> t = multiview_vicreg_terms([torch.randn(32, 16) for _ in range(3)])
+        >>> torch.allclose(t.loss, 25 * t.invariance + 25 * t.variance + t.covariance)
+        True
+    """
+    call = MULTIVIEW_VICREG.open(
+        (views,),
+        dict(
+            invariance_weight=invariance_weight, variance_weight=variance_weight,
+            covariance_weight=covariance_weight, gamma=gamma, eps=eps, correction=correction,
+            variance_reduction=variance_reduction, algorithm=algorithm, distributed=distributed,
+            gradient_convention=gradient_convention, group=group, feature_group=feature_group,
+        ),
+    )  # fmt: skip
+    return call.finish(_vicreg_terms(call.options, call.batch, call.inputs))
+
+
+class MultiviewVICRegLoss(LossModule):
+    r"""The multi-view VICReg loss as a module; ``forward(views)`` is :func:`redundancy.multiview_vicreg_loss`.
+
+    Example:
+        >>> import torch
+        >>> from redundancy import MultiviewVICRegLoss
+        >>> criterion = MultiviewVICRegLoss()
+        >>> views = [torch.randn(64, 32, requires_grad=True) for _ in range(3)]
+        >>> criterion(views).backward()
+    """
+
+    loss = MULTIVIEW_VICREG
+
+    def __init__(
+        self,
+        *,
+        invariance_weight: float = 25.0,
+        variance_weight: float = 25.0,
+        covariance_weight: float = 1.0,
+        gamma: float = 1.0,
+        eps: float = 1e-4,
+        correction: Correction = 1,
+        variance_reduction: VarianceReduction = "mean",
+        algorithm: Algorithm = "auto",
+        distributed: Distributed = "global",
+        gradient_convention: GradientConvention = "global",
+        group: ProcessGroup | None = None,
+        feature_group: ProcessGroup | None = None,
+    ) -> None:
+        super().__init__()
+        self.invariance_weight = invariance_weight
+        self.variance_weight = variance_weight
+        self.covariance_weight = covariance_weight
+        self.gamma = gamma
+        self.eps = eps
+        self.correction = correction
+        self.variance_reduction = variance_reduction
+        self.algorithm = algorithm
+        self.distributed = distributed
+        self.gradient_convention = gradient_convention
+        self.group = group
+        self.feature_group = feature_group
+        self.check()
+
+    def forward(self, views: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        """The loss of :func:`redundancy.multiview_vicreg_loss` with this module's options."""
+        return multiview_vicreg_loss(views, **self.options)
+
+    def terms(self, views: Sequence[torch.Tensor] | torch.Tensor) -> VICRegTerms:
+        """The loss with its terms, as :func:`redundancy.multiview_vicreg_terms` returns them."""
+        return multiview_vicreg_terms(views, **self.options)
+
+
+# ------------------------------------------------------------------------------------------------ regularizers
+
+
+def vicreg_variance_loss(
+    z: torch.Tensor,
+    *,
+    gamma: float = 1.0,
+    eps: float = 1e-4,
+    correction: Correction = 1,
+    distributed: Distributed = "global",
+    gradient_convention: GradientConvention = "global",
+    group: ProcessGroup | None = None,
+) -> torch.Tensor:
     r"""VICReg's variance regularizer of one view: a hinge on each feature's standard deviation.
 
     .. math::
@@ -321,14 +602,32 @@ def vicreg_variance_loss(z: torch.Tensor, **options) -> torch.Tensor:
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise.
 
     Example:
+        >>> import torch
+        >>> from redundancy import vicreg_variance_loss
         >>> vicreg_variance_loss(torch.zeros(8, 4))  # collapsed: every std is sqrt(eps)
         tensor(0.9900)
     """
-    return VICREG_VARIANCE.run((z,), options)
+    call = VICREG_VARIANCE.open(
+        (z,),
+        dict(
+            gamma=gamma, eps=eps, correction=correction, distributed=distributed,
+            gradient_convention=gradient_convention, group=group,
+        ),
+    )  # fmt: skip
+    options, batch = call.options, call.batch
+    (z,) = batch.gather(call.inputs[0].to(batch.dtype))
+    return call.finish(_variance_hinge(center(z), batch.count - options.correction, options.gamma, options.eps))
 
 
-@takes_options_of(VICREG_COVARIANCE)
-def vicreg_covariance_loss(z: torch.Tensor, **options) -> torch.Tensor:
+def vicreg_covariance_loss(
+    z: torch.Tensor,
+    *,
+    correction: Correction = 1,
+    algorithm: Algorithm = "auto",
+    distributed: Distributed = "global",
+    gradient_convention: GradientConvention = "global",
+    group: ProcessGroup | None = None,
+) -> torch.Tensor:
     r"""VICReg's covariance regularizer of one view: the off-diagonal energy of its covariance, over D.
 
     .. math::
@@ -349,9 +648,92 @@ def vicreg_covariance_loss(z: torch.Tensor, **options) -> torch.Tensor:
         A 0-dim tensor, float64 for float64 inputs and float32 otherwise.
 
     Example:
+        >>> import torch
+        >>> from redundancy import vicreg_covariance_loss
         >>> z = torch.randn(16, 1).repeat(1, 3)  # three copies of one feature
         >>> v = z.var(dim=0)[0]
         >>> torch.allclose(vicreg_covariance_loss(z), 6 * v**2 / 3)
         True
     """
-    return VICREG_COVARIANCE.run((z,), options)
+    call = VICREG_COVARIANCE.open(
+        (z,),
+        dict(
+            correction=correction, algorithm=algorithm, distributed=distributed,
+            gradient_convention=gradient_convention, group=group,
+        ),
+    )  # fmt: skip
+    options, batch = call.options, call.batch
+    (z,) = batch.gather(call.inputs[0].to(batch.dtype))
+    return call.finish(_covariance_penalty(center(z), batch.count - options.correction, options.algorithm))
+
+
+class VICRegVarianceLoss(LossModule):
+    r"""VICReg's variance regularizer as a module; ``forward(z)`` is :func:`redundancy.vicreg_variance_loss`.
+
+    Example:
+        >>> import torch
+        >>> from redundancy import VICRegVarianceLoss
+        >>> criterion = VICRegVarianceLoss(gamma=1.0)
+        >>> z = torch.randn(64, 32, requires_grad=True)
+        >>> criterion(z).backward()
+    """
+
+    loss = VICREG_VARIANCE
+
+    def __init__(
+        self,
+        *,
+        gamma: float = 1.0,
+        eps: float = 1e-4,
+        correction: Correction = 1,
+        distributed: Distributed = "global",
+        gradient_convention: GradientConvention = "global",
+        group: ProcessGroup | None = None,
+    ) -> None:
+        super().__init__()
+        self.gamma = gamma
+        self.eps = eps
+        self.correction = correction
+        self.distributed = distributed
+        self.gradient_convention = gradient_convention
+        self.group = group
+        self.check()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """The regularizer of :func:`redundancy.vicreg_variance_loss` with this module's options."""
+        return vicreg_variance_loss(z, **self.options)
+
+
+class VICRegCovarianceLoss(LossModule):
+    r"""VICReg's covariance regularizer as a module; ``forward(z)`` is :func:`redundancy.vicreg_covariance_loss`.
+
+    Example:
+        >>> import torch
+        >>> from redundancy import VICRegCovarianceLoss
+        >>> criterion = VICRegCovarianceLoss()
+        >>> z = torch.randn(64, 32, requires_grad=True)
+        >>> criterion(z).backward()
+    """
+
+    loss = VICREG_COVARIANCE
+
+    def __init__(
+        self,
+        *,
+        correction: Correction = 1,
+        algorithm: Algorithm = "auto",
+        distributed: Distributed = "global",
+        gradient_convention: GradientConvention = "global",
+        group: ProcessGroup | None = None,
+    ) -> None:
+        super().__init__()
+        self.correction = correction
+        self.algorithm = algorithm
+        self.distributed = distributed
+        self.gradient_convention = gradient_convention
+        self.group = group
+        self.check()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """The regularizer of :func:`redundancy.vicreg_covariance_loss` with this module's options."""
+        return vicreg_covariance_loss(z, **self.options)

@@ -180,7 +180,7 @@ def test_torch_func_grad_and_vmap_equal_autograd_and_a_loop(name, loss, referenc
 
 
 class _OneProcessBatch:
-    """A batch object of one process: what ``redundancy.distributed.GlobalBatch`` gives the ops, without a group."""
+    """A batch object of one process: what ``redundancy._batch.GlobalBatch`` gives the ops, without a group."""
 
     def __init__(self, z):
         self.count = z.shape[0]

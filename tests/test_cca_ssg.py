@@ -99,7 +99,7 @@ def test_bad_inputs():
     z1, z2 = _views(8, 4)
     with pytest.raises(ValueError, match="lambd"):
         redundancy.cca_ssg_loss(z1, z2, lambd=-1.0)
-    with pytest.raises(ValueError, match="normalization"):
+    with pytest.raises(TypeError, match="normalization"):
         redundancy.CCASSGLoss(normalization="l2")
     with pytest.raises(ValueError, match="correction must be 0"):
         redundancy.CCASSGLoss(correction=2)

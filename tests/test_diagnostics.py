@@ -99,7 +99,7 @@ def test_bad_inputs():
         redundancy.feature_std(torch.randn(4, 4), normalize="yes")
     with pytest.raises(ValueError, match="same shape"):
         redundancy.cross_correlation_summary(torch.randn(4, 4), torch.randn(4, 3))
-    with pytest.raises(ValueError, match="normalization"):
+    with pytest.raises(TypeError, match="normalization"):
         redundancy.cross_correlation_summary(torch.randn(4, 4), torch.randn(4, 4), normalization="layer")
     with pytest.raises(ValueError, match="correction must be 0"):
         redundancy.cross_correlation_summary(torch.randn(4, 4), torch.randn(4, 4), correction=0.5)

@@ -16,7 +16,8 @@ from torch import nn
 
 import redundancy
 from redundancy import cost
-from redundancy.distributed import HEADER_SIZE, local_moments, merge_moments
+from redundancy._batch import local_moments, merge_moments
+from redundancy._exchange import HEADER_SIZE
 from redundancy.reference import barlow_twins_loss_reference
 from tests.utils import GRAD_TOL, LOSS_RTOL, assert_relative, relative_error, run_torchrun, spawn_gloo
 
@@ -298,9 +299,8 @@ def test_communication_bytes_is_what_the_collectives_send(spawned):
     world_size, ranks = spawned
     for strategy in TRAINING_STRATEGIES:
         for standardize in (True, False):
-            normalization = "batchnorm" if standardize else "none"  # cost.communication_bytes' own spelling
             expected = cost.communication_bytes(
-                strategy, EVEN_ROWS * world_size, DIM, world_size, torch.float64, normalization=normalization
+                strategy, EVEN_ROWS * world_size, DIM, world_size, torch.float64, standardize=standardize
             )
             for results in ranks:
                 sent = results["traffic"][strategy, standardize]
@@ -407,10 +407,10 @@ def test_all_gather_moves_about_n_over_d_of_the_bytes_of_all_reduce(world_size):
 def test_communication_bytes_counts_the_formula():
     n, d, w = 100, 30, 3  # ceil(100 / 3) = 34 padded rows per rank
     shapes = (w - 1) * HEADER_SIZE * 8  # every rank's header of float64 values
-    assert cost.communication_bytes("all_gather", n, d, w, torch.float64, normalization="none") == (
+    assert cost.communication_bytes("all_gather", n, d, w, torch.float64, standardize=False) == (
         shapes + (w - 1) * 2 * 34 * d * 8
     )
-    assert cost.communication_bytes("all_reduce", n, d, w, torch.bfloat16, normalization="none") == (
+    assert cost.communication_bytes("all_reduce", n, d, w, torch.bfloat16, standardize=False) == (
         shapes + math.ceil(2 * (w - 1) * d * d / w) * 4
     )
     assert cost.communication_bytes("all_gather", n, d, 1) == 0

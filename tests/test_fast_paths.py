@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import redundancy
-from redundancy._loss import _CHECKED
+from redundancy._frame import _CHECKED
 from redundancy._ops import Standardization, cross_correlation_terms, gram_terms, standardize
 from redundancy._ops._autocast import no_autocast
 from redundancy._ops._autograd import DIRECT_APPLY, with_direct_apply

@@ -598,9 +598,7 @@ def two_ranks(tmp_path_factory):
 @pytest.mark.parametrize("mode", COMPILE_MODES)
 def test_torch_compile_raises_a_clear_error_or_works(two_ranks, mode):
     """Without ``fullgraph`` a grid call is a graph break that runs eagerly; ``fullgraph=True`` cannot compile it and
-    raises the compiler's error, which names the reason once the process has made the grid's eager forms (the first
-    grid call, compiled or not, makes them: making them imports ``torch._dynamo``, which ``import redundancy`` must
-    not)."""
+    raises the compiler's error, which names the reason (the first grid call of the process included)."""
     expected = redundancy.barlow_twins_loss(*(view[:8, :12] for view in full_views()))
     for rank, results in enumerate(two_ranks):
         result = results["torch.compile", mode]
@@ -609,9 +607,7 @@ def test_torch_compile_raises_a_clear_error_or_works(two_ranks, mode):
             assert_relative(result, expected, 1e-10, f"compiled loss on rank {rank}")
         else:
             assert is_error(result) and result[1] == "Unsupported", f"rank {rank}: {result}"
-            assert "torch.compiler.disable" in result[2], f"rank {rank}: {result}"
-            if mode == "fullgraph, after a grid call":
-                assert "feature_group" in result[2], f"rank {rank}: {result}"
+            assert "feature_group= runs eagerly under torch.compile" in result[2], f"rank {rank}: {result}"
         assert_relative(results["after torch.compile", mode], expected, 1e-10, f"the call after, rank {rank}")
 
 
@@ -638,7 +634,6 @@ FAULTS = {
     "one-dimensional input": (lambda z1, z2: ((z1[:, 0], z2), {}), ["z1", "rank 3"]),
     "lambd on one rank": (lambda z1, z2: ((z1, z2), {"lambd": 0.1}), ["lambd", "same on every rank"]),
     "algorithm on one rank": (lambda z1, z2: ((z1, z2), {"algorithm": "cross"}), ["algorithm", "same on every rank"]),
-    "an unknown option on one rank": (lambda z1, z2: ((z1, z2), {"lambda": 0.1}), ["lambda", "rank 3"]),
     "float64 and float32": (lambda z1, z2: ((z1.float(), z2.float()), {}), ["compute dtype"]),
     "a negative eps on one rank": (lambda z1, z2: ((z1, z2), {"eps": -1.0}), ["eps", "rank 3"]),
 }

@@ -124,7 +124,7 @@ def test_properties(n, d, seed, alpha):
         ({"z_mixed": torch.ones(8, 4, dtype=torch.int64)}, TypeError, "z_mixed must have a floating-point"),
         ({"lambd": -1.0}, ValueError, "lambd"),
         ({"scale": -1.0}, ValueError, "scale"),
-        ({"normalization": "l2"}, ValueError, "normalization"),
+        ({"normalization": "batchnorm"}, TypeError, "normalization"),
         ({"correction": 2}, ValueError, "correction must be 0"),
         ({"standardize": 0}, TypeError, "standardize must be a bool"),
     ],

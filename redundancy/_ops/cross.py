@@ -10,7 +10,7 @@ with ``C°`` the matrix C with its diagonal zeroed, in place, once its diagonal 
 difference that cancels near convergence). C° is the only D×D tensor held, forward or backward.
 
 When ``a, b`` are one rank's rows of a batch split over processes, ``batch`` (a
-:class:`redundancy.distributed.GlobalBatch`) makes ``N`` the global row count and sums the local
+:class:`redundancy._batch.GlobalBatch`) makes ``N`` the global row count and sums the local
 ``AᵀB / N`` over all ranks (one all-reduce of D² elements). Every rank then holds the C of the whole
 batch, and the backward above, applied to the local rows, is their exact gradient: it needs no collective.
 
@@ -116,7 +116,7 @@ def cross_correlation_terms(
     """``(invariance, redundancy)`` of two views (N×D) through the D×D matrix C.
 
     The views are standardized first when ``standardization`` is given, and are taken as already standardized
-    when it is ``None``. ``batch`` (a :class:`redundancy.distributed.GlobalBatch`, or ``None``) makes C that of
+    when it is ``None``. ``batch`` (a :class:`redundancy._batch.GlobalBatch`, or ``None``) makes C that of
     the batch of all ranks, of which ``z1, z2`` hold this rank's rows; the standardization then uses its
     statistics too.
     """

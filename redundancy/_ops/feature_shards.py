@@ -2,7 +2,7 @@
 
 Each rank of a feature group holds all N rows of its own columns (D_p of the D features, at ``offset``), standardized
 or centred per feature, which needs nothing from the other ranks. What crosses the columns is summed over the group
-(:class:`redundancy.distributed.FeatureShards`):
+(:class:`redundancy._batch.FeatureShards`):
 
 - **gram**: ``‖AᵀB‖² = ⟨A Aᵀ, B Bᵀ⟩`` and ``A Aᵀ = Σ_p A_p A_pᵀ``: each rank forms the N×N Gram of each view's
   columns, and one all-reduce sums them together with the per-feature parts (the invariance, ``Σ c_i²``). The
@@ -18,7 +18,7 @@ or centred per feature, which needs nothing from the other ranks. What crosses t
   summed over the group in backward (each rank's block row reads every column of B).
 
 Both are written in differentiable torch operations over the two collectives of
-:class:`~redundancy.distributed.FeatureShards`, whose backwards are exact because every rank ends with the same loss.
+:class:`~redundancy._batch.FeatureShards`, whose backwards are exact because every rank ends with the same loss.
 """
 
 import torch
@@ -80,7 +80,7 @@ def barlow_twins_terms_over_features(
 
     For V views, each term is the mean over the V(V-1)/2 pairs ``u < v``; the V views share their Grams (the Gram
     path) or their gathered columns (the cross path). ``features`` is the
-    :class:`~redundancy.distributed.FeatureShards` of the columns; both terms are those of the full N×D views and
+    :class:`~redundancy._batch.FeatureShards` of the columns; both terms are those of the full N×D views and
     are the same on every rank of the feature group.
     """
     n, dim, count = views[0].shape[0], features.dim, len(views)

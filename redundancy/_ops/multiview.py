@@ -36,6 +36,7 @@ import torch
 from redundancy._ops._autocast import no_autocast
 from redundancy._ops._autograd import saved_tensors_die_after_backward, with_direct_apply
 from redundancy._ops.cross import cross_correlation_terms, cross_correlation_terms_flops
+from redundancy._ops.gram import gram_terms
 from redundancy._ops.products import symmetric_gram, symmetric_gram_flops
 from redundancy._ops.reductions import column_dot
 from redundancy._ops.standardize import Standardization, standardize, standardize_backward_, standardize_forward
@@ -225,8 +226,10 @@ def multiview_gram_terms(views, *, target: float, standardization: Standardizati
     """The pair-averaged ``(invariance, redundancy)`` of V views (each N×D) through their V N×N Gram matrices.
 
     The views are standardized first when ``standardization`` is given, and are taken as already standardized
-    when it is ``None``.
+    when it is ``None``. Two views are the two-view op of :mod:`redundancy._ops.gram`.
     """
+    if len(views) == 2:
+        return gram_terms(views[0], views[1], target=target, standardization=standardization)
     invariance, redundancy = _MultiviewGramTerms.apply(target, standardization, *views)[:2]
     return invariance, redundancy
 
@@ -235,8 +238,11 @@ def multiview_cross_terms(views, *, target: float, standardization: Standardizat
     """The pair-averaged ``(invariance, redundancy)`` of V views through each pair's D×D matrix C.
 
     Each view is standardized once (over the batch of all ranks when ``batch`` is given); ``batch`` also makes
-    every pair's C that of the batch of all ranks (one all-reduce of D² elements per pair).
+    every pair's C that of the batch of all ranks (one all-reduce of D² elements per pair). Two views are the
+    two-view op of :mod:`redundancy._ops.cross`, which standardizes them inside its own Function.
     """
+    if len(views) == 2:
+        return cross_correlation_terms(views[0], views[1], target=target, standardization=standardization, batch=batch)
     if standardization is not None:
         views = [standardize(z, standardization, batch=batch) for z in views]
     pairs = view_pairs(len(views))

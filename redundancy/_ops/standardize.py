@@ -10,7 +10,7 @@ Backward, with ``r = 1 / sqrt(var + eps)`` and ``m`` the variance divisor (``N``
 which is exact for any ``eps`` (the variance's own dependence on ``z`` is what the last term carries).
 
 When ``z`` is one rank's shard of a batch split over processes, ``batch`` supplies the statistics of the whole
-batch (``N`` rows over all ranks, see :class:`redundancy.distributed.GlobalBatch`): the forward uses the global
+batch (``N`` rows over all ranks, see :class:`redundancy._batch.GlobalBatch`): the forward uses the global
 mean and variance, and the backward sums the two D-vectors ``Σ_n da`` and ``Σ_n da ⊙ a`` over all ranks (one
 reduction of 2·D elements); the formula is otherwise the same.
 
@@ -57,6 +57,11 @@ def standardization_of(*, standardize: bool, correction: int, eps: float) -> Sta
     if not standardize:
         return None
     return Standardization(unbiased=correction == 1, eps=eps)
+
+
+def center(z: torch.Tensor) -> torch.Tensor:
+    """``z - mean_n z``: each column of an already upcast view centred over the batch (differentiable)."""
+    return z - z.mean(dim=0)
 
 
 #: Columns whose largest magnitude reaches ``2**SAFE_EXPONENT`` are scaled below it before squaring: their squares
@@ -264,7 +269,7 @@ class _Standardize(torch.autograd.Function):
 def standardize(z: torch.Tensor, standardization: Standardization, *, batch=None) -> torch.Tensor:
     """Standardize each column of ``z`` (N×D) over the batch; differentiable with a closed-form backward.
 
-    ``batch`` (a :class:`redundancy.distributed.GlobalBatch`, or ``None`` for the local batch) makes the
+    ``batch`` (a :class:`redundancy._batch.GlobalBatch`, or ``None`` for the local batch) makes the
     statistics those of the batch of all ranks, of which ``z`` holds this rank's rows. The backward is itself
     differentiable (second derivatives) for the local batch.
     """

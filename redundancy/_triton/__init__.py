@@ -131,7 +131,7 @@ def select_backend(backend: str, z: torch.Tensor, *, algorithm: str | None = Non
 
 
 def barlow_twins_terms_triton(
-    z1: torch.Tensor, z2: torch.Tensor, *, normalization: str, eps: float, target: float, algorithm: str
+    z1: torch.Tensor, z2: torch.Tensor, *, standardization, target: float, algorithm: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(invariance, redundancy)`` of the raw views by the Triton kernels (after :func:`select_backend`).
 
@@ -146,4 +146,8 @@ def barlow_twins_terms_triton(
         z1, z2 = z1.to(dtype), z2.to(dtype)
     if algorithm == "gram" and z1.shape[0] >= z1.shape[1]:
         algorithm = "cross"
+    if standardization is None:
+        normalization, eps = "none", 0.0
+    else:
+        normalization, eps = ("std" if standardization.unbiased else "batchnorm"), standardization.eps
     return ops.barlow_twins_terms(z1, z2, normalization=normalization, eps=eps, target=target, algorithm=algorithm)
