@@ -110,10 +110,10 @@ def barlow_loss_func(z1: torch.Tensor, z2: torch.Tensor, lamb: float = 5e-3, sca
     _, invariance, redundancy = barlow_twins_terms(z1, z2, gradient_convention="official")
     # The weights are checked after the terms, as solo-learn's arithmetic fails after its all-reduce: a rank with a
     # bad weight does not leave the others waiting in the exchange.
-    lamb = weight("lamb", lamb)
-    if isinstance(lamb, torch.Tensor):  # solo-learn multiplies C's entries in place: they keep dtype and shape
-        lamb = lamb.to(redundancy.dtype).reshape(())
-    return weight("scale_loss", scale_loss) * (invariance + lamb * redundancy)
+    off_diagonal_weight = weight("lamb", lamb)
+    if isinstance(off_diagonal_weight, torch.Tensor):  # solo-learn multiplies C's entries in place: they keep
+        off_diagonal_weight = off_diagonal_weight.to(redundancy.dtype).reshape(())  # their dtype and shape
+    return weight("scale_loss", scale_loss) * (invariance + off_diagonal_weight * redundancy)
 
 
 def vicreg_loss_func(
