@@ -2,8 +2,26 @@ r"""solo-learn's ``barlow_loss_func`` and ``vicreg_loss_func`` computed by ``red
 
 Swap ``from solo.losses import barlow_loss_func`` for ``from redundancy.compat.solo import barlow_loss_func``:
 the arguments and defaults are solo-learn's, and in one process the value and the gradients are the ones
-solo-learn computes. Hyperparameters may be any real number solo-learn accepts: Python or numpy scalars, or
-one-element tensors (read on every call, which waits for a CUDA tensor: pass a number where speed matters).
+solo-learn computes.
+
+The library computes the unweighted terms (:func:`redundancy.barlow_twins_terms`, :func:`redundancy.vicreg_terms`)
+and the adapters weigh them with solo-learn's own arithmetic, ``scale_loss * (invariance + lamb * redundancy)`` and
+``sim_loss_weight * invariance + var_loss_weight * variance + cov_loss_weight * covariance``, so any real weight
+gives solo-learn's value: negative (``scale_loss=-1`` negates the loss), NaN or infinite, a ``bool`` (``True`` is
+1), a Python or numpy number, or a one-element tensor, which gets its gradient when it requires grad. A tensor
+weight takes part with its dtype and shape as in solo-learn: ``lamb`` multiplies C's entries in place, so the loss
+keeps their dtype and shape whatever ``lamb``'s; the others broadcast (a float64 ``scale_loss`` gives a float64
+loss, one of shape ``(1,)`` a loss of shape ``(1,)``). One value differs: for an infinite ``lamb``, solo-learn
+multiplies each squared off-diagonal entry of C, and gives NaN (0 · ∞) if any is exactly 0; the adapter multiplies
+their sum, and gives ±∞ unless all are 0.
+
+What the adapters refuse, where solo-learn computes (each names the argument):
+
+- a complex weight (:class:`TypeError`): solo-learn returns a complex loss, which ``backward()`` refuses (and
+  raises for a complex ``lamb``);
+- a tensor weight of several elements (:class:`TypeError`): solo-learn returns a tensor of losses, one per
+  element (and raises for a ``lamb`` that does not have one element per off-diagonal entry of C);
+- a numpy boolean or array as a weight (:class:`TypeError`).
 
 Conventions of solo-learn that these keep: Barlow Twins standardizes each view with a fresh ``BatchNorm1d``
 (biased variance, ε = 1e-5) and scales the loss by ``scale_loss``; VICReg *sums* the two views' variance hinges
@@ -31,16 +49,24 @@ The one intended difference is the statistics, those of the global batch of all 
   rank's own invariance term, so its ranks' values differ; here every rank gets the invariance term of the whole
   batch, their mean (with equal per-rank batches). The gradients are the same.
 
-Other differences: bad inputs and options raise :class:`ValueError` or :class:`TypeError` naming the argument;
-for half-precision inputs (float16, bfloat16) the loss comes back in float32, where solo-learn returns the input
-dtype (every statistic is accumulated in float32, which makes the value closer to the float64 one); gradients
-come back in the input dtype.
+Other differences:
+
+- Inputs that the library refuses raise :class:`ValueError` or :class:`TypeError` naming ``z1`` or ``z2``, where
+  solo-learn's ``barlow_loss_func`` raises :class:`ValueError` for a batch of one row (from its ``BatchNorm1d``) and
+  :class:`RuntimeError` for views of different widths, and its ``vicreg_loss_func`` returns NaN for a batch of one
+  row (its unbiased variance divides by N - 1 = 0) and raises :class:`RuntimeError` for views of different shapes.
+- solo-learn's ``barlow_loss_func`` refuses float64 inputs on the CPU (:class:`RuntimeError`: its fresh
+  ``BatchNorm1d`` holds float32 statistics); the adapter computes in float64.
+- For half-precision inputs (float16, bfloat16) the loss comes back in float32, as from solo-learn's
+  ``barlow_loss_func`` on the CPU (its float32 ``BatchNorm1d`` returns float32), where its ``vicreg_loss_func``
+  returns the input dtype. Every statistic is accumulated in float32, which makes the value closer to the float64
+  one; gradients come back in the input dtype.
 """
 
 import torch
 
-from redundancy import barlow_twins_loss, vicreg_loss
-from redundancy.compat._options import real_option
+from redundancy import barlow_twins_terms, vicreg_terms
+from redundancy.compat._options import weight
 
 __all__ = ["barlow_loss_func", "vicreg_loss_func"]
 
@@ -51,12 +77,19 @@ def barlow_loss_func(z1: torch.Tensor, z2: torch.Tensor, lamb: float = 5e-3, sca
     Args:
         z1: embeddings of the first view, shape ``(N, D)``.
         z2: embeddings of the second view, same shape.
-        lamb: λ, weight of the redundancy term (any non-negative real number).
-        scale_loss: factor on the whole loss (any non-negative real number).
+        lamb: λ, weight of the redundancy term: any real number or one-element real tensor (see the module
+            docstring).
+        scale_loss: factor on the whole loss, the same kinds of value.
 
     Returns:
-        The loss, a 0-dim tensor (float32 for half-precision inputs). Under ``torch.distributed``, that of the
-        global batch of all ranks, with solo-learn's gradient scale (see the module docstring).
+        The loss, a 0-dim tensor (the shape of a tensor ``scale_loss`` broadcast with it; float32 for
+        half-precision inputs). Under ``torch.distributed``, that of the global batch of all ranks, with
+        solo-learn's gradient scale (see the module docstring).
+
+    Raises:
+        ValueError: mismatched shapes or a batch of one row.
+        TypeError: inputs that are not floating-point tensors; a ``lamb`` or ``scale_loss`` that is not a real
+            number or a one-element real tensor.
 
     Example:
         Before/after under 2 ranks, here with the two halves of one batch standing for the ranks, the second
@@ -74,13 +107,13 @@ def barlow_loss_func(z1: torch.Tensor, z2: torch.Tensor, lamb: float = 5e-3, sca
         >>> bool(after < before)
         True
     """
-    return barlow_twins_loss(
-        z1,
-        z2,
-        lambd=real_option("lamb", lamb),
-        scale=real_option("scale_loss", scale_loss),
-        gradient_convention="official",
-    )
+    _, invariance, redundancy = barlow_twins_terms(z1, z2, gradient_convention="official")
+    # The weights are checked after the terms, as solo-learn's arithmetic fails after its all-reduce: a rank with a
+    # bad weight does not leave the others waiting in the exchange.
+    off_diagonal_weight = weight("lamb", lamb)
+    if isinstance(off_diagonal_weight, torch.Tensor):  # solo-learn multiplies C's entries in place: they keep
+        off_diagonal_weight = off_diagonal_weight.to(redundancy.dtype).reshape(())  # their dtype and shape
+    return weight("scale_loss", scale_loss) * (invariance + off_diagonal_weight * redundancy)
 
 
 def vicreg_loss_func(
@@ -106,11 +139,17 @@ def vicreg_loss_func(
         var_loss_weight: weight of the variance term.
         cov_loss_weight: weight of the covariance term.
 
-    The weights may be any non-negative real number.
+    The weights may be any real number or one-element real tensor (see the module docstring).
 
     Returns:
-        The loss, a 0-dim tensor (float32 for half-precision inputs). Under ``torch.distributed``, that of the
-        global batch of all ranks, with solo-learn's gradients (see the module docstring).
+        The loss, a 0-dim tensor (the shape of tensor weights broadcast with it; float32 for half-precision
+        inputs). Under ``torch.distributed``, that of the global batch of all ranks, with solo-learn's gradients
+        (see the module docstring).
+
+    Raises:
+        ValueError: mismatched shapes or a batch of one row.
+        TypeError: inputs that are not floating-point tensors; a weight that is not a real number or a one-element
+            real tensor.
 
     Example:
         >>> import redundancy
@@ -118,11 +157,10 @@ def vicreg_loss_func(
         >>> torch.allclose(vicreg_loss_func(z1, z2), redundancy.vicreg_loss(z1, z2, variance_reduction="sum"))
         True
     """
-    return vicreg_loss(
-        z1,
-        z2,
-        invariance_weight=real_option("sim_loss_weight", sim_loss_weight),
-        variance_weight=real_option("var_loss_weight", var_loss_weight),
-        covariance_weight=real_option("cov_loss_weight", cov_loss_weight),
-        variance_reduction="sum",
+    _, invariance, variance, covariance = vicreg_terms(z1, z2, variance_reduction="sum")
+    # Checked after the terms, as in barlow_loss_func.
+    return (
+        weight("sim_loss_weight", sim_loss_weight) * invariance
+        + weight("var_loss_weight", var_loss_weight) * variance
+        + weight("cov_loss_weight", cov_loss_weight) * covariance
     )

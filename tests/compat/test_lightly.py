@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from redundancy.compat import lightly
-from redundancy.reference import barlow_twins_loss_reference, vicreg_loss_reference
+from redundancy.reference import (
+    barlow_twins_loss_reference,
+    barlow_twins_terms_reference,
+    vicreg_loss_reference,
+    vicreg_terms_reference,
+)
 from tests.utils import assert_relative
 
 # The published signatures (lightly/loss/barlow_twins_loss.py and vicreg_loss.py).
@@ -107,22 +112,159 @@ def test_vicreg_takes_lightlys_batch_positions_features_shape(shape):
         assert torch.equal(loss, criterion(z_a.flatten(1, -2)[:, 0], z_b.flatten(1, -2)[:, 0]))
 
 
-@pytest.mark.parametrize(
-    "number",
-    [np.float32(0.02), np.float64(0.02), torch.tensor(0.02), torch.tensor([0.02], dtype=torch.float64), 0.02],
-    ids=["numpy-float32", "numpy-float64", "0-dim-tensor", "1-element-tensor", "float"],
-)
-def test_hyperparameters_are_any_real_number(number):
-    z1, z2 = _views(16, 8, torch.float64)
-    expected = float(np.float32(0.02)) if isinstance(number, np.float32) else 0.02
+#: Weights of every kind lightly's arithmetic takes: ids -> value.
+WEIGHTS = {
+    "negative": -0.5,
+    "nan": float("nan"),
+    "inf": float("inf"),
+    "bool": True,
+    "int": 3,
+    "numpy-float32": np.float32(0.02),
+    "numpy-int64": np.int64(2),
+    "0-dim-tensor": torch.tensor(0.02),
+    "float64-tensor": torch.tensor(-0.02, dtype=torch.float64),
+    "1-element-tensor": torch.tensor([0.02]),
+    "int-tensor": torch.tensor(2, dtype=torch.int32),
+    "bool-tensor": torch.tensor(True),
+}
+
+
+def _assert_same(actual, expected, rtol, what):
+    """Equal within ``rtol`` (NaN where NaN, the same infinities), with the same dtype and shape."""
+    assert (actual.dtype, actual.shape) == (expected.dtype, expected.shape), what
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=0.0, equal_nan=True, msg=what)
+
+
+@pytest.mark.parametrize("value", list(WEIGHTS.values()), ids=list(WEIGHTS))
+def test_any_real_weight_gives_lightlys_arithmetic_on_the_terms(value):
+    """lightly computes ``invariance + lambda_param * redundancy``: negative, NaN, infinite and bool weights too."""
+    z1, z2 = _views(16, 8, torch.float32)
+    invariance, redundancy = barlow_twins_terms_reference(z1.double(), z2.double())
+    expected = invariance.float() + value * redundancy.float()
+    _assert_same(lightly.BarlowTwinsLoss(lambda_param=value)(z1, z2), expected, 1e-5, "BarlowTwinsLoss")
+    invariance, variance, covariance = (t.float() for t in vicreg_terms_reference(z1.double(), z2.double()))
+    expected = value * invariance + value * variance + value * covariance
+    criterion = lightly.VICRegLoss(lambda_param=value, mu_param=value, nu_param=value)
+    _assert_same(criterion(z1, z2), expected, 1e-5, "VICRegLoss")
+
+
+@pytest.mark.parametrize("number", [np.float64(0.02), torch.tensor([0.02], dtype=torch.float64), True])
+def test_hyperparameters_are_kept_as_given(number):
+    """As in lightly, the attributes hold what was passed (a tensor stays a tensor, with its gradient)."""
     barlow = lightly.BarlowTwinsLoss(lambda_param=number)
-    assert type(barlow.lambda_param) is float and barlow.lambda_param == pytest.approx(expected, rel=1e-7)
-    assert_relative(barlow(z1, z2), barlow_twins_loss_reference(z1, z2, lambd=barlow.lambda_param), 1e-12, "barlow")
+    assert barlow.lambda_param is number
     vicreg = lightly.VICRegLoss(lambda_param=number, mu_param=number, nu_param=number, eps=number)
-    assert all(type(value) is float for value in (vicreg.lambda_param, vicreg.mu_param, vicreg.nu_param, vicreg.eps))
-    weights = {"invariance_weight": vicreg.lambda_param, "variance_weight": vicreg.mu_param}
-    expected_loss = vicreg_loss_reference(z1, z2, covariance_weight=vicreg.nu_param, eps=vicreg.eps, **weights)
-    assert_relative(vicreg(z1, z2), expected_loss, 1e-12, "vicreg")
+    assert all(value is number for value in (vicreg.lambda_param, vicreg.mu_param, vicreg.nu_param, vicreg.eps))
+
+
+def test_hyperparameters_set_after_construction_are_read_at_the_call():
+    z1, z2 = _views(16, 8, torch.float64)
+    barlow = lightly.BarlowTwinsLoss()
+    barlow.lambda_param = torch.tensor(0.02, dtype=torch.float64)
+    assert_relative(barlow(z1, z2), barlow_twins_loss_reference(z1, z2, lambd=0.02), 1e-12, "lambda_param")
+    barlow.lambda_param = -3.0
+    assert_relative(barlow(z1, z2), barlow_twins_loss_reference(z1, z2, lambd=-3.0), 1e-12, "lambda_param")
+    vicreg = lightly.VICRegLoss()
+    vicreg.lambda_param, vicreg.mu_param, vicreg.nu_param, vicreg.eps = 2.0, torch.tensor(3.0), np.float32(4.0), 0.5
+    expected = vicreg_loss_reference(z1, z2, invariance_weight=2.0, variance_weight=3.0, covariance_weight=4.0, eps=0.5)
+    assert_relative(vicreg(z1, z2), expected, 1e-12, "VICRegLoss")
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value", "error", "match"),
+    [
+        ("lambda_param", "0.1", TypeError, "lambda_param must be a real number"),
+        ("mu_param", None, TypeError, "mu_param must be a real number"),
+        ("nu_param", torch.ones(2), TypeError, "nu_param must be a real number or a one-element real tensor"),
+        ("eps", -1.0, ValueError, "eps must be non-negative"),
+        ("gather_distributed", 1, TypeError, "gather_distributed must be a bool"),
+    ],
+)
+def test_hyperparameters_set_after_construction_are_checked_under_their_names(attribute, value, error, match):
+    criterion = lightly.BarlowTwinsLoss() if attribute == "lambda_param" else lightly.VICRegLoss()
+    setattr(criterion, attribute, value)
+    with pytest.raises(error, match=match):
+        criterion(torch.randn(8, 4), torch.randn(8, 4))
+
+
+def test_weights_that_require_grad_get_their_gradients():
+    """As in lightly: ∂L/∂λ is the redundancy term, ∂L/∂(λ, μ, ν) of VICReg its three terms."""
+    z1, z2 = _views(16, 8, torch.float64)
+    lambda_param = torch.tensor(0.02, dtype=torch.float64, requires_grad=True)
+    lightly.BarlowTwinsLoss(lambda_param=lambda_param)(z1, z2).backward()
+    assert_relative(lambda_param.grad, barlow_twins_terms_reference(z1, z2)[1], 1e-12, "dL/dlambda_param")
+    weights = [torch.tensor(value, dtype=torch.float64, requires_grad=True) for value in (3.0, -2.0, 0.5)]
+    lightly.VICRegLoss(*weights)(z1, z2).backward()
+    for name, weight, term in zip(("lambda", "mu", "nu"), weights, vicreg_terms_reference(z1, z2), strict=True):
+        assert_relative(weight.grad, term, 1e-12, f"dL/d{name}_param")
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"lambda_param": 1j}, TypeError, "lambda_param must be a real number"),
+        ({"lambda_param": torch.tensor(0.5j)}, TypeError, "lambda_param must be a real number or a one-element real"),
+        ({"lambda_param": torch.ones(2)}, TypeError, "lambda_param must be a real number or a one-element real"),
+        ({"lambda_param": np.bool_(True)}, TypeError, "lambda_param must be a real number"),
+        ({"lambda_param": np.ones(1)}, TypeError, "lambda_param must be a real number"),
+        ({"lambda_param": "0.1"}, TypeError, "lambda_param must be a real number"),
+        ({"lambda_param": 10**400}, ValueError, "lambda_param must fit in a float"),
+        ({"gather_distributed": "false"}, TypeError, "gather_distributed must be a bool"),
+        ({"gather_distributed": 1}, TypeError, "gather_distributed must be a bool"),
+    ],
+    ids=[
+        "complex",
+        "complex-tensor",
+        "2-element-tensor",
+        "numpy-bool",
+        "numpy-array",
+        "str",
+        "huge-int",
+        "str-flag",
+        "int-flag",
+    ],
+)
+@pytest.mark.parametrize("cls", [lightly.BarlowTwinsLoss, lightly.VICRegLoss], ids=lambda c: c.__name__)
+def test_refused_weights_and_flags(cls, options, error, match):
+    """The refusals the module docstring lists, at construction and when set afterwards."""
+    if cls is lightly.VICRegLoss:  # the same rules for each weight: name the one refused
+        options = {"nu_param" if name == "lambda_param" else name: value for name, value in options.items()}
+        match = match.replace("lambda_param", "nu_param")
+    with pytest.raises(error, match=match):
+        cls(**options)
+    criterion = cls()
+    for name, value in options.items():
+        setattr(criterion, name, value)
+    with pytest.raises(error, match=match):
+        criterion(torch.randn(8, 4), torch.randn(8, 4))
+
+
+@pytest.mark.parametrize(
+    ("eps", "error", "match"),
+    [
+        (-1e-5, ValueError, "eps must be non-negative"),
+        (float("nan"), ValueError, "eps must be finite"),
+        (float("inf"), ValueError, "eps must be finite"),
+        (torch.tensor(1e-3, requires_grad=True), TypeError, "eps must not require grad"),
+        (torch.ones(2), TypeError, "eps must be a real number or a one-element real tensor"),
+    ],
+    ids=["negative", "nan", "inf", "requires-grad", "2-element-tensor"],
+)
+def test_refused_eps(eps, error, match):
+    """ε goes into the library's variance hinge, which takes a finite non-negative number."""
+    with pytest.raises(error, match=match):
+        lightly.VICRegLoss(eps=eps)
+    criterion = lightly.VICRegLoss()
+    criterion.eps = eps
+    with pytest.raises(error, match=match):
+        criterion(torch.randn(8, 4), torch.randn(8, 4))
+
+
+@pytest.mark.parametrize("eps", [True, np.float32(0.5), torch.tensor(0.5, dtype=torch.float64)], ids=str)
+def test_eps_of_any_numeric_kind(eps):
+    z1, z2 = _views(16, 8, torch.float64)
+    expected = vicreg_loss_reference(z1, z2, eps=float(eps))
+    assert_relative(lightly.VICRegLoss(eps=eps)(z1, z2), expected, 1e-12, "VICRegLoss")
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -142,27 +284,6 @@ def test_attributes_and_repr():
     assert "gather_distributed=True" in repr(criterion)
     assert list(criterion.parameters()) == []
     assert lightly.BarlowTwinsLoss(0.0051).lambda_param == 0.0051
-
-
-@pytest.mark.parametrize(
-    ("build", "error", "match"),
-    [
-        (lambda: lightly.BarlowTwinsLoss(lambda_param=-1.0), ValueError, "lambda_param must be non-negative"),
-        (lambda: lightly.BarlowTwinsLoss(lambda_param=float("nan")), ValueError, "lambda_param must be finite"),
-        (lambda: lightly.BarlowTwinsLoss(lambda_param="0.1"), TypeError, "lambda_param must be a real number"),
-        (lambda: lightly.BarlowTwinsLoss(lambda_param=True), TypeError, "lambda_param must be a real number"),
-        (lambda: lightly.BarlowTwinsLoss(lambda_param=torch.ones(2)), TypeError, "lambda_param must be a real"),
-        (lambda: lightly.BarlowTwinsLoss(gather_distributed="yes"), TypeError, "gather_distributed"),
-        (lambda: lightly.VICRegLoss(lambda_param=-1.0), ValueError, "lambda_param must be non-negative"),
-        (lambda: lightly.VICRegLoss(mu_param=-1.0), ValueError, "mu_param must be non-negative"),
-        (lambda: lightly.VICRegLoss(nu_param=np.float32(-1)), ValueError, "nu_param must be non-negative"),
-        (lambda: lightly.VICRegLoss(eps=-1.0), ValueError, "eps must be non-negative"),
-        (lambda: lightly.VICRegLoss(gather_distributed=1), TypeError, "gather_distributed"),
-    ],
-)
-def test_bad_options_are_named_as_lightly_names_them(build, error, match):
-    with pytest.raises(error, match=match):
-        build()
 
 
 @pytest.mark.parametrize("gather_distributed", [False, True])

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from redundancy.compat import lightly
-from redundancy.reference import barlow_twins_loss_reference, vicreg_loss_reference
+from redundancy.reference import barlow_twins_loss_reference, batch_standardize_reference, vicreg_loss_reference
 from tests.utils import assert_relative, spawn_gloo
 
 pytestmark = pytest.mark.distributed
@@ -71,6 +71,10 @@ def _worker(rank: int, world_size: int) -> dict:
         _value_and_grads(VICRegLoss(gather_distributed=True), own1, own2),
         _value_and_grads(lightly.VICRegLoss(gather_distributed=True), own1, own2),
     )
+    # Different shards: lightly's per-rank statistics (module docstring); a truthy non-bool flag gathers.
+    results["lightly_barlow_own"] = {
+        flag: BarlowTwinsLoss(gather_distributed=flag)(own1, own2) for flag in (True, False, "false")
+    }
     return results
 
 
@@ -122,3 +126,34 @@ def test_gradients_equal_lightlys(ranks, key):
             assert_relative(ours[0], theirs[0], 1e-10, f"rank {rank}: loss")
         for name, mine, want in zip(("dz1", "dz2"), ours[1:], theirs[1:], strict=True):
             assert_relative(mine, want, 1e-10, f"{key}, rank {rank}: {name}")
+
+
+def _lightly_results(ranks, key):
+    if key not in ranks[0]:
+        pytest.skip("lightly is not installed (see tests/compat/README.md)")
+    return [results[key] for results in ranks]
+
+
+def test_lightly_barlow_twins_averages_the_ranks_cross_correlations(ranks):
+    """What the module docstring says lightly computes: ``C = ½ (C₀ + C₁)``, each ``C_r`` from rank r's rows
+    standardized by rank r's statistics; and ``gather_distributed="false"`` gathers, being true."""
+    values = _lightly_results(ranks, "lightly_barlow_own")
+    correlations = []
+    for rank in range(WORLD_SIZE):
+        z1, z2 = (batch_standardize_reference(z) for z in _views(ROWS, FEATURES, seed=2 + rank))
+        correlations.append(z1.T @ z2 / ROWS)
+    c = torch.stack(correlations).mean(dim=0)
+    off_diagonal = c.square().sum() - c.diagonal().square().sum()
+    expected = (1 - c.diagonal()).square().sum() + 5e-3 * off_diagonal
+    for rank, value in enumerate(values):
+        assert_relative(value[True], expected, 1e-10, f"rank {rank}: lightly's loss")
+        assert torch.equal(value["false"], value[True])
+        assert not torch.equal(value[False], value[True])
+
+
+def test_lightly_vicreg_keeps_each_ranks_invariance_term(ranks):
+    """The module docstring: lightly's ranks' values differ, and their mean is the adapter's (equal shards)."""
+    (theirs0, ours0), (theirs1, ours1) = _lightly_results(ranks, "lightly_vicreg")
+    assert not torch.equal(theirs0[0], theirs1[0])
+    assert torch.equal(ours0[0], ours1[0])
+    assert_relative((theirs0[0] + theirs1[0]) / 2, ours0[0], 1e-10, "mean of lightly's ranks")

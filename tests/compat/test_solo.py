@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from redundancy.compat import solo
-from redundancy.reference import barlow_twins_loss_reference, vicreg_loss_reference, vicreg_terms_reference
+from redundancy.reference import (
+    barlow_twins_loss_reference,
+    barlow_twins_terms_reference,
+    vicreg_loss_reference,
+    vicreg_terms_reference,
+)
 from tests.utils import assert_relative
 
 # The published signatures (solo/losses/barlow.py and vicreg.py).
@@ -94,19 +99,104 @@ def test_gradients_equal_the_reference(n, d):
             assert_relative(grad, want, 1e-10, "gradient")
 
 
-@pytest.mark.parametrize(
-    "number",
-    [np.float32(0.5), np.int64(2), torch.tensor(0.5), torch.tensor([2], dtype=torch.int32), 0.5],
-    ids=["numpy-float32", "numpy-int64", "0-dim-tensor", "1-element-int-tensor", "float"],
-)
-def test_hyperparameters_are_any_real_number(number):
+#: Weights of every kind solo-learn's arithmetic takes: ids -> value.
+WEIGHTS = {
+    "negative": -1.0,
+    "nan": float("nan"),
+    "inf": float("inf"),
+    "bool": True,
+    "int": 3,
+    "numpy-float32": np.float32(0.5),
+    "numpy-int64": np.int64(2),
+    "0-dim-tensor": torch.tensor(0.5),
+    "float64-tensor": torch.tensor(-0.5, dtype=torch.float64),
+    "1-element-int-tensor": torch.tensor([2], dtype=torch.int32),
+    "bool-tensor": torch.tensor(True),
+}
+
+
+def _assert_same(actual, expected, rtol, what):
+    """Equal within ``rtol`` (NaN where NaN, the same infinities), with the same dtype and shape."""
+    assert (actual.dtype, actual.shape) == (expected.dtype, expected.shape), what
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=0.0, equal_nan=True, msg=what)
+
+
+@pytest.mark.parametrize("value", list(WEIGHTS.values()), ids=list(WEIGHTS))
+def test_any_real_weight_gives_solo_learns_arithmetic_on_the_terms(value):
+    """solo-learn computes ``scale_loss * (invariance + lamb * redundancy)``: negative, NaN, infinite, bool too."""
+    z1, z2 = _views(16, 8, torch.float32)
+    invariance, redundancy = (t.float() for t in barlow_twins_terms_reference(z1.double(), z2.double()))
+    lamb = value.float().reshape(()) if isinstance(value, torch.Tensor) else value  # multiplies C in place
+    expected = 0.025 * (invariance + lamb * redundancy)
+    _assert_same(solo.barlow_loss_func(z1, z2, lamb=value), expected, 1e-5, "lamb")
+    expected = value * (invariance + 5e-3 * redundancy)
+    _assert_same(solo.barlow_loss_func(z1, z2, scale_loss=value), expected, 1e-5, "scale_loss")
+    terms = vicreg_terms_reference(z1.double(), z2.double(), variance_reduction="sum")
+    invariance, variance, covariance = (t.float() for t in terms)
+    expected = value * invariance + value * variance + value * covariance
+    _assert_same(solo.vicreg_loss_func(z1, z2, value, value, value), expected, 1e-5, "vicreg")
+
+
+def test_negative_scale_loss_negates_the_loss():
     z1, z2 = _views(16, 8, torch.float64)
-    value = float(number.item() if isinstance(number, torch.Tensor) else number)
-    expected = barlow_twins_loss_reference(z1, z2, lambd=value, scale=value)
-    assert_relative(solo.barlow_loss_func(z1, z2, lamb=number, scale_loss=number), expected, 1e-12, "barlow")
-    weights = {"invariance_weight": value, "variance_weight": value, "covariance_weight": value}
-    expected = vicreg_loss_reference(z1, z2, variance_reduction="sum", **weights)
-    assert_relative(solo.vicreg_loss_func(z1, z2, number, number, number), expected, 1e-12, "vicreg")
+    assert torch.equal(solo.barlow_loss_func(z1, z2, scale_loss=-1), -solo.barlow_loss_func(z1, z2, scale_loss=1))
+
+
+def test_tensor_lamb_keeps_the_loss_a_scalar_of_the_inputs_dtype():
+    """solo-learn multiplies C's entries by ``lamb`` in place; ``scale_loss`` broadcasts."""
+    z1, z2 = _views(16, 8, torch.float32)
+    lamb = torch.tensor([0.5], dtype=torch.float64)
+    loss = solo.barlow_loss_func(z1, z2, lamb=lamb)
+    assert (loss.dtype, loss.shape) == (torch.float32, ())
+    loss = solo.barlow_loss_func(z1, z2, scale_loss=lamb)
+    assert (loss.dtype, loss.shape) == (torch.float64, (1,))
+
+
+def test_weights_that_require_grad_get_their_gradients():
+    z1, z2 = _views(16, 8, torch.float64)
+    lamb, scale = (torch.tensor(value, dtype=torch.float64, requires_grad=True) for value in (0.02, -0.5))
+    solo.barlow_loss_func(z1, z2, lamb=lamb, scale_loss=scale).backward()
+    invariance, redundancy = barlow_twins_terms_reference(z1, z2)
+    assert_relative(lamb.grad, -0.5 * redundancy, 1e-12, "dL/dlamb")
+    assert_relative(scale.grad, invariance + 0.02 * redundancy, 1e-12, "dL/dscale_loss")
+    weights = [torch.tensor(value, dtype=torch.float64, requires_grad=True) for value in (3.0, -2.0, 0.5)]
+    solo.vicreg_loss_func(z1, z2, *weights).backward()
+    terms = vicreg_terms_reference(z1, z2, variance_reduction="sum")
+    for name, weight, term in zip(("sim", "var", "cov"), weights, terms, strict=True):
+        assert_relative(weight.grad, term, 1e-12, f"dL/d{name}_loss_weight")
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda z: solo.barlow_loss_func(z, z, lamb=1j), TypeError, "lamb must be a real number"),
+        (lambda z: solo.barlow_loss_func(z, z, scale_loss=torch.tensor(1j)), TypeError, "scale_loss must be a real"),
+        (lambda z: solo.barlow_loss_func(z, z, lamb=torch.ones(3)), TypeError, "lamb must be a real number"),
+        (lambda z: solo.barlow_loss_func(z, z, scale_loss=torch.ones(2)), TypeError, "scale_loss must be a real"),
+        (lambda z: solo.barlow_loss_func(z, z, lamb=np.bool_(True)), TypeError, "lamb must be a real number"),
+        (lambda z: solo.barlow_loss_func(z, z, lamb="0.1"), TypeError, "lamb must be a real number"),
+        (lambda z: solo.barlow_loss_func(z, z, scale_loss=10**400), ValueError, "scale_loss must fit in a float"),
+        (lambda z: solo.vicreg_loss_func(z, z, sim_loss_weight=2j), TypeError, "sim_loss_weight must be a real"),
+        (lambda z: solo.vicreg_loss_func(z, z, var_loss_weight=None), TypeError, "var_loss_weight must be a real"),
+        (lambda z: solo.vicreg_loss_func(z, z, cov_loss_weight=np.ones(2)), TypeError, "cov_loss_weight must be a"),
+    ],
+    ids=[
+        "complex-lamb",
+        "complex-tensor-scale",
+        "3-element-lamb",
+        "2-element-scale",
+        "numpy-bool",
+        "str",
+        "huge-int",
+        "complex-sim",
+        "none-var",
+        "numpy-array-cov",
+    ],
+)
+def test_refused_weights_are_named_as_solo_learn_names_them(call, error, match):
+    """The refusals the module docstring lists."""
+    with pytest.raises(error, match=match):
+        call(torch.randn(8, 4))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -117,23 +207,6 @@ def test_half_precision_loss_is_float32_and_gradients_keep_the_dtype(function, d
     assert loss.dtype == torch.float32
     loss.backward()
     assert z1.grad.dtype == dtype and z2.grad.dtype == dtype
-
-
-@pytest.mark.parametrize(
-    ("call", "error", "match"),
-    [
-        (lambda z: solo.barlow_loss_func(z, z, lamb=-1.0), ValueError, "lamb must be non-negative"),
-        (lambda z: solo.barlow_loss_func(z, z, scale_loss=float("inf")), ValueError, "scale_loss must be finite"),
-        (lambda z: solo.barlow_loss_func(z, z, lamb="0.1"), TypeError, "lamb must be a real number"),
-        (lambda z: solo.barlow_loss_func(z, z, lamb=torch.ones(3)), TypeError, "lamb must be a real number"),
-        (lambda z: solo.vicreg_loss_func(z, z, sim_loss_weight=-1.0), ValueError, "sim_loss_weight must be non-neg"),
-        (lambda z: solo.vicreg_loss_func(z, z, var_loss_weight=None), TypeError, "var_loss_weight must be a real"),
-        (lambda z: solo.vicreg_loss_func(z, z, cov_loss_weight=np.nan), ValueError, "cov_loss_weight must be finite"),
-    ],
-)
-def test_bad_options_are_named_as_solo_learn_names_them(call, error, match):
-    with pytest.raises(error, match=match):
-        call(torch.randn(8, 4))
 
 
 @pytest.mark.parametrize("function", list(SIGNATURES), ids=lambda f: f.__name__)

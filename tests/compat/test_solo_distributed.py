@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from redundancy.compat import solo
-from redundancy.reference import barlow_twins_loss_reference, vicreg_loss_reference
+from redundancy.reference import barlow_twins_loss_reference, batch_standardize_reference, vicreg_loss_reference
 from tests.utils import assert_relative, spawn_gloo
 
 pytestmark = pytest.mark.distributed
@@ -74,6 +74,8 @@ def _worker(rank: int, world_size: int) -> dict:
         _value_and_grads(vicreg_loss_func, own1, own2, **VICREG_OPTIONS),
         _value_and_grads(solo.vicreg_loss_func, own1, own2, **VICREG_OPTIONS),
     )
+    # Different shards: solo-learn's Barlow Twins with its per-rank statistics (module docstring).
+    results["solo_barlow_own"] = barlow_loss_func(own1, own2, **BARLOW_OPTIONS)
     return results
 
 
@@ -135,3 +137,28 @@ def test_gradients_equal_solo_learns(ranks, key):
             assert_relative(ours[0], theirs[0], 1e-5, f"rank {rank}: loss")
         for name, mine, want in zip(("dz1", "dz2"), ours[1:], theirs[1:], strict=True):
             assert_relative(mine, want, 1e-5, f"{key}, rank {rank}: {name}")
+
+
+def test_solo_barlow_averages_the_ranks_cross_correlations(ranks):
+    """What the module docstring says solo-learn computes: ``C = ½ (C₀ + C₁)``, each ``C_r`` from rank r's rows
+    standardized by rank r's own mean and variance."""
+    values = _solo_results(ranks, "solo_barlow_own")
+    correlations = []
+    for rank in range(WORLD_SIZE):
+        z1, z2 = (batch_standardize_reference(z) for z in _views(SOLO_ROWS, SOLO_DIM, torch.float32, seed=2 + rank))
+        correlations.append(z1.T @ z2 / SOLO_ROWS)
+    c = torch.stack(correlations).mean(dim=0)
+    off_diagonal = c.square().sum() - c.diagonal().square().sum()
+    expected = BARLOW_OPTIONS["scale_loss"] * (
+        (1 - c.diagonal()).square().sum() + BARLOW_OPTIONS["lamb"] * off_diagonal
+    )
+    for rank, value in enumerate(values):
+        assert_relative(value, expected, 1e-5, f"rank {rank}: solo-learn's loss")
+
+
+def test_solo_vicreg_keeps_each_ranks_invariance_term(ranks):
+    """The module docstring: solo-learn's ranks' values differ, and their mean is the adapter's (equal shards)."""
+    (theirs0, ours0), (theirs1, ours1) = _solo_results(ranks, "solo_vicreg")
+    assert not torch.equal(theirs0[0], theirs1[0])
+    assert torch.equal(ours0[0], ours1[0])
+    assert_relative((theirs0[0] + theirs1[0]) / 2, ours0[0], 1e-5, "mean of solo-learn's ranks")
