@@ -13,9 +13,9 @@ A loss file declares
 
 A public function then reads as three steps::
 
-    call = LOSS.open((z1, z2), options)          # check the options and inputs, exchange with the other ranks
-    terms = _compute(call.options, call.batch, *call.inputs)    # the loss's own computation, on the global batch
-    return call.finish(terms)                    # the gradient convention (and DTensor outputs)
+    with LOSS.open((z1, z2), options) as call:   # check the options and inputs, exchange with the other ranks
+        terms = _compute(call.options, call.batch, *call.inputs)    # the loss's own computation (no autocast)
+        return call.finish(terms)                # the gradient convention (and DTensor outputs)
 
 :meth:`Loss.open` checks the options and the inputs, and in a process group of several ranks joins one exchange of
 headers (:func:`redundancy._exchange.open_batch`) *even when its own checks failed*, so that a bad input or option
@@ -24,11 +24,12 @@ it returns (:class:`redundancy._batch.GlobalBatch`) is that of all ranks: one pr
 which every collective is the identity.
 """
 
+import contextlib
 import dataclasses
 import functools
 import typing
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
@@ -46,6 +47,7 @@ from redundancy._exchange import (
     is_global,
     open_batch,
 )
+from redundancy._ops._autocast import no_autocast
 from redundancy._validation import (
     check_bool,
     check_choice,
@@ -327,8 +329,11 @@ class Loss:
 
     # -------------------------------------------------------------------------------------------- steps
 
-    def open(self, inputs: tuple, options: dict[str, Any]) -> Call:
-        """Check the options and inputs, and exchange with the other ranks (one process: nothing to exchange).
+    @contextlib.contextmanager
+    def open(self, inputs: tuple, options: dict[str, Any]) -> Iterator[Call]:
+        """Check the options and inputs, and exchange with the other ranks (one process: nothing to exchange); the
+        loss is computed inside the ``with`` block, with autocast disabled for the views' device (the loss
+        accumulates in float32 whatever autocast says).
 
         Raises the first bad option's or input's :class:`TypeError`/:class:`ValueError` (naming it) on every rank
         of the group.
@@ -351,7 +356,8 @@ class Loss:
             self.min_rows,
         )
         batch = open_batch(header, error)  # raises any rank's error, on every rank
-        return Call(checked, batch, inputs if self.inputs.names is not None else views, wrap)
+        with no_autocast(views[0].device):
+            yield Call(checked, batch, inputs if self.inputs.names is not None else views, wrap)
 
     @property
     def option_names(self) -> frozenset[str]:

@@ -348,7 +348,7 @@ def barlow_twins_terms(
         >>> torch.allclose(terms.loss, terms.invariance + 0.0051 * terms.redundancy)
         True
     """
-    call = BARLOW_TWINS.open(
+    with BARLOW_TWINS.open(
         (z1, z2),
         dict(
             lambd=lambd, scale=scale, eps=eps, correction=correction, standardize=standardize,
@@ -356,8 +356,8 @@ def barlow_twins_terms(
             distributed=distributed, gradient_convention=gradient_convention, group=group,
             feature_group=feature_group,
         ),
-    )  # fmt: skip
-    return call.finish(_barlow_twins_terms(call.options, call.batch, call.inputs))
+    ) as call:  # fmt: skip
+        return call.finish(_barlow_twins_terms(call.options, call.batch, call.inputs))
 
 
 class BarlowTwinsLoss(LossModule):
@@ -519,7 +519,7 @@ def multiview_barlow_twins_terms(
         >>> torch.allclose(terms.loss, terms.invariance + 0.0051 * terms.redundancy)
         True
     """
-    call = MULTIVIEW_BARLOW_TWINS.open(
+    with MULTIVIEW_BARLOW_TWINS.open(
         (views,),
         dict(
             lambd=lambd, scale=scale, eps=eps, correction=correction, standardize=standardize,
@@ -527,8 +527,8 @@ def multiview_barlow_twins_terms(
             distributed=distributed, gradient_convention=gradient_convention, group=group,
             feature_group=feature_group,
         ),
-    )  # fmt: skip
-    return call.finish(_barlow_twins_terms(call.options, call.batch, call.inputs))
+    ) as call:  # fmt: skip
+        return call.finish(_barlow_twins_terms(call.options, call.batch, call.inputs))
 
 
 class MultiviewBarlowTwinsLoss(LossModule):

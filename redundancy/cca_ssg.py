@@ -176,14 +176,14 @@ def cca_ssg_terms(
         >>> torch.equal(cca_ssg_terms(z1, z2).loss, cca_ssg_loss(z1, z2))
         True
     """
-    call = CCA_SSG.open(
+    with CCA_SSG.open(
         (z1, z2),
         dict(
             lambd=lambd, correction=correction, standardize=standardize, eps=eps, algorithm=algorithm,
             distributed=distributed, gradient_convention=gradient_convention, group=group,
         ),
-    )  # fmt: skip
-    return call.finish(_cca_ssg_terms(call.options, call.batch, *call.inputs))
+    ) as call:  # fmt: skip
+        return call.finish(_cca_ssg_terms(call.options, call.batch, *call.inputs))
 
 
 class CCASSGLoss(LossModule):

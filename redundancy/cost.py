@@ -44,7 +44,7 @@ import math
 
 import torch
 
-from redundancy._exchange import HEADER_SIZE
+from redundancy import _exchange
 from redundancy._ops.autocorrelation import off_diagonal_energy_flops
 from redundancy._ops.cross import cross_correlation_terms_flops
 from redundancy._ops.feature_shards import terms_algorithm
@@ -176,7 +176,7 @@ def communication_bytes(
     w = world_size
     if w == 1:
         return 0
-    total = (w - 1) * HEADER_SIZE * 8  # the header of every rank (float64)
+    total = (w - 1) * _exchange.HEADER_SIZE * 8  # the header of every rank (float64)
     if standardize:
         statistics = 2 * (w - 1) * 2 * d  # mean and centred sum of squares, both views
         sums = 1 if strategy == "all_reduce" else 2  # Σ dA ⊙ A, and Σ dA where the op does not know it is 0
@@ -378,7 +378,7 @@ def feature_parallel_bytes(
     if f == 1 and loss == "barlow_twins":  # the data-parallel loss (standardization statistics, a chosen strategy)
         return communication_bytes(choose_strategy(n, d, r, dtype, algorithm=algorithm), n, d, r, dtype)
     columns = math.ceil(d / f)
-    header = ((r - 1) + (f - 1)) * HEADER_SIZE * 8
+    header = ((r - 1) + (f - 1)) * _exchange.HEADER_SIZE * 8
     if r > 1 and f > 1:
         header += (r - 1) * 8  # the error flag of the feature group's exchange, over the row group
     elements = (r - 1) * 2 * math.ceil(n / r) * columns

@@ -183,14 +183,14 @@ def mixed_barlow_twins_regularizer(
         >>> mixed_barlow_twins_regularizer(z1, z2, z_mixed, permutation, alpha, standardize=False).abs() < 1e-6
         tensor(True)
     """
-    call = MIXED_BARLOW_TWINS.open(
+    with MIXED_BARLOW_TWINS.open(
         (z1, z2, z_mixed, permutation, alpha),
         dict(
             lambd=lambd, scale=scale, correction=correction, standardize=standardize, eps=eps, algorithm=algorithm,
             distributed=distributed, gradient_convention=gradient_convention, group=group,
         ),
-    )  # fmt: skip
-    return call.finish(_mixed_barlow_twins(call.options, call.batch, *call.inputs))
+    ) as call:  # fmt: skip
+        return call.finish(_mixed_barlow_twins(call.options, call.batch, *call.inputs))
 
 
 class MixedBarlowTwinsRegularizer(LossModule):

@@ -93,18 +93,18 @@ def decov_loss(
         >>> decov_loss(h)
         tensor(1.)
     """
-    call = DECOV.open(
+    with DECOV.open(
         (h,),
         dict(correction=correction, algorithm=algorithm, distributed=distributed,
              gradient_convention=gradient_convention, group=group),
-    )  # fmt: skip
-    options, batch = call.options, call.batch
-    (h,) = batch.gather(call.inputs[0].to(batch.dtype))
-    n, d = h.shape
-    chosen = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
-    energy = off_diagonal_energy(center(h), algorithm=chosen)
-    divisor = n - options.correction  # an int (no float(): it would fix the batch size of a compiled graph)
-    return call.finish(energy / (2 * divisor * divisor))
+    ) as call:  # fmt: skip
+        options, batch = call.options, call.batch
+        (h,) = batch.gather(call.inputs[0].to(batch.dtype))
+        n, d = h.shape
+        chosen = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
+        energy = off_diagonal_energy(center(h), algorithm=chosen)
+        divisor = n - options.correction  # an int (no float(): it would fix the batch size of a compiled graph)
+        return call.finish(energy / (2 * divisor * divisor))
 
 
 def total_coding_rate(
@@ -147,16 +147,16 @@ def total_coding_rate(
         >>> loss.shape
         torch.Size([])
     """
-    call = TOTAL_CODING_RATE.open(
+    with TOTAL_CODING_RATE.open(
         (z,),
         dict(eps=eps, algorithm=algorithm, distributed=distributed, gradient_convention=gradient_convention,
              group=group),
-    )  # fmt: skip
-    options, batch = call.options, call.batch
-    (z,) = batch.gather(call.inputs[0].to(batch.dtype))
-    n, d = z.shape
-    chosen = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
-    return call.finish(half_logdet_identity_plus_gram(z, alpha=d / (n * options.eps), algorithm=chosen))
+    ) as call:  # fmt: skip
+        options, batch = call.options, call.batch
+        (z,) = batch.gather(call.inputs[0].to(batch.dtype))
+        n, d = z.shape
+        chosen = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
+        return call.finish(half_logdet_identity_plus_gram(z, alpha=d / (n * options.eps), algorithm=chosen))
 
 
 class DeCovLoss(LossModule):

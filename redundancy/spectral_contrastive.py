@@ -166,11 +166,11 @@ def spectral_contrastive_terms(
         >>> torch.equal(spectral_contrastive_terms(z1, z2).loss, spectral_contrastive_loss(z1, z2))
         True
     """
-    call = SPECTRAL_CONTRASTIVE.open(
+    with SPECTRAL_CONTRASTIVE.open(
         (z1, z2),
         dict(mu=mu, algorithm=algorithm, distributed=distributed, gradient_convention=gradient_convention, group=group),
-    )
-    return call.finish(_spectral_contrastive_terms(call.options, call.batch, *call.inputs))
+    ) as call:
+        return call.finish(_spectral_contrastive_terms(call.options, call.batch, *call.inputs))
 
 
 class SpectralContrastiveLoss(LossModule):

@@ -344,7 +344,7 @@ def vicreg_terms(
         >>> torch.allclose(t.loss, 25 * t.invariance + 25 * t.variance + t.covariance)
         True
     """
-    call = VICREG.open(
+    with VICREG.open(
         (z1, z2),
         dict(
             invariance_weight=invariance_weight, variance_weight=variance_weight,
@@ -352,8 +352,8 @@ def vicreg_terms(
             variance_reduction=variance_reduction, algorithm=algorithm, distributed=distributed,
             gradient_convention=gradient_convention, group=group, feature_group=feature_group,
         ),
-    )  # fmt: skip
-    return call.finish(_vicreg_terms(call.options, call.batch, call.inputs))
+    ) as call:  # fmt: skip
+        return call.finish(_vicreg_terms(call.options, call.batch, call.inputs))
 
 
 class VICRegLoss(LossModule):
@@ -503,7 +503,7 @@ def multiview_vicreg_terms(
         >>> torch.allclose(t.loss, 25 * t.invariance + 25 * t.variance + t.covariance)
         True
     """
-    call = MULTIVIEW_VICREG.open(
+    with MULTIVIEW_VICREG.open(
         (views,),
         dict(
             invariance_weight=invariance_weight, variance_weight=variance_weight,
@@ -511,8 +511,8 @@ def multiview_vicreg_terms(
             variance_reduction=variance_reduction, algorithm=algorithm, distributed=distributed,
             gradient_convention=gradient_convention, group=group, feature_group=feature_group,
         ),
-    )  # fmt: skip
-    return call.finish(_vicreg_terms(call.options, call.batch, call.inputs))
+    ) as call:  # fmt: skip
+        return call.finish(_vicreg_terms(call.options, call.batch, call.inputs))
 
 
 class MultiviewVICRegLoss(LossModule):
@@ -607,16 +607,16 @@ def vicreg_variance_loss(
         >>> vicreg_variance_loss(torch.zeros(8, 4))  # collapsed: every std is sqrt(eps)
         tensor(0.9900)
     """
-    call = VICREG_VARIANCE.open(
+    with VICREG_VARIANCE.open(
         (z,),
         dict(
             gamma=gamma, eps=eps, correction=correction, distributed=distributed,
             gradient_convention=gradient_convention, group=group,
         ),
-    )  # fmt: skip
-    options, batch = call.options, call.batch
-    (z,) = batch.gather(call.inputs[0].to(batch.dtype))
-    return call.finish(_variance_hinge(center(z), batch.count - options.correction, options.gamma, options.eps))
+    ) as call:  # fmt: skip
+        options, batch = call.options, call.batch
+        (z,) = batch.gather(call.inputs[0].to(batch.dtype))
+        return call.finish(_variance_hinge(center(z), batch.count - options.correction, options.gamma, options.eps))
 
 
 def vicreg_covariance_loss(
@@ -655,16 +655,16 @@ def vicreg_covariance_loss(
         >>> torch.allclose(vicreg_covariance_loss(z), 6 * v**2 / 3)
         True
     """
-    call = VICREG_COVARIANCE.open(
+    with VICREG_COVARIANCE.open(
         (z,),
         dict(
             correction=correction, algorithm=algorithm, distributed=distributed,
             gradient_convention=gradient_convention, group=group,
         ),
-    )  # fmt: skip
-    options, batch = call.options, call.batch
-    (z,) = batch.gather(call.inputs[0].to(batch.dtype))
-    return call.finish(_covariance_penalty(center(z), batch.count - options.correction, options.algorithm))
+    ) as call:  # fmt: skip
+        options, batch = call.options, call.batch
+        (z,) = batch.gather(call.inputs[0].to(batch.dtype))
+        return call.finish(_covariance_penalty(center(z), batch.count - options.correction, options.algorithm))
 
 
 class VICRegVarianceLoss(LossModule):
