@@ -460,3 +460,20 @@ def test_auto_uses_torch_on_cuda_until_a_benchmark_shows_triton_ahead(monkeypatc
     assert backend_choice.select_backend("auto", _cuda_stand_in(dtype=torch.float32)) == "torch"
     monkeypatch.setattr(backend_choice, "_device_name", lambda index: "NVIDIA A100-SXM4-80GB")
     assert backend_choice.select_backend("auto", _cuda_stand_in()) == "torch"
+
+
+@pytest.mark.parametrize("interpret", ["0", "1"])
+def test_explicit_triton_without_triton_says_it_is_not_installed_first(monkeypatch, interpret):
+    """Where Triton is missing, installing it is the first step whatever the device: the error says so (and how),
+    not to set TRITON_INTERPRET=1, which cannot help without Triton."""
+    import redundancy._triton as backend_choice
+
+    monkeypatch.setenv("TRITON_INTERPRET", interpret)
+    missing = f"{backend_choice._NOT_INSTALLED} (No module named 'triton')"
+    monkeypatch.setattr(backend_choice, "_IMPORT_OUTCOME", [missing])  # what a failed `import triton` leaves
+    z = torch.randn(8, 4)
+    with pytest.raises(RuntimeError, match=r"triton is not installed.*pip install 'redundancy\[triton\]'") as error:
+        backend_choice.select_backend("triton", z)
+    assert "TRITON_INTERPRET" not in str(error.value)
+    with pytest.raises(RuntimeError, match="triton is not installed"):
+        redundancy.barlow_twins_loss(z, z, backend="triton")

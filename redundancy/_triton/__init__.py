@@ -68,15 +68,20 @@ def triton_unavailable_reason() -> str:
     return _IMPORT_OUTCOME[0]
 
 
-def _unsupported_reason(z: torch.Tensor) -> str:
-    """Why the Triton kernels cannot run on ``z`` (``""`` when they can)."""
+def _unsupported_dtype_reason(z: torch.Tensor) -> str:
+    """Why the Triton kernels cannot take ``z``'s dtype (``""`` when they can)."""
+    if z.dtype not in _SUPPORTED_DTYPES:
+        return f"backend='triton' supports float16, bfloat16, float32 and float64 inputs, got {z.dtype}"
+    return ""
+
+
+def _unsupported_device_reason(z: torch.Tensor) -> str:
+    """Why the installed Triton cannot run on ``z``'s device (``""`` when it can)."""
     if z.device.type != "cuda" and not (z.device.type == "cpu" and interpreter_enabled()):
         return (
             f"backend='triton' needs CUDA tensors, got device {z.device.type} "
             "(set TRITON_INTERPRET=1 to run the kernels on CPU for testing)"
         )
-    if z.dtype not in _SUPPORTED_DTYPES:
-        return f"backend='triton' supports float16, bfloat16, float32 and float64 inputs, got {z.dtype}"
     return ""
 
 
@@ -112,8 +117,9 @@ def select_backend(backend: str, z: torch.Tensor, *, algorithm: str | None = Non
     ``algorithm`` (the algorithm ``cost.choose_algorithm`` picks for ``z``'s shape when not given).
 
     Raises:
-        ValueError: ``backend="triton"`` with tensors the kernels cannot take (device or dtype).
-        RuntimeError: ``backend="triton"`` where Triton is not installed.
+        ValueError: ``backend="triton"`` with a dtype the kernels cannot take, or (Triton installed) on a device
+            they cannot run on.
+        RuntimeError: ``backend="triton"`` where Triton is not installed (whatever the device).
     """
     if backend == "torch":
         return "torch"
@@ -121,12 +127,17 @@ def select_backend(backend: str, z: torch.Tensor, *, algorithm: str | None = Non
         if z.device.type != "cuda" or z.dtype not in _SUPPORTED_DTYPES or not _measured_faster(z, algorithm):
             return "torch"
         return "torch" if triton_unavailable_reason() else "triton"
-    reason = _unsupported_reason(z)
+    # The input's own fault first; then what this machine lacks, installation before device (the interpreter
+    # that runs the kernels on CPU tensors is part of Triton).
+    reason = _unsupported_dtype_reason(z)
     if reason:
         raise ValueError(reason)
     reason = triton_unavailable_reason()
     if reason:
         raise RuntimeError(f"backend='triton' cannot run: {reason}")
+    reason = _unsupported_device_reason(z)
+    if reason:
+        raise ValueError(reason)
     return "triton"
 
 
