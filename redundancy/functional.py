@@ -109,13 +109,6 @@ def standardization_of_options(options) -> "Standardization | None":
     return standardization_of(standardize=options.standardize, correction=options.correction, eps=options.eps)
 
 
-def kernel_normalization(options) -> str:
-    """The Triton kernels' name of the standardization that ``options`` ask for."""
-    if not options.standardize:
-        return "none"
-    return "std" if options.correction == 1 else "batchnorm"
-
-
 class BarlowTwinsPlan(NamedTuple):
     """How one evaluation computes the Barlow Twins terms: the options resolved for this batch."""
 
@@ -163,7 +156,7 @@ def _barlow_twins(options: BarlowTwinsOptions, batch, z1: torch.Tensor, z2: torc
                 "use backend='auto' or 'torch' with distributed='global', or distributed='local'"
             )
         invariance, redundancy = barlow_twins_terms_triton(
-            z1, z2, normalization=kernel_normalization(options), eps=options.eps, target=target, algorithm=algorithm
+            z1, z2, standardization=standardization, target=target, algorithm=algorithm
         )
     else:
         a, b = z1.to(batch.dtype), z2.to(batch.dtype)

@@ -32,7 +32,6 @@ from redundancy.functional import (
     BarlowTwinsTerms,
     barlow_twins_over_features,
     barlow_twins_plan,
-    kernel_normalization,
     standardize_view,
 )
 from redundancy.vicreg import (
@@ -105,8 +104,7 @@ def _multiview_barlow_twins(options: BarlowTwinsOptions, batch, *views: torch.Te
             barlow_twins_terms_triton(
                 views[u],
                 views[v],
-                normalization=kernel_normalization(options),
-                eps=options.eps,
+                standardization=standardization,
                 target=target,
                 algorithm=algorithm,
             )

@@ -239,11 +239,11 @@ def test_custom_op_registration(device, algorithm, target):
     from redundancy._triton import ops
 
     z1, z2 = (view.detach() for view in _views(37, 70, torch.float32, device))
-    arguments = (z1, z2, "batchnorm", 1e-5, target, algorithm)
+    arguments = (z1, z2, True, 0, 1e-5, target, algorithm)
     torch.library.opcheck(ops.barlow_twins_terms_forward, arguments)
     _, _, stats, gram_a, gram_b, row_sums = ops.barlow_twins_terms_forward(*arguments)
     one = torch.ones((), device=device)
-    backward_arguments = (one, one, z1, z2, stats, gram_a, gram_b, row_sums, "batchnorm", target, algorithm, True, True)
+    backward_arguments = (one, one, z1, z2, stats, gram_a, gram_b, row_sums, True, 0, target, algorithm, True, True)
     torch.library.opcheck(ops.barlow_twins_terms_backward, backward_arguments)
 
 
@@ -389,12 +389,12 @@ def _recorded_launches(monkeypatch, n, d, dtype, algorithm, target=0.0):
         if name.endswith("_kernel"):
             setattr(recorder, name, _RecordingKernel(name, forward_launches))
     z1, z2 = torch.zeros(n, d, dtype=dtype), torch.zeros(n, d, dtype=dtype)
-    outputs = launch.forward(z1, z2, "batchnorm", 1e-5, target, algorithm)
+    outputs = launch.forward(z1, z2, True, 0, 1e-5, target, algorithm)
     for name in dir(recorder):
         if name.endswith("_kernel"):
             getattr(recorder, name).launches = backward_launches
     one = torch.ones((), dtype=outputs[2].dtype)
-    launch.backward(one, one, z1, z2, *outputs[2:], "batchnorm", target, algorithm, True, True)
+    launch.backward(one, one, z1, z2, *outputs[2:], True, 0, target, algorithm, True, True)
     return forward_launches, backward_launches
 
 
@@ -432,7 +432,7 @@ def test_float32_products_use_tf32x3():
     """float32 products on tensor cores with float32-level accuracy: three TF32 products (``tf32x3``)."""
     from redundancy._triton import launch
 
-    precision = launch._precision(torch.float32)
+    precision = launch._precision(torch.zeros(0, dtype=torch.float32))
     assert (precision.dot_precision, precision.product_precision) == ("tf32x3", "tf32x3")
 
 

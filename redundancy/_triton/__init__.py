@@ -19,6 +19,8 @@ import os
 
 import torch
 
+from redundancy._ops.standardize import Standardization
+
 __all__ = [
     "TRITON_FASTER",
     "barlow_twins_terms_triton",
@@ -142,9 +144,12 @@ def select_backend(backend: str, z: torch.Tensor, *, algorithm: str | None = Non
 
 
 def barlow_twins_terms_triton(
-    z1: torch.Tensor, z2: torch.Tensor, *, normalization: str, eps: float, target: float, algorithm: str
+    z1: torch.Tensor, z2: torch.Tensor, *, standardization: Standardization | None, target: float, algorithm: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(invariance, redundancy)`` of the raw views by the Triton kernels (after :func:`select_backend`).
+
+    ``standardization`` standardizes each view over the batch (``None``: the views are used as they are);
+    ``target`` is the off-diagonal target and ``algorithm`` ``"cross"`` or ``"gram"``.
 
     With N >= D the Gram kernels cannot separate the diagonal of C from ‖C‖² in float32 near convergence: the
     cross kernels give the same value exactly there, and are the cheaper ones, so ``"gram"`` runs them (as the
@@ -157,4 +162,16 @@ def barlow_twins_terms_triton(
         z1, z2 = z1.to(dtype), z2.to(dtype)
     if algorithm == "gram" and z1.shape[0] >= z1.shape[1]:
         algorithm = "cross"
-    return ops.barlow_twins_terms(z1, z2, normalization=normalization, eps=eps, target=target, algorithm=algorithm)
+    if standardization is None:
+        return ops.barlow_twins_terms(
+            z1, z2, standardize=False, correction=0, eps=0.0, target=target, algorithm=algorithm
+        )
+    return ops.barlow_twins_terms(
+        z1,
+        z2,
+        standardize=True,
+        correction=1 if standardization.unbiased else 0,
+        eps=standardization.eps,
+        target=target,
+        algorithm=algorithm,
+    )

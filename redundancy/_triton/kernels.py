@@ -197,7 +197,7 @@ def _merge_statistics_kernel(
         rstd1 = 1.0 / tl.sqrt(tl.where(col_mask, moment1 / divisor_acc + eps, 1.0))
         rstd2 = 1.0 / tl.sqrt(tl.where(col_mask, moment2 / divisor_acc + eps, 1.0))
         diagonal = comoment * rstd1 * rstd2 / N
-        # 1 / divisor - 1 / N without cancellation: 0 for "batchnorm", 1 / (N (N - 1)) for "std".
+        # 1 / divisor - 1 / N without cancellation: 0 for correction=0, 1 / (N (N - 1)) for correction=1.
         excess = tl.cast(N - divisor, ACC) / (divisor_acc * tl.cast(N, ACC))
         complement = 0.5 * ((moment1 * excess + eps) * rstd1 * rstd1 + (moment2 * excess + eps) * rstd2 * rstd2)
     else:
