@@ -315,6 +315,49 @@ def test_float64_scalars_reach_the_kernels_exactly(device, algorithm):
     assert relative_error(terms.redundancy, redundancy_term) <= 1e-10
 
 
+#: (N, D, algorithm) of the accuracy test of the reductions into the terms: two small shapes, and the largest the
+#: interpreter runs in about a minute per call (slow). "gram" at N >= D runs the cross kernels.
+REDUCTION_SHAPES = [
+    (64, 64, "cross"),
+    (32, 512, "gram"),
+    pytest.param(1024, 512, "cross", marks=pytest.mark.slow),
+    pytest.param(256, 2048, "gram", marks=pytest.mark.slow),
+]
+
+
+def _float32_views(n, d, kind, device):
+    """``"random"``: views that share signal. ``"converged"``: C ≈ 0.9·I where N >= 2D (:func:`_converged_views`);
+    below that C cannot be I, and the views agree instead (``z2 = z1`` plus noise of 1e-3: every c_i ≈ 1)."""
+    if kind == "converged" and n >= 2 * d:
+        return _converged_views(n, d, torch.float32, device)
+    generator = torch.Generator().manual_seed(3)
+    z1 = torch.randn(n, d, dtype=torch.float64, generator=generator)
+    noise = torch.randn(n, d, dtype=torch.float64, generator=generator)
+    z2 = z1 + 1e-3 * noise if kind == "converged" else 0.5 * z1 + noise
+    return z1.to(device, torch.float32), z2.to(device, torch.float32)
+
+
+@pytest.mark.parametrize("target", [0.0, -1.0])
+@pytest.mark.parametrize("kind", ["random", "converged"])
+@pytest.mark.parametrize(("n", "d", "algorithm"), REDUCTION_SHAPES)
+def test_float32_terms_are_accurate_to_the_float32_inputs(device, n, d, algorithm, kind, target):
+    """Every partial result (tiles of the off-diagonal energy, Gram slices, ⟨AAᵀ, BBᵀ⟩, row sums, Σ c_i) is reduced
+    into the terms without losing float32 accuracy: both terms within 1e-5 of float64 evaluated on the same float32
+    inputs, and within 10 times the error of plain PyTorch (the reference's ``.pow(2).sum()`` of the float32 C),
+    plus one rounding of the float32 result."""
+    z1, z2 = _float32_views(n, d, kind, device)
+    terms = redundancy.barlow_twins_terms(z1, z2, backend="triton", algorithm=algorithm, off_diagonal_target=target)
+    exact = barlow_twins_terms_reference(z1, z2, off_diagonal_target=target, upcast=True)
+    plain = barlow_twins_terms_reference(z1, z2, off_diagonal_target=target)
+    for name, value, exact_value, plain_value in zip(
+        ("invariance", "redundancy"), (terms.invariance, terms.redundancy), exact, plain, strict=True
+    ):
+        error, plain_error = relative_error(value, exact_value), relative_error(plain_value, exact_value)
+        print(f"N={n} D={d} {algorithm} {kind} t={target}: {name} error {error:.2e}, plain PyTorch {plain_error:.2e}")
+        assert error <= 1e-5, f"{name}: relative error {error:.2e} > 1e-5 (plain PyTorch {plain_error:.2e})"
+        assert error <= 10 * plain_error + 2.0**-24, f"{name}: relative error {error:.2e}, plain {plain_error:.2e}"
+
+
 # ------------------------------------------------------------------------ derivatives
 
 
