@@ -87,7 +87,8 @@ def variants():
                 for gradient in (False, True):
                     yield "cross_tile", dtype, kernels._cross_tile_kernel, dict(
                         STANDARDIZE=standardize, GRADIENT=gradient, BLOCK_M=config.block_m,
-                        BLOCK_N=config.block_n, BLOCK_K=config.block_k, **acc, **dot, **unit,
+                        BLOCK_N=config.block_n, BLOCK_K=config.block_k, C_ACC=precision.correlation_acc,
+                        **acc, **dot, **unit,
                     ), config  # fmt: skip
             config = launch.tile_config("cross_gradient", dtype)
             yield "cross_gradient", dtype, kernels._cross_gradient_kernel, dict(

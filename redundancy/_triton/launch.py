@@ -75,12 +75,17 @@ GPU_CONFIGS: dict[tuple[str, str], TileConfig] = {
     ("standardize_backward", "float32"): _STREAM,
     ("standardize_backward", "float64"): _STREAM,
 }
-#: Tiles under ``TRITON_INTERPRET=1``: large tiles, so that few programs run one after the other.
+#: Tiles under ``TRITON_INTERPRET=1``: large tiles, so that few programs run one after the other. The tiles of C
+#: of float32 inputs sum the rows in the GPU's chunks (``block_k``): each chunk is a float32 product, and the chunks
+#: are summed in float64 (:mod:`.kernels`), so the interpreter rounds C where a GPU does.
 INTERPRETER_CONFIGS: dict[tuple[str, str], TileConfig] = {
     (kernel, dtype): TileConfig(32, 64, 64, num_warps=4, num_stages=1)
     for kernel in KERNELS
     for dtype in ("half", "float32", "float64")
 }
+INTERPRETER_CONFIGS[("cross_tile", "float32")] = TileConfig(
+    32, 64, GPU_CONFIGS[("cross_tile", "float32")].block_k, num_warps=4, num_stages=1
+)
 
 
 def _gpu_configuration() -> bool:
@@ -136,18 +141,19 @@ class _Precision:
     emulate: bool
     dot_precision: str
     product_precision: str
+    correlation_acc: tl.dtype  # the sum of C's tiles over the chunks of rows (C_ACC of the cross kernel)
 
 
 def _precision(z: torch.Tensor) -> _Precision:
     """Accumulation and product dtypes for inputs like ``z`` (module docstring of :mod:`.kernels`)."""
     acc = _TRITON_DTYPES[compute_dtype(z)]
     if z.dtype == torch.float64:
-        return _Precision(acc, acc, False, "ieee", "ieee")
+        return _Precision(acc, acc, False, "ieee", "ieee", acc)
     if z.dtype == torch.float32:
-        return _Precision(acc, acc, False, "tf32x3", "tf32x3")
+        return _Precision(acc, acc, False, "tf32x3", "tf32x3", tl.float64)
     # A bfloat16 or float16 product uses the tensor cores whatever input_precision says ("ieee", as Triton 3.6
     # accepts for such operands); the backward products of a float32 matrix with a tile run in TF32.
-    return _Precision(acc, _TRITON_DTYPES[z.dtype], interpreter_enabled(), "ieee", "tf32")
+    return _Precision(acc, _TRITON_DTYPES[z.dtype], interpreter_enabled(), "ieee", "tf32", acc)
 
 
 def _on_device(z: torch.Tensor) -> contextlib.AbstractContextManager:
@@ -257,7 +263,7 @@ def _forward(
         kernels._cross_tile_kernel[grid](
             z1, z2, stats, target_tensor, target_tensor, diagonal, partials, n, d, *z1.stride(), *z2.stride(),
             GRADIENT=False, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
-            num_warps=config.num_warps, num_stages=config.num_stages, **common,
+            C_ACC=precision.correlation_acc, num_warps=config.num_warps, num_stages=config.num_stages, **common,
         )  # fmt: skip
         redundancy = partials.sum(dtype=torch.float64).to(acc_dtype)
         return invariance, redundancy, stats, gram_a, gram_b, row_sums
@@ -370,7 +376,8 @@ def _backward(
             z1, z2, stats, target_tensor, coefficient, diagonal_grad, matrix, n, d, *strides,
             STANDARDIZE=standardize, GRADIENT=True, BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n,
             BLOCK_K=tiles.block_k, ACC=precision.acc, DOT=precision.dot, EMULATE=precision.emulate,
-            DOT_PRECISION=precision.dot_precision, num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+            DOT_PRECISION=precision.dot_precision, C_ACC=precision.correlation_acc, num_warps=tiles.num_warps,
+            num_stages=tiles.num_stages,
         )  # fmt: skip
         kernels._cross_gradient_kernel[grid](
             z1, z2, stats, matrix, work1, work2, dz1, dz2, sums, n, d, *strides, first_view, **common
