@@ -84,8 +84,8 @@ def test_for_the_loss_alone_features_only_is_the_cheapest_layout(world_size, d):
 
 
 def test_the_script_writes_json_and_the_rst_table(tmp_path, capsys):
-    output, rendered = tmp_path / "layouts.json", tmp_path / "layouts.rst"
-    arguments = ["--n", "64", "--d", "96", "200", "--world-sizes", "4", "--json", str(output), "--rst", str(rendered)]
+    output, rendered = tmp_path / "parallel_layouts.json", tmp_path / "parallel_layouts.rst"
+    arguments = ["--n", "64", "--d", "96", "200", "--world-sizes", "4", "--output", str(tmp_path)]
     results = parallel_layouts.main(arguments)
     saved = json.loads(output.read_text())
     assert saved == {"dtype": "float32", "results": results}
