@@ -100,7 +100,7 @@ class _PolarFactor(torch.autograd.Function):
         _, u, s, v, inverse = output
         ctx.mark_non_differentiable(u, s, v, inverse)
         ctx.save_for_backward(x, u, s, v, inverse)
-        ctx.save_for_forward(u, s, v, inverse)
+        ctx.save_for_forward(x, u, s, v, inverse)  # the same tensors: functorch's vmap rule keeps one record of them
 
     @staticmethod
     def backward(ctx, grad_polar, *_):
@@ -113,11 +113,6 @@ class _PolarFactor(torch.autograd.Function):
                 inverse = keep / torch.where(keep > 0, s, 1.0)
                 u, v, s = u * keep.unsqueeze(-2), vh.mT * keep.unsqueeze(-2), s * keep
             return _polar_derivative(grad_polar, u, s, v, inverse).to(x.dtype)
-
-    @staticmethod
-    def jvp(ctx, tangent):
-        u, s, v, inverse = ctx.saved_tensors
-        return _polar_derivative(tangent, u, s, v, inverse).to(tangent.dtype), None, None, None, None
 
 
 @with_direct_apply
@@ -136,21 +131,40 @@ class _NuclearNorm(torch.autograd.Function):
         _, u, v = output
         ctx.mark_non_differentiable(u, v)
         ctx.save_for_backward(x, u, v)
-        ctx.save_for_forward(u, v)
+        ctx.save_for_forward(x, u, v)
 
     @staticmethod
     def backward(ctx, grad_output, *_):
         x, u, v = ctx.saved_tensors
         scale = grad_output.unsqueeze(-1).unsqueeze(-1)
         if builds_graph():
-            return scale * _PolarFactor.apply(x)[0]
+            return scale * _polar_factor(x)
         with no_autocast(x.device):
             return (_polar(u, v) * scale.to(u.dtype)).to(x.dtype)
 
+
+# Dynamo does not trace Functions that define ``jvp``: traced code takes the classes above, everything else these
+# subclasses, which add the forward-mode derivatives (:func:`torch.func.jacfwd`, :func:`torch.func.hessian`).
+
+
+@with_direct_apply
+class _PolarFactorWithJvp(_PolarFactor):
     @staticmethod
     def jvp(ctx, tangent):
-        u, v = ctx.saved_tensors
+        _, u, s, v, inverse = ctx.saved_tensors
+        return _polar_derivative(tangent, u, s, v, inverse).to(tangent.dtype), None, None, None, None
+
+
+@with_direct_apply
+class _NuclearNormWithJvp(_NuclearNorm):
+    @staticmethod
+    def jvp(ctx, tangent):
+        _, u, v = ctx.saved_tensors
         return (_polar(u, v) * tangent.to(u.dtype)).sum(dim=(-2, -1)).to(tangent.dtype), None, None
+
+
+def _polar_factor(x: torch.Tensor) -> torch.Tensor:
+    return (_PolarFactor if torch.compiler.is_compiling() else _PolarFactorWithJvp).apply(x)[0]
 
 
 def nuclear_norm(x: torch.Tensor) -> torch.Tensor:
@@ -164,4 +178,4 @@ def nuclear_norm(x: torch.Tensor) -> torch.Tensor:
         >>> torch.allclose(nuclear_norm(x32).double(), torch.linalg.svdvals(x32.double()).sum(), rtol=1e-6)
         True
     """
-    return _NuclearNorm.apply(x)[0]
+    return (_NuclearNorm if torch.compiler.is_compiling() else _NuclearNormWithJvp).apply(x)[0]

@@ -87,9 +87,13 @@ def _sums_of_block(p: torch.Tensor, knots: int, step: float) -> tuple[list[torch
     del angle
     c, s = c1.clone(), s1.clone()
     cos_sums, sin_sums = [c.sum(dim=-2)], [s.sum(dim=-2)]
+    fused = values_are_readable(p)  # addcmul_ has no batching rule in torch.func
     for _ in range(2, knots):
         c_s1 = c * s1
-        c.mul_(c1).addcmul_(s, s1, value=-1.0)
+        if fused:
+            c.mul_(c1).addcmul_(s, s1, value=-1.0)
+        else:
+            c.mul_(c1).sub_(s * s1)
         s.mul_(c1).add_(c_s1)
         cos_sums.append(c.sum(dim=-2))
         sin_sums.append(s.sum(dim=-2))
@@ -118,11 +122,16 @@ def _horner_block(p: torch.Tensor, real: torch.Tensor, imag: torch.Tensor, step:
     knots = real.shape[-1]
     br = real[..., knots - 1].unsqueeze(-2).expand_as(p).clone()
     bi = imag[..., knots - 1].unsqueeze(-2).expand_as(p).clone()
+    fused = values_are_readable(p)  # addcmul_ has no batching rule in torch.func
     for k in range(knots - 2, 0, -1):  # b ← α_k + z·b
         zi_bi = zi * bi
-        bi.mul_(zr).addcmul_(zi, br).add_(imag[..., k].unsqueeze(-2))
+        if fused:
+            bi.mul_(zr).addcmul_(zi, br)
+        else:
+            bi.mul_(zr).add_(zi * br)
+        bi.add_(imag[..., k].unsqueeze(-2))
         br.mul_(zr).sub_(zi_bi).add_(real[..., k].unsqueeze(-2))
-    return br.mul_(zr).addcmul_(zi, bi, value=-1.0)  # Re(z·b)
+    return br.mul_(zr).sub_(zi * bi)  # Re(z·b)
 
 
 def _sums_backward(p, grad_cos, grad_sin, knots: int, t_max: float) -> torch.Tensor:
@@ -168,6 +177,12 @@ class _CharacteristicSums(torch.autograd.Function):
         with no_autocast(p.device):
             return _sums_backward(p, grad_cos, grad_sin, ctx.knots, ctx.t_max), None, None
 
+
+@with_direct_apply
+class _CharacteristicSumsWithJvp(_CharacteristicSums):
+    """The same, with a forward-mode derivative (:func:`torch.func.jacfwd`, :func:`torch.func.hessian`); dynamo does
+    not trace Functions that define ``jvp``, so traced code takes :class:`_CharacteristicSums`."""
+
     @staticmethod
     def jvp(ctx, tangent: torch.Tensor, _knots, _t_max):
         (p,) = ctx.saved_tensors
@@ -195,18 +210,23 @@ def characteristic_sums(p: torch.Tensor, *, knots: int, t_max: float) -> tuple[t
         >>> cos_sums.shape, torch.allclose(cos_sums, expected, rtol=1e-12)
         (torch.Size([3, 5]), True)
     """
-    return _CharacteristicSums.apply(p, knots, t_max)
+    function = _CharacteristicSums if torch.compiler.is_compiling() else _CharacteristicSumsWithJvp
+    return function.apply(p, knots, t_max)
 
 
 def epps_pulley_from_sums(
     cos_sums: torch.Tensor, sin_sums: torch.Tensor, count, *, knots: int, t_max: float
 ) -> torch.Tensor:
-    """The Epps–Pulley statistic of each slice, ``(..., M)``, from the sums over ``count`` rows (a number or a tensor:
-    the global N when the sums were all-reduced; ``cos_sums[..., 0]`` is that count)."""
+    """The Epps–Pulley statistic of each slice, ``(..., M)``, from the sums over ``count`` rows.
+
+    ``count`` is the number of rows the sums ran over (the global N when they were all-reduced): a number, a 0-d
+    tensor, or ``cos_sums[..., 0]`` itself (shape ``(..., M)``), which is that count.
+    """
     t = torch.tensor(knot_values(knots, t_max), dtype=cos_sums.dtype, device=cos_sums.device)
     window = torch.exp(-t.square() / 2.0)
     weights = torch.tensor(trapezoid_weights(knots, t_max), dtype=cos_sums.dtype, device=cos_sums.device)
-    error = (cos_sums / count - window).square() + (sin_sums / count).square()
+    per_knot = count.unsqueeze(-1) if isinstance(count, torch.Tensor) and count.ndim > 0 else count
+    error = (cos_sums / per_knot - window).square() + (sin_sums / per_knot).square()
     return (error @ weights) * count
 
 
