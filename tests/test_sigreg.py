@@ -117,7 +117,7 @@ SHAPES = [(64, 8), (37, 70), (5, 1), (3, 11, 9), (1, 6)]
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize(("knots", "t_max"), [(17, 3.0), (2, 1.5), (33, 5.0)])
+@pytest.mark.parametrize(("knots", "t_max"), [(17, 3.0), (2, 1.5), (3, 2.0), (10, 3.0), (26, 4.0), (33, 5.0)])
 def test_sums_match_the_official_form_in_float64(shape, knots, t_max):
     p = torch.randn(*shape, dtype=F64) * 1.7
     cos_sums, sin_sums = characteristic_sums(p, knots=knots, t_max=t_max)
@@ -129,13 +129,14 @@ def test_sums_match_the_official_form_in_float64(shape, knots, t_max):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_sums_backward_with_any_upstream_gradient(shape):
+@pytest.mark.parametrize("knots", [17, 2, 3, 10, 26])
+def test_sums_backward_with_any_upstream_gradient(shape, knots):
     p = (torch.randn(*shape, dtype=F64) * 1.3).requires_grad_(True)
-    grad_cos = torch.randn(*shape[:-2], shape[-1], 17, dtype=F64)
-    grad_sin = torch.randn(*shape[:-2], shape[-1], 17, dtype=F64)
-    cos_sums, sin_sums = characteristic_sums(p, knots=17, t_max=3.0)
+    grad_cos = torch.randn(*shape[:-2], shape[-1], knots, dtype=F64)
+    grad_sin = torch.randn(*shape[:-2], shape[-1], knots, dtype=F64)
+    cos_sums, sin_sums = characteristic_sums(p, knots=knots, t_max=3.0)
     (actual,) = torch.autograd.grad((cos_sums, sin_sums), p, (grad_cos, grad_sin))
-    expected_cos, expected_sin = sums_reference(p, 17, 3.0)
+    expected_cos, expected_sin = sums_reference(p, knots, 3.0)
     (expected,) = torch.autograd.grad((expected_cos, expected_sin), p, (grad_cos, grad_sin))
     assert_relative(actual, expected, 1e-10)
 
@@ -152,13 +153,20 @@ def test_sigreg_op_matches_the_reference_in_float64(shape):
     assert_relative(gradient, expected_gradient, 1e-10, "gradient")
 
 
+@pytest.mark.parametrize("knots", [2, 3, 5, 17, 18, 50])
+def test_baby_and_giant_steps_cover_every_knot_once(knots):
+    baby, giant = sigreg_ops._steps(knots)
+    assert baby * giant >= knots - 1 > baby * (giant - 1)
+    assert baby + giant <= 2 * (knots - 1) ** 0.5 + 2
+
+
 def test_row_blocks_give_the_one_block_answer(monkeypatch):
     p = (torch.randn(2, 300, 7, dtype=F64) * 2).requires_grad_(True)
     upstream = (torch.randn(2, 7, 17, dtype=F64), torch.randn(2, 7, 17, dtype=F64))
     whole = characteristic_sums(p, knots=17, t_max=3.0)
     (whole_gradient,) = torch.autograd.grad(whole, p, upstream)
     monkeypatch.setattr(sigreg_ops, "BLOCK_ELEMENTS", 100)
-    assert len(sigreg_ops._row_blocks(p)) > 10
+    assert len(sigreg_ops._row_blocks(p, 9)) > 10
     blocks = characteristic_sums(p, knots=17, t_max=3.0)
     (blocks_gradient,) = torch.autograd.grad(blocks, p, upstream)
     for actual, expected in zip(blocks, whole, strict=True):
