@@ -8,9 +8,11 @@ and diagonalized in float64 (``torch.linalg.eigh``), ``σ_i = sqrt(λ_i)``. The 
 diagonalized in float32 it loses every singular value below about ``sqrt(u₃₂)·σ_max`` (3e-4·σ_max), and nearly
 rank-deficient centroids (collapsed embeddings, identical views) come out up to 5e-3 relative off; in float64 the
 loss stays within 1e-6 relative of the float64 SVD on such inputs (measured on rank 1 and 4 matrices of
-2048×512, 256×64, 64×256, and on 2×128 per-sample matrices of two nearly identical views), and it costs about what
-float32 ``svdvals`` costs, a third of a float32 SVD with singular vectors. float64 inputs take the float64 SVD
-(``torch.linalg.svd``), the only way to reach float64 accuracy on nearly rank-deficient inputs.
+2048×512, 256×64, 64×256, and on 2×128 per-sample matrices of two nearly identical views; a float32 SVD is within
+4e-5). With its backward it takes between 0.43× and 1.05× the time of float32 ``torch.linalg.svdvals`` with its backward
+on MMCR's shapes (one CPU thread, ``python -m benchmarks.nuclear_norm``, ``benchmarks/results/cpu-mmcr``): the
+per-sample matrices of V views need only V×V Grams. float64 inputs take the float64 SVD (``torch.linalg.svd``), the
+only way to reach float64 accuracy on nearly rank-deficient inputs.
 
 **Gradient.** ``∂‖X‖_*/∂X = U_r V_rᵀ``, the singular vectors of the r nonzero singular values: the polar factor of
 X. Where X has full rank m this is the gradient; where it is rank deficient the nuclear norm is not differentiable,
@@ -20,7 +22,12 @@ for the null space). A singular value counts as zero below ``m·u₆₄·λ_max`
 inputs: the resolution of the float64 Gram) or ``max(R, C)·u·σ_max`` (float64 inputs: that of the SVD). Repeated
 singular values need no special care: ``U_r V_rᵀ`` does not depend on the basis of their subspace. The gradient is
 finite for every finite X, and zero for X = 0. From the Gram, ``U_r V_rᵀ = (X Xᵀ)^{+1/2} X`` (or
-``X (XᵀX)^{+1/2}``), formed from the eigenvectors (no division by a zero singular value).
+``X (XᵀX)^{+1/2}``), the m×m factor formed from the eigenvectors (no division by a zero singular value) and applied to
+X in float64 (its entries grow as ``1/σ_min``).
+
+**Distributed.** The per-sample norms are local to each rank (their sum is all-reduced). The centroids' norm needs
+the global N×D matrix; when N ≥ D its D×D Gram ``Σ_ranks C_rᵀ C_r`` is an all-reduce of D² numbers instead of a
+gather of N·D, and each rank's gradient ``C_r (CᵀC)^{+1/2}`` is then local.
 
 **Second derivatives.** The derivative of the polar factor along the rank-r matrices, with ``M = U_rᵀ dX V_r``::
 
@@ -39,28 +46,46 @@ from redundancy._ops._autocast import no_autocast
 from redundancy._ops._autograd import builds_graph, with_direct_apply
 
 
-def _decompose(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(u, s, v, inverse)``: thin factors of ``x`` (``u`` R×m, ``s`` m, ``v`` C×m) in the compute dtype, with the
-    columns of zero singular values set to zero in ``u`` and ``v``, and ``inverse = 1/s`` (0 there)."""
+def _spectrum(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(s, a, b)``: the singular values of ``x`` (m, those counted as zero set to 0) and what its polar factor is
+    made of: for float64 ``x`` the singular vectors ``(u, v)`` (R×m, C×m, zero columns for zero singular values); for
+    float32 ``x`` the eigenvectors ``w`` (m×m) of the smaller Gram and ``1/s`` (0 for zero singular values), both
+    float64."""
     rows, columns = x.shape[-2], x.shape[-1]
     if x.dtype == torch.float64:
         u, s, vh = torch.linalg.svd(x, full_matrices=False)
         nonzero = s > max(rows, columns) * torch.finfo(x.dtype).eps * s[..., :1]
-        s = torch.where(nonzero, s, 0.0)
-        inverse = torch.where(nonzero, 1.0 / torch.where(nonzero, s, 1.0), 0.0)
-        v = vh.mT
-    else:
-        x = x.to(torch.float64)
-        wide = rows <= columns
-        gram = torch.matmul(x, x.mT) if wide else torch.matmul(x.mT, x)
-        eigenvalues, eigenvectors = torch.linalg.eigh(gram)  # ascending
-        nonzero = eigenvalues > min(rows, columns) * torch.finfo(torch.float64).eps * eigenvalues[..., -1:]
-        s = torch.where(nonzero, eigenvalues, 0.0).sqrt()
-        inverse = torch.where(nonzero, 1.0 / torch.where(nonzero, s, 1.0), 0.0)
-        other = torch.matmul(x.mT if wide else x, eigenvectors) * inverse.unsqueeze(-2)  # Xᵀ U Σ⁻¹ or X V Σ⁻¹
-        u, v = (eigenvectors, other) if wide else (other, eigenvectors)
-    keep = nonzero.to(s.dtype).unsqueeze(-2)
-    return u * keep, s, v * keep, inverse
+        keep = nonzero.to(s.dtype).unsqueeze(-2)
+        return torch.where(nonzero, s, 0.0), u * keep, vh.mT * keep
+    x = x.to(torch.float64)
+    gram = torch.matmul(x, x.mT) if rows <= columns else torch.matmul(x.mT, x)
+    eigenvalues, eigenvectors = torch.linalg.eigh(gram)  # ascending
+    nonzero = eigenvalues > min(rows, columns) * torch.finfo(torch.float64).eps * eigenvalues[..., -1:]
+    s = torch.where(nonzero, eigenvalues, 0.0).sqrt()
+    return s, eigenvectors, torch.where(nonzero, 1.0 / torch.where(nonzero, s, 1.0), 0.0)
+
+
+def _polar_of(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``U_r V_rᵀ`` from the factors of :func:`_spectrum`, in their dtype: ``u vᵀ``, or ``(X Xᵀ)^{+1/2} X`` (R ≤ C)
+    or ``X (XᵀX)^{+1/2}`` with ``(·)^{+1/2} = w diag(1/s) wᵀ`` (m×m) and X in float64."""
+    if x.dtype == torch.float64:
+        return torch.matmul(a, b.mT)
+    inverse_root = torch.matmul(a * b.unsqueeze(-2), a.mT)
+    x = x.to(torch.float64)
+    return torch.matmul(inverse_root, x) if x.shape[-2] <= x.shape[-1] else torch.matmul(x, inverse_root)
+
+
+def _decompose(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(u, s, v, inverse)``: thin factors of ``x`` (``u`` R×m, ``s`` m, ``v`` C×m) in the compute dtype, with the
+    columns of zero singular values set to zero in ``u`` and ``v``, and ``inverse = 1/s`` (0 there)."""
+    s, a, b = _spectrum(x)
+    if x.dtype == torch.float64:
+        return a, s, b, torch.where(s > 0, 1.0 / torch.where(s > 0, s, 1.0), 0.0)
+    keep = (b > 0).to(s.dtype).unsqueeze(-2)
+    other = torch.matmul(x.to(torch.float64).mT if x.shape[-2] <= x.shape[-1] else x.to(torch.float64), a)
+    other = other * b.unsqueeze(-2)  # Xᵀ U Σ⁻¹ (R ≤ C) or X V Σ⁻¹
+    u, v = (a, other) if x.shape[-2] <= x.shape[-1] else (other, a)
+    return u * keep, s, v * keep, b
 
 
 def _polar(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -122,25 +147,25 @@ class _NuclearNorm(torch.autograd.Function):
     @staticmethod
     def forward(x: torch.Tensor):
         with no_autocast(x.device):
-            u, s, v, _ = _decompose(x)
-            return s.sum(dim=-1).to(x.dtype), u, v
+            s, a, b = _spectrum(x)
+            return s.sum(dim=-1).to(x.dtype), a, b
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         (x,) = inputs
-        _, u, v = output
-        ctx.mark_non_differentiable(u, v)
-        ctx.save_for_backward(x, u, v)
-        ctx.save_for_forward(x, u, v)
+        _, a, b = output
+        ctx.mark_non_differentiable(a, b)
+        ctx.save_for_backward(x, a, b)
+        ctx.save_for_forward(x, a, b)
 
     @staticmethod
     def backward(ctx, grad_output, *_):
-        x, u, v = ctx.saved_tensors
+        x, a, b = ctx.saved_tensors
         scale = grad_output.unsqueeze(-1).unsqueeze(-1)
         if builds_graph():
             return scale * _polar_factor(x)
         with no_autocast(x.device):
-            return (_polar(u, v) * scale.to(u.dtype)).to(x.dtype)
+            return (_polar_of(x, a, b) * scale.to(a.dtype)).to(x.dtype)
 
 
 # Dynamo does not trace Functions that define ``jvp``: traced code takes the classes above, everything else these
@@ -159,8 +184,8 @@ class _PolarFactorWithJvp(_PolarFactor):
 class _NuclearNormWithJvp(_NuclearNorm):
     @staticmethod
     def jvp(ctx, tangent):
-        _, u, v = ctx.saved_tensors
-        return (_polar(u, v) * tangent.to(u.dtype)).sum(dim=(-2, -1)).to(tangent.dtype), None, None
+        x, a, b = ctx.saved_tensors
+        return (_polar_of(x, a, b) * tangent.to(a.dtype)).sum(dim=(-2, -1)).to(tangent.dtype), None, None
 
 
 def _polar_factor(x: torch.Tensor) -> torch.Tensor:
