@@ -16,6 +16,7 @@ import json
 import os
 import pathlib
 import time
+from typing import Any
 
 import torch
 
@@ -61,14 +62,14 @@ def measure(shape: tuple[int, ...], rounds: int) -> dict:
 
     steps = {name: step_of(method) for name, method in METHODS.items()}
     errors = {name: (abs(step().double() - exact) / exact).item() for name, step in steps.items()}  # also warm-up
-    times = {name: [] for name in steps}
+    times: dict[str, list[float]] = {name: [] for name in steps}
     names = list(steps)
     for round_index in range(rounds):
         for name in names if round_index % 2 == 0 else names[::-1]:
             start = time.perf_counter()
             steps[name]()
             times[name].append(time.perf_counter() - start)
-    result = {"shape": list(shape), "methods": {}}
+    result: dict[str, Any] = {"shape": list(shape), "methods": {}}
     for name in names:
         median, p20, p80 = median_p20_p80(times[name])
         result["methods"][name] = {

@@ -20,6 +20,7 @@ import json
 import os
 import pathlib
 import time
+from typing import Any
 
 import torch
 
@@ -86,8 +87,8 @@ def measure(n: int, d: int, slices: int, knots: int, t_max: float, rounds: int, 
     methods = steps(z, directions, knots, t_max)
     for step in methods.values():  # warm-up
         step()
-    memory = {name: [] for name in METHODS}
-    times = {name: [] for name in METHODS}
+    memory: dict[str, list[int]] = {name: [] for name in METHODS}
+    times: dict[str, list[float]] = {name: [] for name in METHODS}
     for round_index in range(rounds):
         order = METHODS if round_index % 2 == 0 else METHODS[::-1]
         for name in order:
@@ -103,7 +104,7 @@ def measure(n: int, d: int, slices: int, knots: int, t_max: float, rounds: int, 
             sync()
             times[name].append((time.perf_counter() - start) / calls)
     element_size = torch.empty((), dtype=dtype).element_size()
-    result = {
+    result: dict[str, Any] = {
         "n": n,
         "d": d,
         "slices": slices,

@@ -107,11 +107,15 @@ def _exponentials(p_t: torch.Tensor, knots: int, t_max: float) -> torch.Tensor:
 def _sums_forward(p: torch.Tensor, knots: int, t_max: float) -> tuple[torch.Tensor, torch.Tensor]:
     baby, giant = _steps(knots)
     p_t = p.transpose(-1, -2)
-    sums = None
-    for rows in _row_blocks(p, baby + giant):
+
+    def block_sums(rows: slice) -> torch.Tensor:  # (..., M, J, q): Σ_n e^{i (jq + r) Δ p_n}
         z = _exponentials(p_t[..., rows], knots, t_max)
-        block = torch.matmul(z[..., baby:].mT, z[..., :baby])  # (..., M, J, q): Σ_n e^{i (jq + r) Δ p_n}
-        sums = block if sums is None else sums.add_(block)
+        return torch.matmul(z[..., baby:].mT, z[..., :baby])
+
+    first, *others = _row_blocks(p, baby + giant)
+    sums = block_sums(first)
+    for rows in others:
+        sums.add_(block_sums(rows))
     sums = sums.flatten(-2)[..., : knots - 1]
     count = p.new_full(p.shape[:-2] + p.shape[-1:], p.shape[-2]).unsqueeze(-1)  # cos(0) summed over the rows
     return torch.cat([count, sums.real], dim=-1), torch.cat([torch.zeros_like(count), sums.imag], dim=-1)
@@ -132,15 +136,18 @@ def _sums_backward(p, grad_cos, grad_sin, knots: int, t_max: float) -> torch.Ten
     coefficients = torch.nn.functional.pad(coefficients, (0, baby * giant - (knots - 1)))
     coefficients = coefficients.unflatten(-1, (giant, baby))  # B, (..., M, J, q)
     p_t = p.transpose(-1, -2)
-    blocks = _row_blocks(p, baby + giant)
-    grad_t = None if len(blocks) == 1 else torch.empty_like(p_t, memory_format=torch.contiguous_format)
-    for rows in blocks:
+
+    def block_gradient(rows: slice) -> torch.Tensor:  # (..., M, rows)
         z = _exponentials(p_t[..., rows], knots, t_max)
         combined = torch.matmul(z[..., baby:], coefficients)  # (..., M, rows, q)
-        block = (z[..., :baby] * combined).real.sum(dim=-1)
-        if grad_t is None:
-            return block.transpose(-1, -2)
-        grad_t[..., rows] = block
+        return (z[..., :baby] * combined).real.sum(dim=-1)
+
+    blocks = _row_blocks(p, baby + giant)
+    if len(blocks) == 1:
+        return block_gradient(blocks[0]).transpose(-1, -2)
+    grad_t = torch.empty_like(p_t, memory_format=torch.contiguous_format)
+    for rows in blocks:
+        grad_t[..., rows] = block_gradient(rows)
     return grad_t.transpose(-1, -2)
 
 
