@@ -12,7 +12,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 
 from redundancy._ops.nuclear_norm import nuclear_norm
 from redundancy.reference import mmcr_loss_reference, mmcr_terms_reference
-from tests.utils import assert_relative
+from tests.utils import assert_relative, relative_error
 
 GOLDEN = json.loads((pathlib.Path(__file__).resolve().parent / "golden" / "mmcr.json").read_text())
 F64 = torch.float64
@@ -139,6 +139,17 @@ def test_float32_within_1e_5_of_float64(inputs):
     x = NEARLY_RANK_DEFICIENT[inputs]().float()
     exact = nuclear_norm_reference(x.double())
     assert_relative(nuclear_norm(x), exact, 1e-5)
+
+
+def test_a_float32_gram_would_not_be_accurate_enough():
+    """Why the Gram is diagonalized in float64: in float32 its zero eigenvalues come out near u₃₂·λ_max, whose roots
+    (about 3e-4·σ_max each) add up on a nearly rank-deficient matrix."""
+    x = rank_deficient(512, 128, 1).float()
+    eigenvalues = torch.linalg.eigvalsh(x.mT @ x)
+    float32_gram = eigenvalues.clamp_min(0).sqrt().sum()
+    exact = nuclear_norm_reference(x.double())
+    assert relative_error(float32_gram, exact) > 1e-4
+    assert relative_error(nuclear_norm(x), exact) < 1e-6
 
 
 @pytest.mark.parametrize("inputs", ["random 256x64", "random 64x256", "two nearly equal views, 128x2x96"])
