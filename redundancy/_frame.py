@@ -5,13 +5,14 @@ A loss file declares
 - its **options**, a frozen keyword-only dataclass deriving from :class:`Options`. Each field's type annotation
   says what the option takes (``float``, ``bool``, ``int``, a ``Literal`` of choices, ``float | Literal["auto"]``,
   a process group) and is what the frame checks at run time; the field's ``metadata`` adds a bound
-  (:data:`NONNEGATIVE`, :data:`POSITIVE`) or how the ranks compare it. The public functions and Modules spell the
-  same options in their signatures, and ``tests/test_signatures.py`` keeps the two equal;
+  (:data:`NONNEGATIVE`, :data:`POSITIVE`), how the ranks compare it (``encode``, ``decode``), or, for an option
+  whose annotation does not say it all (a tensor, a generator), its ``check``. The public functions and Modules
+  spell the same options in their signatures, and ``tests/test_signatures.py`` keeps the two equal;
 - its **inputs** (:class:`Views` for named ``(N, D)`` tensors, :class:`ViewSequence` for a variable number of views,
   or a subclass that checks further inputs);
 - a :class:`Loss` naming both.
 
-A public function then reads as three steps::
+A public function then reads as a few steps::
 
     with LOSS.open((z1, z2), options) as call:   # check the options and inputs, exchange with the other ranks
         terms = _compute(call.options, call.batch, *call.inputs)    # the loss's own computation (no autocast)
@@ -111,6 +112,9 @@ def _spec(field: dataclasses.Field, annotation: Any) -> OptionSpec:
 
     def real(option: str, value: Any) -> None:
         check_real(option, value, **bounds)
+
+    if "check" in metadata:  # an option whose annotation does not say it all (a tensor, a generator)
+        return OptionSpec(name, default, metadata["check"], metadata.get("encode"), metadata.get("decode", str))
 
     if annotation is bool:
         return OptionSpec(name, default, check_bool, float, bool)
