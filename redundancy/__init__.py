@@ -18,7 +18,9 @@ from redundancy.diagnostics import (
     feature_std,
 )
 from redundancy.mixed_barlow_twins import MixedBarlowTwinsRegularizer, mixed_barlow_twins_regularizer
+from redundancy.mmcr import MMCRLoss, MMCRTerms, mmcr_loss, mmcr_terms
 from redundancy.regularizers import DeCovLoss, TotalCodingRate, decov_loss, total_coding_rate
+from redundancy.sigreg import LeJEPALoss, LeJEPATerms, SIGRegLoss, lejepa_loss, lejepa_terms, sigreg_loss
 from redundancy.spectral_contrastive import (
     SpectralContrastiveLoss,
     SpectralContrastiveTerms,
@@ -48,9 +50,14 @@ __all__ = [
     "CCASSGTerms",
     "CrossCorrelationSummary",
     "DeCovLoss",
+    "LeJEPALoss",
+    "LeJEPATerms",
+    "MMCRLoss",
+    "MMCRTerms",
     "MixedBarlowTwinsRegularizer",
     "MultiviewBarlowTwinsLoss",
     "MultiviewVICRegLoss",
+    "SIGRegLoss",
     "SpectralContrastiveLoss",
     "SpectralContrastiveTerms",
     "TotalCodingRate",
@@ -69,12 +76,17 @@ __all__ = [
     "decov_loss",
     "effective_rank",
     "feature_std",
+    "lejepa_loss",
+    "lejepa_terms",
     "mixed_barlow_twins_regularizer",
+    "mmcr_loss",
+    "mmcr_terms",
     "multiview_barlow_twins_loss",
     "multiview_barlow_twins_terms",
     "multiview_vicreg_loss",
     "multiview_vicreg_terms",
     "off_diagonal",
+    "sigreg_loss",
     "spectral_contrastive_loss",
     "spectral_contrastive_terms",
     "total_coding_rate",

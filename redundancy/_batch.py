@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.distributed as dist
 
-from redundancy._ops._autograd import with_cached_signature
+from redundancy._ops._autograd import refuse_graph_with_collectives, with_cached_signature
 from redundancy._ops.reductions import column_dot
 
 if TYPE_CHECKING:
@@ -172,6 +172,54 @@ class GlobalBatch:
         if self.world_size > 1:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=self.group)
         return tensor
+
+    def sum(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Each tensor summed over the ranks, for a loss that every rank then computes identically from the sums.
+
+        One all-reduce of all the tensors together (the tensors themselves for one rank). The backward hands each
+        rank the upstream gradient unchanged, without a collective: every rank computes the same function of the
+        sums, so each already holds the whole ``∂L/∂(sum)``, which is also ``∂L/∂(its own part)``. (A
+        general-purpose differentiable all-reduce, ``torch.distributed.nn.all_reduce``, sums the W identical
+        gradients in its backward instead, W times this.) A graph of the backward (second derivatives) is refused
+        on several ranks: the other ranks' share of it would need a collective.
+
+        Example:
+            >>> batch = GlobalBatch(None, rank=0, counts=[5], dim=3)  # one process: the identity
+            >>> sums = torch.ones(4)
+            >>> batch.sum(sums)[0] is sums
+            True
+        """
+        if self.world_size == 1:
+            return tensors
+        return _SumOverRanks.apply(self, *tensors)
+
+    def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` of the group's first rank, on every rank (outside autograd; ``tensor`` itself for one rank).
+
+        Every rank passes a tensor of the same shape and dtype; the others' values are not read. Under
+        ``torch.compile`` a functional collective, which the graph holds.
+        """
+        if self.world_size == 1:
+            return tensor
+        if torch.compiler.is_compiling():
+            import torch.distributed._functional_collectives as funcol  # imported by the first traced call
+
+            return funcol.broadcast(tensor, 0, self.group if self.group is not None else dist.group.WORLD)
+        dist.broadcast(tensor, group=self.group, group_src=0)
+        return tensor
+
+    def assert_same(self, value: torch.Tensor, message: str) -> None:
+        """Assert on the device, without reading ``value`` on the host, that the one-element ``value`` is the same
+        on every rank (``torch._assert_async``: a :class:`RuntimeError` on the CPU, a device-side assertion on a
+        GPU). For the checks inside a ``torch.compile`` graph, whose exchange of headers cannot carry a value that
+        only the device holds."""
+        if self.world_size == 1:
+            return
+        value = value.reshape(1)
+        gathered = [torch.empty_like(value) for _ in range(self.world_size)]
+        dist.all_gather(gathered, value, group=self.group)
+        values = torch.cat(gathered)
+        torch._assert_async((values == values[0]).all(), message)
 
     def gather(self, *views: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Every rank's rows of each view, concatenated in rank order: the global batch, on every rank.
@@ -349,11 +397,39 @@ class _GatherRowsOfReplicatedLoss(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output):
         batch = inputs[0]
+        ctx.batch = batch
         ctx.own = slice(sum(batch.counts[: batch.rank]), sum(batch.counts[: batch.rank + 1]))
 
     @staticmethod
     def backward(ctx, *grads: torch.Tensor):
+        # A graph of this backward would hand each rank the second derivatives of its own rows only: the other
+        # ranks' gradients depend on these rows too, through the gathered batch, and that share would need a
+        # collective. Refused rather than silently incomplete.
+        refuse_graph_with_collectives(ctx.batch, "the rows gathered from the ranks")
         return (None, *(grad[ctx.own] for grad in grads))
+
+
+@with_cached_signature
+class _SumOverRanks(torch.autograd.Function):
+    """All-reduce (sum) tensors over the ranks of a batch; the backward is the identity (see
+    :meth:`GlobalBatch.sum`)."""
+
+    @staticmethod
+    def forward(batch: GlobalBatch, *tensors: torch.Tensor):
+        flat = torch.cat([tensor.reshape(-1) for tensor in tensors])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=batch.group)
+        return tuple(
+            part.view_as(tensor) for part, tensor in zip(flat.split([t.numel() for t in tensors]), tensors, strict=True)
+        )
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.batch = inputs[0]
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor):
+        refuse_graph_with_collectives(ctx.batch, "the sums over the ranks")
+        return (None, *grads)
 
 
 @with_cached_signature

@@ -371,10 +371,13 @@ class Loss:
         """``(options, error)``: the options dataclass of ``options`` and the first option's error (or ``None``).
 
         Options that passed are remembered by the keywords that gave them (equal values of the same types, so that
-        ``True`` is not taken for ``1``): a training loop's identical calls cost one dict lookup.
+        ``True`` is not taken for ``1``): a training loop's identical calls cost one dict lookup. Options that hold a
+        tensor are not remembered: the memory would keep every call's tensor alive (a tensor is hashed by identity,
+        so a new one each step would never be found again anyway).
         """
         key = None
-        if not torch.compiler.is_compiling():  # nothing to remember in a graph
+        holds_tensor = any(isinstance(value, torch.Tensor) for value in options.values())
+        if not torch.compiler.is_compiling() and not holds_tensor:  # nothing to remember in a graph
             try:
                 key = (self.code, tuple(options.items()), tuple(map(type, options.values())))
                 remembered = _CHECKED.get(key)

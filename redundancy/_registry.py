@@ -9,7 +9,17 @@ its public function, its ``terms`` form (if it has one), its Module and its refe
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from redundancy import barlow_twins, cca_ssg, mixed_barlow_twins, reference, regularizers, spectral_contrastive, vicreg
+from redundancy import (
+    barlow_twins,
+    cca_ssg,
+    mixed_barlow_twins,
+    mmcr,
+    reference,
+    regularizers,
+    sigreg,
+    spectral_contrastive,
+    vicreg,
+)
 from redundancy._frame import Loss, LossModule
 
 
@@ -104,5 +114,26 @@ FAMILY: tuple[Member, ...] = (
         spectral_contrastive.spectral_contrastive_terms,
         spectral_contrastive.SpectralContrastiveLoss,
         reference.spectral_contrastive_loss_reference,
+    ),
+    Member(
+        sigreg.SIGREG,
+        sigreg.sigreg_loss,
+        None,
+        sigreg.SIGRegLoss,
+        reference.sigreg_loss_reference,
+    ),
+    Member(
+        sigreg.LEJEPA,
+        sigreg.lejepa_loss,
+        sigreg.lejepa_terms,
+        sigreg.LeJEPALoss,
+        reference.lejepa_loss_reference,
+    ),
+    Member(
+        mmcr.MMCR,
+        mmcr.mmcr_loss,
+        mmcr.mmcr_terms,
+        mmcr.MMCRLoss,
+        reference.mmcr_loss_reference,
     ),
 )

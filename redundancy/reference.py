@@ -510,12 +510,14 @@ def lejepa_loss_reference(
 
 
 def mmcr_terms_reference(
-    views: torch.Tensor | Sequence[torch.Tensor], *, upcast: bool = False
+    views: torch.Tensor | Sequence[torch.Tensor], *, normalize: bool = True, upcast: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(local, global)`` nuclear norms of MMCR (Yerxa et al., 2023), as ``ThomasYerxa/mmcr`` ``loss_mmcr.py`` computes
     them: ``local = Σ_n ‖Z_n‖_*`` over the samples, ``Z_n`` the V×D matrix of sample n's views, and
     ``global = ‖C‖_*`` of the N×D centroids ``C_n = mean_v Z_n[v]``, every embedding first divided by its norm
     (``F.normalize``, eps 1e-12).
+
+    ``normalize=False`` leaves the embeddings as they are (lightly's ``MMCRLoss``, which does not normalize them).
 
     ``views`` is ``(V, N, D)`` (or V tensors of shape ``(N, D)``). The official ``MMCR_Loss`` takes the ``(N·V, D)``
     matrix whose rows are grouped by sample (``einops.rearrange(z, "(B N) C -> B C N", N=n_aug)``), that is
@@ -530,7 +532,7 @@ def mmcr_terms_reference(
     z = _stacked_views(views)
     if upcast:
         z = z.double()
-    per_sample = torch.nn.functional.normalize(z, dim=-1).transpose(0, 1)  # (N, V, D)
+    per_sample = (torch.nn.functional.normalize(z, dim=-1) if normalize else z).transpose(0, 1)  # (N, V, D)
     centroids = per_sample.mean(dim=1)
     local = torch.linalg.svdvals(per_sample).sum()
     global_ = torch.linalg.svdvals(centroids).sum()
@@ -538,7 +540,7 @@ def mmcr_terms_reference(
 
 
 def mmcr_loss_reference(
-    views: torch.Tensor | Sequence[torch.Tensor], *, lmbda: float = 0.0, upcast: bool = False
+    views: torch.Tensor | Sequence[torch.Tensor], *, lmbda: float = 0.0, normalize: bool = True, upcast: bool = False
 ) -> torch.Tensor:
     """MMCR: ``lmbda · local / N - global`` (``loss_mmcr.py``: ``self.lmbda * local_nuc / batch_size - global_nuc``).
 
@@ -551,7 +553,7 @@ def mmcr_loss_reference(
         >>> torch.allclose(mmcr_loss_reference(views, lmbda=0.5), 0.5 * local / 16 - global_, rtol=1e-14)
         True
     """
-    local, global_ = mmcr_terms_reference(views, upcast=upcast)
+    local, global_ = mmcr_terms_reference(views, normalize=normalize, upcast=upcast)
     return lmbda * local / _stacked_views(views).shape[1] - global_
 
 
