@@ -191,6 +191,8 @@ class GlobalBatch:
         """
         if self.world_size == 1:
             return tensors
+        if not any(tensor.requires_grad for tensor in tensors):
+            return _sum_over_ranks(self, *tensors)
         return _SumOverRanks.apply(self, *tensors)
 
     def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -209,16 +211,16 @@ class GlobalBatch:
         return tensor
 
     def assert_same(self, value: torch.Tensor, message: str) -> None:
-        """Assert on the device, without reading ``value`` on the host, that the one-element ``value`` is the same
+        """Assert on the device, without reading ``value`` on the host, that the small tensor ``value`` is the same
         on every rank (``torch._assert_async``: a :class:`RuntimeError` on the CPU, a device-side assertion on a
         GPU). For the checks inside a ``torch.compile`` graph, whose exchange of headers cannot carry a value that
         only the device holds."""
         if self.world_size == 1:
             return
-        value = value.reshape(1)
+        value = value.reshape(-1)
         gathered = [torch.empty_like(value) for _ in range(self.world_size)]
         dist.all_gather(gathered, value, group=self.group)
-        values = torch.cat(gathered)
+        values = torch.stack(gathered)
         torch._assert_async((values == values[0]).all(), message)
 
     def gather(self, *views: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -409,6 +411,14 @@ class _GatherRowsOfReplicatedLoss(torch.autograd.Function):
         return (None, *(grad[ctx.own] for grad in grads))
 
 
+def _sum_over_ranks(batch: GlobalBatch, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each tensor summed over the ranks of ``batch``: one all-reduce of all of them, flattened together."""
+    flat = torch.cat([tensor.reshape(-1) for tensor in tensors])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=batch.group)
+    parts = flat.split([tensor.numel() for tensor in tensors])
+    return tuple(part.view_as(tensor) for part, tensor in zip(parts, tensors, strict=True))
+
+
 @with_cached_signature
 class _SumOverRanks(torch.autograd.Function):
     """All-reduce (sum) tensors over the ranks of a batch; the backward is the identity (see
@@ -416,11 +426,7 @@ class _SumOverRanks(torch.autograd.Function):
 
     @staticmethod
     def forward(batch: GlobalBatch, *tensors: torch.Tensor):
-        flat = torch.cat([tensor.reshape(-1) for tensor in tensors])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=batch.group)
-        return tuple(
-            part.view_as(tensor) for part, tensor in zip(flat.split([t.numel() for t in tensors]), tensors, strict=True)
-        )
+        return _sum_over_ranks(batch, *tensors)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
