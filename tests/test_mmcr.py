@@ -1,6 +1,8 @@
-"""MMCR at the op level: the golden values of the official code, the reference, and the batched nuclear norm of
+"""MMCR: the golden values of the official code, the reference, the batched nuclear norm of
 :mod:`redundancy._ops.nuclear_norm` (precision on nearly rank-deficient matrices, the gradient where singular values
-vanish or repeat, second derivatives, :mod:`torch.func`, ``torch.compile``)."""
+vanish or repeat, second derivatives, :mod:`torch.func`, ``torch.compile``), and the public :func:`redundancy.mmcr_loss`
+(the official values, lightly's unnormalized form, collapsed inputs, option errors, and three gloo ranks with uneven
+shards: the nuclear norm of the global batch's centroids)."""
 
 import json
 import pathlib
@@ -10,9 +12,10 @@ import torch
 import torch._dynamo
 from torch._dynamo.testing import CompileCounterWithBackend
 
+import redundancy
 from redundancy._ops.nuclear_norm import nuclear_norm
 from redundancy.reference import mmcr_loss_reference, mmcr_terms_reference
-from tests.utils import assert_relative, relative_error
+from tests.utils import assert_relative, relative_error, spawn_gloo
 
 GOLDEN = json.loads((pathlib.Path(__file__).resolve().parent / "golden" / "mmcr.json").read_text())
 F64 = torch.float64
@@ -304,3 +307,235 @@ def test_compiles_without_graph_breaks_once_for_every_batch_size(dtype):
         assert_relative(value, expected, 1e-6, f"value, N = {n}")
         assert_relative(gradient, expected_gradient, 1e-5, f"gradient, N = {n}")
     assert counter.frame_count == 1
+
+
+# ============================================================================================ the public function
+
+
+@pytest.mark.parametrize(
+    ("case", "entry"), GOLDEN_ENTRIES, ids=[f"{case['name']}-lmbda={entry['lmbda']}" for case, entry in GOLDEN_ENTRIES]
+)
+def test_mmcr_terms_reproduce_the_official_values_and_gradient(case, entry):
+    views = tensor(case["views"]).requires_grad_(True)
+    loss, samples, centroids = redundancy.mmcr_terms(views, lmbda=entry["lmbda"])
+    assert_relative(loss, torch.tensor(entry["loss"], dtype=F64), 1e-10, "loss")
+    if entry["lmbda"] != 0.0:  # the official code reports 0 for the local term it skips when lmbda = 0
+        assert_relative(samples, torch.tensor(entry["local_nuc"], dtype=F64), 1e-10, "samples")
+    assert_relative(centroids, torch.tensor(entry["global_nuc"], dtype=F64), 1e-10, "centroids")
+    assert torch.equal(redundancy.mmcr_loss(list(views), lmbda=entry["lmbda"]), loss)
+    if "grad_views" in entry:
+        (gradient,) = torch.autograd.grad(loss, views)
+        assert_relative(gradient, tensor(entry["grad_views"]), 1e-10, "gradient")
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("shape", [(2, 37, 70), (4, 5, 12), (3, 40, 6)])
+def test_mmcr_equals_the_reference(shape, normalize):
+    views = (torch.randn(*shape, dtype=F64) * 2 + 0.3).requires_grad_(True)
+    loss = redundancy.mmcr_loss(views, lmbda=0.2, normalize=normalize)
+    expected = mmcr_loss_reference(views, lmbda=0.2, normalize=normalize)
+    assert_relative(loss, expected, 1e-10, "loss")
+    (gradient,) = torch.autograd.grad(loss, views)
+    (expected_gradient,) = torch.autograd.grad(expected, views)
+    assert_relative(gradient, expected_gradient, 1e-9, "gradient")
+
+
+def test_the_loss_does_not_depend_on_the_norms_or_the_order_of_the_samples():
+    views = torch.randn(3, 20, 9, dtype=F64)
+    scales = torch.rand(3, 20, 1, dtype=F64) + 0.1
+    order = torch.randperm(20)
+    loss = redundancy.mmcr_loss(views, lmbda=0.3)
+    assert_relative(redundancy.mmcr_loss(views * scales, lmbda=0.3), loss, 1e-12)
+    assert_relative(redundancy.mmcr_loss(views[:, order], lmbda=0.3), loss, 1e-12)
+    rotation, _ = torch.linalg.qr(torch.randn(9, 9, dtype=F64))
+    assert_relative(redundancy.mmcr_loss(views @ rotation, lmbda=0.3), loss, 1e-12)  # singular values unchanged
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+@pytest.mark.parametrize(
+    "views",
+    [
+        pytest.param(lambda: torch.randn(1, 16, 8).expand(3, -1, -1), id="identical views"),
+        pytest.param(lambda: torch.randn(2, 16, 1) * torch.randn(1, 1, 8), id="collapsed to one direction"),
+        pytest.param(lambda: torch.randn(2, 4, 30), id="N < D"),
+        pytest.param(lambda: torch.eye(6)[:, None, :].expand(6, 2, 6).transpose(0, 1), id="repeated singular values"),
+    ],
+)
+def test_a_finite_gradient_where_singular_values_vanish_or_repeat(views, dtype):
+    views = views().to(dtype).contiguous().requires_grad_(True)
+    loss = redundancy.mmcr_loss(views, lmbda=0.5)
+    (gradient,) = torch.autograd.grad(loss, views)
+    assert torch.isfinite(gradient).all()
+    assert_relative(loss, mmcr_loss_reference(views.detach().double(), lmbda=0.5), 1e-10 if dtype == F64 else 1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_views_are_accumulated_in_float32(dtype):
+    views = torch.randn(2, 64, 16).to(dtype).requires_grad_(True)
+    loss = redundancy.mmcr_loss(views, lmbda=0.1)
+    assert loss.dtype == torch.float32
+    assert_relative(loss, mmcr_loss_reference(views.detach().double(), lmbda=0.1), 1e-6)
+    (gradient,) = torch.autograd.grad(loss, views)
+    assert gradient.dtype == dtype
+
+
+def test_module_equals_the_function():
+    views = torch.randn(3, 16, 5, dtype=F64)
+    module = redundancy.MMCRLoss(lmbda=0.1, normalize=False)
+    assert torch.equal(module(views), redundancy.mmcr_loss(views, lmbda=0.1, normalize=False))
+    expected = redundancy.mmcr_terms(views, lmbda=0.1, normalize=False)
+    assert all(torch.equal(a, b) for a, b in zip(module.terms(views), expected, strict=True))
+    assert repr(module).startswith("MMCRLoss(lmbda=0.1, normalize=False")
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"lmbda": -0.1}, ValueError, "lmbda must be non-negative"),
+        ({"lmbda": "0"}, TypeError, "lmbda must be a real number"),
+        ({"normalize": 1}, TypeError, "normalize must be a bool"),
+    ],
+)
+def test_bad_options_raise_naming_the_option(options, error, match):
+    with pytest.raises(error, match=match):
+        redundancy.mmcr_loss(torch.randn(2, 8, 5), **options)
+    with pytest.raises(error, match=match):
+        redundancy.MMCRLoss(**options)
+
+
+# ========================================================================================= three gloo ranks
+
+WORLD_SIZE = 3
+SHARDS = (4, 0, 7)
+EQUAL = (3, 3, 3)
+V, DIM = 3, 5
+UPSTREAM = 0.7
+
+
+def _views(shards=SHARDS) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(51)
+    signal = torch.randn(sum(shards), DIM, generator=generator, dtype=F64)
+    return torch.stack([signal + 0.4 * torch.randn(sum(shards), DIM, generator=generator, dtype=F64) for _ in range(V)])
+
+
+def _own(views: torch.Tensor, rank: int, shards=SHARDS) -> torch.Tensor:
+    return views[:, sum(shards[:rank]) : sum(shards[: rank + 1])]
+
+
+def _terms_and_grad(views: torch.Tensor, **options):
+    leaf = views.clone().requires_grad_(True)
+    terms = redundancy.mmcr_terms(leaf, **options)
+    (terms.loss * UPSTREAM).backward()
+    return torch.stack([term.detach() for term in terms]), leaf.grad
+
+
+def _outcome(function):
+    try:
+        return function()
+    except (TypeError, ValueError, RuntimeError) as error:
+        return f"{type(error).__name__}: {error}"
+
+
+def _penalty(loss, views: torch.Tensor) -> torch.Tensor:
+    leaf = views.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(loss(leaf), leaf, create_graph=True)
+    return gradient.square().sum()
+
+
+def _mmcr_rank(rank: int, world_size: int) -> dict:
+    views = _own(_views(), rank)
+    records: dict = {}
+    for convention in ("global", "official"):
+        records[convention] = _terms_and_grad(views, lmbda=0.3, gradient_convention=convention)
+    records["unnormalized"] = _terms_and_grad(views, lmbda=0.3, normalize=False)
+    faulty = rank == 2
+    faults = {
+        "lmbda_differs": lambda: redundancy.mmcr_loss(views, lmbda=0.5 if faulty else 0.3),
+        "normalize_differs": lambda: redundancy.mmcr_loss(views, normalize=not faulty),
+        "view_count_differs": lambda: redundancy.mmcr_loss(views[:2] if faulty else views),
+    }
+    for fault, call in faults.items():
+        records[fault] = _outcome(call)
+        records[fault, "next"] = _outcome(lambda: redundancy.mmcr_loss(views).detach())
+    # A graph of the backward across ranks: refused, MMCR's and every loss that gathers the rows (VICReg's here).
+    records["create_graph"] = _outcome(lambda: _penalty(redundancy.mmcr_loss, views))
+    records["create_graph_vicreg"] = _outcome(lambda: _penalty(lambda v: redundancy.vicreg_loss(v[0], v[1]), views))
+    equal = _own(_views(EQUAL), rank, EQUAL)
+    torch._dynamo.reset()
+    compiled = torch.compile(redundancy.mmcr_terms, fullgraph=True, backend="aot_eager")
+    leaf = equal.clone().requires_grad_(True)
+
+    def compiled_terms():
+        terms = compiled(leaf, lmbda=0.3)
+        (terms.loss * UPSTREAM).backward()
+        return torch.stack([term.detach() for term in terms]), leaf.grad
+
+    records["compiled"] = _outcome(compiled_terms)
+    torch._dynamo.reset()
+    return records
+
+
+@pytest.fixture(scope="module")
+def mmcr_ranks(tmp_path_factory) -> list[dict]:
+    return spawn_gloo(_mmcr_rank, WORLD_SIZE, tmp_path_factory.mktemp("mmcr"), timeout=60.0)
+
+
+def _assert_global(records, expected, what, shards=SHARDS, factor=WORLD_SIZE):
+    terms, gradient = expected
+    for rank, (rank_terms, rank_gradient) in enumerate(records):
+        assert_relative(rank_terms, terms, 1e-10, f"{what}: terms of rank {rank}")
+        assert torch.equal(rank_terms, records[0][0]), f"{what}: rank {rank} differs from rank 0"
+        own = _own(gradient, rank, shards)
+        assert rank_gradient.shape == own.shape
+        if shards[rank]:
+            assert_relative(rank_gradient, factor * own, 1e-9, f"{what}: gradient of rank {rank}")
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("convention", ["global", "official"])
+def test_every_rank_has_the_nuclear_norms_of_the_global_batch(mmcr_ranks, convention):
+    """``"official"``: each rank the gradient of its own rows, what the official code's all_gather gives."""
+    expected = _terms_and_grad(_views(), lmbda=0.3)
+    factor = WORLD_SIZE if convention == "global" else 1
+    _assert_global([r[convention] for r in mmcr_ranks], expected, convention, factor=factor)
+
+
+@pytest.mark.distributed
+def test_the_unnormalized_form_over_the_ranks(mmcr_ranks):
+    expected = _terms_and_grad(_views(), lmbda=0.3, normalize=False)
+    _assert_global([r["unnormalized"] for r in mmcr_ranks], expected, "normalize=False")
+
+
+FAULTS = {
+    "lmbda_differs": "ValueError: lmbda must be the same on every rank of the process group, got lmbda = [0.3, 0.3, 0.",
+    "normalize_differs": "ValueError: normalize must be the same on every rank of the process group",
+    "view_count_differs": "ValueError: len(views) must be the same on every rank of the process group",
+}
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_fault_raises_on_every_rank_and_the_next_call_is_in_step(mmcr_ranks, fault):
+    expected = redundancy.mmcr_loss(_views())
+    for rank, records in enumerate(mmcr_ranks):
+        assert isinstance(records[fault], str) and FAULTS[fault] in records[fault], f"rank {rank}: {records[fault]}"
+        assert_relative(records[fault, "next"], expected, 1e-10, f"rank {rank}, the call after {fault}")
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("key", ["create_graph", "create_graph_vicreg"])
+def test_a_graph_of_the_backward_across_ranks_is_refused(mmcr_ranks, key):
+    """The gathered rows' backward hands each rank its own rows of the gradient; differentiated once more, it would
+    miss the other ranks' share (their gradients depend on these rows through the gathered batch)."""
+    for rank, records in enumerate(mmcr_ranks):
+        message = records[key]
+        assert isinstance(message, str) and "second derivatives" in message and "not supported" in message, rank
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_compiled_in_the_group(mmcr_ranks):
+    records = [r["compiled"] for r in mmcr_ranks]
+    assert not any(isinstance(record, str) for record in records), records
+    expected = _terms_and_grad(_views(EQUAL), lmbda=0.3)
+    _assert_global(records, expected, "compiled", shards=EQUAL)
