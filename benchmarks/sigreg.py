@@ -1,9 +1,12 @@
-"""SIGReg: the lean op against the official formula, forward and backward, peak memory and time in one process.
+"""SIGReg: the public function and the lean op against the official formula, forward and backward, peak memory and
+time in one process.
 
-``lean`` is :func:`redundancy._ops.sigreg.sliced_epps_pulley` (the characteristic-function sums over rows, N×M
-buffers); ``official`` is :func:`redundancy.reference.sigreg_loss_reference`, the formula of ``rbalestr-lab/lejepa``
-(``x_t = (z @ A).unsqueeze(-1) * t``, its cosine and sine: N×M×K tensors, kept by autograd). Both take the same
-embeddings and directions and compute the same value; a step is the loss and its backward to the embeddings.
+``public`` is :func:`redundancy.sigreg_loss` with the directions given (the frame's checks, the op, the gradient
+convention: what a user calls); ``lean`` is :func:`redundancy._ops.sigreg.sliced_epps_pulley` (the
+characteristic-function sums over rows, N×M buffers), the op alone; ``official`` is
+:func:`redundancy.reference.sigreg_loss_reference`, the formula of ``rbalestr-lab/lejepa`` (``x_t = (z @
+A).unsqueeze(-1) * t``, its cosine and sine: N×M×K tensors, kept by autograd). All take the same embeddings and
+directions and compute the same value; a step is the loss and its backward to the embeddings.
 
 Peak memory is what one step adds to what is alive before it (the inputs): on the CPU the growth of the resident set
 (its high-water mark reset before the step, large allocations served by mmap so that freed memory leaves the
@@ -12,7 +15,8 @@ interleaved rounds (the order alternates from round to round), so that a shared,
 
     python -m benchmarks.sigreg
     python -m benchmarks.sigreg --shapes 2048x1024 --slices 256 --knots 17 --threads 2 --rounds 15 \\
-        --json benchmarks/results/cpu-sigreg/sigreg.json --markdown benchmarks/results/cpu-sigreg/sigreg.md
+        --json benchmarks/results/cpu-sigreg-public/sigreg-2threads.json \\
+        --markdown benchmarks/results/cpu-sigreg-public/sigreg-2threads.md
 """
 
 import argparse
@@ -32,22 +36,26 @@ from benchmarks.common import (
     peak_memory_cuda,
     use_mmap_for_large_allocations,
 )
+from redundancy import sigreg_loss
 from redundancy._ops.sigreg import draw_directions, sliced_epps_pulley
 from redundancy.reference import sigreg_loss_reference
 
-METHODS = ("lean", "official")
+METHODS = ("public", "lean", "official")
+#: The methods compared with the official formula.
+LEAN = ("public", "lean")
 
 
 def losses(knots: int, t_max: float) -> dict:
-    """``{"lean": loss, "official": loss}``, each a function of the embeddings and the directions."""
+    """``{"public": loss, "lean": loss, "official": loss}``, each a function of the embeddings and the directions."""
     return {
+        "public": lambda z, directions: sigreg_loss(z, directions=directions, knots=knots, t_max=t_max),
         "lean": lambda z, directions: sliced_epps_pulley(z, directions, knots=knots, t_max=t_max),
         "official": lambda z, directions: sigreg_loss_reference(z, directions, knots=knots, t_max=t_max),
     }
 
 
 def steps(z: torch.Tensor, directions: torch.Tensor, knots: int, t_max: float) -> dict:
-    """``{"lean": step, "official": step}``: each one forward and backward, the gradient then dropped."""
+    """``{method: step}``: each one forward and backward, the gradient then dropped."""
 
     def step_of(loss):
         def step() -> None:
@@ -59,16 +67,17 @@ def steps(z: torch.Tensor, directions: torch.Tensor, knots: int, t_max: float) -
     return {name: step_of(loss) for name, loss in losses(knots, t_max).items()}
 
 
-def agreement(z: torch.Tensor, directions: torch.Tensor, knots: int, t_max: float) -> dict:
-    """Relative differences (max-norm) of the lean op's value and gradient from the official formula's."""
+def agreement(z: torch.Tensor, directions: torch.Tensor, knots: int, t_max: float, method: str = "lean") -> dict:
+    """Relative differences (max-norm) of ``method``'s value and gradient from the official formula's."""
     outputs = {}
     for name, loss in losses(knots, t_max).items():
-        value = loss(z, directions)
-        (gradient,) = torch.autograd.grad(value, z)
-        outputs[name] = (value.detach().double(), gradient.double())
-    (value, gradient), (expected, expected_gradient) = outputs["lean"], outputs["official"]
+        if name in (method, "official"):
+            value = loss(z, directions)
+            (gradient,) = torch.autograd.grad(value, z)
+            outputs[name] = (value.detach().double(), gradient.double())
+    (value, gradient), (expected, expected_gradient) = outputs[method], outputs["official"]
     return {
-        "value_lean": value.item(),
+        f"value_{method}": value.item(),
         "value_official": expected.item(),
         "value_relative_difference": ((value - expected).abs() / expected.abs()).item(),
         "gradient_relative_difference": (
@@ -113,6 +122,7 @@ def measure(n: int, d: int, slices: int, knots: int, t_max: float, rounds: int, 
         "official_n_m_k_tensor_bytes": n * slices * knots * max(element_size, 4),
         "agreement": agreement(z, directions, knots, t_max),
         "methods": {},
+        "against_official": {},
     }
     for name in METHODS:
         median, p20, p80 = median_p20_p80(times[name])
@@ -124,11 +134,18 @@ def measure(n: int, d: int, slices: int, knots: int, t_max: float, rounds: int, 
             "peak_bytes": median_p20_p80([float(value) for value in memory[name]])[0],
             "round_peak_bytes": memory[name],
         }
-    lean, official = result["methods"]["lean"], result["methods"]["official"]
-    result["memory_ratio"] = official["peak_bytes"] / lean["peak_bytes"] if lean["peak_bytes"] > 0 else None
-    ratios = [slow / fast for slow, fast in zip(times["official"], times["lean"], strict=True)]
-    median, p20, p80 = median_p20_p80(ratios)
-    result["speedup"] = {"median": median, "p20": p20, "p80": p80}
+    official = result["methods"]["official"]
+    for name in LEAN:  # the official formula's peak and time over each method's
+        peak = result["methods"][name]["peak_bytes"]
+        ratios = [slow / fast for slow, fast in zip(times["official"], times[name], strict=True)]
+        median, p20, p80 = median_p20_p80(ratios)
+        result["against_official"][name] = {
+            "memory_ratio": official["peak_bytes"] / peak if peak > 0 else None,
+            "speedup": {"median": median, "p20": p20, "p80": p80},
+            "agreement": agreement(z, directions, knots, t_max, name),
+        }
+    result["memory_ratio"] = result["against_official"]["lean"]["memory_ratio"]
+    result["speedup"] = result["against_official"]["lean"]["speedup"]
     return result
 
 
@@ -139,20 +156,22 @@ def markdown(results: list[dict]) -> str:
         "|---:|---:|---:|---:|:---|---:|---:|---:|---:|---:|---:|",
     ]
     for result in results:
-        speedup, agree = result["speedup"], result["agreement"]
         for name, timing in result["methods"].items():
-            lean = name == "lean"
-            lines.append(
+            compared = result["against_official"].get(name)
+            line = (
                 f"| {result['n']} | {result['d']} | {result['slices']} | {result['knots']} | {name} "
                 f"| {timing['peak_bytes'] / 2**20:.1f} "
                 f"| {timing['median_s'] * 1e3:.1f} ({timing['p20_s'] * 1e3:.1f}–{timing['p80_s'] * 1e3:.1f}) "
-                + (f"| {speedup['median']:.2f}× ({speedup['p20']:.2f}–{speedup['p80']:.2f}) " if lean else "| ")
-                + (f"| {result['memory_ratio']:.1f}× " if lean and result["memory_ratio"] is not None else "| ")
-                + (
-                    f"| {agree['value_relative_difference']:.1e} | {agree['gradient_relative_difference']:.1e} |"
-                    if lean
-                    else "| | |"
-                )
+            )
+            if compared is None:
+                lines.append(line + "| | | | |")
+                continue
+            speedup, agree, ratio = compared["speedup"], compared["agreement"], compared["memory_ratio"]
+            lines.append(
+                line
+                + f"| {speedup['median']:.2f}× ({speedup['p20']:.2f}–{speedup['p80']:.2f}) "
+                + (f"| {ratio:.1f}× " if ratio is not None else "| ")
+                + f"| {agree['value_relative_difference']:.1e} | {agree['gradient_relative_difference']:.1e} |"
             )
     return "\n".join(lines)
 
@@ -166,7 +185,7 @@ def main(argv=None) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own)")
-    parser.add_argument("--rounds", type=int, default=15, help="rounds in which the two methods take turns")
+    parser.add_argument("--rounds", type=int, default=15, help="rounds in which the methods take turns")
     parser.add_argument("--calls", type=int, default=1, help="steps per method and round")
     parser.add_argument("--json", type=pathlib.Path, help="write the environment and every measurement here")
     parser.add_argument("--markdown", type=pathlib.Path, help="write the table (with the environment) here")
@@ -199,10 +218,12 @@ def main(argv=None) -> None:
             f"{env['load_average_1min']['before']:.1f} before and {env['load_average_1min']['after']:.1f} after the "
             f"run. SIGReg forward and backward to the embeddings, t_max = "
             f"{args.t_max}. {args.rounds} interleaved rounds, {args.calls} call(s) per method and round: time median "
-            "and p20–p80 over the rounds, the speed-up the official formula's time over the lean op's in each round; "
+            "and p20–p80 over the rounds, the speed-up the official formula's time over the method's in each round; "
             "peak memory the median over the rounds of what one step adds to the inputs (CPU: resident set growth), "
-            "the memory ratio the official formula's peak over the lean op's. The relative differences are those of "
-            "the lean op's value and gradient from the official formula's, both in the benchmark's dtype."
+            "the memory ratio the official formula's peak over the method's. The relative differences are those of "
+            "the method's value and gradient from the official formula's, both in the benchmark's dtype. public: "
+            "redundancy.sigreg_loss; lean: the op redundancy._ops.sigreg.sliced_epps_pulley; official: the formula "
+            "of rbalestr-lab/lejepa (redundancy.reference.sigreg_loss_reference)."
         )
         args.markdown.write_text(f"{header}\n\n{table}\n")
     if args.json:

@@ -15,10 +15,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "cpu-sigreg"
 
 
-def test_the_two_methods_compute_the_same_loss_and_gradient():
+@pytest.mark.parametrize("method", sigreg.LEAN)
+def test_the_methods_compute_the_official_loss_and_gradient(method):
     z = torch.randn(40, 12, dtype=torch.float64, requires_grad=True)
     directions = torch.randn(12, 16, dtype=torch.float64)
-    agreement = sigreg.agreement(z, directions, 17, 3.0)
+    agreement = sigreg.agreement(z, directions, 17, 3.0, method)
     assert agreement["value_relative_difference"] <= 1e-12
     assert agreement["gradient_relative_difference"] <= 1e-12
 
@@ -29,7 +30,7 @@ def test_the_script_runs_on_a_tiny_shape(tmp_path):
     command = [sys.executable, "-m", "benchmarks.sigreg", *arguments, "--json", str(output), "--markdown", str(table)]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr
-    assert "| 64 | 16 | 8 | 9 | lean |" in completed.stdout
+    assert "| 64 | 16 | 8 | 9 | lean |" in completed.stdout and "| 64 | 16 | 8 | 9 | public |" in completed.stdout
     (result,) = json.loads(output.read_text())["results"]
     assert (result["n"], result["d"], result["slices"], result["knots"]) == (64, 16, 8, 9)
     for timing in result["methods"].values():
@@ -59,3 +60,20 @@ def test_the_committed_run_is_whole(threads):
         assert len(timing["round_s"]) == len(timing["round_peak_bytes"]) == 15
     lean, official = result["methods"]["lean"], result["methods"]["official"]
     assert result["memory_ratio"] == pytest.approx(official["peak_bytes"] / lean["peak_bytes"])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_committed_run_through_the_public_function_is_whole(threads):
+    results = ROOT / "benchmarks" / "results" / "cpu-sigreg-public"
+    saved = json.loads((results / f"sigreg-{threads}thread{'s' if threads > 1 else ''}.json").read_text())
+    assert saved["environment"]["torch_threads"] == threads and saved["dtype"] == "float32"
+    (result,) = saved["results"]
+    assert (result["n"], result["d"], result["slices"], result["knots"]) == (2048, 1024, 256, 17)
+    assert set(result["methods"]) == {"public", "lean", "official"}
+    for timing in result["methods"].values():
+        assert len(timing["round_s"]) == len(timing["round_peak_bytes"]) == 15
+    official = result["methods"]["official"]["peak_bytes"]
+    for name in sigreg.LEAN:
+        compared = result["against_official"][name]
+        assert compared["memory_ratio"] == pytest.approx(official / result["methods"][name]["peak_bytes"])
+        assert compared["agreement"]["value_relative_difference"] <= 1e-5
