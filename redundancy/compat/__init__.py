@@ -1,6 +1,7 @@
 """Drop-in replacements with the signatures of other libraries' losses, computed by ``redundancy``.
 
-- :mod:`redundancy.compat.lightly`: ``BarlowTwinsLoss`` and ``VICRegLoss`` of ``lightly.loss``.
+- :mod:`redundancy.compat.lightly`: ``BarlowTwinsLoss``, ``VICRegLoss``, ``SIGReg``, ``LeJEPALoss`` and ``MMCRLoss``
+  of ``lightly.loss``.
 - :mod:`redundancy.compat.solo`: ``barlow_loss_func`` and ``vicreg_loss_func`` of ``solo.losses``.
 
 Each gives the value and the gradients its library gives in one process and takes the same arguments: the
