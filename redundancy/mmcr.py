@@ -6,7 +6,7 @@ spread over many directions) and, with ``lmbda > 0``, penalizes that of each sam
 their centroid). The formula and the defaults are those of ``ThomasYerxa/mmcr`` (``loss_mmcr.py``, the training
 scripts' ``--lmbda``).
 
-Nuclear norms come from :func:`redundancy._ops.nuclear_norm`, whose gradient is defined everywhere: where singular
+Nuclear norms come from ``redundancy._ops.nuclear_norm``, whose gradient is defined everywhere: where singular
 values vanish (identical views, collapsed centroids, N < D) it is the subgradient of least norm, and where they
 repeat it is the polar factor ``U_r V_rᵀ``, which does not depend on the basis of their subspace.
 
@@ -99,8 +99,10 @@ def mmcr_loss(
 
     :math:`\lVert\cdot\rVert_*` the nuclear norm (the sum of the singular values). The defaults reproduce
     ``ThomasYerxa/mmcr`` ``loss_mmcr.py`` with ``lmbda=0``, the default of both official training scripts
-    (``--lmbda``; the loss class has none). The gradient is defined everywhere, also where singular values vanish
-    or repeat (:func:`redundancy._ops.nuclear_norm` says what it is there). Cost: the nuclear norm of C through its
+    (``--lmbda``; the loss class has none). The gradient of a nuclear norm is :math:`U_r V_r^\top` over the
+    nonzero singular values, also where singular values vanish (there it is the subgradient of least norm: identical
+    views, collapsed centroids, N < D) or repeat (it does not depend on the basis of their subspace), with exact
+    second derivatives. Cost: the nuclear norm of C through its
     ``min(N, D)``-sided Gram matrix, ``2·N·D·min(N, D)`` FLOPs and an eigendecomposition of that size (in float64
     for float32 inputs, so that nearly rank-deficient centroids keep float32 accuracy), and N V×V ones for the
     samples.

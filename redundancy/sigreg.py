@@ -6,7 +6,7 @@ adds to it the squared distance of every view's embedding to the mean of the vie
 ``rbalestr-lab/lejepa`` (``MINIMAL.md``; ``lejepa/univariate/epps_pulley.py``; ``lejepa/multivariate/slicing.py``).
 
 The statistic needs only the sums over the rows of ``cos(t_k p_nm)`` and ``sin(t_k p_nm)`` (M×K each), which
-:func:`redundancy._ops.characteristic_sums` computes without the N×M×K tensor of the official code. The sums add up
+``redundancy._ops.characteristic_sums`` computes without the N×M×K tensor of the official code. The sums add up
 over rows, so the loss of the global batch of several ranks is that of the sums all-reduced (the row count is their
 first knot's cosine sum): one all-reduce of ``2·V·M·K`` numbers (and one more for LeJEPA's invariance), whatever N.
 
@@ -299,9 +299,10 @@ def sigreg_loss(
     from :math:`e^{-t^2/2}`, integrated over :math:`[-t_{\max}, t_{\max}]` by doubling the half range), averaged
     over the slices, and over the views for a ``(V, N, D)`` ``z`` (each view tested on its own; N is the number of
     rows of one view). The defaults are those of ``rbalestr-lab/lejepa``: 17 knots on ``[0, 3]`` (``EppsPulley``,
-    ``MINIMAL.md``), 256 slices (``MINIMAL.md``). The N×M×K tensor of the official code is never formed
-    (:func:`redundancy._ops.characteristic_sums`): at N = 2048, D = 1024 and the defaults, forward and backward in
-    float32 add 21.5 MiB to the inputs where the official formula adds 205 MiB, in 0.55× its time on one CPU thread
+    ``MINIMAL.md``), 256 slices (``MINIMAL.md``). The N×M×K tensor of the official code is never formed (the sums
+    over the rows are built from about 2√K complex exponentials per projection): at N = 2048, D = 1024 and the
+    defaults, forward and backward in
+    float32 add 21.5 MiB to the inputs where the official formula adds 205 MiB, in 0.57× its time on one CPU thread
     (``python -m benchmarks.sigreg``, ``benchmarks/results/cpu-sigreg-public``).
 
     Args:
