@@ -19,6 +19,7 @@ collective. Unequal row counts never reach a raw all-gather: rows are padded to 
 or gathers those columns.
 """
 
+import typing
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -206,7 +207,8 @@ class GlobalBatch:
         if torch.compiler.is_compiling():
             import torch.distributed._functional_collectives as funcol  # imported by the first traced call
 
-            return funcol.broadcast(tensor, 0, self.group if self.group is not None else dist.group.WORLD)
+            group = self.group if self.group is not None else dist.group.WORLD
+            return funcol.broadcast(tensor, 0, typing.cast(ProcessGroup, group))
         dist.broadcast(tensor, group=self.group, group_src=0)
         return tensor
 

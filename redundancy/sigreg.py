@@ -263,7 +263,7 @@ def _refuse_stacked_dtensor(z: object) -> None:
     """A DTensor ``z`` must be 2-D: its placements say which ranks hold which rows of ``(N, D)``.
 
     The same on every rank (a DTensor's shape is global), so raising here leaves no rank waiting."""
-    if is_dtensor(z) and z.ndim != 2:  # type: ignore[union-attr]
+    if is_dtensor(z) and isinstance(z, torch.Tensor) and z.ndim != 2:
         raise ValueError(
             f"z: a DTensor must be 2-D, (N, D) split by rows (Shard(0)), got shape {tuple(z.shape)}; pass the views "
             "of a (V, N, D) DTensor one call each, or each rank's block (to_local()) with group="

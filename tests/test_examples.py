@@ -18,6 +18,7 @@ sys.path.insert(0, str(EXAMPLES))
 
 import column_parallel_barlow_twins as column_parallel  # noqa: E402
 import digits_barlow_twins as digits  # noqa: E402
+import digits_lejepa  # noqa: E402
 from image_recipe import augment, data, lars, linear_eval, resnet, train  # noqa: E402
 from image_recipe.common import ShardSampler  # noqa: E402
 
@@ -150,6 +151,40 @@ def test_digits_main_end_to_end_at_tiny_size(tmp_path):
     for name in ("loss.png", "cross_correlation.png", "probe_accuracy.png", "results.json"):
         assert (tmp_path / name).stat().st_size > 0
     assert "| raw pixels |" in digits.results_table(results)
+
+
+def test_digits_lejepa_end_to_end_at_tiny_size(tmp_path):
+    """Four views, both methods, one epoch each at a tiny width: the probes run and the record is written."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("tqdm")
+    pytest.importorskip("matplotlib")
+    arguments = ["--epochs", "1", "--width", "4", "--bt-width", "16", "--proj-dim", "4", "--slices", "8"]
+    arguments += ["--probe-seeds", "2", "--no-progress", "--threads", "0", "--out", str(tmp_path)]
+    results = digits_lejepa.main(arguments)
+    assert set(results) == {"LeJEPA encoder", "Barlow Twins encoder", "random encoder", "raw pixels"}
+    for by_fraction in results.values():
+        assert [len(by_fraction[f]) for f in ("0.02", "0.1", "1")] == [2, 2, 1]
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert [len(record["losses"][name]) for name in ("LeJEPA", "Barlow Twins")] == [5, 5]  # 1347 // 256 steps
+    assert all(np.isfinite(record["losses"][name]).all() for name in record["losses"])
+    assert (tmp_path / "losses.png").stat().st_size > 0
+
+
+def test_digits_lejepa_table_is_that_of_the_committed_run():
+    """The table of docs/examples.rst is the committed run's record, made with the default options."""
+    record = json.loads((ROOT / "docs" / "_static" / "digits_lejepa" / "results.json").read_text())
+    defaults = vars(digits_lejepa.parse_args([]))
+    assert {k: v for k, v in record["args"].items() if k not in ("out", "no_progress")} == {
+        k: str(v) for k, v in defaults.items() if k not in ("out", "no_progress")
+    }
+    page = (ROOT / "docs" / "examples.rst").read_text()
+    for method, by_fraction in record["accuracy"].items():
+        cells = []
+        for fraction in ("0.02", "0.1", "1"):
+            values = 100 * np.asarray(by_fraction[fraction])
+            cells.append(f"{values.mean():.1f} ± {values.std():.1f}" if len(values) > 1 else f"{values[0]:.1f}")
+        row = method if method != "Barlow Twins encoder" else "Barlow Twins encoder (4 views)"
+        assert f"   * - {row}\n" + "".join(f"     - {cell}\n" for cell in cells) in page, method
 
 
 # -------------------------------------------------------------------------------------------- recipe pieces

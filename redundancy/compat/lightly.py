@@ -67,6 +67,7 @@ import torch.distributed as dist
 from torch import nn
 
 from redundancy import barlow_twins_terms, lejepa_terms, mmcr_terms, sigreg_loss, vicreg_terms
+from redundancy._frame import Distributed
 from redundancy._validation import check_real
 from redundancy.compat._options import number, weight
 
@@ -83,7 +84,7 @@ def _check_gather_distributed(gather_distributed: object) -> None:
         )
 
 
-def _distributed(gather_distributed: object) -> str:
+def _distributed(gather_distributed: object) -> Distributed:
     """lightly's ``gather_distributed`` (checked) as this library's ``distributed`` option."""
     _check_gather_distributed(gather_distributed)
     return "global" if gather_distributed else "local"
