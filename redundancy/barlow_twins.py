@@ -107,6 +107,20 @@ class BarlowTwinsOptions(Options):
 
 
 BARLOW_TWINS = Loss("barlow_twins_loss", BarlowTwinsOptions, Views("z1", "z2"))
+
+#: What Barlow Twins sends and computes on a grid of row and feature shards (:mod:`redundancy.cost`): the cross
+#: form gathers the second view's columns; both forms sum the invariance and ``Σ c_i²`` (or the off-diagonal
+#: energy), and ``ΣC°`` with a nonzero target; 8·N²·D_f FLOPs for the two Grams, 6·N·D_f·D for the block row of C.
+FEATURE_PARALLEL_COST = cost.FeatureParallelCost(
+    name="barlow_twins_loss",
+    data_parallel_with_one_feature_rank=True,
+    gathered_views=1,
+    scalars=2,
+    target_scalars=1,
+    gram_flops=8,
+    cross_flops=6,
+    autocorrelation=False,
+)
 MULTIVIEW_BARLOW_TWINS = Loss("multiview_barlow_twins_loss", BarlowTwinsOptions, ViewSequence())
 
 
@@ -186,7 +200,7 @@ def _terms_over_features(options: BarlowTwinsOptions, batch: GlobalBatch, views:
     algorithm: str = options.algorithm
     if algorithm == "auto":
         algorithm = cost.choose_feature_parallel_algorithm(
-            batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype
+            batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype, loss=FEATURE_PARALLEL_COST
         )
     algorithm = terms_algorithm(algorithm, batch.count, batch.dim)
     views = batch.gather(*(z.to(batch.dtype) for z in views))

@@ -134,6 +134,20 @@ class VICRegCovarianceOptions(Options):
 
 
 VICREG = Loss("vicreg_loss", VICRegOptions, Views("z1", "z2"))
+
+#: What VICReg sends and computes on a grid of row and feature shards (:mod:`redundancy.cost`): the cross form
+#: gathers both views' columns; four scalars are summed (the distances, the hinges, the two energies); 8·N²·D_f
+#: FLOPs for the two views' Grams, 8·N·D_f·D for their block rows of the covariances.
+FEATURE_PARALLEL_COST = cost.FeatureParallelCost(
+    name="vicreg_loss",
+    data_parallel_with_one_feature_rank=False,
+    gathered_views=2,
+    scalars=4,
+    target_scalars=0,
+    gram_flops=8,
+    cross_flops=8,
+    autocorrelation=True,
+)
 MULTIVIEW_VICREG = Loss("multiview_vicreg_loss", VICRegOptions, ViewSequence())
 VICREG_VARIANCE = Loss("vicreg_variance_loss", VICRegVarianceOptions, Views("z"))
 VICREG_COVARIANCE = Loss("vicreg_covariance_loss", VICRegCovarianceOptions, Views("z"))
@@ -200,7 +214,7 @@ def _terms_over_features(options: VICRegOptions, batch: GlobalBatch, views: Sequ
     algorithm: str = options.algorithm
     if algorithm == "auto":
         algorithm = cost.choose_feature_parallel_algorithm(
-            batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype, loss="vicreg"
+            batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype, loss=FEATURE_PARALLEL_COST
         )
     algorithm = terms_algorithm(algorithm, batch.count, batch.dim)
     views = batch.gather(*(z.to(batch.dtype) for z in views))
