@@ -12,7 +12,7 @@ V(V-1)/2 pairs), one process and many (the batch of all ranks), whole views and 
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -31,8 +31,12 @@ from redundancy._frame import (
     Options,
     Strategy,
     Views,
+    ViewsArgument,
     ViewSequence,
     eager_on_a_grid,
+    module_options,
+    multiview_form_of,
+    same_arguments_as,
 )
 from redundancy._ops._autocast import no_autocast
 from redundancy._ops.feature_shards import barlow_twins_terms_over_features, terms_algorithm
@@ -321,32 +325,12 @@ def barlow_twins_loss(
         >>> loss.shape, loss.dtype
         (torch.Size([]), torch.float32)
     """
-    return barlow_twins_terms(
-        z1, z2, lambd=lambd, scale=scale, eps=eps, correction=correction, standardize=standardize,
-        off_diagonal_target=off_diagonal_target, algorithm=algorithm, backend=backend, strategy=strategy,
-        distributed=distributed, gradient_convention=gradient_convention, group=group, feature_group=feature_group,
-    ).loss  # fmt: skip
+    return barlow_twins_terms(**locals()).loss  # every argument, by name
 
 
 @eager_on_a_grid
-def barlow_twins_terms(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    *,
-    lambd: float | Literal["auto"] = 0.0051,
-    scale: float = 1.0,
-    eps: float = 1e-5,
-    correction: Correction = 0,
-    standardize: bool = True,
-    off_diagonal_target: float = 0.0,
-    algorithm: Algorithm = "auto",
-    backend: Backend = "auto",
-    strategy: Strategy = "auto",
-    distributed: Distributed = "global",
-    gradient_convention: GradientConvention = "global",
-    group: ProcessGroup | None = None,
-    feature_group: ProcessGroup | None = None,
-) -> BarlowTwinsTerms:
+@same_arguments_as(barlow_twins_loss, BarlowTwinsTerms)
+def barlow_twins_terms(z1: torch.Tensor, z2: torch.Tensor, **options: Any) -> BarlowTwinsTerms:
     r"""The Barlow Twins loss together with its invariance and redundancy terms, for logging.
 
     Takes the arguments of :func:`barlow_twins_loss`; ``terms.loss`` is exactly what that returns.
@@ -362,15 +346,7 @@ def barlow_twins_terms(
         >>> torch.allclose(terms.loss, terms.invariance + 0.0051 * terms.redundancy)
         True
     """
-    with BARLOW_TWINS.open(
-        (z1, z2),
-        dict(
-            lambd=lambd, scale=scale, eps=eps, correction=correction, standardize=standardize,
-            off_diagonal_target=off_diagonal_target, algorithm=algorithm, backend=backend, strategy=strategy,
-            distributed=distributed, gradient_convention=gradient_convention, group=group,
-            feature_group=feature_group,
-        ),
-    ) as call:  # fmt: skip
+    with BARLOW_TWINS.open(dict(options, z1=z1, z2=z2)) as call:
         return call.finish(_barlow_twins_terms(call.options, call.batch, call.inputs))
 
 
@@ -391,43 +367,11 @@ class BarlowTwinsLoss(LossModule):
     """
 
     loss = BARLOW_TWINS
+    function = staticmethod(barlow_twins_loss)
 
-    def __init__(
-        self,
-        *,
-        lambd: float | Literal["auto"] = 0.0051,
-        scale: float = 1.0,
-        eps: float = 1e-5,
-        correction: Correction = 0,
-        standardize: bool = True,
-        off_diagonal_target: float = 0.0,
-        algorithm: Algorithm = "auto",
-        backend: Backend = "auto",
-        strategy: Strategy = "auto",
-        distributed: Distributed = "global",
-        gradient_convention: GradientConvention = "global",
-        group: ProcessGroup | None = None,
-        feature_group: ProcessGroup | None = None,
-    ) -> None:
-        super().__init__()
-        self.lambd = lambd
-        self.scale = scale
-        self.eps = eps
-        self.correction = correction
-        self.standardize = standardize
-        self.off_diagonal_target = off_diagonal_target
-        self.algorithm = algorithm
-        self.backend = backend
-        self.strategy = strategy
-        self.distributed = distributed
-        self.gradient_convention = gradient_convention
-        self.group = group
-        self.feature_group = feature_group
-        self.check()
-
-    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        """The loss of :func:`redundancy.barlow_twins_loss` with this module's options."""
-        return barlow_twins_loss(z1, z2, **self.options)
+    @module_options(BarlowTwinsOptions)
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
 
     def terms(self, z1: torch.Tensor, z2: torch.Tensor) -> BarlowTwinsTerms:
         """The loss with its terms, as :func:`redundancy.barlow_twins_terms` returns them."""
@@ -437,23 +381,8 @@ class BarlowTwinsLoss(LossModule):
 # ------------------------------------------------------------------------------------------------ several views
 
 
-def multiview_barlow_twins_loss(
-    views: Sequence[torch.Tensor] | torch.Tensor,
-    *,
-    lambd: float | Literal["auto"] = 0.0051,
-    scale: float = 1.0,
-    eps: float = 1e-5,
-    correction: Correction = 0,
-    standardize: bool = True,
-    off_diagonal_target: float = 0.0,
-    algorithm: Algorithm = "auto",
-    backend: Backend = "auto",
-    strategy: Strategy = "auto",
-    distributed: Distributed = "global",
-    gradient_convention: GradientConvention = "global",
-    group: ProcessGroup | None = None,
-    feature_group: ProcessGroup | None = None,
-) -> torch.Tensor:
+@multiview_form_of(barlow_twins_loss)
+def multiview_barlow_twins_loss(views: ViewsArgument, **options: Any) -> torch.Tensor:
     r"""The Barlow Twins loss of V ≥ 2 views of one batch: the mean over the V(V-1)/2 pairs of the two-view loss.
 
     .. math::
@@ -492,31 +421,12 @@ def multiview_barlow_twins_loss(
         >>> torch.allclose(loss, torch.stack(pairs).mean())
         True
     """
-    return multiview_barlow_twins_terms(
-        views, lambd=lambd, scale=scale, eps=eps, correction=correction, standardize=standardize,
-        off_diagonal_target=off_diagonal_target, algorithm=algorithm, backend=backend, strategy=strategy,
-        distributed=distributed, gradient_convention=gradient_convention, group=group, feature_group=feature_group,
-    ).loss  # fmt: skip
+    return multiview_barlow_twins_terms(views, **options).loss
 
 
 @eager_on_a_grid
-def multiview_barlow_twins_terms(
-    views: Sequence[torch.Tensor] | torch.Tensor,
-    *,
-    lambd: float | Literal["auto"] = 0.0051,
-    scale: float = 1.0,
-    eps: float = 1e-5,
-    correction: Correction = 0,
-    standardize: bool = True,
-    off_diagonal_target: float = 0.0,
-    algorithm: Algorithm = "auto",
-    backend: Backend = "auto",
-    strategy: Strategy = "auto",
-    distributed: Distributed = "global",
-    gradient_convention: GradientConvention = "global",
-    group: ProcessGroup | None = None,
-    feature_group: ProcessGroup | None = None,
-) -> BarlowTwinsTerms:
+@multiview_form_of(barlow_twins_terms)
+def multiview_barlow_twins_terms(views: ViewsArgument, **options: Any) -> BarlowTwinsTerms:
     r"""The multi-view Barlow Twins loss with its invariance and redundancy terms, each the mean over the pairs.
 
     Takes the arguments of :func:`multiview_barlow_twins_loss`; ``terms.loss`` is exactly what that returns.
@@ -533,15 +443,7 @@ def multiview_barlow_twins_terms(
         >>> torch.allclose(terms.loss, terms.invariance + 0.0051 * terms.redundancy)
         True
     """
-    with MULTIVIEW_BARLOW_TWINS.open(
-        (views,),
-        dict(
-            lambd=lambd, scale=scale, eps=eps, correction=correction, standardize=standardize,
-            off_diagonal_target=off_diagonal_target, algorithm=algorithm, backend=backend, strategy=strategy,
-            distributed=distributed, gradient_convention=gradient_convention, group=group,
-            feature_group=feature_group,
-        ),
-    ) as call:  # fmt: skip
+    with MULTIVIEW_BARLOW_TWINS.open(dict(options, views=views)) as call:
         return call.finish(_barlow_twins_terms(call.options, call.batch, call.inputs))
 
 
@@ -560,44 +462,12 @@ class MultiviewBarlowTwinsLoss(LossModule):
     """
 
     loss = MULTIVIEW_BARLOW_TWINS
+    function = staticmethod(multiview_barlow_twins_loss)
 
-    def __init__(
-        self,
-        *,
-        lambd: float | Literal["auto"] = 0.0051,
-        scale: float = 1.0,
-        eps: float = 1e-5,
-        correction: Correction = 0,
-        standardize: bool = True,
-        off_diagonal_target: float = 0.0,
-        algorithm: Algorithm = "auto",
-        backend: Backend = "auto",
-        strategy: Strategy = "auto",
-        distributed: Distributed = "global",
-        gradient_convention: GradientConvention = "global",
-        group: ProcessGroup | None = None,
-        feature_group: ProcessGroup | None = None,
-    ) -> None:
-        super().__init__()
-        self.lambd = lambd
-        self.scale = scale
-        self.eps = eps
-        self.correction = correction
-        self.standardize = standardize
-        self.off_diagonal_target = off_diagonal_target
-        self.algorithm = algorithm
-        self.backend = backend
-        self.strategy = strategy
-        self.distributed = distributed
-        self.gradient_convention = gradient_convention
-        self.group = group
-        self.feature_group = feature_group
-        self.check()
+    @module_options(BarlowTwinsOptions)
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
 
-    def forward(self, views: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
-        """The loss of :func:`redundancy.multiview_barlow_twins_loss` with this module's options."""
-        return multiview_barlow_twins_loss(views, **self.options)
-
-    def terms(self, views: Sequence[torch.Tensor] | torch.Tensor) -> BarlowTwinsTerms:
+    def terms(self, views: ViewsArgument) -> BarlowTwinsTerms:
         """The loss with its terms, as :func:`redundancy.multiview_barlow_twins_terms` returns them."""
         return multiview_barlow_twins_terms(views, **self.options)
