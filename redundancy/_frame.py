@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import numbers
 import typing
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -170,6 +171,14 @@ class Options:
 
     def check_combination(self) -> None:
         """Checks that involve several options (a loss overrides it); each option alone is already checked."""
+
+
+def _plain(value: Any) -> Any:
+    """A real number that is neither an integer nor a float (a ``fractions.Fraction``, a numpy float32) as a float,
+    which every tensor operation takes; any other value as it is (the checks judge it)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, (numbers.Integral, float, torch.SymFloat)):
+        return float(value)
+    return value
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -455,7 +464,7 @@ class Loss:
                 key = remembered = None
             if remembered is not None:
                 return remembered, None
-        checked = self.options(**options)
+        checked = self.options(**{name: _plain(value) for name, value in options.items()})
         try:
             self.check_options(checked)
         except (TypeError, ValueError) as error:
@@ -502,13 +511,12 @@ class LossModule(torch.nn.Module):
     """The base of a loss's :class:`torch.nn.Module`: the options as plain attributes (``torch.nn`` style, so
     ``repr``, pickling and ``state_dict`` need nothing special), checked at construction.
 
-    A Module names its loss and function, and its ``__init__`` takes the options of the loss (its signature from the
-    options dataclass, :func:`module_options`), storing each as an attribute of the same name; ``forward`` calls the
-    function with :attr:`options`.
+    A Module names its loss, and its ``__init__`` takes the options of the loss (its signature from the options
+    dataclass, :func:`module_options`), storing each as an attribute of the same name; its ``forward`` takes the
+    function's inputs and calls it with :attr:`options`.
     """
 
     loss: ClassVar[Loss]
-    function: ClassVar[Callable[..., torch.Tensor]]
 
     def __init__(self, **options: Any) -> None:
         super().__init__()
@@ -529,10 +537,6 @@ class LossModule(torch.nn.Module):
         _, error = self.loss.checked_options(self.options)
         if error is not None:
             raise error
-
-    def forward(self, *inputs: Any) -> torch.Tensor:
-        """The loss of the module's function on ``inputs``, with the module's options."""
-        return type(self).function(*inputs, **self.options)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{name}={value!r}" for name, value in self.options.items())

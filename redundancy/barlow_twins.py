@@ -367,11 +367,14 @@ class BarlowTwinsLoss(LossModule):
     """
 
     loss = BARLOW_TWINS
-    function = staticmethod(barlow_twins_loss)
 
     @module_options(BarlowTwinsOptions)
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """The value of :func:`redundancy.barlow_twins_loss` with this module's options."""
+        return barlow_twins_loss(z1, z2, **self.options)
 
     def terms(self, z1: torch.Tensor, z2: torch.Tensor) -> BarlowTwinsTerms:
         """The loss with its terms, as :func:`redundancy.barlow_twins_terms` returns them."""
@@ -462,11 +465,14 @@ class MultiviewBarlowTwinsLoss(LossModule):
     """
 
     loss = MULTIVIEW_BARLOW_TWINS
-    function = staticmethod(multiview_barlow_twins_loss)
 
     @module_options(BarlowTwinsOptions)
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+
+    def forward(self, views: ViewsArgument) -> torch.Tensor:
+        """The value of :func:`redundancy.multiview_barlow_twins_loss` with this module's options."""
+        return multiview_barlow_twins_loss(views, **self.options)
 
     def terms(self, views: ViewsArgument) -> BarlowTwinsTerms:
         """The loss with its terms, as :func:`redundancy.multiview_barlow_twins_terms` returns them."""

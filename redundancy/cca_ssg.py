@@ -180,11 +180,14 @@ class CCASSGLoss(LossModule):
     """
 
     loss = CCA_SSG
-    function = staticmethod(cca_ssg_loss)
 
     @module_options(CCASSGOptions)
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """The value of :func:`redundancy.cca_ssg_loss` with this module's options."""
+        return cca_ssg_loss(z1, z2, **self.options)
 
     def terms(self, z1: torch.Tensor, z2: torch.Tensor) -> CCASSGTerms:
         """The loss with its terms, as :func:`redundancy.cca_ssg_terms` returns them."""

@@ -202,8 +202,18 @@ class MixedBarlowTwinsRegularizer(LossModule):
     """
 
     loss = MIXED_BARLOW_TWINS
-    function = staticmethod(mixed_barlow_twins_regularizer)
 
     @module_options(MixedBarlowTwinsOptions)
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+
+    def forward(
+        self,
+        z1: torch.Tensor,
+        z2: torch.Tensor,
+        z_mixed: torch.Tensor,
+        permutation: torch.Tensor,
+        alpha: float,
+    ) -> torch.Tensor:
+        """The value of :func:`redundancy.mixed_barlow_twins_regularizer` with this module's options."""
+        return mixed_barlow_twins_regularizer(z1, z2, z_mixed, permutation, alpha, **self.options)

@@ -165,11 +165,14 @@ class DeCovLoss(LossModule):
     """
 
     loss = DECOV
-    function = staticmethod(decov_loss)
 
     @module_options(DeCovOptions)
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """The value of :func:`redundancy.decov_loss` with this module's options."""
+        return decov_loss(h, **self.options)
 
 
 class TotalCodingRate(LossModule):
@@ -184,8 +187,11 @@ class TotalCodingRate(LossModule):
     """
 
     loss = TOTAL_CODING_RATE
-    function = staticmethod(total_coding_rate)
 
     @module_options(TotalCodingRateOptions)
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """The value of :func:`redundancy.total_coding_rate` with this module's options."""
+        return total_coding_rate(z, **self.options)

@@ -173,11 +173,14 @@ class SpectralContrastiveLoss(LossModule):
     """
 
     loss = SPECTRAL_CONTRASTIVE
-    function = staticmethod(spectral_contrastive_loss)
 
     @module_options(SpectralContrastiveOptions)
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """The value of :func:`redundancy.spectral_contrastive_loss` with this module's options."""
+        return spectral_contrastive_loss(z1, z2, **self.options)
 
     def terms(self, z1: torch.Tensor, z2: torch.Tensor) -> SpectralContrastiveTerms:
         """The loss with its terms, as :func:`redundancy.spectral_contrastive_terms` returns them."""

@@ -363,11 +363,14 @@ class VICRegLoss(LossModule):
     """
 
     loss = VICREG
-    function = staticmethod(vicreg_loss)
 
     @module_options(VICRegOptions)
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """The value of :func:`redundancy.vicreg_loss` with this module's options."""
+        return vicreg_loss(z1, z2, **self.options)
 
     def terms(self, z1: torch.Tensor, z2: torch.Tensor) -> VICRegTerms:
         """The loss with its terms, as :func:`redundancy.vicreg_terms` returns them."""
@@ -446,11 +449,14 @@ class MultiviewVICRegLoss(LossModule):
     """
 
     loss = MULTIVIEW_VICREG
-    function = staticmethod(multiview_vicreg_loss)
 
     @module_options(VICRegOptions)
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+
+    def forward(self, views: ViewsArgument) -> torch.Tensor:
+        """The value of :func:`redundancy.multiview_vicreg_loss` with this module's options."""
+        return multiview_vicreg_loss(views, **self.options)
 
     def terms(self, views: ViewsArgument) -> VICRegTerms:
         """The loss with its terms, as :func:`redundancy.multiview_vicreg_terms` returns them."""
@@ -557,11 +563,14 @@ class VICRegVarianceLoss(LossModule):
     """
 
     loss = VICREG_VARIANCE
-    function = staticmethod(vicreg_variance_loss)
 
     @module_options(VICRegVarianceOptions)
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """The value of :func:`redundancy.vicreg_variance_loss` with this module's options."""
+        return vicreg_variance_loss(z, **self.options)
 
 
 class VICRegCovarianceLoss(LossModule):
@@ -576,8 +585,11 @@ class VICRegCovarianceLoss(LossModule):
     """
 
     loss = VICREG_COVARIANCE
-    function = staticmethod(vicreg_covariance_loss)
 
     @module_options(VICRegCovarianceOptions)
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """The value of :func:`redundancy.vicreg_covariance_loss` with this module's options."""
+        return vicreg_covariance_loss(z, **self.options)
