@@ -34,6 +34,7 @@ import torch
 from benchmarks.common import add_output_option
 from benchmarks.report import list_table
 from redundancy import cost
+from redundancy.barlow_twins import FEATURE_PARALLEL_COST
 
 MIB = 2**20
 
@@ -86,12 +87,12 @@ def layout(n: int, d: int, rows: int, features: int, dtype: torch.dtype) -> dict
         result["view"] = matrix("rows" if strategy == "all_reduce" else "gathered rows", view_rows, d, itemsize)
         result["loss_matrix"] = matrix("C", d, d, itemsize) if algorithm == "cross" else matrix("Gram", n, n, itemsize)
         return result
-    algorithm = cost.choose_feature_parallel_algorithm(n, d, rows, features, dtype)
+    algorithm = cost.choose_feature_parallel_algorithm(n, d, rows, features, dtype, loss=FEATURE_PARALLEL_COST)
     result.update(
         strategy=None,
         algorithm=algorithm,
-        bytes_per_rank=cost.feature_parallel_bytes(algorithm, n, d, rows, features, dtype),
-        flops_per_rank=cost.feature_parallel_flops(algorithm, n, d, rows, features),
+        bytes_per_rank=cost.feature_parallel_bytes(algorithm, n, d, rows, features, dtype, loss=FEATURE_PARALLEL_COST),
+        flops_per_rank=cost.feature_parallel_flops(algorithm, n, d, rows, features, loss=FEATURE_PARALLEL_COST),
     )
     columns = math.ceil(d / features)
     if algorithm == "gram":

@@ -28,9 +28,11 @@ which every collective is the identity.
 import contextlib
 import dataclasses
 import functools
+import inspect
+import numbers
 import typing
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
@@ -171,6 +173,14 @@ class Options:
         """Checks that involve several options (a loss overrides it); each option alone is already checked."""
 
 
+def _plain(value: Any) -> Any:
+    """A real number that is neither an integer nor a float (a ``fractions.Fraction``, a numpy float32) as a float,
+    which every tensor operation takes; any other value as it is (the checks judge it)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, (numbers.Integral, float, torch.SymFloat)):
+        return float(value)
+    return value
+
+
 # ------------------------------------------------------------------------------------------------ inputs
 
 
@@ -194,6 +204,7 @@ class Views:
     def __init__(self, *names: str, extra: tuple[str, ...] = ()) -> None:
         self.names = names
         self.extra = extra
+        self.arguments = names + extra
 
     def check(self, inputs: tuple, min_rows: int) -> Inputs:
         views = tuple(inputs[: len(self.names)])
@@ -215,6 +226,7 @@ class ViewSequence:
     """
 
     names = None  # no fixed names: DTensor views are not taken here
+    arguments = ("views",)
 
     def check(self, inputs: tuple, min_rows: int) -> Inputs:
         (views,) = inputs
@@ -277,6 +289,70 @@ def eager_on_a_grid(function: Function) -> Function:
     return typing.cast(Function, run)
 
 
+# ------------------------------------------------------------------------------------------------ signatures
+
+Arguments = typing.ParamSpec("Arguments")
+Options_ = typing.ParamSpec("Options_")
+Returned = typing.TypeVar("Returned")
+#: The views of a multi-view loss: a sequence of ``(N, D)`` tensors or one ``(V, N, D)`` tensor.
+ViewsArgument = Sequence[torch.Tensor] | torch.Tensor
+
+
+def _set_signature(function: Callable[..., Any], signature: inspect.Signature) -> None:
+    typing.cast(Any, function).__signature__ = signature
+
+
+def same_arguments_as(
+    function: Callable[Arguments, Any], returns: type[Returned]
+) -> Callable[[Callable[..., Returned]], Callable[Arguments, Returned]]:
+    """Give the decorated function the arguments of ``function`` (its inputs and options, with their types and
+    defaults) and the return type ``returns``, for type checkers and :func:`inspect.signature`.
+
+    A loss's ``terms`` form takes the arguments of the loss: ``@same_arguments_as(barlow_twins_loss,
+    BarlowTwinsTerms)`` on ``def barlow_twins_terms(z1, z2, **options)``.
+    """
+
+    def decorate(decorated: Callable[..., Returned]) -> Callable[Arguments, Returned]:
+        _set_signature(decorated, inspect.signature(function).replace(return_annotation=returns))
+        return decorated
+
+    return decorate
+
+
+def multiview_form_of(
+    two_views: Callable[typing.Concatenate[torch.Tensor, torch.Tensor, Options_], Returned],
+) -> Callable[[Callable[..., Returned]], Callable[typing.Concatenate[ViewsArgument, Options_], Returned]]:
+    """Give the decorated function the signature of ``two_views`` with ``views`` in place of ``z1, z2``: the
+    multi-view form of a two-view loss takes its options."""
+
+    def decorate(decorated: Callable[..., Returned]) -> Callable[typing.Concatenate[ViewsArgument, Options_], Returned]:
+        signature = inspect.signature(two_views)
+        options = [p for p in signature.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        views = inspect.Parameter("views", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=ViewsArgument)
+        _set_signature(decorated, signature.replace(parameters=[views, *options]))
+        return decorated
+
+    return decorate
+
+
+def module_options(
+    options: Callable[Options_, Options],
+) -> Callable[[Callable[..., None]], Callable[typing.Concatenate[Any, Options_], None]]:
+    """Give a Module's ``__init__`` the options of its loss (the fields of the options dataclass), keyword-only with
+    their types and defaults."""
+
+    def decorate(init: Callable[..., None]) -> Callable[typing.Concatenate[Any, Options_], None]:
+        hints = typing.get_type_hints(options)
+        parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)] + [
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
+            for f in dataclasses.fields(typing.cast(Any, options))
+        ]
+        _set_signature(init, inspect.Signature(parameters, return_annotation=None))
+        return init
+
+    return decorate
+
+
 #: Checked options by the keywords of the call that gave them (see :meth:`Loss.checked_options`).
 _CHECKED: dict = {}
 _CHECKED_LIMIT = 4096
@@ -311,6 +387,7 @@ class Loss:
         inputs: how the inputs are checked (:class:`Views`, :class:`ViewSequence`).
         min_rows: the fewest rows one process may pass (the global batch needs as many).
         specs: the options as the frame reads them, in the order of the dataclass (and of the signature).
+        option_names: their names.
         code: a number that names the loss in the exchange of the ranks (exact in float64).
     """
 
@@ -319,6 +396,7 @@ class Loss:
     inputs: Views | ViewSequence
     min_rows: int = 2
     specs: tuple[OptionSpec, ...] = dataclasses.field(init=False)
+    option_names: frozenset[str] = dataclasses.field(init=False)
     code: int = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
@@ -328,20 +406,23 @@ class Loss:
         if not set(FAMILY_OPTIONS) <= set(names):
             raise TypeError(f"{self.options.__name__} must declare the family's options {FAMILY_OPTIONS}")
         object.__setattr__(self, "specs", specs)
+        object.__setattr__(self, "option_names", frozenset(names))
         object.__setattr__(self, "code", zlib.crc32(self.name.encode()) & 0xFFFFFF)
         LOSS_NAMES[self.code] = self.name
 
     # -------------------------------------------------------------------------------------------- steps
 
     @contextlib.contextmanager
-    def open(self, inputs: tuple, options: dict[str, Any]) -> Iterator[Call]:
-        """Check the options and inputs, and exchange with the other ranks (one process: nothing to exchange); the
-        loss is computed inside the ``with`` block, with autocast disabled for the views' device (the loss
-        accumulates in float32 whatever autocast says).
+    def open(self, arguments: Mapping[str, Any]) -> Iterator[Call]:
+        """Check the options and inputs of a call, given by name (``locals()`` of a public function), and exchange
+        with the other ranks (one process: nothing to exchange); the loss is computed inside the ``with`` block,
+        with autocast disabled for the views' device (the loss accumulates in float32 whatever autocast says).
 
         Raises the first bad option's or input's :class:`TypeError`/:class:`ValueError` (naming it) on every rank
-        of the group.
+        of the group, an unknown option's name included.
         """
+        inputs = tuple(arguments[name] for name in self.inputs.arguments)
+        options = {name: value for name, value in arguments.items() if name not in self.inputs.arguments}
         wrap = None
         if self.inputs.names is not None and is_dtensor(inputs[0]):  # the placements name the groups
             names = self.inputs.names
@@ -363,9 +444,6 @@ class Loss:
         with no_autocast(views[0].device):
             yield Call(checked, batch, inputs if self.inputs.names is not None else views, wrap)
 
-    @property
-    def option_names(self) -> frozenset[str]:
-        return frozenset(spec.name for spec in self.specs)
 
     def checked_options(self, options: dict[str, Any]) -> tuple[Options, Exception | None]:
         """``(options, error)``: the options dataclass of ``options`` and the first option's error (or ``None``).
@@ -375,6 +453,10 @@ class Loss:
         tensor are not remembered: the memory would keep every call's tensor alive (a tensor is hashed by identity,
         so a new one each step would never be found again anyway).
         """
+        unknown = [name for name in options if name not in self.option_names]
+        if unknown:  # reported like any other error: on every rank
+            error = TypeError(f"{self.name}() got an unexpected keyword argument {unknown[0]!r}")
+            return self.options(**{name: options[name] for name in options if name not in unknown}), error
         key = None
         holds_tensor = any(isinstance(value, torch.Tensor) for value in options.values())
         if not torch.compiler.is_compiling() and not holds_tensor:  # nothing to remember in a graph
@@ -385,7 +467,7 @@ class Loss:
                 key = remembered = None
             if remembered is not None:
                 return remembered, None
-        checked = self.options(**options)
+        checked = self.options(**{name: _plain(value) for name, value in options.items()})
         try:
             self.check_options(checked)
         except (TypeError, ValueError) as error:
@@ -432,11 +514,21 @@ class LossModule(torch.nn.Module):
     """The base of a loss's :class:`torch.nn.Module`: the options as plain attributes (``torch.nn`` style, so
     ``repr``, pickling and ``state_dict`` need nothing special), checked at construction.
 
-    A Module's ``__init__`` spells its options, stores each as an attribute of the same name and calls
-    :meth:`check`; its ``forward`` calls the function with :attr:`options`.
+    A Module names its loss, and its ``__init__`` takes the options of the loss (its signature from the options
+    dataclass, :func:`module_options`), storing each as an attribute of the same name; its ``forward`` takes the
+    function's inputs and calls it with :attr:`options`.
     """
 
     loss: ClassVar[Loss]
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__()
+        unknown = [name for name in options if name not in self.loss.option_names]
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {unknown[0]!r}")
+        for spec in self.loss.specs:
+            setattr(self, spec.name, options.get(spec.name, spec.default))
+        self.check()
 
     @property
     def options(self) -> dict[str, Any]:

@@ -20,13 +20,24 @@ its own rows back in its slot: the same value, and each rank's gradient is that 
 
 import dataclasses
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch.nn import functional as F
 
 from redundancy._batch import GlobalBatch, ProcessGroup
-from redundancy._frame import NONNEGATIVE, Distributed, GradientConvention, Loss, LossModule, Options, ViewSequence
+from redundancy._frame import (
+    NONNEGATIVE,
+    Distributed,
+    GradientConvention,
+    Loss,
+    LossModule,
+    Options,
+    ViewsArgument,
+    ViewSequence,
+    module_options,
+    same_arguments_as,
+)
 from redundancy._ops.nuclear_norm import nuclear_norm
 
 __all__ = ["MMCRLoss", "MMCRTerms", "mmcr_loss", "mmcr_terms"]
@@ -80,7 +91,7 @@ def _mmcr_terms(options: MMCROptions, batch: GlobalBatch, views: Sequence[torch.
 
 
 def mmcr_loss(
-    views: Sequence[torch.Tensor] | torch.Tensor,
+    views: ViewsArgument,
     *,
     lmbda: float = 0.0,
     normalize: bool = True,
@@ -140,21 +151,11 @@ def mmcr_loss(
         >>> bool(mmcr_loss(torch.stack([same, same])) < loss)  # identical views: the centroids are the embeddings
         True
     """
-    return mmcr_terms(
-        views, lmbda=lmbda, normalize=normalize, distributed=distributed, gradient_convention=gradient_convention,
-        group=group,
-    ).loss  # fmt: skip
+    return mmcr_terms(**locals()).loss  # every argument, by name
 
 
-def mmcr_terms(
-    views: Sequence[torch.Tensor] | torch.Tensor,
-    *,
-    lmbda: float = 0.0,
-    normalize: bool = True,
-    distributed: Distributed = "global",
-    gradient_convention: GradientConvention = "global",
-    group: ProcessGroup | None = None,
-) -> MMCRTerms:
+@same_arguments_as(mmcr_loss, MMCRTerms)
+def mmcr_terms(views: ViewsArgument, **options: Any) -> MMCRTerms:
     r"""The MMCR loss together with its two nuclear norms, for logging.
 
     Takes the arguments of :func:`mmcr_loss`; ``terms.loss`` is exactly what that returns. Both norms are computed
@@ -170,13 +171,7 @@ def mmcr_terms(
         >>> torch.equal(terms.loss, -terms.centroids)
         True
     """
-    with MMCR.open(
-        (views,),
-        dict(
-            lmbda=lmbda, normalize=normalize, distributed=distributed, gradient_convention=gradient_convention,
-            group=group,
-        ),
-    ) as call:  # fmt: skip
+    with MMCR.open(dict(options, views=views)) as call:
         return call.finish(_mmcr_terms(call.options, call.batch, call.inputs))
 
 
@@ -198,27 +193,14 @@ class MMCRLoss(LossModule):
 
     loss = MMCR
 
-    def __init__(
-        self,
-        *,
-        lmbda: float = 0.0,
-        normalize: bool = True,
-        distributed: Distributed = "global",
-        gradient_convention: GradientConvention = "global",
-        group: ProcessGroup | None = None,
-    ) -> None:
-        super().__init__()
-        self.lmbda = lmbda
-        self.normalize = normalize
-        self.distributed = distributed
-        self.gradient_convention = gradient_convention
-        self.group = group
-        self.check()
+    @module_options(MMCROptions)
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
 
-    def forward(self, views: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
-        """The loss of :func:`redundancy.mmcr_loss` with this module's options."""
+    def forward(self, views: ViewsArgument) -> torch.Tensor:
+        """The value of :func:`redundancy.mmcr_loss` with this module's options."""
         return mmcr_loss(views, **self.options)
 
-    def terms(self, views: Sequence[torch.Tensor] | torch.Tensor) -> MMCRTerms:
+    def terms(self, views: ViewsArgument) -> MMCRTerms:
         """The loss with its terms, as :func:`redundancy.mmcr_terms` returns them."""
         return mmcr_terms(views, **self.options)

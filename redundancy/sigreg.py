@@ -49,7 +49,10 @@ from redundancy._frame import (
     LossModule,
     Options,
     Views,
+    ViewsArgument,
     ViewSequence,
+    module_options,
+    same_arguments_as,
 )
 from redundancy._ops.sigreg import characteristic_sums, epps_pulley_from_sums
 from redundancy._validation import check_embedding, check_integer, check_real
@@ -345,13 +348,7 @@ def sigreg_loss(
         True
     """
     _refuse_stacked_dtensor(z)
-    with SIGREG.open(
-        (z,),
-        dict(
-            num_slices=num_slices, knots=knots, t_max=t_max, directions=directions, generator=generator,
-            distributed=distributed, gradient_convention=gradient_convention, group=group,
-        ),
-    ) as call:  # fmt: skip
+    with SIGREG.open(locals()) as call:  # every argument, by name
         return call.finish(_sigreg(call.options, call.batch, call.inputs[0]))
 
 
@@ -381,31 +378,12 @@ class SIGRegLoss(LossModule):
 
     loss = SIGREG
 
-    def __init__(
-        self,
-        *,
-        num_slices: int = 256,
-        knots: int = 17,
-        t_max: float = 3.0,
-        directions: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        distributed: Distributed = "global",
-        gradient_convention: GradientConvention = "global",
-        group: ProcessGroup | None = None,
-    ) -> None:
-        super().__init__()
-        self.num_slices = num_slices
-        self.knots = knots
-        self.t_max = t_max
-        self.directions = directions
-        self.generator = generator
-        self.distributed = distributed
-        self.gradient_convention = gradient_convention
-        self.group = group
-        self.check()
+    @module_options(SIGRegOptions)
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """The loss of :func:`redundancy.sigreg_loss` with this module's options."""
+        """The value of :func:`redundancy.sigreg_loss` with this module's options."""
         return sigreg_loss(z, **self.options)
 
 
@@ -489,7 +467,7 @@ def _lejepa_terms(options: LeJEPAOptions, batch: GlobalBatch, views: Sequence[to
 
 
 def lejepa_loss(
-    views: Sequence[torch.Tensor] | torch.Tensor,
+    views: ViewsArgument,
     *,
     lamb: float = 0.02,
     global_views: int | None = None,
@@ -548,27 +526,11 @@ def lejepa_loss(
         >>> torch.allclose(lejepa_loss(views, directions=directions), expected)
         True
     """
-    return lejepa_terms(
-        views, lamb=lamb, global_views=global_views, num_slices=num_slices, knots=knots, t_max=t_max,
-        directions=directions, generator=generator, distributed=distributed,
-        gradient_convention=gradient_convention, group=group,
-    ).loss  # fmt: skip
+    return lejepa_terms(**locals()).loss  # every argument, by name
 
 
-def lejepa_terms(
-    views: Sequence[torch.Tensor] | torch.Tensor,
-    *,
-    lamb: float = 0.02,
-    global_views: int | None = None,
-    num_slices: int = 256,
-    knots: int = 17,
-    t_max: float = 3.0,
-    directions: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    distributed: Distributed = "global",
-    gradient_convention: GradientConvention = "global",
-    group: ProcessGroup | None = None,
-) -> LeJEPATerms:
+@same_arguments_as(lejepa_loss, LeJEPATerms)
+def lejepa_terms(views: ViewsArgument, **options: Any) -> LeJEPATerms:
     r"""The LeJEPA loss together with its SIGReg and invariance terms, for logging.
 
     Takes the arguments of :func:`lejepa_loss`; ``terms.loss`` is exactly what that returns.
@@ -584,14 +546,7 @@ def lejepa_terms(
         >>> torch.allclose(terms.loss, 0.02 * terms.sigreg + 0.98 * terms.invariance)
         True
     """
-    with LEJEPA.open(
-        (views,),
-        dict(
-            lamb=lamb, global_views=global_views, num_slices=num_slices, knots=knots, t_max=t_max,
-            directions=directions, generator=generator, distributed=distributed,
-            gradient_convention=gradient_convention, group=group,
-        ),
-    ) as call:  # fmt: skip
+    with LEJEPA.open(dict(options, views=views)) as call:
         return call.finish(_lejepa_terms(call.options, call.batch, call.inputs))
 
 
@@ -613,37 +568,14 @@ class LeJEPALoss(LossModule):
 
     loss = LEJEPA
 
-    def __init__(
-        self,
-        *,
-        lamb: float = 0.02,
-        global_views: int | None = None,
-        num_slices: int = 256,
-        knots: int = 17,
-        t_max: float = 3.0,
-        directions: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        distributed: Distributed = "global",
-        gradient_convention: GradientConvention = "global",
-        group: ProcessGroup | None = None,
-    ) -> None:
-        super().__init__()
-        self.lamb = lamb
-        self.global_views = global_views
-        self.num_slices = num_slices
-        self.knots = knots
-        self.t_max = t_max
-        self.directions = directions
-        self.generator = generator
-        self.distributed = distributed
-        self.gradient_convention = gradient_convention
-        self.group = group
-        self.check()
+    @module_options(LeJEPAOptions)
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
 
-    def forward(self, views: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
-        """The loss of :func:`redundancy.lejepa_loss` with this module's options."""
+    def forward(self, views: ViewsArgument) -> torch.Tensor:
+        """The value of :func:`redundancy.lejepa_loss` with this module's options."""
         return lejepa_loss(views, **self.options)
 
-    def terms(self, views: Sequence[torch.Tensor] | torch.Tensor) -> LeJEPATerms:
+    def terms(self, views: ViewsArgument) -> LeJEPATerms:
         """The loss with its terms, as :func:`redundancy.lejepa_terms` returns them."""
         return lejepa_terms(views, **self.options)

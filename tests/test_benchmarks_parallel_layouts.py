@@ -9,6 +9,7 @@ import torch
 
 from benchmarks import parallel_layouts
 from redundancy import cost
+from redundancy.barlow_twins import FEATURE_PARALLEL_COST
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "cpu"
@@ -52,9 +53,14 @@ def test_every_figure_is_the_cost_models(n, d, dtype):
             product = [d, d] if algorithm == "cross" else [n, n]
         else:
             assert result["layout"] == ("feature-parallel" if rows == 1 else "2-D")
-            assert algorithm == cost.choose_feature_parallel_algorithm(n, d, rows, features, dtype)
-            assert result["bytes_per_rank"] == cost.feature_parallel_bytes(algorithm, n, d, rows, features, dtype)
-            assert result["flops_per_rank"] == cost.feature_parallel_flops(algorithm, n, d, rows, features)
+            chosen = cost.choose_feature_parallel_algorithm(n, d, rows, features, dtype, loss=FEATURE_PARALLEL_COST)
+            assert algorithm == chosen
+            assert result["bytes_per_rank"] == cost.feature_parallel_bytes(
+                algorithm, n, d, rows, features, dtype, loss=FEATURE_PARALLEL_COST
+            )
+            assert result["flops_per_rank"] == cost.feature_parallel_flops(
+                algorithm, n, d, rows, features, loss=FEATURE_PARALLEL_COST
+            )
             columns = math.ceil(d / features)
             assert result["view"]["shape"] == ([n, columns] if algorithm == "gram" else [n, d])
             product = [n, n] if algorithm == "gram" else [columns, d]

@@ -60,14 +60,13 @@ import contextlib
 import math
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from redundancy import barlow_twins_terms, lejepa_terms, mmcr_terms, sigreg_loss, vicreg_terms
-from redundancy._frame import Distributed
 from redundancy._validation import check_real
 from redundancy.compat._options import number, weight
 
@@ -84,7 +83,7 @@ def _check_gather_distributed(gather_distributed: object) -> None:
         )
 
 
-def _distributed(gather_distributed: object) -> Distributed:
+def _distributed(gather_distributed: object) -> Literal["global", "local"]:
     """lightly's ``gather_distributed`` (checked) as this library's ``distributed`` option."""
     _check_gather_distributed(gather_distributed)
     return "global" if gather_distributed else "local"
@@ -235,7 +234,7 @@ class VICRegLoss(nn.Module):
         self.eps = eps
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
-        options = {"eps": number("eps", self.eps), "distributed": _distributed(self.gather_distributed)}
+        options: dict[str, Any] = {"eps": number("eps", self.eps), "distributed": _distributed(self.gather_distributed)}
         with _named_as_lightly():
             if not _has_positions(z_a, z_b):  # (N, D), or inputs the loss itself refuses on every rank
                 _, invariance, variance, covariance = vicreg_terms(z_a, z_b, **options)
