@@ -321,8 +321,10 @@ def sigreg_loss(
         generator: where to draw the ``(D, num_slices)`` directions from when ``directions`` is ``None``: standard
             normal float32 numbers on the generator's device, as ``SlicingUnivariateTest`` draws them (its first
             call draws what ``torch.Generator().manual_seed(0)`` draws). ``None``: the default generator of ``z``'s
-            device, whose draw the first rank of a process group broadcasts to the others. A generator must be in
-            the same state on every rank. Refused under ``torch.compile``.
+            device, whose draw the first rank of a process group broadcasts to the others (under
+            :func:`torch.func.vmap`, pass ``randomness="same"`` for one draw for all the problems, as given
+            ``directions`` would be). A generator must be in the same state on every rank. Refused under
+            ``torch.compile``.
         distributed: ``"global"`` (when ``torch.distributed`` is initialized and ``group`` has more than one rank,
             the statistic of the batch of all ranks: the sums over the rows of every rank, N the global count, the
             same value on every rank) or ``"local"`` (each rank's own batch, as ``MINIMAL.md`` computes it, each

@@ -393,6 +393,17 @@ def test_without_a_generator_the_default_generator_of_the_device_draws():
     assert not torch.equal(redundancy.sigreg_loss(z, num_slices=16), value)  # a new draw at every call
 
 
+def test_vmap_draws_once_for_all_problems_with_randomness_same_and_says_so_otherwise():
+    z = torch.randn(3, 20, 5, dtype=F64)
+    torch.manual_seed(7)
+    batched = torch.func.vmap(lambda x: redundancy.sigreg_loss(x, num_slices=8), randomness="same")(z)
+    torch.manual_seed(7)
+    directions = torch.randn(5, 8)
+    assert_relative(batched, torch.stack([redundancy.sigreg_loss(x, directions=directions) for x in z]), 1e-12)
+    with pytest.raises(RuntimeError, match="vmap: called random operation"):
+        torch.func.vmap(redundancy.sigreg_loss)(z)
+
+
 def test_module_equals_the_function():
     z = torch.randn(3, 30, 8, dtype=F64).requires_grad_(True)
     directions = torch.randn(8, 20, dtype=F64)
