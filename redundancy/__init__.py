@@ -1,5 +1,6 @@
 """redundancy: the exact Barlow Twins loss and the redundancy-reduction family as PyTorch ops."""
 
+from redundancy._batch import get_collective_timeout, set_collective_timeout
 from redundancy.barlow_twins import (
     BarlowTwinsLoss,
     BarlowTwinsTerms,
@@ -69,12 +70,14 @@ __all__ = [
     "decov_loss",
     "effective_rank",
     "feature_std",
+    "get_collective_timeout",
     "mixed_barlow_twins_regularizer",
     "multiview_barlow_twins_loss",
     "multiview_barlow_twins_terms",
     "multiview_vicreg_loss",
     "multiview_vicreg_terms",
     "off_diagonal",
+    "set_collective_timeout",
     "spectral_contrastive_loss",
     "spectral_contrastive_terms",
     "total_coding_rate",
