@@ -556,17 +556,18 @@ def group_ranks(group) -> list[int]:
 def _agree(group, what: str, call, of_the_loss: bool) -> None:
     """Meet the other ranks of ``group`` in the default group's store before a collective (under a timeout).
 
-    Each rank appends its arrival (its rank and which collective) to the key of this collective, the ``k``-th of
-    this setting on the group, and counts itself in; the last to arrive compares the arrivals and sets the verdict,
-    ``"ok"`` or ``"differ"``. A rank that waited the timeout's seconds for the verdict sets it to ``"abandoned"``
-    (one atomic compare-and-set decides between it and the last arrival). Every rank reads the one verdict: the
-    collective runs on ``"ok"`` only, so no rank is ever left in it. The last arrival also deletes the keys of the
-    previous collective of the group, which every rank has passed.
+    The collective is the ``k``-th of the group under this setting of the timeout. Each rank writes its arrival
+    (which collective it is at) under its own key and counts itself in; the last to arrive compares the arrivals and
+    sets the verdict, ``"ok"`` or ``"differ"``. A rank that waited the timeout's seconds for the verdict sets it to
+    ``"abandoned"`` instead (one atomic compare-and-set decides between it and the last arrival). Every rank reads
+    the one verdict, and the collective runs on ``"ok"`` only, so no rank is ever left in it. After ``"ok"`` each
+    rank deletes its arrival, and the last arrival deletes the count and verdict of the previous collective of the
+    group, which every rank has passed; the keys of a collective that did not start stay, for the ranks still to
+    come to it.
     """
     seconds = _Timeout.seconds
     assert seconds is not None
-    group_object = group if group is not None else dist.group.WORLD
-    name = group_object.group_name
+    name = (group if group is not None else _default_group()).group_name
     count = _COUNTS[name] = _COUNTS.get(name, 0) + 1
     phase = "backward" if torch._C._current_graph_task_id() != -1 else "forward"
     loss, ordinal = call if call is not None else ("a loss", 0)
@@ -578,12 +579,12 @@ def _agree(group, what: str, call, of_the_loss: bool) -> None:
     root = f"redundancy/collectives/{_Timeout.setting}"
     prefix = f"{root}/{name}/{count}"
     store.set(f"{root}/at/{me}", json.dumps([shown, ranks]))
-    store.append(f"{prefix}/arrivals", json.dumps([me, identity, shown]) + "\n")
+    store.set(f"{prefix}/{me}", json.dumps([identity, shown]))
     if store.add(f"{prefix}/count", 1) == len(ranks):
-        identities = {arrival[1] for arrival in _arrivals(store, prefix)}
+        identities = {arrival[0] for arrival in _arrivals(store, prefix, ranks).values()}
         store.compare_set(f"{prefix}/verdict", "", "ok" if len(identities) == 1 else "differ")
         if count > 1:
-            for key in ("arrivals", "count", "verdict"):
+            for key in ("count", "verdict"):
                 store.delete_key(f"{root}/{name}/{count - 1}/{key}")
     try:
         store.wait([f"{prefix}/verdict"], datetime.timedelta(seconds=seconds))
@@ -591,23 +592,23 @@ def _agree(group, what: str, call, of_the_loss: bool) -> None:
         store.compare_set(f"{prefix}/verdict", "", "abandoned")
     verdict = store.get(f"{prefix}/verdict").decode()
     if verdict == "ok":
+        store.delete_key(f"{prefix}/{me}")
         return
-    arrivals = _arrivals(store, prefix)
+    arrivals = _arrivals(store, prefix, ranks)
     if verdict == "differ":
-        where = "; ".join(f"rank {rank} is at {shown}" for rank, _, shown in sorted(arrivals))
+        where = "; ".join(f"rank {rank} is at {arrival[1]}" for rank, arrival in sorted(arrivals.items()))
         raise CollectiveNotStarted(
             f"the ranks {ranks} are at different collectives (redundancy.set_collective_timeout compares them): "
             f"{where}. Every rank must make the same calls of the losses, and run their backward, in the same "
             "order (a rank that skips the backward is at its next call)"
         )
-    absent = [rank for rank in ranks if rank not in {arrival[0] for arrival in arrivals}]
     reports = []
-    for rank in absent:
+    for rank in (rank for rank in ranks if rank not in arrivals):
         key = f"{root}/at/{rank}"
         at = json.loads(store.get(key)) if store.check([key]) else None
         last = "none since the timeout was set" if at is None else f"{at[0]}, over ranks {at[1]}"
         reports.append(f"rank {rank} did not arrive (its last collective of a loss: {last})")
-    found = "; ".join(reports) if absent else f"this rank arrived after the others had waited {seconds:g} s for it"
+    found = "; ".join(reports) or f"this rank arrived after the others had waited {seconds:g} s for it"
     raise CollectiveNotStarted(
         f"{shown} did not start within {seconds:g} s (redundancy.set_collective_timeout) on rank {me}, over "
         f"ranks {ranks}: {found}. A rank that does not call the loss (a branch that skips it, or an error raised "
@@ -616,7 +617,17 @@ def _agree(group, what: str, call, of_the_loss: bool) -> None:
     )
 
 
-def _arrivals(store, prefix: str) -> list[tuple[int, str, str]]:
-    """``(rank, identity, shown)`` of each rank that arrived at the collective ``prefix``."""
-    lines = store.get(f"{prefix}/arrivals").decode().splitlines()
-    return [tuple(json.loads(line)) for line in lines if line]
+def _default_group() -> "ProcessGroup":
+    group = dist.group.WORLD
+    assert group is not None, "torch.distributed is initialized"
+    return group
+
+
+def _arrivals(store, prefix: str, ranks: list[int]) -> dict[int, tuple[str, str]]:
+    """``rank -> (identity, shown)`` of the ranks that arrived at the collective ``prefix``."""
+    arrived = {}
+    for rank in ranks:
+        if store.check([f"{prefix}/{rank}"]):
+            identity, shown = json.loads(store.get(f"{prefix}/{rank}"))
+            arrived[rank] = (identity, shown)
+    return arrived

@@ -338,7 +338,7 @@ def exchange(
             f"{names} must have the same rows on every rank of feature_group (the ranks that hold the other "
             f"features of the same rows), got {{values}} rows on {ranks} of feature_group",
         )
-    _check_values(call, headers, lambda values: f"{{{values}}} on {ranks}")
+    _check_values(call, headers, ranks)
     label = (loss, ordinal)
     if split == "features":
         return FeatureShards(group, rank, [int(row[DIM]) for row in headers], label)
@@ -389,7 +389,7 @@ def _exchange_grid(call: Header, error: Exception | None, span: _Span) -> Global
             f"{names} must have the same rows on every rank of feature_group (the ranks that hold the other "
             f"features of the same rows), got {{values}} rows on ranks {ranks} of feature_group",
         )
-    _check_values(call, headers, lambda values: f"{{{values}}} on ranks 0..{len(headers) - 1}")
+    _check_values(call, headers, f"ranks 0..{len(headers) - 1}")
     label = (loss, ordinal)
     row_group, feature_group = span
     counts = [int(mine[ROWS])] if row_group is None else [int(headers[m][ROWS]) for m in group_ranks(row_group)]
@@ -467,14 +467,14 @@ def _check_step(headers: list, ordinal: int, rank: int, group, loss: str) -> Non
         )
 
 
-def _check_values(call: Header, headers: list, where: Callable[[str], str]) -> None:
-    """Raise if the compute dtype, which views require grad or a shared value differ between the ranks;
-    ``where("values")`` is how a message says the values and their ranks."""
+def _check_values(call: Header, headers: list, ranks: str) -> None:
+    """Raise if the compute dtype, which views require grad or a shared value differ between the ranks (``ranks``
+    says which ranks the headers are, in a message)."""
     dtype_names = ("float32", "float64")
     _check_same(
         [dtype_names[int(row[DTYPE])] for row in headers],
         f"{' and '.join(call.names)} must have the same compute dtype on every rank of the process group (float64 "
-        f"inputs compute in float64, the others in float32), got {where('values')}",
+        f"inputs compute in float64, the others in float32), got {{values}} on {ranks}",
     )
     codes = [row[REQUIRES_GRAD] for row in headers]
     if len(set(codes)) > 1:
@@ -482,7 +482,7 @@ def _check_values(call: Header, headers: list, where: Callable[[str], str]) -> N
     for index, (name, _, decode) in enumerate(call.shared, start=len(FIELDS)):
         _check_same(
             [decode(row[index]) for row in headers],
-            f"{name} must be the same on every rank of the process group, got {name} = {where('values')}",
+            f"{name} must be the same on every rank of the process group, got {name} = {{values}} on {ranks}",
         )
 
 
