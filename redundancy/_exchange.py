@@ -338,7 +338,7 @@ def exchange(
             f"{names} must have the same rows on every rank of feature_group (the ranks that hold the other "
             f"features of the same rows), got {{values}} rows on {ranks} of feature_group",
         )
-    _check_values(call, headers, ranks)
+    _check_values(call, headers, ranks, group_ranks(group))
     label = (loss, ordinal)
     if split == "features":
         return FeatureShards(group, rank, [int(row[DIM]) for row in headers], label)
@@ -389,7 +389,7 @@ def _exchange_grid(call: Header, error: Exception | None, span: _Span) -> Global
             f"{names} must have the same rows on every rank of feature_group (the ranks that hold the other "
             f"features of the same rows), got {{values}} rows on ranks {ranks} of feature_group",
         )
-    _check_values(call, headers, f"ranks 0..{len(headers) - 1}")
+    _check_values(call, headers, f"ranks 0..{len(headers) - 1}", list(range(len(headers))))
     label = (loss, ordinal)
     row_group, feature_group = span
     counts = [int(mine[ROWS])] if row_group is None else [int(headers[m][ROWS]) for m in group_ranks(row_group)]
@@ -467,9 +467,9 @@ def _check_step(headers: list, ordinal: int, rank: int, group, loss: str) -> Non
         )
 
 
-def _check_values(call: Header, headers: list, ranks: str) -> None:
+def _check_values(call: Header, headers: list, ranks: str, global_ranks: list[int]) -> None:
     """Raise if the compute dtype, which views require grad or a shared value differ between the ranks (``ranks``
-    says which ranks the headers are, in a message)."""
+    says which ranks the headers are, in a message; ``global_ranks`` are their ranks in the default group)."""
     dtype_names = ("float32", "float64")
     _check_same(
         [dtype_names[int(row[DTYPE])] for row in headers],
@@ -478,7 +478,7 @@ def _check_values(call: Header, headers: list, ranks: str) -> None:
     )
     codes = [row[REQUIRES_GRAD] for row in headers]
     if len(set(codes)) > 1:
-        _raise_requires_grad_error(call, codes)
+        _raise_requires_grad_error(call, codes, global_ranks)
     for index, (name, _, decode) in enumerate(call.shared, start=len(FIELDS)):
         _check_same(
             [decode(row[index]) for row in headers],
@@ -494,22 +494,24 @@ def _check_rows(call: Header, counts: list[int]) -> None:
         )
 
 
-def _raise_requires_grad_error(call: Header, codes: list[float]) -> None:
-    """The error of ranks that ask for the gradients of different views (:func:`requires_grad_code`)."""
+def _raise_requires_grad_error(call: Header, codes: list[float], ranks: list[int]) -> None:
+    """The error of ranks (``ranks``, whose :func:`requires_grad_code` are ``codes``) that ask for the gradients of
+    different views."""
     differences = []
     for index, name in enumerate(call.names):
         if len(call.names) > 52:
             break
-        wanting = [rank for rank, code in enumerate(codes) if int(code) >> index & 1]
+        wanting = [rank for rank, code in zip(ranks, codes, strict=True) if int(code) >> index & 1]
         if 0 < len(wanting) < len(codes):
-            others = [rank for rank in range(len(codes)) if rank not in wanting]
+            others = [rank for rank in ranks if rank not in wanting]
             differences.append(f"{name} requires grad on {_ranks(wanting)} and not on {_ranks(others)}")
     found = "; ".join(differences) or "the views that require grad differ"
-    raise ValueError(
+    message = (
         f"every rank must ask for the gradients of the same views (the backward's collectives pair up across the "
         f"ranks): {found}. A view that does not require grad (a detached one), or a call under torch.no_grad, must "
         "be so on every rank"
     )
+    raise _named(ValueError(message))
 
 
 def _check_in_graph(
@@ -630,12 +632,20 @@ def _raise_span_error(call: Header, span: _Span, group, headers: list, label: tu
     found = "; ".join(f"rank {rank} passes {_describe_groups(by_rank[rank])}" for rank in named)
     if peers:
         found += ", unlike " + "; ".join(f"rank {peer}: {_describe_groups(by_rank[peer])}" for peer in peers)
-    raise ValueError(
+    message = (
         f"the ranks of {loss} must pass the same process groups as their peers: {found}. Pass group= the ranks that "
         "hold the other rows of this rank's columns (None: the default group; with feature_group, None means that "
         "the rows are not split) and feature_group= the ranks that hold the other columns of its rows (None: "
         "the columns are not split), the same on every rank of each group"
     )
+    raise _named(ValueError(message))
+
+
+def _named(error: Exception) -> Exception:
+    """``error``, marked as raised on every rank of an exchange and naming its ranks already (an exchange that
+    passes it on raises it as it is)."""
+    setattr(error, "collective", True)  # noqa: B010
+    return error
 
 
 def as_number(value: float) -> float | int:

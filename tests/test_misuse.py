@@ -390,3 +390,67 @@ def test_group_none_on_one_rank_of_a_grid_is_named_by_the_timeout_on_every_rank(
         assert "did not arrive" in result[2] and "set_collective_timeout" in result[2], f"rank {rank}: {result[2]}"
         missing = "rank 2" if rank == 3 else "rank 3"
         assert missing in result[2], f"rank {rank}: {result[2]!r} does not name {missing}"
+
+
+# ------------------------------------------------------------------------------------------------ smaller grids
+
+
+def _smaller_grid_worker(rank: int, world_size: int) -> dict:
+    """Five ranks: ranks 0..3 form a 2×2 grid (smaller than the default group, so its headers travel over its row
+    and feature groups), ranks 0 and 1 a 1×2 grid as well; rank 4 only creates the groups."""
+    row_groups = [dist.new_group([p, p + 2]) for p in range(2)]
+    feature_groups = [dist.new_group([2 * r, 2 * r + 1]) for r in range(2)]
+    pair = dist.new_group([0, 1])
+    results = {}
+    if rank == 4:
+        return results
+    row_rank, feature_rank = divmod(rank, 2)
+    group, feature_group = row_groups[feature_rank], feature_groups[row_rank]
+    z1, z2 = (view[GRID_ROWS[row_rank], GRID_COLUMNS[feature_rank]] for view in full_views())
+    grid = {"group": group, "feature_group": feature_group}
+    for name, function in (("gram", redundancy.barlow_twins_loss), ("cross", CROSS)):
+        results["2x2", name] = outcome(lambda function=function: evaluate(function, z1, z2, **grid))
+    lambd = 0.1 if rank == 3 else 0.0051
+    results["2x2, lambd on rank 3"] = outcome(
+        lambda: evaluate(redundancy.barlow_twins_loss, z1, z2, lambd=lambd, **grid)
+    )
+    results["2x2, z2 requires grad on rank 3 only"] = outcome(
+        lambda: evaluate(CROSS, z1, z2, grads=(True, rank == 3), **grid)
+    )
+    results["2x2, then"] = outcome(lambda: evaluate(redundancy.barlow_twins_loss, z1, z2, **grid))
+    if rank < 2:
+        columns = tuple(view[:, COLUMNS[rank]] for view in full_views())
+        results["1x2"] = outcome(lambda: evaluate(redundancy.barlow_twins_loss, *columns, feature_group=pair))
+        mistaken = {"group": pair} if rank == 1 else {"feature_group": pair}  # rank 1: group= for feature_group=
+        results["1x2, the feature group passed as group"] = outcome(
+            lambda: evaluate(redundancy.barlow_twins_loss, *columns, **mistaken)
+        )
+        results["1x2, then"] = outcome(lambda: evaluate(redundancy.barlow_twins_loss, *columns, feature_group=pair))
+    return results
+
+
+CROSS = functools.partial(redundancy.barlow_twins_loss, algorithm="cross")
+
+
+@pytest.fixture(scope="module")
+def smaller_grids(tmp_path_factory):
+    return spawn_gloo(_smaller_grid_worker, 5, tmp_path_factory.mktemp("smaller_grids"), timeout=TIMEOUT)
+
+
+def test_a_grid_smaller_than_the_default_group_gives_the_loss_of_the_full_views(smaller_grids):
+    grid_ranks = smaller_grids[:4]
+    for name in ("gram", "cross"):
+        for rank, results in enumerate(grid_ranks):
+            assert_two_by_two_result(results["2x2", name], rank, f"the {name} form")
+    for rank, results in enumerate(grid_ranks):
+        assert_two_by_two_result(results["2x2, then"], rank, "the call after the faults")
+    for rank, results in enumerate(smaller_grids[:2]):
+        assert_grid_result(results["1x2"], rank, "the 1×2 grid")
+        assert_grid_result(results["1x2, then"], rank, "the call after the fault")
+
+
+def test_faults_on_a_grid_smaller_than_the_default_group_raise_on_every_rank(smaller_grids):
+    grid_ranks = smaller_grids[:4]
+    assert_every_rank_raised(grid_ranks, "2x2, lambd on rank 3", "lambd", "same on every rank")
+    assert_every_rank_raised(grid_ranks, "2x2, z2 requires grad on rank 3 only", "z2", "requires grad", "rank 3")
+    assert_every_rank_raised(smaller_grids[:2], "1x2, the feature group passed as group", "rank 1", "group=[0, 1]")
