@@ -223,9 +223,9 @@ def test_remembered_options_are_those_of_equal_keywords_of_the_same_types():
     assert len(_CHECKED) == 1
     assert torch.equal(redundancy.barlow_twins_loss(z1, z2, lambd=1, scale=0.5), first)
     assert len(_CHECKED) == 1  # the same keywords: the remembered options
-    with pytest.raises(TypeError, match="lambd must be a real number, got bool"):
+    with pytest.raises(TypeError, match="lambd must be a real number or 'auto', got bool"):
         redundancy.barlow_twins_loss(z1, z2, lambd=True, scale=0.5)  # True == 1, of another type
-    with pytest.raises(TypeError, match="lambd must be a real number, got list"):
+    with pytest.raises(TypeError, match="lambd must be a real number or 'auto', got list"):
         redundancy.barlow_twins_loss(z1, z2, lambd=[1.0], scale=0.5)  # unhashable: checked, not remembered
     with pytest.raises(ValueError, match="scale"):
         redundancy.barlow_twins_loss(z1, z2, lambd=1, scale=-0.5)

@@ -9,6 +9,7 @@ One process: half-precision inputs and autocast, numpy options, and the Modules'
 
 import copy
 import functools
+import inspect
 import pickle
 
 import numpy as np
@@ -276,7 +277,7 @@ def test_modules_with_numpy_options_survive_pickle_and_deepcopy(module_name):
         assert torch.equal(copied(*inputs), expected)
         assert repr(copied) == repr(module)
     assert module.state_dict() == {} and list(module.parameters()) == []
-    signature = redundancy.__dict__[function_name].__signature__
+    signature = inspect.signature(redundancy.__dict__[function_name])
     options_in_signature = [p.name for p in signature.parameters.values() if p.kind == p.KEYWORD_ONLY]
     assert list(module.options) == options_in_signature
     for name in options_in_signature:
@@ -289,7 +290,7 @@ def test_a_tensor_option_is_refused_with_a_message_naming_it(option):
     Module's construction, by a TypeError naming the option, instead of being traced or compared as a tensor."""
     z = torch.randn(8, 4, dtype=torch.float64)
     value = torch.tensor(0.5)
-    with pytest.raises(TypeError, match=f"{option} must be a real number, got Tensor"):
+    with pytest.raises(TypeError, match=f"{option} must be a real number( or 'auto')?, got Tensor"):
         redundancy.barlow_twins_loss(z, z, **{option: value})
-    with pytest.raises(TypeError, match=f"{option} must be a real number, got Tensor"):
+    with pytest.raises(TypeError, match=f"{option} must be a real number( or 'auto')?, got Tensor"):
         redundancy.BarlowTwinsLoss(**{option: value})
