@@ -395,7 +395,7 @@ def _exchange_grid(call: Header, error: Exception | None, span: _Span) -> Global
     counts = [int(mine[ROWS])] if row_group is None else [int(headers[m][ROWS]) for m in group_ranks(row_group)]
     widths = [int(headers[member][DIM]) for member in group_ranks(feature_group)]
     if row_group is None or call.distributed == "local":  # the rows are not split, or this rank's rows are its batch
-        batch = GlobalBatch(None, 0, counts[:1] if row_group is None else [int(mine[ROWS])], sum(widths), dtype)
+        batch = GlobalBatch(None, 0, [int(mine[ROWS])], sum(widths), dtype)
     else:
         _check_rows(call, counts)
         batch = GlobalBatch(row_group, dist.get_rank(row_group), counts, sum(widths), dtype, call=label)
