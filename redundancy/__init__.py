@@ -1,5 +1,6 @@
 """redundancy: the exact Barlow Twins loss and the redundancy-reduction family as PyTorch ops."""
 
+from redundancy._batch import get_collective_timeout, set_collective_timeout
 from redundancy.barlow_twins import (
     BarlowTwinsLoss,
     BarlowTwinsTerms,
@@ -76,6 +77,7 @@ __all__ = [
     "decov_loss",
     "effective_rank",
     "feature_std",
+    "get_collective_timeout",
     "lejepa_loss",
     "lejepa_terms",
     "mixed_barlow_twins_regularizer",
@@ -86,6 +88,7 @@ __all__ = [
     "multiview_vicreg_loss",
     "multiview_vicreg_terms",
     "off_diagonal",
+    "set_collective_timeout",
     "sigreg_loss",
     "spectral_contrastive_loss",
     "spectral_contrastive_terms",

@@ -17,11 +17,22 @@ collective. Unequal row counts never reach a raw all-gather: rows are padded to 
 
 **Feature shards.** :class:`FeatureShards` sums tensors over the ranks that hold the other columns of the same rows,
 or gathers those columns.
+
+**Collectives.** Every collective of the losses goes through :func:`all_gather`, :func:`all_reduce`,
+:func:`broadcast` or :func:`gather_objects`, which run the ``torch.distributed`` collective as it is, unless a
+timeout was set (:class:`set_collective_timeout`): then each rank records where it is in the default group's store,
+waits for the collective at most that long, and on expiry raises an error naming the ranks that did not arrive.
 """
 
+import datetime
+import json
+import math
+import numbers
+import os
+import pickle
 import typing
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -38,6 +49,7 @@ else:
 #: Whether this build of torch has torch.distributed at all.
 DISTRIBUTED_AVAILABLE = dist.is_available()
 
+
 def group_world_size(group: "ProcessGroup | None" = None) -> int:
     """The number of ranks in ``group`` (the default group for ``None``); 1 when torch.distributed is not in use.
 
@@ -48,6 +60,7 @@ def group_world_size(group: "ProcessGroup | None" = None) -> int:
     if not DISTRIBUTED_AVAILABLE or not dist.is_initialized():
         return 1
     return dist.get_world_size(group)
+
 
 def local_moments(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-column ``(mean, M2)`` of ``z`` (n×D), with ``M2 = Σ_n (z - mean)²``; zeros for a shard of 0 rows.
@@ -126,6 +139,8 @@ class GlobalBatch:
         dtype: the compute dtype (float32, or float64 for float64 inputs).
         features: how the features are split over ``feature_group`` (:class:`FeatureShards`), or ``None`` when
             every rank holds all D of them.
+        call: ``(loss, k)``: the loss's name and the call's number on the group of its exchange, which names the
+            collectives of the call in a timeout's message (``None``: no exchange).
 
     Example:
         >>> batch = GlobalBatch(None, rank=1, counts=[3, 0, 5], dim=16)  # three ranks, one of them empty
@@ -141,6 +156,7 @@ class GlobalBatch:
         dim: int,
         dtype: torch.dtype = torch.float32,
         features: "FeatureShards | None" = None,
+        call: tuple[str, int] | None = None,
     ) -> None:
         self.group = group
         self.rank = rank
@@ -150,12 +166,12 @@ class GlobalBatch:
         self.dim = dim
         self.dtype = dtype
         self.features = features
+        self.call = call
 
     @property
     def for_ops(self) -> "GlobalBatch | None":
         """This batch for the ops of ``redundancy._ops``, or ``None`` for one rank (the ops' local fast path)."""
         return self if self.world_size > 1 else None
-
 
     def var_mean(self, z: torch.Tensor, *, correction: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(var, mean)`` per column of the global batch, of which ``z`` holds this rank's rows."""
@@ -163,7 +179,7 @@ class GlobalBatch:
         if self.world_size > 1:
             local = torch.stack((mean, m2))
             gathered = [torch.empty_like(local) for _ in range(self.world_size)]
-            dist.all_gather(gathered, local, group=self.group)
+            all_gather(gathered, local, self.group, what="the all-gather of the statistics", call=self.call)
             stacked = torch.stack(gathered)
             mean, m2 = merge_moments(self.counts, stacked[:, 0], stacked[:, 1])
         return m2.div_(self.count - correction), mean
@@ -171,7 +187,7 @@ class GlobalBatch:
     def sum_over_ranks(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` summed over the ranks (outside autograd); use the tensor returned."""
         if self.world_size > 1:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=self.group)
+            all_reduce(tensor, self.group, what="a sum over the ranks", call=self.call)
         return tensor
 
     def sum(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -209,7 +225,7 @@ class GlobalBatch:
 
             group = self.group if self.group is not None else dist.group.WORLD
             return funcol.broadcast(tensor, 0, typing.cast(ProcessGroup, group))
-        dist.broadcast(tensor, group=self.group, group_src=0)
+        broadcast(tensor, self.group, what="the broadcast of the first rank's draw", call=self.call)
         return tensor
 
     def assert_same(self, value: torch.Tensor, message: str) -> None:
@@ -221,7 +237,7 @@ class GlobalBatch:
             return
         value = value.reshape(-1)
         gathered = [torch.empty_like(value) for _ in range(self.world_size)]
-        dist.all_gather(gathered, value, group=self.group)
+        all_gather(gathered, value, self.group, what="the comparison of a value on the device", call=self.call)
         values = torch.stack(gathered)
         torch._assert_async((values == values[0]).all(), message)
 
@@ -262,12 +278,11 @@ class GlobalBatch:
         return scaled[0] if isinstance(outputs, torch.Tensor) else type(outputs)(*scaled)
 
 
-
 class FeatureShards:
     """How the features (columns) of the views are split over the ranks of ``feature_group``.
 
     Every rank of the group holds the same rows and its own slice of the columns, in rank order: rank p holds
-    columns ``offset .. offset + widths[p]`` of the full D. Built by :meth:`GlobalBatch.open_grid`.
+    columns ``offset .. offset + widths[p]`` of the full D. Built by :func:`redundancy._exchange.open_grid`.
 
     Attributes:
         group: the feature group (a process group of F > 1 ranks).
@@ -277,6 +292,7 @@ class FeatureShards:
         width: this rank's columns D_p.
         dim: features D of the full views.
         offset: the first of this rank's columns.
+        call: ``(loss, k)`` as :attr:`GlobalBatch.call`.
 
     Example:
         >>> features = FeatureShards(None, rank=1, widths=[3, 5, 4])
@@ -284,8 +300,9 @@ class FeatureShards:
         (12, 3, 5)
     """
 
-    def __init__(self, group, rank: int, widths: Sequence[int]) -> None:
+    def __init__(self, group, rank: int, widths: Sequence[int], call: tuple[str, int] | None = None) -> None:
         self.group = group
+        self.call = call
         self.rank = rank
         self.widths = tuple(widths)
         self.world_size = len(self.widths)
@@ -327,7 +344,7 @@ class _SumOfReplicatedLoss(torch.autograd.Function):
     @staticmethod
     def forward(features: FeatureShards, *tensors: torch.Tensor):
         flat = torch.cat([tensor.reshape(-1) for tensor in tensors])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=features.group)
+        all_reduce(flat, features.group, what="a sum over feature_group", call=features.call)
         return tuple(
             part.view_as(tensor) for part, tensor in zip(flat.split([t.numel() for t in tensors]), tensors, strict=True)
         )
@@ -352,7 +369,7 @@ class _GatherColumns(torch.autograd.Function):
         padded = z.new_zeros(rows, max(features.widths))
         padded[:, :width] = z
         gathered = [torch.empty_like(padded) for _ in range(features.world_size)]
-        dist.all_gather(gathered, padded, group=features.group)
+        all_gather(gathered, padded, features.group, what="the all-gather of the columns", call=features.call)
         return torch.cat([part[:, :w] for part, w in zip(gathered, features.widths, strict=True)], dim=1)
 
     @staticmethod
@@ -364,9 +381,8 @@ class _GatherColumns(torch.autograd.Function):
         _refuse_graph("the columns gathered over feature_group")
         features = ctx.features
         total = grad.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(total, op=dist.ReduceOp.SUM, group=features.group)
+        all_reduce(total, features.group, what="the sum of the gathered columns' gradient", call=features.call)
         return None, total[:, features.offset : features.offset + features.width]
-
 
 
 def _gather_padded(batch: GlobalBatch, *views: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -376,7 +392,7 @@ def _gather_padded(batch: GlobalBatch, *views: torch.Tensor) -> tuple[torch.Tens
     for index, view in enumerate(views):
         padded[index, :rows] = view
     gathered = [torch.empty_like(padded) for _ in range(batch.world_size)]
-    dist.all_gather(gathered, padded, group=batch.group)
+    all_gather(gathered, padded, batch.group, what="the all-gather of the rows", call=batch.call)
     return tuple(
         torch.cat([part[index, :n] for part, n in zip(gathered, batch.counts, strict=True)])
         for index in range(len(views))
@@ -416,7 +432,7 @@ class _GatherRowsOfReplicatedLoss(torch.autograd.Function):
 def _sum_over_ranks(batch: GlobalBatch, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Each tensor summed over the ranks of ``batch``: one all-reduce of all of them, flattened together."""
     flat = torch.cat([tensor.reshape(-1) for tensor in tensors])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=batch.group)
+    all_reduce(flat, batch.group, what="a sum over the ranks", call=batch.call)
     parts = flat.split([tensor.numel() for tensor in tensors])
     return tuple(part.view_as(tensor) for part, tensor in zip(parts, tensors, strict=True))
 
@@ -455,3 +471,255 @@ class _ScaleGradient(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads: torch.Tensor):
         return (None, *(grad * ctx.factor for grad in grads))
+
+
+# ------------------------------------------------------------------------------------------------ collectives
+
+#: The environment variable that sets the collective timeout at import (seconds; see set_collective_timeout).
+TIMEOUT_VARIABLE = "REDUNDANCY_COLLECTIVE_TIMEOUT"
+
+
+def _checked_timeout(seconds: object, name: str = "seconds") -> float | None:
+    """``seconds`` as a float, after checking that it is ``None`` or a positive finite real number."""
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
+        raise TypeError(f"{name} must be None or a positive number of seconds, got {type(seconds).__name__}")
+    if not (0 < float(seconds) < math.inf):
+        raise ValueError(f"{name} must be None or a positive, finite number of seconds, got {seconds!r}")
+    return float(seconds)
+
+
+def _timeout_from_environment() -> float | None:
+    text = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not text:
+        return None
+    try:
+        return _checked_timeout(float(text), TIMEOUT_VARIABLE)
+    except ValueError as error:
+        raise ValueError(f"{TIMEOUT_VARIABLE} must be a positive number of seconds, got {text!r}") from error
+
+
+class _Timeout:
+    """The collective timeout of this process: its seconds (``None``: none), and how many times one was set, which
+    keeps the records of one setting apart from those of another in the store."""
+
+    seconds: float | None = _timeout_from_environment()
+    setting: int = 1
+
+
+#: The collectives this rank ran on each process group (by name) under the current setting of the timeout.
+_COUNTS: dict[str, int] = {}
+
+
+class CollectiveNotStarted(RuntimeError):
+    """The error of a collective that the ranks did not start under the collective timeout: a rank did not arrive
+    in time, or the ranks arrived at different collectives (see :func:`_agree`)."""
+
+
+class set_collective_timeout:  # a function that is also a context manager, as torch.set_grad_enabled
+    """Make every collective of the losses wait at most ``seconds`` for the other ranks, then fail naming them.
+
+    By default a loss waits in a collective as long as the process group's own timeout (30 minutes for NCCL and
+    gloo unless ``init_process_group(timeout=...)`` says otherwise). The ranks check their inputs, options, groups
+    and gradients together at the start of every call, so most mistakes raise at once on every rank; what they
+    cannot see is a rank that is not there: one that never calls the loss (a branch that skips it, an exception
+    raised before the call, such as Python's own :class:`TypeError` for a misspelt keyword), that skips the
+    backward, or whose ``group``/``feature_group`` name other ranks than its peers' in a way that no common group
+    shows (see :doc:`/distributed`). With a timeout, the ranks meet in the default group's store before each
+    collective of a loss: when one has not arrived after ``seconds``, the ranks that did raise a
+    :class:`RuntimeError` naming it and where it is; when they arrived at different collectives (a rank that skipped
+    the backward is at its next call), every rank raises one naming each rank's collective. No collective has
+    started then, so the process group stays usable: the late rank gets the error when it arrives.
+
+    Called as a function it sets the timeout of this process (``None`` removes it); used as a context manager it
+    restores the previous timeout on exit, as :func:`torch.set_grad_enabled` does. Set it alike on every rank, at
+    the same point of the program. The environment variable ``REDUNDANCY_COLLECTIVE_TIMEOUT`` (seconds) sets it at
+    import.
+
+    Cost: nothing without a timeout. With one, each collective of a loss costs a few round trips to the store (and
+    a host synchronization on a GPU): a setting for finding a missing rank, not for speed.
+
+    Args:
+        seconds: how long a rank waits for the others at a collective before it raises, or ``None`` for the process
+            group's own timeout.
+
+    Example:
+        >>> import redundancy
+        >>> with redundancy.set_collective_timeout(60):
+        ...     redundancy.get_collective_timeout()
+        60.0
+        >>> redundancy.get_collective_timeout() is None
+        True
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.previous = _Timeout.seconds
+        _set_timeout(_checked_timeout(seconds))
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exception: object) -> None:
+        _set_timeout(self.previous)
+
+
+def _set_timeout(seconds: float | None) -> None:
+    if seconds is not None and _Timeout.seconds is None:  # a new setting: the ranks count their collectives afresh
+        _Timeout.setting += 1
+        _COUNTS.clear()
+    _Timeout.seconds = seconds
+
+
+def get_collective_timeout() -> float | None:
+    """The seconds set by :class:`set_collective_timeout` (or ``REDUNDANCY_COLLECTIVE_TIMEOUT``), or ``None``.
+
+    Example:
+        >>> import redundancy
+        >>> redundancy.get_collective_timeout() is None  # unless REDUNDANCY_COLLECTIVE_TIMEOUT is set
+        True
+    """
+    return _Timeout.seconds
+
+
+def all_gather(
+    outputs: list[torch.Tensor], tensor: torch.Tensor, group, *, what: str, call=None, of_the_loss: bool = True
+) -> None:
+    """``torch.distributed.all_gather(outputs, tensor, group=group)``, under the collective timeout if one is set.
+
+    ``what`` (the collective, e.g. ``"the all-gather of the rows"``) and ``call`` (``(loss, k)``: the loss and its
+    call on the group of its exchange) say which collective this is; the ranks must be at the same ``what`` (and,
+    when ``of_the_loss``, of the same loss, in its forward or its backward alike). Nothing is formatted without a
+    timeout.
+    """
+    if _Timeout.seconds is None or torch.compiler.is_compiling():
+        dist.all_gather(outputs, tensor, group=group)
+        return
+    _agree(group, what, call, of_the_loss)
+    dist.all_gather(outputs, tensor, group=group)
+
+
+def all_reduce(tensor: torch.Tensor, group, *, what: str, call=None) -> None:
+    """``torch.distributed.all_reduce(tensor, group=group)`` (a sum, in place), as :func:`all_gather` runs it."""
+    if _Timeout.seconds is None or torch.compiler.is_compiling():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
+        return
+    _agree(group, what, call, True)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
+
+
+def broadcast(tensor: torch.Tensor, group, *, what: str, call=None) -> None:
+    """``torch.distributed.broadcast`` of the group's first rank's ``tensor`` (in place), as :func:`all_gather` runs
+    it."""
+    if _Timeout.seconds is not None and not torch.compiler.is_compiling():
+        _agree(group, what, call, True)
+    dist.broadcast(tensor, group=group, group_src=0)
+
+
+def gather_objects(value: Any, group, device: torch.device, *, what: str, call=None) -> list:
+    """Every rank's ``value`` (picklable), in rank order: two all-gathers (the sizes, then the padded bytes) on
+    ``device``, run as :func:`all_gather` runs them."""
+    data = torch.frombuffer(bytearray(pickle.dumps(value)), dtype=torch.uint8).to(device)
+    world_size = dist.get_world_size(group)
+    size = torch.tensor([data.numel()], dtype=torch.int64, device=device)
+    sizes = [torch.empty_like(size) for _ in range(world_size)]
+    all_gather(sizes, size, group, what=what, call=call, of_the_loss=False)
+    lengths = [int(length) for length in torch.cat(sizes).tolist()]
+    padded = data.new_zeros(max(lengths))
+    padded[: data.numel()] = data
+    gathered = [torch.empty_like(padded) for _ in range(world_size)]
+    all_gather(gathered, padded, group, what=what, call=call, of_the_loss=False)
+    return [pickle.loads(part[:length].cpu().numpy().tobytes()) for part, length in zip(gathered, lengths, strict=True)]
+
+
+_GROUP_RANKS: dict = {}
+
+
+def group_ranks(group) -> list[int]:
+    """The global ranks of ``group`` (the default group for ``None``), in the order of its own ranks."""
+    ranks = _GROUP_RANKS.get(group)
+    if ranks is None:
+        if len(_GROUP_RANKS) >= 1024:
+            _GROUP_RANKS.clear()
+        ranks = _GROUP_RANKS[group] = dist.get_process_group_ranks(group if group is not None else dist.group.WORLD)
+    return ranks
+
+
+def _agree(group, what: str, call, of_the_loss: bool) -> None:
+    """Meet the other ranks of ``group`` in the default group's store before a collective (under a timeout).
+
+    The collective is the ``k``-th of the group under this setting of the timeout. Each rank writes its arrival
+    (which collective it is at) under its own key and counts itself in; the last to arrive compares the arrivals and
+    sets the verdict, ``"ok"`` or ``"differ"``. A rank that waited the timeout's seconds for the verdict sets it to
+    ``"abandoned"`` instead (one atomic compare-and-set decides between it and the last arrival). Every rank reads
+    the one verdict, and the collective runs on ``"ok"`` only, so no rank is ever left in it. After ``"ok"`` each
+    rank deletes its arrival, and the last arrival deletes the count and verdict of the previous collective of the
+    group, which every rank has passed; the keys of a collective that did not start stay, for the ranks still to
+    come to it.
+    """
+    seconds = _Timeout.seconds
+    assert seconds is not None
+    name = (group if group is not None else _default_group()).group_name
+    count = _COUNTS[name] = _COUNTS.get(name, 0) + 1
+    phase = "backward" if torch._C._current_graph_task_id() != -1 else "forward"
+    loss, ordinal = call if call is not None else ("a loss", 0)
+    identity = f"{what} in the {phase} of {loss}" if of_the_loss else what
+    shown = f"{what} in the {phase} of {loss} (call {ordinal})" if call is not None else what
+    ranks = group_ranks(group)
+    me = dist.get_rank()
+    store = dist.distributed_c10d._get_default_store()
+    root = f"redundancy/collectives/{_Timeout.setting}"
+    prefix = f"{root}/{name}/{count}"
+    store.set(f"{root}/at/{me}", json.dumps([shown, ranks]))
+    store.set(f"{prefix}/{me}", json.dumps([identity, shown]))
+    if store.add(f"{prefix}/count", 1) == len(ranks):
+        identities = {arrival[0] for arrival in _arrivals(store, prefix, ranks).values()}
+        store.compare_set(f"{prefix}/verdict", "", "ok" if len(identities) == 1 else "differ")
+        if count > 1:
+            for key in ("count", "verdict"):
+                store.delete_key(f"{root}/{name}/{count - 1}/{key}")
+    try:
+        store.wait([f"{prefix}/verdict"], datetime.timedelta(seconds=seconds))
+    except RuntimeError:  # the store's timeout: give up, unless the last rank arrived meanwhile
+        store.compare_set(f"{prefix}/verdict", "", "abandoned")
+    verdict = store.get(f"{prefix}/verdict").decode()
+    if verdict == "ok":
+        store.delete_key(f"{prefix}/{me}")
+        return
+    arrivals = _arrivals(store, prefix, ranks)
+    if verdict == "differ":
+        where = "; ".join(f"rank {rank} is at {arrival[1]}" for rank, arrival in sorted(arrivals.items()))
+        raise CollectiveNotStarted(
+            f"the ranks {ranks} are at different collectives (redundancy.set_collective_timeout compares them): "
+            f"{where}. Every rank must make the same calls of the losses, and run their backward, in the same "
+            "order (a rank that skips the backward is at its next call)"
+        )
+    reports = []
+    for rank in (rank for rank in ranks if rank not in arrivals):
+        key = f"{root}/at/{rank}"
+        at = json.loads(store.get(key)) if store.check([key]) else None
+        last = "none since the timeout was set" if at is None else f"{at[0]}, over ranks {at[1]}"
+        reports.append(f"rank {rank} did not arrive (its last collective of a loss: {last})")
+    found = "; ".join(reports) or f"this rank arrived after the others had waited {seconds:g} s for it"
+    raise CollectiveNotStarted(
+        f"{shown} did not start within {seconds:g} s (redundancy.set_collective_timeout) on rank {me}, over "
+        f"ranks {ranks}: {found}. A rank that does not call the loss (a branch that skips it, or an error raised "
+        "before the call, such as Python's TypeError for a misspelt keyword), that skips the backward, or whose "
+        "group or feature_group differ from its peers' leaves the others waiting"
+    )
+
+
+def _default_group() -> "ProcessGroup":
+    group = dist.group.WORLD
+    assert group is not None, "torch.distributed is initialized"
+    return group
+
+
+def _arrivals(store, prefix: str, ranks: list[int]) -> dict[int, tuple[str, str]]:
+    """``rank -> (identity, shown)`` of the ranks that arrived at the collective ``prefix``."""
+    arrived = {}
+    for rank in ranks:
+        if store.check([f"{prefix}/{rank}"]):
+            identity, shown = json.loads(store.get(f"{prefix}/{rank}"))
+            arrived[rank] = (identity, shown)
+    return arrived

@@ -22,8 +22,9 @@ ranks of the process group. :func:`communication_bytes` counts the bytes each ra
 - a ring all-reduce of M elements sends ``2·(W-1)/W·M`` elements per rank;
 - a ring all-gather of a chunk of m elements per rank sends ``(W-1)·m`` elements per rank.
 
-Common to both strategies: the header of every call (error flag, call counter, shapes, dtype and the options that
-every rank must share), an all-gather of ``HEADER_SIZE`` (32) float64 values per rank.
+Common to both strategies: the header of every call (error flag, call counter, shapes, dtype, the process groups,
+which views require grad, and the options that every rank must share), an all-gather of ``HEADER_SIZE`` (32)
+float64 values per rank.
 Unless ``standardize=False``, also the per-rank mean and centred sum of squares of each view, an all-gather
 of 2·D elements per view, and in backward the sums over the batch that the standardization's backward needs.
 Then:
@@ -361,6 +362,7 @@ def feature_parallel_bytes(
     *,
     loss: FeatureParallelCost,
     off_diagonal_target: float = 0.0,
+    spans_default_group: bool = True,
 ) -> int:
     """Bytes each rank sends (and receives) per step for a loss over a grid of row and feature shards.
 
@@ -368,9 +370,10 @@ def feature_parallel_bytes(
     the features (``feature_group=``, a column-parallel projector); each rank holds ``ceil(N/R)`` rows of
     ``ceil(D/F)`` columns. Forward and backward together, with ring collectives:
 
-    - the header of each call, an all-gather of ``HEADER_SIZE`` (32) float64 values over the row group and over
-      the feature group, and on a grid of both one float64 error flag more over the row group (what the feature
-      group found, passed on to the other rows);
+    - the header of each call, an all-gather of ``HEADER_SIZE`` (32) float64 values: over the default group when
+      the grid's R·F ranks are all its ranks (``spans_default_group``); otherwise over the row group and over the
+      feature group, and on a grid of both one float64 error flag more over the row group (what the feature group
+      found, passed on to the other rows);
     - the rows: one all-gather of both views' blocks over the row group, ``(R-1)·2·ceil(N/R)·ceil(D/F)``
       elements; every rank then holds all N rows of its columns, and the backward needs no collective for them;
     - ``"gram"``: one all-reduce over the feature group of the two N×N Grams of each rank's columns and the loss's
@@ -394,6 +397,7 @@ def feature_parallel_bytes(
         loss: what the loss sends, as it states it (``redundancy.barlow_twins.FEATURE_PARALLEL_COST``,
             ``redundancy.vicreg.FEATURE_PARALLEL_COST``).
         off_diagonal_target: Barlow Twins' target t (a nonzero one adds the row sums to the Gram all-reduce).
+        spans_default_group: whether the grid's ranks are all the ranks of the default group.
 
     Example:
         >>> from redundancy.barlow_twins import FEATURE_PARALLEL_COST
@@ -410,9 +414,12 @@ def feature_parallel_bytes(
     if f == 1 and loss.data_parallel_with_one_feature_rank:
         return communication_bytes(choose_strategy(n, d, r, dtype, algorithm=algorithm), n, d, r, dtype)
     columns = math.ceil(d / f)
-    header = ((r - 1) + (f - 1)) * _exchange.HEADER_SIZE * 8
-    if r > 1 and f > 1:
-        header += (r - 1) * 8  # the error flag of the feature group's exchange, over the row group
+    if spans_default_group:  # one exchange of every rank's header
+        header = (r * f - 1) * _exchange.HEADER_SIZE * 8
+    else:
+        header = ((r - 1) + (f - 1)) * _exchange.HEADER_SIZE * 8
+        if r > 1 and f > 1:
+            header += (r - 1) * 8  # the error flag of the feature group's exchange, over the row group
     elements = (r - 1) * 2 * math.ceil(n / r) * columns
     with_target = off_diagonal_target != 0 and loss.target_scalars > 0
     if f > 1:

@@ -664,6 +664,11 @@ def _sigreg_rank(rank: int, world_size: int) -> dict:
 
     records["create_graph"] = _outcome(penalty)
 
+    # Under the collective timeout the broadcast of the draw and the sums meet the others in the store first.
+    with redundancy.set_collective_timeout(30):
+        torch.manual_seed(100 + rank)
+        records["default_under_timeout"] = _value_and_grad(sigreg, z, num_slices=SLICES)
+
     # The first rank of a subgroup draws for it.
     subgroup = dist.new_group([1, 2])
     if rank in (1, 2):
@@ -732,6 +737,13 @@ def test_the_default_generators_draw_is_the_first_ranks_and_every_generator_adva
     expected = _one_process(_batch(), num_slices=SLICES)
     _assert_global([r["default"] for r in sigreg_ranks], expected, "default generator")
     assert all(r["default_rng_advanced"] for r in sigreg_ranks)
+
+
+@pytest.mark.distributed
+def test_the_broadcast_draw_under_the_collective_timeout(sigreg_ranks):
+    torch.manual_seed(100)
+    expected = _one_process(_batch(), num_slices=SLICES)
+    _assert_global([r["default_under_timeout"] for r in sigreg_ranks], expected, "default generator, timeout")
 
 
 @pytest.mark.distributed
