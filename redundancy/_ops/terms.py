@@ -17,6 +17,8 @@ Gradient of ``u * invariance + w * redundancy`` with respect to C, written on C 
 
 import torch
 
+from redundancy._ops.reductions import sum_of_squares
+
 
 def barlow_twins_terms_from_summaries(
     diagonal: torch.Tensor,
@@ -58,12 +60,12 @@ def off_diagonal_summaries_(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``(diagonal, ‖P°‖², ΣP°)`` of a square ``product``, whose diagonal is zeroed in place (``P`` becomes ``P°``).
 
-    ``ΣP°`` only with ``total``. The diagonal is a new tensor.
+    ``ΣP°`` only with ``total``. The diagonal is a new tensor. Both sums are pairwise
+    (:mod:`redundancy._ops.reductions`): D² terms in a few float32 accumulators would lose the small ones.
     """
     diagonal = product.diagonal().clone()
     product.diagonal().zero_()
-    flat = product.view(-1)
-    return diagonal, flat.dot(flat), flat.sum() if total else None
+    return diagonal, sum_of_squares(product), product.sum() if total else None
 
 
 def diagonal_gradient(
