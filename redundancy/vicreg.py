@@ -115,8 +115,14 @@ class VICRegCovarianceOptions(Options):
 
 
 def center(z: torch.Tensor) -> torch.Tensor:
-    """``z - mean_n z``: the one place a view's batch mean is taken (already upcast ``z``)."""
-    return z - z.mean(dim=0)
+    """``z - mean_n z``: the one place a view's batch mean is taken (already upcast ``z``).
+
+    Centred twice, as :mod:`redundancy._ops.standardize` does: ``z`` minus its rounded mean (a shift, without
+    gradient), then minus the mean of that, which removes the rounding error of the first (as large as the spread
+    of a column whose offset is 1e7 times its spread in float32).
+    """
+    centered = z - z.mean(dim=0).detach()
+    return centered.sub_(centered.mean(dim=0))
 
 
 def _feature_hinges(x: torch.Tensor, divisor: int, gamma: float, eps: float) -> torch.Tensor:

@@ -337,8 +337,9 @@ GRADIENT_LOSSES = {
 @pytest.mark.parametrize("loss", GRADIENT_LOSSES)
 @pytest.mark.parametrize(("n", "d"), [(64, 32), (32, 64), (256, 128)])
 def test_gradients_of_offset_inputs_are_as_exact_as_plain_pytorch(n, d, loss, algorithm):
-    """Inputs offset by 1e4 with a spread of 1e-3 (a few float32 ulps of the offset): the batch mean is the
-    difference of numbers close to 1e4, and its rounding must not reach the centred views."""
+    """Inputs offset by 1e4 with a spread of 1e-3 (about one float32 ulp of the offset): the rounding of the batch
+    mean, as large as the spread, must not reach the centred views. The library's error may exceed plain PyTorch's
+    by one rounding of the gradient (where both are at float32's resolution)."""
     generator = torch.Generator().manual_seed(n + d)
     z1, z2 = ((1e4 + 1e-3 * torch.randn(n, d, generator=generator, dtype=torch.float64)).float() for _ in range(2))
     library, formula = GRADIENT_LOSSES[loss]
@@ -347,4 +348,4 @@ def test_gradients_of_offset_inputs_are_as_exact_as_plain_pytorch(n, d, loss, al
     value = _gradient(lambda a, b: library(a, b, algorithm), z1, z2)
     error = ((value - truth).norm() / truth.norm()).item()
     plain_error = ((plain - truth).norm() / truth.norm()).item()
-    assert error <= plain_error, f"gradient error {error:.2e}, plain PyTorch's {plain_error:.2e}"
+    assert error <= plain_error + 2.0**-24, f"gradient error {error:.2e}, plain PyTorch's {plain_error:.2e}"

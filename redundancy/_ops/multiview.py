@@ -39,7 +39,13 @@ from redundancy._ops.cross import cross_correlation_terms, cross_correlation_ter
 from redundancy._ops.gram import pair_off_diagonal_summaries
 from redundancy._ops.products import symmetric_gram, symmetric_gram_flops
 from redundancy._ops.reductions import column_dot
-from redundancy._ops.standardize import Standardization, standardize, standardize_backward_, standardize_forward
+from redundancy._ops.standardize import (
+    Standardization,
+    standardize,
+    standardize_backward_,
+    standardize_differentiable,
+    standardize_forward,
+)
 
 
 def view_pairs(views: int) -> list[tuple[int, int]]:
@@ -164,13 +170,6 @@ class _MultiviewGramTerms(torch.autograd.Function):
         return (None, None, *grads)
 
 
-def _standardize_differentiable(z: torch.Tensor, standardization: Standardization) -> torch.Tensor:
-    correction = 1 if standardization.unbiased else 0
-    centered = z - z.mean(dim=0)
-    var = centered.square().sum(dim=0) / (z.shape[0] - correction)
-    return centered * torch.rsqrt(var + standardization.eps)
-
-
 def _view_gradients_differentiable(views, grad_invariance, grad_redundancy, target, standardization, needs):
     """The backward's closed form in differentiable torch operations (no in-place), from the raw inputs.
 
@@ -182,7 +181,7 @@ def _view_gradients_differentiable(views, grad_invariance, grad_redundancy, targ
         if standardization is None:
             standardized = list(views)
         else:
-            standardized = [_standardize_differentiable(z, standardization) for z in views]
+            standardized = [standardize_differentiable(z, standardization)[0] for z in views]
         n = standardized[0].shape[0]
         pairs = view_pairs(len(views))
         diagonals = torch.stack([(standardized[u] * standardized[v]).sum(dim=0) for u, v in pairs]) / n
