@@ -10,9 +10,9 @@ relative error against the truth must be
 - at most :data:`RTOL` wherever the formula is well conditioned in float32: where plain PyTorch's error is within
   ``RTOL / FACTOR``.
 
-Plain PyTorch's error is that of one order of the arithmetic: it is taken as the larger of its errors on the inputs
-and on the inputs with their rows and features in reverse order (every value is invariant to that), so that one
-lucky rounding does not set the bound.
+Plain PyTorch's error is that of one order of the arithmetic: where a bound is missed with it, it is taken as the
+larger of its errors on the inputs and on the inputs with their rows and features in reverse order (every value is
+invariant to that), so that one lucky rounding does not set the bound.
 
 Two values are not sums of a few roundings. The invariance ``Σ_i (1 - c_i)²`` of nearly equal views is ill conditioned
 in float32: its ``1 - c_i`` are differences of numbers close to 1 (each ``c_i`` carries float32's rounding however it
