@@ -15,6 +15,7 @@ from redundancy._ops import cross_correlation_terms, gram_terms
 from redundancy._ops._autocast import no_autocast
 from redundancy._ops.standardize import standardization_of
 from redundancy._ops.standardize import standardize as standardize_columns
+from redundancy._ops.terms import off_diagonal_summaries_
 from redundancy._validation import (
     check_bool,
     check_correction,
@@ -165,9 +166,10 @@ def cross_correlation_summary(
     if return_matrix:
         matrix = cross_correlation(z1.detach(), z2.detach(), correction=correction, standardize=standardize, eps=eps)
         mean_diagonal = matrix.diagonal().mean()
-        off_diagonal = matrix.clone()
-        off_diagonal.diagonal().zero_()  # summed without the diagonal: ‖C‖² - Σc² would cancel near C = I
-        off_diagonal_sq = off_diagonal.view(-1).dot(off_diagonal.view(-1))
+        # Summed without the diagonal (‖C‖² - Σc² would cancel near C = I), which is zeroed in place and put back: no
+        # second D×D tensor.
+        diagonal, off_diagonal_sq, _ = off_diagonal_summaries_(matrix, total=False)
+        matrix.diagonal().copy_(diagonal)
     else:
         matrix = None
         dtype = compute_dtype(z1, z2)

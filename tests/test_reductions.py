@@ -42,3 +42,36 @@ def test_in_place_standardization_backward_equals_the_autograd_function(unbiased
     grad = upstream.clone()
     assert standardize_backward_(grad, a, rstd, standardization) is grad
     torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("n", "d"), [(1, 5), (7, 1), (65, 9), (200, 70), (3000, 4)])
+def test_sums_of_squares_and_products_equal_the_summed_products(n, d, monkeypatch):
+    monkeypatch.setattr(reductions, "SLAB_ELEMENTS", 64)  # several slabs of column_dot, and a remainder
+    generator = torch.Generator().manual_seed(n * d)
+    x = torch.randn(n, d, generator=generator, dtype=torch.float64)
+    y = torch.randn(n, d, generator=generator, dtype=torch.float64)
+    scale = (x.abs() * y.abs()).sum()
+    assert abs(reductions.sum_of_products(x, y) - (x * y).sum()) <= 1e-13 * scale
+    assert abs(reductions.row_dot(x, y).sum() - (x * y).sum()) <= 1e-13 * scale  # the path of other devices
+    torch.testing.assert_close(reductions.sum_of_squares(x), x.square().sum(), rtol=1e-13, atol=0)
+    torch.testing.assert_close(reductions.sum_of_products(x, x), x.square().sum(), rtol=1e-13, atol=0)
+    torch.testing.assert_close(reductions.sum_of_products(x[0], y[0]), (x[0] * y[0]).sum(), rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(reductions.sum_of_squares(x.t()), x.square().sum(), rtol=1e-13, atol=0)
+
+
+def test_long_float32_sums_are_as_exact_as_torch_pairwise_sum():
+    """4 million positive terms: one BLAS dot loses the small ones in its few float32 accumulators; the row norms,
+    the slab column sums and the batched row dots are as exact as torch's pairwise sum."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(2048, 2048, generator=generator) / 2048
+    y = torch.rand(2048, 2048, generator=generator) / 2048
+    truth_squares, truth_products = x.double().square().sum().item(), (x.double() * y.double()).sum().item()
+
+    def error(value, truth):
+        return abs(value.item() - truth) / truth
+
+    pairwise = max(error(x.square().sum(), truth_squares), error((x * y).sum(), truth_products))
+    bound = 10 * pairwise + 2.0**-22
+    assert error(reductions.sum_of_squares(x), truth_squares) <= bound
+    assert error(reductions.sum_of_products(x, y), truth_products) <= bound
+    assert error(reductions.row_dot(x, y).sum(), truth_products) <= bound

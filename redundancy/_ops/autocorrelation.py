@@ -13,7 +13,8 @@ Backward, in closed form (no autograd through the products)::
 Only one min(N, D)² matrix is held, forward or backward, except that the Gram form with D ≤ N (where the difference
 ``‖G‖² - Σ K_ii²`` would cancel for decorrelated features, and even float32 Grams are not precise enough for it) takes
 its value from K with its diagonal zeroed, no larger than G (not while ``torch.compile`` or ``torch.export`` traces it
-with a symbolic batch size: a branch on N would specialize the trace). When the caller builds a graph of the backward
+with a symbolic batch size: a branch on N would specialize the trace). The squares are summed pairwise
+(:mod:`redundancy._ops.reductions`). When the caller builds a graph of the backward
 (``create_graph=True``), the backward recomputes the same closed form in differentiable operations.
 """
 
@@ -21,7 +22,7 @@ import torch
 
 from redundancy._ops._autocast import no_autocast
 from redundancy._ops._autograd import builds_graph, with_direct_apply
-from redundancy._ops.reductions import column_dot
+from redundancy._ops.reductions import column_dot, sum_of_squares
 from redundancy._ops.terms import off_diagonal_summaries_
 
 
@@ -42,8 +43,7 @@ class _OffDiagonalEnergy(torch.autograd.Function):
             if not isinstance(n, torch.SymInt) and d <= n:
                 _, energy, _ = off_diagonal_summaries_(torch.mm(x.t(), x), total=False)
             else:
-                flat = product.view(-1)
-                energy = flat.dot(flat) - column_norms_sq.dot(column_norms_sq)
+                energy = sum_of_squares(product) - sum_of_squares(column_norms_sq)
             return energy, product, column_norms_sq
 
     @staticmethod

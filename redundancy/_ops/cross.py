@@ -88,8 +88,8 @@ class _CrossCorrelationTerms(torch.autograd.Function):
                 da, db = view_gradients_differentiable(
                     a, b, grad_invariance, grad_redundancy, t, algorithm="cross", needs=(need_a, need_b)
                 )
-                da = standardize_vjp(da, a, rstd_a, standardization) if need_a else None
-                db = standardize_vjp(db, b, rstd_b, standardization) if need_b else None
+                da = None if da is None else standardize_vjp(da, a, rstd_a, standardization)
+                db = None if db is None else standardize_vjp(db, b, rstd_b, standardization)
                 return da, db, None, None, None
             n = a.shape[0] if batch is None else batch.count
             g = diagonal_gradient(diagonal, grad_invariance, grad_redundancy, t, off_diagonal_product=True).div_(n)

@@ -8,13 +8,14 @@ For X (N×P) and Y (N×Q), ``K = XᵀY`` is P×Q; the Gram form uses the two N×
 The Mixed Barlow Twins regularizer applies it to the mixing residual and each view (P = Q = D); the spectral
 contrastive loss to the transposed views (the N×N pairwise products and their D×D dual). When the caller builds
 a graph of the backward (``create_graph=True``), the backward recomputes the same closed form in differentiable
-operations.
+operations. The energies are summed pairwise (:mod:`redundancy._ops.reductions`), not in a few long float32 sums.
 """
 
 import torch
 
 from redundancy._ops._autocast import no_autocast
 from redundancy._ops._autograd import builds_graph, with_direct_apply
+from redundancy._ops.reductions import sum_of_products, sum_of_squares
 
 
 @with_direct_apply
@@ -26,10 +27,9 @@ class _CrossProductEnergy(torch.autograd.Function):
         with no_autocast(x.device):
             if algorithm == "cross":
                 product = torch.mm(x.t(), y)
-                flat = product.reshape(-1)
-                return flat.dot(flat), product
+                return sum_of_squares(product), product
             gram_x, gram_y = torch.mm(x, x.t()), torch.mm(y, y.t())
-            return gram_x.reshape(-1).dot(gram_y.reshape(-1)), gram_x, gram_y
+            return sum_of_products(gram_x, gram_y), gram_x, gram_y
 
     @staticmethod
     def setup_context(ctx, inputs, output):

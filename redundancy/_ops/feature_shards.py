@@ -19,11 +19,13 @@ or centred per feature, which needs nothing from the other ranks. What crosses t
 
 Both are written in differentiable torch operations over the two collectives of
 :class:`~redundancy._batch.FeatureShards`, whose backwards are exact because every rank ends with the same loss.
+Their long sums (of N×N Grams, of block rows of C) are pairwise (:mod:`redundancy._ops.reductions`).
 """
 
 import torch
 
 from redundancy._ops.products import symmetric_gram
+from redundancy._ops.reductions import sum_of_products, sum_of_squares
 
 
 class _Gram(torch.autograd.Function):
@@ -49,6 +51,29 @@ class _Gram(torch.autograd.Function):
 def gram(x: torch.Tensor) -> torch.Tensor:
     """``x @ x.T`` with a backward of one matrix product (see :class:`_Gram`)."""
     return _Gram.apply(x)
+
+
+class _Inner(torch.autograd.Function):
+    """``⟨x, y⟩_F`` summed pairwise without a temporary (:func:`~redundancy._ops.reductions.sum_of_products`), with
+    the backward ``(g y, g x)``, itself differentiable."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return sum_of_products(x, y)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, y = ctx.saved_tensors
+        return grad * y, grad * x
+
+
+def inner(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``Σ x ⊙ y`` of two matrices of one shape, differentiable (see :class:`_Inner`)."""
+    return _Inner.apply(x, y)
 
 
 def terms_algorithm(algorithm: str, n: int, dim: int) -> str:
@@ -88,15 +113,17 @@ def barlow_twins_terms_over_features(
     with_target = target != 0.0
     if algorithm == "gram":
         diagonals = [torch.linalg.vecdot(views[u], views[v], dim=0) / n for u, v in pairs]
-        parts = [torch.stack([(c - 1).square().sum() for c in diagonals]), torch.stack([c.dot(c) for c in diagonals])]
+        parts = [
+            torch.stack([(c - 1).square().sum() for c in diagonals]),
+            torch.stack([c.square().sum() for c in diagonals]),
+        ]
         if with_target:
             parts += [torch.stack([view.sum(dim=1) for view in views]), torch.stack([c.sum() for c in diagonals])]
         invariance, diagonal_sq, *totals, grams = features.sum(*parts, torch.stack([gram(x) for x in views]))
-        flat = grams.reshape(count, -1)
-        off_diagonal_sq = torch.stack([flat[u].dot(flat[v]) for u, v in pairs]) / (n * n) - diagonal_sq
+        off_diagonal_sq = torch.stack([inner(grams[u], grams[v]) for u, v in pairs]) / (n * n) - diagonal_sq
         if with_target:
             row_sums, diagonal_total = totals
-            off_diagonal_total = torch.stack([row_sums[u].dot(row_sums[v]) for u, v in pairs]) / n - diagonal_total
+            off_diagonal_total = torch.stack([(row_sums[u] * row_sums[v]).sum() for u, v in pairs]) / n - diagonal_total
     elif algorithm == "cross":
         gathered = {v: features.gather_columns(views[v]) for v in range(1, count)}
         blocks = [_block_off_diagonal(views[u].t() @ gathered[v] / n, features.offset) for u, v in pairs]
@@ -126,7 +153,7 @@ def off_diagonal_energy_parts(x: torch.Tensor, *, features, algorithm: str) -> l
     """
     if algorithm == "gram":
         squares = torch.linalg.vecdot(x, x, dim=0)
-        return [gram(x), squares.dot(squares)]
+        return [gram(x), squares.square().sum()]
     if algorithm == "cross":
         _, off = _block_off_diagonal(x.t() @ features.gather_columns(x), features.offset)
         return [off.square().sum()]
@@ -137,6 +164,6 @@ def off_diagonal_energy_from_parts(parts: list[torch.Tensor], *, algorithm: str)
     """``Σ_{i≠j} (XᵀX)_ij²`` from the parts of :func:`off_diagonal_energy_parts` summed over the feature group."""
     if algorithm == "gram":
         gram, diagonal_sq = parts
-        return gram.reshape(-1).dot(gram.reshape(-1)) - diagonal_sq
+        return sum_of_squares(gram) - diagonal_sq
     (energy,) = parts
     return energy

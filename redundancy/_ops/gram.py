@@ -33,7 +33,7 @@ import torch
 from redundancy._ops._autocast import no_autocast
 from redundancy._ops._autograd import builds_graph, saved_tensors_die_after_backward, with_direct_apply
 from redundancy._ops.products import symmetric_gram, symmetric_gram_flops
-from redundancy._ops.reductions import column_dot
+from redundancy._ops.reductions import column_dot, sum_of_products
 from redundancy._ops.standardize import (
     Standardization,
     standardize_backward_,
@@ -51,18 +51,19 @@ from redundancy._ops.terms import (
 )
 
 
-def _off_diagonal_summaries(a, b, gram_a, gram_b, diagonal, target: float):
-    """``(‖C°‖², ΣC°)`` (``ΣC°`` only for ``target != 0``) of ``C = AᵀB / N``, without cancellation when D ≤ N."""
+def pair_off_diagonal_summaries(a, b, gram_a, gram_b, diagonal, target: float):
+    """``(‖C°‖², ΣC°)`` (``ΣC°`` only for ``target != 0``) of ``C = AᵀB / N`` (N×D views, their N×N Grams and
+    ``diag(C)``), without cancellation when D ≤ N; every long sum pairwise (:mod:`redundancy._ops.reductions`)."""
     n, d = a.shape
     if not isinstance(n, torch.SymInt) and d <= n:
         _, off_diagonal_sq, off_diagonal_total = off_diagonal_summaries_(
             torch.mm(a.t(), b).div_(n), total=target != 0.0
         )
         return off_diagonal_sq, off_diagonal_total
-    off_diagonal_sq = gram_a.view(-1).dot(gram_b.view(-1)).div_(n * n).sub_(diagonal.dot(diagonal))
+    off_diagonal_sq = sum_of_products(gram_a, gram_b).div_(n * n).sub_(sum_of_products(diagonal, diagonal))
     if target == 0.0:
         return off_diagonal_sq, None
-    return off_diagonal_sq, a.sum(dim=1).dot(b.sum(dim=1)).div_(n).sub_(diagonal.sum())
+    return off_diagonal_sq, sum_of_products(a.sum(dim=1), b.sum(dim=1)).div_(n).sub_(diagonal.sum())
 
 
 @with_direct_apply
@@ -77,7 +78,7 @@ class _GramTerms(torch.autograd.Function):
             gram_a = symmetric_gram(a)
             gram_b = symmetric_gram(b)
             diagonal = column_dot(a, b).div_(n)
-            off_diagonal_sq, off_diagonal_total = _off_diagonal_summaries(a, b, gram_a, gram_b, diagonal, target)
+            off_diagonal_sq, off_diagonal_total = pair_off_diagonal_summaries(a, b, gram_a, gram_b, diagonal, target)
             invariance, redundancy = barlow_twins_terms_from_off_diagonal(
                 diagonal, off_diagonal_sq, off_diagonal_total, target
             )
@@ -111,8 +112,8 @@ class _GramTerms(torch.autograd.Function):
                 da, db = view_gradients_differentiable(
                     a, b, grad_invariance, grad_redundancy, t, algorithm="gram", needs=(need_a, need_b)
                 )
-                da = standardize_vjp(da, a, rstd_a, standardization) if need_a else None
-                db = standardize_vjp(db, b, rstd_b, standardization) if need_b else None
+                da = None if da is None else standardize_vjp(da, a, rstd_a, standardization)
+                db = None if db is None else standardize_vjp(db, b, rstd_b, standardization)
                 return da, db, None, None
             n = a.shape[0]
             g = diagonal_gradient(diagonal, grad_invariance, grad_redundancy, t, off_diagonal_product=False).div_(n)

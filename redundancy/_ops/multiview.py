@@ -36,10 +36,16 @@ import torch
 from redundancy._ops._autocast import no_autocast
 from redundancy._ops._autograd import saved_tensors_die_after_backward, with_direct_apply
 from redundancy._ops.cross import cross_correlation_terms, cross_correlation_terms_flops
-from redundancy._ops.gram import gram_terms
+from redundancy._ops.gram import gram_terms, pair_off_diagonal_summaries
 from redundancy._ops.products import symmetric_gram, symmetric_gram_flops
 from redundancy._ops.reductions import column_dot
-from redundancy._ops.standardize import Standardization, standardize, standardize_backward_, standardize_forward
+from redundancy._ops.standardize import (
+    Standardization,
+    standardize,
+    standardize_backward_,
+    standardize_differentiable,
+    standardize_forward,
+)
 
 
 def view_pairs(views: int) -> list[tuple[int, int]]:
@@ -50,20 +56,6 @@ def view_pairs(views: int) -> list[tuple[int, int]]:
         [(0, 1), (0, 2), (1, 2)]
     """
     return list(itertools.combinations(range(views), 2))
-
-
-def _pair_off_diagonal(a, b, gram_a, gram_b, diagonal, target: float):
-    """``(‖C°‖², ΣC°)`` of ``C = AᵀB / N`` (``ΣC°`` only for ``target != 0``), without cancellation when D ≤ N."""
-    n, d = a.shape
-    if not isinstance(n, torch.SymInt) and d <= n:
-        c = torch.mm(a.t(), b).div_(n)
-        c.diagonal().zero_()
-        flat = c.view(-1)
-        return flat.dot(flat), flat.sum() if target != 0.0 else None
-    off_diagonal_sq = gram_a.view(-1).dot(gram_b.view(-1)).div_(n * n).sub_(diagonal.dot(diagonal))
-    if target == 0.0:
-        return off_diagonal_sq, None
-    return off_diagonal_sq, a.sum(dim=1).dot(b.sum(dim=1)).div_(n).sub_(diagonal.sum())
 
 
 def _terms(diagonals: torch.Tensor, off_diagonal_sq: torch.Tensor, off_diagonal_total, target: float):
@@ -98,7 +90,7 @@ class _MultiviewGramTerms(torch.autograd.Function):
             grams = [symmetric_gram(a) for a in standardized]
             diagonals = torch.stack([column_dot(standardized[u], standardized[v]) for u, v in pairs]).div_(n)
             summaries = [
-                _pair_off_diagonal(standardized[u], standardized[v], grams[u], grams[v], diagonals[p], target)
+                pair_off_diagonal_summaries(standardized[u], standardized[v], grams[u], grams[v], diagonals[p], target)
                 for p, (u, v) in enumerate(pairs)
             ]
             off_diagonal_sq = torch.stack([sq for sq, _ in summaries])
@@ -178,13 +170,6 @@ class _MultiviewGramTerms(torch.autograd.Function):
         return (None, None, *grads)
 
 
-def _standardize_differentiable(z: torch.Tensor, standardization: Standardization) -> torch.Tensor:
-    correction = 1 if standardization.unbiased else 0
-    centered = z - z.mean(dim=0)
-    var = centered.square().sum(dim=0) / (z.shape[0] - correction)
-    return centered * torch.rsqrt(var + standardization.eps)
-
-
 def _view_gradients_differentiable(views, grad_invariance, grad_redundancy, target, standardization, needs):
     """The backward's closed form in differentiable torch operations (no in-place), from the raw inputs.
 
@@ -196,7 +181,7 @@ def _view_gradients_differentiable(views, grad_invariance, grad_redundancy, targ
         if standardization is None:
             standardized = list(views)
         else:
-            standardized = [_standardize_differentiable(z, standardization) for z in views]
+            standardized = [standardize_differentiable(z, standardization)[0] for z in views]
         n = standardized[0].shape[0]
         pairs = view_pairs(len(views))
         diagonals = torch.stack([(standardized[u] * standardized[v]).sum(dim=0) for u, v in pairs]) / n

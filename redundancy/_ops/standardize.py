@@ -21,6 +21,14 @@ besides the views and their gradients. Their gradient is that of a function of t
 columns sum to zero, so :func:`standardize_backward_` leaves out the ``mean_n(da)`` term (and its share of the
 reduction over ranks).
 
+**Centring.** A column is centred twice: ``c = z - m`` with ``m`` its mean rounded to the compute dtype, then ``c``
+minus its own mean (:func:`recenter_`). A column whose offset is large beside its spread (1e4 ± 1e-3 in float32) has
+a rounded mean off by as much as the spread itself, so that ``z - m`` is not centred; but ``z - m`` is small and
+exact there, and its own mean is accurate: the second subtraction centres the column to the last bit (the corrected
+two-pass algorithm; BatchNorm implementations that subtract a shift such as the first row before their two passes do
+the same, but a first row far from the mean, an outlier, costs them precision, which the rounded mean never does).
+The variance is then that of the centred column, and the standardized columns sum to zero, as the backward assumes.
+
 **Magnitudes.** A column whose largest magnitude reaches ``2**SAFE_EXPONENT`` is centred and multiplied by a power
 of two (exact) that brings it below, before any square is formed, so that its squares cannot overflow: float32
 embeddings of magnitude 1e18 or 1e30 standardize as well as those of magnitude 1, as long as a column's sum is
@@ -60,8 +68,13 @@ def standardization_of(*, standardize: bool, correction: int, eps: float) -> Sta
 
 
 def center(z: torch.Tensor) -> torch.Tensor:
-    """``z - mean_n z``: each column of an already upcast view centred over the batch (differentiable)."""
-    return z - z.mean(dim=0)
+    """``z - mean_n z``: each column of an already upcast view centred over the batch (differentiable).
+
+    Centred twice, as the module docstring says: ``z`` minus its rounded mean (a shift, without gradient), then
+    minus the mean of that.
+    """
+    shifted = z - z.mean(dim=0).detach()
+    return shifted - shifted.mean(dim=0)
 
 
 #: Columns whose largest magnitude reaches ``2**SAFE_EXPONENT`` are scaled below it before squaring: their squares
@@ -83,13 +96,29 @@ def column_scale(z: torch.Tensor) -> torch.Tensor:
     return torch.exp2(torch.clamp(SAFE_EXPONENT - torch.log2(largest).ceil(), max=0.0))
 
 
+def recenter_(centered: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Subtract from ``centered`` (``z`` minus its rounded mean over ``dim``) its own mean, in place: the rounding
+    error of the first mean (see the module docstring). Returns ``centered``.
+
+    Example:
+        >>> z = torch.tensor([[10000.0], [10000.001953125], [10000.0]])  # a spread of two float32 ulps
+        >>> exact = z.double() - z.double().mean(dim=0)
+        >>> centered = z - z.mean(dim=0)  # the rounded mean is off by a third of the spread
+        >>> error = lambda x: f"{(x.double() - exact).abs().max().item():.0e}"
+        >>> error(centered), error(recenter_(centered))
+        ('3e-04', '4e-11')
+    """
+    return centered.sub_(centered.mean(dim=dim, keepdim=True))
+
+
 def standardize_forward(z: torch.Tensor, standardization: Standardization, batch=None):
     """``(a, rstd)``: the standardized ``z`` (a new tensor) and ``1 / sqrt(var + eps)`` per column.
 
-    Two passes (the mean, then the centred sum of squares): robust to large offsets, and cheaper on the CPU than
-    ``torch.var_mean`` over dim 0. Huge columns are scaled first (:func:`column_scale`). Finding the scale costs two
-    more passes over ``z``, negligible on a GPU but not on the CPU, where reading a value is free: there the
-    unscaled variance is computed first and the scaled one only when it is not finite.
+    Three passes (the mean, the recentring of :func:`recenter_`, then the centred sum of squares): robust to large
+    offsets, and cheaper on the CPU than ``torch.var_mean`` over dim 0. Huge columns are scaled first
+    (:func:`column_scale`). Finding the scale costs two more passes over ``z``, negligible on a GPU but not on the
+    CPU, where reading a value is free: there the unscaled variance is computed first and the scaled one only when
+    it is not finite.
     """
     correction = 1 if standardization.unbiased else 0
     if batch is not None:
@@ -97,7 +126,7 @@ def standardize_forward(z: torch.Tensor, standardization: Standardization, batch
         rstd = torch.rsqrt(var.add_(standardization.eps))
         return (z - mean).mul_(rstd), rstd
     if z.device.type == "cpu" and values_are_readable(z):  # reading a value costs no device synchronization
-        centered = z - z.mean(dim=0)
+        centered = recenter_(z - z.mean(dim=0))
         var = column_dot(centered, centered)
         # The columns' sums of squares are not negative: their total is finite exactly when each is, unless the
         # total itself overflows (then the scaled path below, which is right for any magnitude). One reduction and
@@ -106,7 +135,7 @@ def standardize_forward(z: torch.Tensor, standardization: Standardization, batch
             rstd = torch.rsqrt(var.div_(z.shape[0] - correction).add_(standardization.eps))
             return centered.mul_(rstd), rstd
     scale = column_scale(z)  # 1 for columns of ordinary magnitude
-    centered = torch.addcmul(z.mean(dim=0).mul_(scale).neg_(), z, scale)  # (z - mean) * scale, one pass
+    centered = recenter_(torch.addcmul(z.mean(dim=0).mul_(scale).neg_(), z, scale))  # (z - mean) * scale
     var = column_dot(centered, centered).div_(z.shape[0] - correction)
     # 1/sqrt(var/scale² + eps) = scale/sqrt(var_scaled + eps·scale²), applied to the scaled column.
     rstd_scaled = torch.rsqrt(var.add_(scale.square().mul_(standardization.eps)))
@@ -118,7 +147,7 @@ def _standardize_jointly(z1: torch.Tensor, z2: torch.Tensor, standardization: St
     :func:`standardize_forward`, or ``None`` when a column needs the scale (then each view goes its own way)."""
     rows, dim = z1.shape
     stacked = torch.stack((z1, z2))
-    centered = stacked.sub_(stacked.mean(dim=1, keepdim=True))
+    centered = recenter_(stacked.sub_(stacked.mean(dim=1, keepdim=True)), dim=1)
     var = torch.mul(centered, centered).sum(dim=1, keepdim=True)
     if not math.isfinite(var.sum().item()):  # as in standardize_forward
         return None
@@ -133,7 +162,9 @@ def standardize_differentiable(z: torch.Tensor, standardization: Standardization
     """``(a, rstd)`` of :func:`standardize_forward` (one process) in differentiable torch operations."""
     correction = 1 if standardization.unbiased else 0
     scale = column_scale(z.detach())  # piecewise constant in z: no gradient of its own
-    centered = z * scale - z.mean(dim=0) * scale
+    # The rounded mean is a shift, of which the centred value does not depend: no gradient through it.
+    shifted = z * scale - (z.mean(dim=0) * scale).detach()
+    centered = shifted - shifted.mean(dim=0)
     var = centered.square().sum(dim=0) / (z.shape[0] - correction)
     rstd_scaled = torch.rsqrt(var + scale.square() * standardization.eps)
     return centered * rstd_scaled, rstd_scaled * scale
@@ -180,6 +211,13 @@ def standardize_views_differentiable(z1: torch.Tensor, z2: torch.Tensor, standar
     return a, b, rstd_a, rstd_b
 
 
+def _required_rstd(rstd: torch.Tensor | None) -> torch.Tensor:
+    """``rstd``, which a standardized view always has (it is ``None`` only without standardization)."""
+    if rstd is None:
+        raise ValueError("a standardized view's gradient needs its rstd; got None")
+    return rstd
+
+
 def _count_and_divisor(grad: torch.Tensor, unbiased: bool, batch) -> tuple[int, int]:
     """``(N, m)``: the rows of the batch (of all ranks when ``batch`` is given) and the variance divisor."""
     count = grad.shape[0] if batch is None else batch.count
@@ -212,6 +250,7 @@ def standardize_backward_(
     """
     if standardization is None:
         return grad
+    rstd = _required_rstd(rstd)
     _, divisor = _count_and_divisor(grad, standardization.unbiased, batch)
     mean_grad_a = column_dot(grad, a)
     if batch is not None:
@@ -226,6 +265,7 @@ def standardize_vjp(
     """``dL/dz`` from ``grad = dL/da`` (one process, any ``grad``) in differentiable torch operations."""
     if standardization is None:
         return grad
+    rstd = _required_rstd(rstd)
     _, divisor = _count_and_divisor(grad, standardization.unbiased, None)
     return rstd * (grad - grad.mean(dim=0) - a * ((grad * a).sum(dim=0) / divisor))
 

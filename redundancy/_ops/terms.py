@@ -17,6 +17,8 @@ Gradient of ``u * invariance + w * redundancy`` with respect to C, written on C 
 
 import torch
 
+from redundancy._ops.reductions import sum_of_squares
+
 
 def barlow_twins_terms_from_summaries(
     diagonal: torch.Tensor,
@@ -34,7 +36,7 @@ def barlow_twins_terms_from_summaries(
     if dim == 1:  # no off-diagonal entries: exactly 0, not the rounding residue of ‖C‖² - c²
         return (diagonal - 1).square().sum(), torch.zeros_like(frobenius_sq)
     off_diagonal_sq = frobenius_sq - diagonal.dot(diagonal)
-    off_diagonal_total = total - diagonal.sum() if target != 0.0 else None
+    off_diagonal_total = None if total is None else total - diagonal.sum()
     return barlow_twins_terms_from_off_diagonal(diagonal, off_diagonal_sq, off_diagonal_total, target)
 
 
@@ -49,6 +51,8 @@ def barlow_twins_terms_from_off_diagonal(
     dim = diagonal.shape[-1]
     redundancy = off_diagonal_sq
     if target != 0.0:
+        if off_diagonal_total is None:
+            raise ValueError(f"target={target} needs the sum of the off-diagonal entries; none was given")
         redundancy = redundancy - 2.0 * target * off_diagonal_total + target * target * dim * (dim - 1)
     return invariance, redundancy
 
@@ -58,12 +62,12 @@ def off_diagonal_summaries_(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``(diagonal, ‖P°‖², ΣP°)`` of a square ``product``, whose diagonal is zeroed in place (``P`` becomes ``P°``).
 
-    ``ΣP°`` only with ``total``. The diagonal is a new tensor.
+    ``ΣP°`` only with ``total``. The diagonal is a new tensor. Both sums are pairwise
+    (:mod:`redundancy._ops.reductions`): D² terms in a few float32 accumulators would lose the small ones.
     """
     diagonal = product.diagonal().clone()
     product.diagonal().zero_()
-    flat = product.view(-1)
-    return diagonal, flat.dot(flat), flat.sum() if total else None
+    return diagonal, sum_of_squares(product), product.sum() if total else None
 
 
 def diagonal_gradient(
@@ -145,7 +149,7 @@ def view_gradients_differentiable(
         products = (lambda: torch.mm(b, c.t()), lambda: torch.mm(a, c))
     else:
         products = (lambda: torch.mm(torch.mm(b, b.t()), a) / n, lambda: torch.mm(torch.mm(a, a.t()), b) / n)
-    gradients = []
+    gradients: list[torch.Tensor | None] = []
     for need, product, other in zip(needs, products, (b, a), strict=True):
         if not need:
             gradients.append(None)
