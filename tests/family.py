@@ -60,8 +60,10 @@ def example_views(count: int, n: int, d: int, *, seed: int = 0, dtype=torch.floa
 #: The group of the distributed battery: three ranks, rank 2 the one that makes the faults.
 WORLD_SIZE = 3
 
-#: ``fault -> (inputs of the faulty rank, what every rank's error says)``, as a kind of inputs makes them.
-Faults = dict[str, tuple[tuple, str]]
+#: What every rank's error must be: the whole message (``"ValueError: ..."``), or words it must contain.
+Expected = str | tuple[str, ...]
+#: ``fault -> (inputs of the faulty rank, what every rank's error must be)``, as a kind of inputs makes them.
+Faults = dict[str, tuple[tuple, Expected]]
 
 
 def differs(name: str, values: list) -> str:
@@ -171,7 +173,7 @@ class MixedViews(NamedViews):
             ),
             "permutation_dtype": (
                 self.arguments(views, (permutation.float() if faulty else permutation, alpha)),
-                "TypeError: permutation must be an int64 or int32 torch.Tensor, got tensor(",
+                ("TypeError: permutation must be an int64 or int32 torch.Tensor, got tensor(", "(on rank 2)"),
             ),
         }
 
@@ -218,21 +220,45 @@ def _choices(annotation: Any) -> tuple:
     return tuple(value for member in members if typing.get_origin(member) is Literal for value in member.__args__)
 
 
-def off_default(default: float) -> float:
-    """A real option's value away from its default, within every bound the family uses (positive)."""
-    return 1.5 * default + 0.25
+class OptionField(NamedTuple):
+    """One option of a loss as the battery reads it from the options dataclass.
+
+    ``kind`` is ``"real"`` (a real number, perhaps also ``"auto"``), ``"integer"``, ``"choice"`` (a ``bool`` or a
+    ``Literal``) or ``"other"`` (a process group: the distributed battery sets those itself).
+    """
+
+    name: str
+    choices: tuple
+    default: Any
+    kind: str
 
 
-def option_fields(loss: Loss) -> list[tuple[str, tuple, Any, bool]]:
-    """``(name, choices, default, real)`` of each option of ``loss`` (``real``: it takes a real number)."""
+def option_fields(loss: Loss) -> list[OptionField]:
+    """The options of ``loss``, in the order of its dataclass."""
     hints = typing.get_type_hints(loss.options)
     found = []
     for field in dataclasses.fields(loss.options):
         annotation = hints[field.name]
         members = typing.get_args(annotation) if typing.get_origin(annotation) is not Literal else ()
-        real = annotation is float or float in members
-        found.append((field.name, _choices(annotation), field.default, real))
+        choices = _choices(annotation)
+        if annotation is float or float in members:
+            kind = "real"
+        elif annotation is int:
+            kind = "integer"
+        else:
+            kind = "choice" if choices else "other"
+        found.append(OptionField(field.name, choices, field.default, kind))
     return found
+
+
+def off_default(field: OptionField) -> float | int:
+    """A number option's value away from its default, within every bound the frame knows (positive)."""
+    return 2 * field.default + 1 if field.kind == "integer" else 1.5 * field.default + 0.25
+
+
+def numeric_fields(loss: Loss) -> list[OptionField]:
+    """The options that take a number (and that the battery moves off their defaults)."""
+    return [field for field in option_fields(loss) if field.kind in ("real", "integer") and field.name not in RANKS]
 
 
 def value_options(options: dict) -> dict:
@@ -242,7 +268,7 @@ def value_options(options: dict) -> dict:
 
 def _label(options: dict) -> str:
     parts = [str(options["algorithm"])] if "algorithm" in options else []
-    parts += [f"{name}={value}" for name, value in options.items() if name != "algorithm" and name != "reals"]
+    parts += [f"{name}={value}" for name, value in options.items() if name != "algorithm"]
     return "-".join(parts) or "defaults"
 
 
@@ -262,7 +288,7 @@ def variants(loss: Loss, *, ranks: bool = False) -> list[tuple[str, dict]]:
     for name, _, default, _ in fields:
         if name not in HOW and name not in RANKS:
             one_at_a_time += [{name: choice} for choice in choices_of[name] if choice != default]
-    off = {name: off_default(default) for name, _, default, real in fields if real and name not in RANKS}
+    off = {field.name: off_default(field) for field in numeric_fields(loss)}
     reals = [{}, off] if off else [{}]
     found = [(_label(p | c) + ("-reals" if r else ""), p | c | r) for p in paths for c in one_at_a_time for r in reals]
     if paths != [{}]:  # the loss as called with every option at its default (algorithm="auto")
@@ -370,7 +396,7 @@ class Case(NamedTuple):
         views, extra = self.example(seed=1)
         leaves = [view.clone().requires_grad_() for view in views]
         value = self.function(extra)(*leaves)
-        module = self.member.module(**value_options(self.options) | _how(self.options))
+        module = self.member.module(**self.options)
         arguments = self.kind.arguments(leaves, extra)
         forms = {"Module": module(*arguments)}
         if self.member.terms is not None:
@@ -565,10 +591,6 @@ def _tensors(function: Callable[..., Any]) -> Callable[..., Any]:
     return outputs
 
 
-def _how(options: dict) -> dict:
-    return {name: value for name, value in options.items() if name in HOW}
-
-
 def _split(arguments: tuple) -> tuple[list[torch.Tensor], tuple]:
     """The tensors among ``arguments`` (views in sequences included) and what rebuilds the arguments from them."""
     leaves, spec = pytree.tree_flatten(arguments)
@@ -628,17 +650,21 @@ def default_cases() -> list[Case]:
 
 
 def numpy_options(loss: Loss, np) -> dict:
-    """Every option that takes a number or a choice of strings, off its default, as a numpy scalar."""
+    """Every option that takes a number or a choice of strings or integers, off its default, as a numpy scalar
+    (``float32`` and ``float64`` in turn for real numbers)."""
     found = {}
-    for index, (name, choices, default, real) in enumerate(option_fields(loss)):
-        if name in RANKS:
+    for index, field in enumerate(option_fields(loss)):
+        others = [c for c in field.choices if c != field.default and (field.name, c) not in LEFT_OUT]
+        if field.name in RANKS:
             continue
-        if real:
-            found[name] = (np.float32, np.float64)[index % 2](off_default(default))
-        elif choices and all(isinstance(c, str) for c in choices):
-            found[name] = np.str_([c for c in choices if c != default and (name, c) not in LEFT_OUT][-1])
-        elif choices and all(isinstance(c, int) and not isinstance(c, bool) for c in choices):
-            found[name] = np.int64([c for c in choices if c != default][-1])
+        if field.kind == "real":
+            found[field.name] = (np.float32, np.float64)[index % 2](off_default(field))
+        elif field.kind == "integer":
+            found[field.name] = np.int64(off_default(field))
+        elif others and all(isinstance(c, str) for c in field.choices):
+            found[field.name] = np.str_(others[-1])
+        elif others and all(isinstance(c, int) and not isinstance(c, bool) for c in field.choices):
+            found[field.name] = np.int64(others[-1])
     return found
 
 
@@ -720,8 +746,8 @@ def rank_battery(rank: int) -> dict:
     return records
 
 
-def member_faults(member: Member, example: Example, faulty: bool) -> dict[str, tuple[tuple, dict, str]]:
-    """``fault -> (arguments, options, what every rank's error says)`` of the faults that rank 2 makes, given its own
+def member_faults(member: Member, example: Example, faulty: bool) -> dict[str, tuple[tuple, dict, Expected]]:
+    """``fault -> (arguments, options, what every rank's error must be)`` of the faults that rank 2 makes, given its own
     inputs when ``faulty`` and the good inputs otherwise: a bad first view (not a tensor, 1-D, integer), the faults
     of the kind of inputs, each real option off the others' value, each option with choices given a bad one."""
     kind = kind_of(member.loss)
@@ -747,16 +773,17 @@ def member_faults(member: Member, example: Example, faulty: bool) -> dict[str, t
     }
     for fault, (arguments, words) in kind.faults(views, extra, faulty).items():
         found[fault] = (arguments, {}, words)
-    for option, choices, default, real in option_fields(member.loss):
+    for field in option_fields(member.loss):
+        option, choices, default = field.name, field.choices, field.default
         if option in RANKS:
             continue
-        if real:
-            value = off_default(default) if faulty else default
-            values = [default] * (WORLD_SIZE - 1) + [off_default(default)]
+        if field.kind in ("real", "integer"):
+            value = off_default(field) if faulty else default
+            values = [default] * (WORLD_SIZE - 1) + [off_default(field)]
             found[f"{option}_differs"] = (good, {option: value}, differs(option, values))
         if choices:
             words = f"{option} must be a bool" if all(isinstance(c, bool) for c in choices) else f"{option} must be"
-            found[f"{option}_bad"] = (good, {option: "bogus" if faulty else default}, words)
+            found[f"{option}_bad"] = (good, {option: "bogus" if faulty else default}, (words, "(on rank 2)"))
     return found
 
 
@@ -783,7 +810,7 @@ def _member_records(member: Member, rank: int) -> dict:
     views, extra = shard(case, rank, equal)
     torch._dynamo.reset()
     compiled = torch.compile(case.function(extra), fullgraph=True, backend="aot_eager")
-    records[name, "compiled"] = outcome(lambda: _compiled_value_and_grads(compiled, views))
+    records[name, "compiled"] = outcome(lambda: compiled_value_and_grads(compiled, views))
     torch._dynamo.reset()
     dynamic = torch.compile(case.function(extra), fullgraph=True, dynamic=True, backend="eager")
     with torch.no_grad():
@@ -792,7 +819,7 @@ def _member_records(member: Member, rank: int) -> dict:
     return records
 
 
-def _compiled_value_and_grads(function, views):
+def compiled_value_and_grads(function, views):
     leaves = [view.clone().requires_grad_() for view in views]
     value = function(*leaves)
     (value * DISTRIBUTED_UPSTREAM).backward()
@@ -804,7 +831,7 @@ def compiled_one_process(member: Member):
     case = Case(member, "defaults", {})
     equal = (EQUAL_ROWS,) * WORLD_SIZE
     _, whole = case.kind.extra(equal)
-    return _compiled_value_and_grads(case.function(whole), global_views(member, equal))
+    return compiled_value_and_grads(case.function(whole), global_views(member, equal))
 
 
 def one_process_loss(member: Member, shards: Sequence[int] = SHARDS) -> torch.Tensor:
