@@ -5,6 +5,7 @@ import ctypes
 import datetime
 import gc
 import os
+import pathlib
 import platform
 import statistics
 import time
@@ -14,6 +15,28 @@ from dataclasses import dataclass
 import torch
 
 import redundancy
+
+#: Where a run writes when ``--output`` names no folder: a new folder per run under ``benchmarks/results/local/``,
+#: which git ignores, so that a run never changes the committed results. To commit a run, name its folder with
+#: ``--output``.
+LOCAL_RESULTS = pathlib.Path(__file__).resolve().parent / "results" / "local"
+
+#: Input dtypes of the CPU suite and of its memory probe, by the names the command line takes.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+
+
+def add_output_option(parser: argparse.ArgumentParser, name: str) -> None:
+    """Add ``--output FOLDER`` to an entry point's parser, by default a new folder of :data:`LOCAL_RESULTS` named
+    by the time (UTC) and ``name``: ``benchmarks/results/local/20260107T153012-suite``."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    parser.add_argument(
+        "--output",
+        type=pathlib.Path,
+        default=LOCAL_RESULTS / f"{stamp}-{name}",
+        metavar="FOLDER",
+        help="write the results into this folder (default: a new folder under benchmarks/results/local/, which git "
+        "ignores; name a folder of benchmarks/results/ to replace its committed results)",
+    )
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 For each D it times forward+backward of both algorithms over a grid of N around the FLOP-model crossover
 (N = 0.75·D, see :mod:`redundancy.cost`) and reports the smallest N at which ``cross`` is at least as fast as
-``gram``, as a fraction of D.
+``gram``, as a fraction of D. Writes ``crossover.json`` (every timing) into a new folder under
+``benchmarks/results/local/`` (which git ignores) or the folder ``--output`` names.
 
     python -m benchmarks.crossover --device cpu
     python -m benchmarks.crossover --ds 512 2048 --ratios 0.25 0.5 0.75 1 1.5
@@ -11,11 +12,10 @@ For each D it times forward+backward of both algorithms over a grid of N around 
 import argparse
 import functools
 import json
-import pathlib
 
 import torch
 
-from benchmarks.common import environment, forward_backward, make_views, time_function
+from benchmarks.common import add_output_option, environment, forward_backward, make_views, time_function
 from redundancy import barlow_twins_loss
 
 
@@ -43,14 +43,22 @@ def crossover_ratio(points: list[dict]) -> float | None:
     return None
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.crossover",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--ds", nargs="+", type=int, default=[128, 512, 2048, 8192])
     parser.add_argument("--ratios", nargs="+", type=float, default=[0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0, 1.25])
     parser.add_argument("--min-time", type=float, default=0.5)
-    parser.add_argument("--json", type=pathlib.Path)
-    args = parser.parse_args(argv)
+    add_output_option(parser, "crossover")
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
 
     device = torch.device(args.device)
     env = environment()
@@ -66,8 +74,10 @@ def main(argv=None) -> None:
     print("|---:|---:|")
     for d, ratio in summary.items():
         print(f"| {d} | {'> ' + str(args.ratios[-1]) if ratio is None else f'{ratio:.3f}'} |")
-    if args.json:
-        args.json.write_text(json.dumps({"environment": env, "points": points, "crossover": summary}, indent=2))
+    args.output.mkdir(parents=True, exist_ok=True)
+    saved = args.output / "crossover.json"
+    saved.write_text(json.dumps({"environment": env, "points": points, "crossover": summary}, indent=2))
+    print(f"wrote {saved}")
 
 
 if __name__ == "__main__":

@@ -13,10 +13,13 @@ forward+backward allocates beyond the inputs and their gradients (``torch.cuda.m
 reset). TFLOP/s use :func:`redundancy.cost.barlow_twins_flops` of the algorithm ``redundancy`` picks.
 
     python -m benchmarks.gpu          # N in {256, 1024, 2048} x D in {2048, 8192}, float32 and bfloat16
-    python -m benchmarks.gpu --shapes 256x8192 --dtypes bfloat16 --json gpu.json
+    python -m benchmarks.gpu --shapes 256x8192 --dtypes bfloat16 --output runs/gpu
     python -m benchmarks.gpu --model  # the roofline model of every kernel at the shapes (no GPU needed)
     python -m benchmarks.gpu --check  # the Triton backend against the float64 reference on the GPU, no pytest
-    python -m benchmarks.gpu --decide gpu.json  # the TRITON_FASTER entries that results file supports
+    python -m benchmarks.gpu --decide runs/gpu/gpu.json  # the TRITON_FASTER entries that results file supports
+
+A run writes ``gpu.json`` into a new folder under ``benchmarks/results/local/`` (which git ignores) or the folder
+``--output`` names.
 
 The roofline model (:func:`roofline`) counts, per kernel of :mod:`redundancy._triton.launch`, the FLOPs of its
 matrix products and the bytes it must move at least (every input read once, every output written once, no
@@ -32,7 +35,7 @@ from collections.abc import Callable
 
 import torch
 
-from benchmarks.common import parse_shape
+from benchmarks.common import add_output_option, parse_shape
 from redundancy import barlow_twins_loss, cost
 from redundancy.reference import barlow_twins_loss_reference
 
@@ -340,16 +343,20 @@ def check(device: torch.device, shapes: list[tuple[int, int]] | None = None) -> 
     return failures
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", type=parse_shape, nargs="+", default=DEFAULT_SHAPES, metavar="NxD")
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=list(DTYPES))
     parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES), help="ways to compute the loss")
-    parser.add_argument("--json", default="benchmark_gpu.json", help="where to write the results")
+    add_output_option(parser, "gpu")
     parser.add_argument("--model", action="store_true", help="print the roofline model of the kernels and exit")
     parser.add_argument("--check", action="store_true", help="check the Triton backend on the GPU and exit")
     parser.add_argument("--decide", metavar="JSON", help="print the TRITON_FASTER entries a results file supports")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.model:
         shapes = args.shapes if "--shapes" in (argv if argv is not None else sys.argv) else MODEL_SHAPES
         for dtype_name in args.dtypes:
@@ -373,9 +380,10 @@ def main(argv: list[str] | None = None) -> int:
             row = measure(n, d, DTYPES[dtype_name], device, tuple(args.cases))
             print(format_row(row), flush=True)
             rows.append(row)
-    with open(args.json, "w") as output:
-        json.dump({"environment": environment(device), "results": rows}, output, indent=2)
-    print(f"wrote {args.json}")
+    args.output.mkdir(parents=True, exist_ok=True)
+    saved = args.output / "gpu.json"
+    saved.write_text(json.dumps({"environment": environment(device), "results": rows}, indent=2))
+    print(f"wrote {saved}")
     return 0
 
 

@@ -6,17 +6,19 @@ computes only one block-triangle, ``(1 + 1/k)·N²·D`` FLOPs instead of ``2·N�
 rows (``X[i:j] X[i:]ᵀ``), in interleaved rounds, so that the three see the same machine:
 
     python -m benchmarks.gram_products
-    python -m benchmarks.gram_products --shapes 256x8192 2048x8192 --rounds 20 --json out.json --markdown out.md
+    python -m benchmarks.gram_products --shapes 256x8192 2048x8192 --rounds 20 --output benchmarks/results/cpu
+
+The run is written as ``gram_products.json`` (the environment and every timing) and ``gram_products.md`` (the
+table) into a new folder under ``benchmarks/results/local/`` (which git ignores) or the folder ``--output`` names.
 """
 
 import argparse
 import json
-import pathlib
 import time
 
 import torch
 
-from benchmarks.common import environment, median_p20_p80, parse_shape
+from benchmarks.common import add_output_option, environment, median_p20_p80, parse_shape
 from redundancy._ops.products import _block_bounds, symmetric_blocks, symmetric_gram, symmetric_gram_flops
 
 
@@ -90,8 +92,12 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.gram_products",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument(
@@ -103,8 +109,12 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--rounds", type=int, default=20, help="rounds in which the methods take turns")
     parser.add_argument("--calls", type=int, default=3, help="calls per method and round")
-    parser.add_argument("--json", type=pathlib.Path, help="write the environment and every timing here")
-    parser.add_argument("--markdown", type=pathlib.Path, help="write the table (with the environment) here")
+    add_output_option(parser, "gram_products")
+    return parser
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.calls < 1:
         parser.error("--rounds and --calls must be at least 1")
@@ -115,15 +125,17 @@ def main(argv=None) -> None:
     results = [measure(n, d, args.rounds, args.calls, dtype, device) for n, d in args.shapes]
     table = markdown(results)
     print(table)
-    if args.markdown:
-        header = (
-            f"Device: {env.get('gpu', env['processor'])} ({env['torch_threads']} threads), {args.dtype}, "
-            f"torch {env['torch']}, {env['date']}. {args.rounds} interleaved rounds, {args.calls} call(s) per "
-            "method and round: median and p20–p80 over the rounds."
-        )
-        args.markdown.write_text(f"{header}\n\n{table}\n")
-    if args.json:
-        args.json.write_text(json.dumps({"environment": env, "dtype": args.dtype, "results": results}, indent=2))
+    header = (
+        f"Device: {env.get('gpu', env['processor'])} ({env['torch_threads']} threads), {args.dtype}, "
+        f"torch {env['torch']}, {env['date']}. {args.rounds} interleaved rounds, {args.calls} call(s) per "
+        "method and round: median and p20–p80 over the rounds."
+    )
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "gram_products.md").write_text(f"{header}\n\n{table}\n")
+    (args.output / "gram_products.json").write_text(
+        json.dumps({"environment": env, "dtype": args.dtype, "results": results}, indent=2)
+    )
+    print(f"wrote {args.output / 'gram_products.json'} and {args.output / 'gram_products.md'}")
 
 
 if __name__ == "__main__":

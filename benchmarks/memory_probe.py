@@ -11,13 +11,13 @@ import torch
 
 from benchmarks.cases import all_cases
 from benchmarks.common import (
+    DTYPES,
     forward_backward,
     make_views,
     peak_memory_cpu,
     peak_memory_cuda,
     use_mmap_for_large_allocations,
 )
-from benchmarks.suite import DTYPES
 
 
 def measure(case_name: str, n: int, d: int, dtype: str, device: str) -> int:

@@ -7,22 +7,23 @@ two take turns in interleaved rounds (the order alternates from round to round),
 slows both alike; each round also gives the ratio of the two times measured side by side:
 
     python -m benchmarks.multiview
-    python -m benchmarks.multiview --views 4 --shapes 256x8192 --threads 2 --rounds 15 \\
-        --json benchmarks/results/cpu/multiview.json --markdown benchmarks/results/cpu/multiview.md
+    python -m benchmarks.multiview --views 4 --shapes 256x8192 --threads 2 --rounds 15 --output benchmarks/results/cpu
 
 ``--loss vicreg`` times :func:`redundancy.multiview_vicreg_loss` against the loop of :func:`redundancy.vicreg_loss`.
+The run is written as ``multiview.json`` (the environment and every timing) and ``multiview.md`` (the table),
+``multiview_vicreg.json`` and ``multiview_vicreg.md`` for VICReg, into a new folder under
+``benchmarks/results/local/`` (which git ignores) or the folder ``--output`` names.
 """
 
 import argparse
 import itertools
 import json
-import pathlib
 import time
 
 import torch
 
 import redundancy
-from benchmarks.common import environment, median_p20_p80, parse_shape
+from benchmarks.common import add_output_option, environment, median_p20_p80, parse_shape
 from redundancy import cost
 
 LOSSES = {
@@ -121,8 +122,17 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def file_stem(loss: str) -> str:
+    """The name of a run's files: ``multiview`` for Barlow Twins, ``multiview_<loss>`` for the others."""
+    return "multiview" if loss == "barlow_twins" else f"multiview_{loss}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.multiview",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--loss", default="barlow_twins", choices=list(LOSSES))
     parser.add_argument("--views", type=int, nargs="+", default=[4], help="numbers of views V (at least 2)")
     parser.add_argument(
@@ -133,8 +143,12 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own)")
     parser.add_argument("--rounds", type=int, default=15, help="rounds in which the two methods take turns")
     parser.add_argument("--calls", type=int, default=1, help="steps per method and round")
-    parser.add_argument("--json", type=pathlib.Path, help="write the environment and every timing here")
-    parser.add_argument("--markdown", type=pathlib.Path, help="write the table (with the environment) here")
+    add_output_option(parser, "multiview")
+    return parser
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.calls < 1:
         parser.error("--rounds and --calls must be at least 1")
@@ -153,17 +167,20 @@ def main(argv=None) -> None:
     ]
     table = markdown(results)
     print(table)
-    if args.markdown:
-        header = (
-            f"Device: {env.get('gpu', env['processor'])} ({env['torch_threads']} threads), {args.dtype}, "
-            f"torch {env['torch']}, {env['date']}. Forward and backward of one step. {args.rounds} interleaved "
-            f"rounds, {args.calls} call(s) per method and round: median and p20–p80 over the rounds; the speed-up is "
-            "the loop's time over the multi-view loss's in each round (median, p20–p80 over the rounds). GFLOP/s "
-            "count the matrix products only (redundancy.cost)."
-        )
-        args.markdown.write_text(f"{header}\n\n{table}\n")
-    if args.json:
-        args.json.write_text(json.dumps({"environment": env, "dtype": args.dtype, "results": results}, indent=2))
+    header = (
+        f"Device: {env.get('gpu', env['processor'])} ({env['torch_threads']} threads), {args.dtype}, "
+        f"torch {env['torch']}, {env['date']}. Forward and backward of one step. {args.rounds} interleaved "
+        f"rounds, {args.calls} call(s) per method and round: median and p20–p80 over the rounds; the speed-up is "
+        "the loop's time over the multi-view loss's in each round (median, p20–p80 over the rounds). GFLOP/s "
+        "count the matrix products only (redundancy.cost)."
+    )
+    args.output.mkdir(parents=True, exist_ok=True)
+    stem = file_stem(args.loss)
+    (args.output / f"{stem}.md").write_text(f"{header}\n\n{table}\n")
+    (args.output / f"{stem}.json").write_text(
+        json.dumps({"environment": env, "dtype": args.dtype, "results": results}, indent=2)
+    )
+    print(f"wrote {args.output / stem}.json and {args.output / stem}.md")
 
 
 if __name__ == "__main__":

@@ -18,18 +18,23 @@ widest share is counted where it is not.
 
     python -m benchmarks.parallel_layouts
     python -m benchmarks.parallel_layouts --n 2048 --d 8192 32768 65536 --world-sizes 8 64 \\
-        --json benchmarks/results/cpu/parallel_layouts.json --rst benchmarks/results/cpu/parallel_layouts.rst
+        --output benchmarks/results/cpu
+
+It prints the documentation's table and writes it as ``parallel_layouts.rst``, beside ``parallel_layouts.json``
+(every figure), into a new folder under ``benchmarks/results/local/`` (which git ignores) or the folder
+``--output`` names.
 """
 
 import argparse
 import json
 import math
-import pathlib
 
 import torch
 
+from benchmarks.common import add_output_option
 from benchmarks.report import list_table
 from redundancy import cost
+from redundancy.barlow_twins import FEATURE_PARALLEL_COST
 
 MIB = 2**20
 
@@ -82,12 +87,12 @@ def layout(n: int, d: int, rows: int, features: int, dtype: torch.dtype) -> dict
         result["view"] = matrix("rows" if strategy == "all_reduce" else "gathered rows", view_rows, d, itemsize)
         result["loss_matrix"] = matrix("C", d, d, itemsize) if algorithm == "cross" else matrix("Gram", n, n, itemsize)
         return result
-    algorithm = cost.choose_feature_parallel_algorithm(n, d, rows, features, dtype)
+    algorithm = cost.choose_feature_parallel_algorithm(n, d, rows, features, dtype, loss=FEATURE_PARALLEL_COST)
     result.update(
         strategy=None,
         algorithm=algorithm,
-        bytes_per_rank=cost.feature_parallel_bytes(algorithm, n, d, rows, features, dtype),
-        flops_per_rank=cost.feature_parallel_flops(algorithm, n, d, rows, features),
+        bytes_per_rank=cost.feature_parallel_bytes(algorithm, n, d, rows, features, dtype, loss=FEATURE_PARALLEL_COST),
+        flops_per_rank=cost.feature_parallel_flops(algorithm, n, d, rows, features, loss=FEATURE_PARALLEL_COST),
     )
     columns = math.ceil(d / features)
     if algorithm == "gram":
@@ -158,14 +163,22 @@ def rst(results: list[dict], dtype_name: str) -> str:
     return intro + list_table(header, rows, text_columns=(3, 4, 8, 10))
 
 
-def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.parallel_layouts",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--n", type=int, default=2048, help="global batch N (default: %(default)s)")
     parser.add_argument("--d", type=int, nargs="+", default=[8192, 32768, 65536], help="feature dimensions D")
     parser.add_argument("--world-sizes", type=int, nargs="+", default=[8, 64], help="numbers of ranks W")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"])
-    parser.add_argument("--json", type=pathlib.Path, help="write every figure here")
-    parser.add_argument("--rst", type=pathlib.Path, help="write the documentation's table here")
+    add_output_option(parser, "parallel_layouts")
+    return parser
+
+
+def main(argv=None) -> list[dict]:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.n < 2:
         parser.error(f"--n must be at least 2, got {args.n}")
@@ -177,10 +190,12 @@ def main(argv=None) -> list[dict]:
     results = table(args.n, args.d, args.world_sizes, dtype)
     rendered = rst(results, args.dtype)
     print(rendered)
-    if args.rst:
-        args.rst.write_text(rendered)
-    if args.json:
-        args.json.write_text(json.dumps({"dtype": args.dtype, "results": results}, indent=1) + "\n")
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "parallel_layouts.rst").write_text(rendered)
+    (args.output / "parallel_layouts.json").write_text(
+        json.dumps({"dtype": args.dtype, "results": results}, indent=1) + "\n"
+    )
+    print(f"wrote {args.output / 'parallel_layouts.json'} and {args.output / 'parallel_layouts.rst'}")
     return results
 
 

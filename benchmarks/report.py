@@ -3,7 +3,8 @@
 ``python -m benchmarks.report benchmarks/results/cpu/results.json`` redraws a saved run of the suite: its markdown
 table (``results.md``), the reStructuredText tables the documentation includes (``summary.rst``: one row per shape;
 ``table.rst``: every case), and its plots. Given a JSON file of ``python -m benchmarks.gram_products``, it writes
-that file's table as ``gram_products.rst``.
+that file's table as ``gram_products.rst``. They go into a new folder under ``benchmarks/results/local/`` (which
+git ignores) or the folder ``--output`` names: ``--output benchmarks/results/cpu`` replaces the committed ones.
 
 ``python -m benchmarks.report --headline docs/_static/headline.png GRID.json [REPEAT.json ...]`` draws the
 headline figure: speed-up and peak-memory reduction of ``redundancy`` (auto) over the reference against D, at the
@@ -15,6 +16,8 @@ shapes, side by side.
 import argparse
 import json
 import pathlib
+
+from benchmarks.common import add_output_option
 
 BASELINE = "reference"
 HEADLINE = "redundancy-auto-torch"
@@ -375,12 +378,12 @@ def headline_points(results: dict, batches=HEADLINE_BATCHES) -> dict[int, list[t
 def headline(grid: dict, repeats: list[dict], path: pathlib.Path) -> pathlib.Path:
     """Speed-up and memory reduction against D at the headline batch sizes, from ``grid`` (lines, values written
     at the points) and ``repeats`` (other runs of some of the same shapes, hollow markers); returns ``path``."""
+    lines = headline_points(grid)  # a run without the figure's shapes is named before matplotlib is needed
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lines = headline_points(grid)
     env = grid["environment"]
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.9))
     for column, (ax, label) in enumerate(
@@ -437,7 +440,7 @@ def _is_gram_products(saved: dict) -> bool:
     return bool(saved["results"]) and "methods" in saved["results"][0]
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -455,6 +458,12 @@ def main(argv: list[str] | None = None) -> None:
         help="write one table comparing the runs (repeat runs of the same shapes) here instead",
     )
     parser.add_argument("--no-plots", action="store_true", help="write the tables only")
+    add_output_option(parser, "report")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     missing = [str(path) for path in args.results if not path.is_file()]
     if missing:
@@ -473,16 +482,19 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {args.runs}")
     if args.headline is not None or args.runs is not None:
         return
+    if sum(not _is_gram_products(run) for run in saved) > 1:
+        parser.error("give one results.json of the suite per --output folder (each run's tables have the same names)")
+    args.output.mkdir(parents=True, exist_ok=True)
     for path, run in zip(args.results, saved, strict=True):
         if _is_gram_products(run):
-            written = [path.with_suffix(".rst")]
+            written = [args.output / path.with_suffix(".rst").name]
             written[0].write_text(gram_products_rst(run))
         else:
-            write_tables(run, path.parent)
-            written = [path.parent / name for name in ("results.md", "table.rst", "summary.rst")]
+            write_tables(run, args.output)
+            written = [args.output / name for name in ("results.md", "table.rst", "summary.rst")]
             written = [file for file in written if file.exists()]
             if not args.no_plots:
-                written += plots(run, path.parent)
+                written += plots(run, args.output)
         for file in written:
             print(f"wrote {file}")
 

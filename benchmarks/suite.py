@@ -4,7 +4,8 @@ For each shape, dtype and case it measures forward, backward and full (forward+b
 with the 20th and 80th percentiles, the peak memory one full step adds beyond the inputs (CPU: the resident-set
 high-water mark of a child process per case, reset after a warm-up step; CUDA: ``max_memory_allocated``), and
 the achieved GFLOP/s from the FLOP count of the algorithm the case runs, next to this machine's measured
-matmul throughput. Results go to JSON, a markdown table and plots.
+matmul throughput. Results go to JSON, a markdown table and plots, in a new folder under
+``benchmarks/results/local/`` (which git ignores) or the folder ``--output`` names.
 
 With ``--rounds R`` every case of a shape is timed R times, the cases taking turns within each round, and each
 timing is the median of the R rounds' medians (p20–p80 across the rounds). On a shared machine whose speed drifts
@@ -25,13 +26,21 @@ import torch
 
 from benchmarks import report
 from benchmarks.cases import all_cases
-from benchmarks.common import environment, forward_backward, make_views, median_p20_p80, parse_shape, time_function
+from benchmarks.common import (
+    DTYPES,
+    add_output_option,
+    environment,
+    forward_backward,
+    make_views,
+    median_p20_p80,
+    parse_shape,
+    time_function,
+)
+from benchmarks.memory_probe import measure as measure_peak_memory
 from redundancy import cost
 
 FULL_SHAPES = [(n, d) for n in (32, 128, 512, 2048) for d in (128, 512, 2048, 8192)]
 QUICK_SHAPES = [(32, 64), (64, 256)]
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
-DEFAULT_OUTPUT = pathlib.Path(__file__).resolve().parent / "results"
 
 
 def _sync(device: torch.device):
@@ -90,9 +99,7 @@ def combine_rounds(rounds: list[dict]) -> dict:
 def peak_memory(case_name: str, n: int, d: int, dtype: str, device: torch.device) -> int:
     """Peak bytes one full step adds beyond its inputs, measured in a child process (CPU) or here (CUDA)."""
     if device.type == "cuda":
-        from benchmarks.memory_probe import measure
-
-        return measure(case_name, n, d, dtype, str(device))
+        return measure_peak_memory(case_name, n, d, dtype, str(device))
     probe = [sys.executable, "-m", "benchmarks.memory_probe", case_name, str(n), str(d), dtype, str(device)]
     done = subprocess.run(probe, capture_output=True, text=True, check=True, cwd=pathlib.Path(__file__).parents[1])
     return int(done.stdout.strip().splitlines()[-1])
@@ -156,7 +163,7 @@ def run(args) -> dict:
     }
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -171,8 +178,13 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="tiny shapes and short timings: a smoke test")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
-    parser.add_argument("--output", type=pathlib.Path, default=None, help="folder for JSON, table and plots")
+    add_output_option(parser, "suite")
     parser.add_argument("--no-plots", action="store_true")
+    return parser
+
+
+def main(argv=None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
@@ -180,8 +192,6 @@ def main(argv=None) -> None:
         args.shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
     if args.min_time is None:
         args.min_time = 0.05 if args.quick else 1.0
-    if args.output is None:
-        args.output = DEFAULT_OUTPUT / ("quick" if args.quick else torch.device(args.device).type)
 
     results = run(args)
     args.output.mkdir(parents=True, exist_ok=True)

@@ -5,17 +5,18 @@ A loss file declares
 - its **options**, a frozen keyword-only dataclass deriving from :class:`Options`. Each field's type annotation
   says what the option takes (``float``, ``bool``, ``int``, a ``Literal`` of choices, ``float | Literal["auto"]``,
   a process group) and is what the frame checks at run time; the field's ``metadata`` adds a bound
-  (:data:`NONNEGATIVE`, :data:`POSITIVE`) or how the ranks compare it. The public functions and Modules spell the
-  same options in their signatures, and ``tests/test_signatures.py`` keeps the two equal;
+  (:data:`NONNEGATIVE`, :data:`POSITIVE`), how the ranks compare it (``encode``, ``decode``), or, for an option
+  whose annotation does not say it all (a tensor, a generator), its ``check``. The public functions and Modules
+  spell the same options in their signatures, and ``tests/test_signatures.py`` keeps the two equal;
 - its **inputs** (:class:`Views` for named ``(N, D)`` tensors, :class:`ViewSequence` for a variable number of views,
   or a subclass that checks further inputs);
 - a :class:`Loss` naming both.
 
-A public function then reads as three steps::
+A public function then reads as a few steps::
 
-    call = LOSS.open((z1, z2), options)          # check the options and inputs, exchange with the other ranks
-    terms = _compute(call.options, call.batch, *call.inputs)    # the loss's own computation, on the global batch
-    return call.finish(terms)                    # the gradient convention (and DTensor outputs)
+    with LOSS.open((z1, z2), options) as call:   # check the options and inputs, exchange with the other ranks
+        terms = _compute(call.options, call.batch, *call.inputs)    # the loss's own computation (no autocast)
+        return call.finish(terms)                # the gradient convention (and DTensor outputs)
 
 :meth:`Loss.open` checks the options and the inputs, and in a process group of several ranks joins one exchange of
 headers (:func:`redundancy._exchange.open_batch`) *even when its own checks failed*, so that a bad input or option
@@ -24,11 +25,14 @@ it returns (:class:`redundancy._batch.GlobalBatch`) is that of all ranks: one pr
 which every collective is the identity.
 """
 
+import contextlib
 import dataclasses
 import functools
+import inspect
+import numbers
 import typing
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
@@ -46,6 +50,7 @@ from redundancy._exchange import (
     is_global,
     open_batch,
 )
+from redundancy._ops._autocast import no_autocast
 from redundancy._validation import (
     check_bool,
     check_choice,
@@ -110,6 +115,9 @@ def _spec(field: dataclasses.Field, annotation: Any) -> OptionSpec:
     def real(option: str, value: Any) -> None:
         check_real(option, value, **bounds)
 
+    if "check" in metadata:  # an option whose annotation does not say it all (a tensor, a generator)
+        return OptionSpec(name, default, metadata["check"], metadata.get("encode"), metadata.get("decode", str))
+
     if annotation is bool:
         return OptionSpec(name, default, check_bool, float, bool)
     if annotation == Correction:  # a choice of two integers, numpy's included
@@ -165,6 +173,14 @@ class Options:
         """Checks that involve several options (a loss overrides it); each option alone is already checked."""
 
 
+def _plain(value: Any) -> Any:
+    """A real number that is neither an integer nor a float (a ``fractions.Fraction``, a numpy float32) as a float,
+    which every tensor operation takes; any other value as it is (the checks judge it)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, (numbers.Integral, float, torch.SymFloat)):
+        return float(value)
+    return value
+
+
 # ------------------------------------------------------------------------------------------------ inputs
 
 
@@ -188,6 +204,7 @@ class Views:
     def __init__(self, *names: str, extra: tuple[str, ...] = ()) -> None:
         self.names = names
         self.extra = extra
+        self.arguments = names + extra
 
     def check(self, inputs: tuple, min_rows: int) -> Inputs:
         views = tuple(inputs[: len(self.names)])
@@ -209,6 +226,7 @@ class ViewSequence:
     """
 
     names = None  # no fixed names: DTensor views are not taken here
+    arguments = ("views",)
 
     def check(self, inputs: tuple, min_rows: int) -> Inputs:
         (views,) = inputs
@@ -271,6 +289,70 @@ def eager_on_a_grid(function: Function) -> Function:
     return typing.cast(Function, run)
 
 
+# ------------------------------------------------------------------------------------------------ signatures
+
+Arguments = typing.ParamSpec("Arguments")
+Options_ = typing.ParamSpec("Options_")
+Returned = typing.TypeVar("Returned")
+#: The views of a multi-view loss: a sequence of ``(N, D)`` tensors or one ``(V, N, D)`` tensor.
+ViewsArgument = Sequence[torch.Tensor] | torch.Tensor
+
+
+def _set_signature(function: Callable[..., Any], signature: inspect.Signature) -> None:
+    typing.cast(Any, function).__signature__ = signature
+
+
+def same_arguments_as(
+    function: Callable[Arguments, Any], returns: type[Returned]
+) -> Callable[[Callable[..., Returned]], Callable[Arguments, Returned]]:
+    """Give the decorated function the arguments of ``function`` (its inputs and options, with their types and
+    defaults) and the return type ``returns``, for type checkers and :func:`inspect.signature`.
+
+    A loss's ``terms`` form takes the arguments of the loss: ``@same_arguments_as(barlow_twins_loss,
+    BarlowTwinsTerms)`` on ``def barlow_twins_terms(z1, z2, **options)``.
+    """
+
+    def decorate(decorated: Callable[..., Returned]) -> Callable[Arguments, Returned]:
+        _set_signature(decorated, inspect.signature(function).replace(return_annotation=returns))
+        return decorated
+
+    return decorate
+
+
+def multiview_form_of(
+    two_views: Callable[typing.Concatenate[torch.Tensor, torch.Tensor, Options_], Returned],
+) -> Callable[[Callable[..., Returned]], Callable[typing.Concatenate[ViewsArgument, Options_], Returned]]:
+    """Give the decorated function the signature of ``two_views`` with ``views`` in place of ``z1, z2``: the
+    multi-view form of a two-view loss takes its options."""
+
+    def decorate(decorated: Callable[..., Returned]) -> Callable[typing.Concatenate[ViewsArgument, Options_], Returned]:
+        signature = inspect.signature(two_views)
+        options = [p for p in signature.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        views = inspect.Parameter("views", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=ViewsArgument)
+        _set_signature(decorated, signature.replace(parameters=[views, *options]))
+        return decorated
+
+    return decorate
+
+
+def module_options(
+    options: Callable[Options_, Options],
+) -> Callable[[Callable[..., None]], Callable[typing.Concatenate[Any, Options_], None]]:
+    """Give a Module's ``__init__`` the options of its loss (the fields of the options dataclass), keyword-only with
+    their types and defaults."""
+
+    def decorate(init: Callable[..., None]) -> Callable[typing.Concatenate[Any, Options_], None]:
+        hints = typing.get_type_hints(options)
+        parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)] + [
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
+            for f in dataclasses.fields(typing.cast(Any, options))
+        ]
+        _set_signature(init, inspect.Signature(parameters, return_annotation=None))
+        return init
+
+    return decorate
+
+
 #: Checked options by the keywords of the call that gave them (see :meth:`Loss.checked_options`).
 _CHECKED: dict = {}
 _CHECKED_LIMIT = 4096
@@ -305,6 +387,7 @@ class Loss:
         inputs: how the inputs are checked (:class:`Views`, :class:`ViewSequence`).
         min_rows: the fewest rows one process may pass (the global batch needs as many).
         specs: the options as the frame reads them, in the order of the dataclass (and of the signature).
+        option_names: their names.
         code: a number that names the loss in the exchange of the ranks (exact in float64).
     """
 
@@ -313,6 +396,7 @@ class Loss:
     inputs: Views | ViewSequence
     min_rows: int = 2
     specs: tuple[OptionSpec, ...] = dataclasses.field(init=False)
+    option_names: frozenset[str] = dataclasses.field(init=False)
     code: int = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
@@ -322,17 +406,23 @@ class Loss:
         if not set(FAMILY_OPTIONS) <= set(names):
             raise TypeError(f"{self.options.__name__} must declare the family's options {FAMILY_OPTIONS}")
         object.__setattr__(self, "specs", specs)
+        object.__setattr__(self, "option_names", frozenset(names))
         object.__setattr__(self, "code", zlib.crc32(self.name.encode()) & 0xFFFFFF)
         LOSS_NAMES[self.code] = self.name
 
     # -------------------------------------------------------------------------------------------- steps
 
-    def open(self, inputs: tuple, options: dict[str, Any]) -> Call:
-        """Check the options and inputs, and exchange with the other ranks (one process: nothing to exchange).
+    @contextlib.contextmanager
+    def open(self, arguments: Mapping[str, Any]) -> Iterator[Call]:
+        """Check the options and inputs of a call, given by name (``locals()`` of a public function), and exchange
+        with the other ranks (one process: nothing to exchange); the loss is computed inside the ``with`` block,
+        with autocast disabled for the views' device (the loss accumulates in float32 whatever autocast says).
 
         Raises the first bad option's or input's :class:`TypeError`/:class:`ValueError` (naming it) on every rank
-        of the group.
+        of the group, an unknown option's name included.
         """
+        inputs = tuple(arguments[name] for name in self.inputs.arguments)
+        options = {name: value for name, value in arguments.items() if name not in self.inputs.arguments}
         wrap = None
         if self.inputs.names is not None and is_dtensor(inputs[0]):  # the placements name the groups
             names = self.inputs.names
@@ -351,11 +441,9 @@ class Loss:
             self.min_rows,
         )
         batch = open_batch(header, error)  # raises any rank's error, on every rank
-        return Call(checked, batch, inputs if self.inputs.names is not None else views, wrap)
+        with no_autocast(views[0].device):
+            yield Call(checked, batch, inputs if self.inputs.names is not None else views, wrap)
 
-    @property
-    def option_names(self) -> frozenset[str]:
-        return frozenset(spec.name for spec in self.specs)
 
     def checked_options(self, options: dict[str, Any]) -> tuple[Options, Exception | None]:
         """``(options, error)``: the options dataclass of ``options`` and the first option's error (or ``None``).
@@ -363,6 +451,10 @@ class Loss:
         Options that passed are remembered by the keywords that gave them (equal values of the same types, so that
         ``True`` is not taken for ``1``): a training loop's identical calls cost one dict lookup.
         """
+        unknown = [name for name in options if name not in self.option_names]
+        if unknown:  # reported like any other error: on every rank
+            error = TypeError(f"{self.name}() got an unexpected keyword argument {unknown[0]!r}")
+            return self.options(**{name: options[name] for name in options if name not in unknown}), error
         key = None
         if not torch.compiler.is_compiling():  # nothing to remember in a graph
             try:
@@ -372,7 +464,7 @@ class Loss:
                 key = remembered = None
             if remembered is not None:
                 return remembered, None
-        checked = self.options(**options)
+        checked = self.options(**{name: _plain(value) for name, value in options.items()})
         try:
             self.check_options(checked)
         except (TypeError, ValueError) as error:
@@ -419,11 +511,21 @@ class LossModule(torch.nn.Module):
     """The base of a loss's :class:`torch.nn.Module`: the options as plain attributes (``torch.nn`` style, so
     ``repr``, pickling and ``state_dict`` need nothing special), checked at construction.
 
-    A Module's ``__init__`` spells its options, stores each as an attribute of the same name and calls
-    :meth:`check`; its ``forward`` calls the function with :attr:`options`.
+    A Module names its loss, and its ``__init__`` takes the options of the loss (its signature from the options
+    dataclass, :func:`module_options`), storing each as an attribute of the same name; its ``forward`` takes the
+    function's inputs and calls it with :attr:`options`.
     """
 
     loss: ClassVar[Loss]
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__()
+        unknown = [name for name in options if name not in self.loss.option_names]
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {unknown[0]!r}")
+        for spec in self.loss.specs:
+            setattr(self, spec.name, options.get(spec.name, spec.default))
+        self.check()
 
     @property
     def options(self) -> dict[str, Any]:

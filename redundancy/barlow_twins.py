@@ -12,7 +12,7 @@ V(V-1)/2 pairs), one process and many (the batch of all ranks), whole views and 
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -31,8 +31,12 @@ from redundancy._frame import (
     Options,
     Strategy,
     Views,
+    ViewsArgument,
     ViewSequence,
     eager_on_a_grid,
+    module_options,
+    multiview_form_of,
+    same_arguments_as,
 )
 from redundancy._ops._autocast import no_autocast
 from redundancy._ops.feature_shards import barlow_twins_terms_over_features, terms_algorithm
@@ -107,6 +111,20 @@ class BarlowTwinsOptions(Options):
 
 
 BARLOW_TWINS = Loss("barlow_twins_loss", BarlowTwinsOptions, Views("z1", "z2"))
+
+#: What Barlow Twins sends and computes on a grid of row and feature shards (:mod:`redundancy.cost`): the cross
+#: form gathers the second view's columns; both forms sum the invariance and ``Σ c_i²`` (or the off-diagonal
+#: energy), and ``ΣC°`` with a nonzero target; 8·N²·D_f FLOPs for the two Grams, 6·N·D_f·D for the block row of C.
+FEATURE_PARALLEL_COST = cost.FeatureParallelCost(
+    name="barlow_twins_loss",
+    data_parallel_with_one_feature_rank=True,
+    gathered_views=1,
+    scalars=2,
+    target_scalars=1,
+    gram_flops=8,
+    cross_flops=6,
+    autocorrelation=False,
+)
 MULTIVIEW_BARLOW_TWINS = Loss("multiview_barlow_twins_loss", BarlowTwinsOptions, ViewSequence())
 
 
@@ -186,7 +204,7 @@ def _terms_over_features(options: BarlowTwinsOptions, batch: GlobalBatch, views:
     algorithm: str = options.algorithm
     if algorithm == "auto":
         algorithm = cost.choose_feature_parallel_algorithm(
-            batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype
+            batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype, loss=FEATURE_PARALLEL_COST
         )
     algorithm = terms_algorithm(algorithm, batch.count, batch.dim)
     views = batch.gather(*(z.to(batch.dtype) for z in views))
@@ -307,32 +325,12 @@ def barlow_twins_loss(
         >>> loss.shape, loss.dtype
         (torch.Size([]), torch.float32)
     """
-    return barlow_twins_terms(
-        z1, z2, lambd=lambd, scale=scale, eps=eps, correction=correction, standardize=standardize,
-        off_diagonal_target=off_diagonal_target, algorithm=algorithm, backend=backend, strategy=strategy,
-        distributed=distributed, gradient_convention=gradient_convention, group=group, feature_group=feature_group,
-    ).loss  # fmt: skip
+    return barlow_twins_terms(**locals()).loss  # every argument, by name
 
 
 @eager_on_a_grid
-def barlow_twins_terms(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    *,
-    lambd: float | Literal["auto"] = 0.0051,
-    scale: float = 1.0,
-    eps: float = 1e-5,
-    correction: Correction = 0,
-    standardize: bool = True,
-    off_diagonal_target: float = 0.0,
-    algorithm: Algorithm = "auto",
-    backend: Backend = "auto",
-    strategy: Strategy = "auto",
-    distributed: Distributed = "global",
-    gradient_convention: GradientConvention = "global",
-    group: ProcessGroup | None = None,
-    feature_group: ProcessGroup | None = None,
-) -> BarlowTwinsTerms:
+@same_arguments_as(barlow_twins_loss, BarlowTwinsTerms)
+def barlow_twins_terms(z1: torch.Tensor, z2: torch.Tensor, **options: Any) -> BarlowTwinsTerms:
     r"""The Barlow Twins loss together with its invariance and redundancy terms, for logging.
 
     Takes the arguments of :func:`barlow_twins_loss`; ``terms.loss`` is exactly what that returns.
@@ -348,16 +346,8 @@ def barlow_twins_terms(
         >>> torch.allclose(terms.loss, terms.invariance + 0.0051 * terms.redundancy)
         True
     """
-    call = BARLOW_TWINS.open(
-        (z1, z2),
-        dict(
-            lambd=lambd, scale=scale, eps=eps, correction=correction, standardize=standardize,
-            off_diagonal_target=off_diagonal_target, algorithm=algorithm, backend=backend, strategy=strategy,
-            distributed=distributed, gradient_convention=gradient_convention, group=group,
-            feature_group=feature_group,
-        ),
-    )  # fmt: skip
-    return call.finish(_barlow_twins_terms(call.options, call.batch, call.inputs))
+    with BARLOW_TWINS.open(dict(options, z1=z1, z2=z2)) as call:
+        return call.finish(_barlow_twins_terms(call.options, call.batch, call.inputs))
 
 
 class BarlowTwinsLoss(LossModule):
@@ -378,41 +368,12 @@ class BarlowTwinsLoss(LossModule):
 
     loss = BARLOW_TWINS
 
-    def __init__(
-        self,
-        *,
-        lambd: float | Literal["auto"] = 0.0051,
-        scale: float = 1.0,
-        eps: float = 1e-5,
-        correction: Correction = 0,
-        standardize: bool = True,
-        off_diagonal_target: float = 0.0,
-        algorithm: Algorithm = "auto",
-        backend: Backend = "auto",
-        strategy: Strategy = "auto",
-        distributed: Distributed = "global",
-        gradient_convention: GradientConvention = "global",
-        group: ProcessGroup | None = None,
-        feature_group: ProcessGroup | None = None,
-    ) -> None:
-        super().__init__()
-        self.lambd = lambd
-        self.scale = scale
-        self.eps = eps
-        self.correction = correction
-        self.standardize = standardize
-        self.off_diagonal_target = off_diagonal_target
-        self.algorithm = algorithm
-        self.backend = backend
-        self.strategy = strategy
-        self.distributed = distributed
-        self.gradient_convention = gradient_convention
-        self.group = group
-        self.feature_group = feature_group
-        self.check()
+    @module_options(BarlowTwinsOptions)
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        """The loss of :func:`redundancy.barlow_twins_loss` with this module's options."""
+        """The value of :func:`redundancy.barlow_twins_loss` with this module's options."""
         return barlow_twins_loss(z1, z2, **self.options)
 
     def terms(self, z1: torch.Tensor, z2: torch.Tensor) -> BarlowTwinsTerms:
@@ -423,23 +384,8 @@ class BarlowTwinsLoss(LossModule):
 # ------------------------------------------------------------------------------------------------ several views
 
 
-def multiview_barlow_twins_loss(
-    views: Sequence[torch.Tensor] | torch.Tensor,
-    *,
-    lambd: float | Literal["auto"] = 0.0051,
-    scale: float = 1.0,
-    eps: float = 1e-5,
-    correction: Correction = 0,
-    standardize: bool = True,
-    off_diagonal_target: float = 0.0,
-    algorithm: Algorithm = "auto",
-    backend: Backend = "auto",
-    strategy: Strategy = "auto",
-    distributed: Distributed = "global",
-    gradient_convention: GradientConvention = "global",
-    group: ProcessGroup | None = None,
-    feature_group: ProcessGroup | None = None,
-) -> torch.Tensor:
+@multiview_form_of(barlow_twins_loss)
+def multiview_barlow_twins_loss(views: ViewsArgument, **options: Any) -> torch.Tensor:
     r"""The Barlow Twins loss of V ≥ 2 views of one batch: the mean over the V(V-1)/2 pairs of the two-view loss.
 
     .. math::
@@ -478,31 +424,12 @@ def multiview_barlow_twins_loss(
         >>> torch.allclose(loss, torch.stack(pairs).mean())
         True
     """
-    return multiview_barlow_twins_terms(
-        views, lambd=lambd, scale=scale, eps=eps, correction=correction, standardize=standardize,
-        off_diagonal_target=off_diagonal_target, algorithm=algorithm, backend=backend, strategy=strategy,
-        distributed=distributed, gradient_convention=gradient_convention, group=group, feature_group=feature_group,
-    ).loss  # fmt: skip
+    return multiview_barlow_twins_terms(views, **options).loss
 
 
 @eager_on_a_grid
-def multiview_barlow_twins_terms(
-    views: Sequence[torch.Tensor] | torch.Tensor,
-    *,
-    lambd: float | Literal["auto"] = 0.0051,
-    scale: float = 1.0,
-    eps: float = 1e-5,
-    correction: Correction = 0,
-    standardize: bool = True,
-    off_diagonal_target: float = 0.0,
-    algorithm: Algorithm = "auto",
-    backend: Backend = "auto",
-    strategy: Strategy = "auto",
-    distributed: Distributed = "global",
-    gradient_convention: GradientConvention = "global",
-    group: ProcessGroup | None = None,
-    feature_group: ProcessGroup | None = None,
-) -> BarlowTwinsTerms:
+@multiview_form_of(barlow_twins_terms)
+def multiview_barlow_twins_terms(views: ViewsArgument, **options: Any) -> BarlowTwinsTerms:
     r"""The multi-view Barlow Twins loss with its invariance and redundancy terms, each the mean over the pairs.
 
     Takes the arguments of :func:`multiview_barlow_twins_loss`; ``terms.loss`` is exactly what that returns.
@@ -519,16 +446,8 @@ def multiview_barlow_twins_terms(
         >>> torch.allclose(terms.loss, terms.invariance + 0.0051 * terms.redundancy)
         True
     """
-    call = MULTIVIEW_BARLOW_TWINS.open(
-        (views,),
-        dict(
-            lambd=lambd, scale=scale, eps=eps, correction=correction, standardize=standardize,
-            off_diagonal_target=off_diagonal_target, algorithm=algorithm, backend=backend, strategy=strategy,
-            distributed=distributed, gradient_convention=gradient_convention, group=group,
-            feature_group=feature_group,
-        ),
-    )  # fmt: skip
-    return call.finish(_barlow_twins_terms(call.options, call.batch, call.inputs))
+    with MULTIVIEW_BARLOW_TWINS.open(dict(options, views=views)) as call:
+        return call.finish(_barlow_twins_terms(call.options, call.batch, call.inputs))
 
 
 class MultiviewBarlowTwinsLoss(LossModule):
@@ -547,43 +466,14 @@ class MultiviewBarlowTwinsLoss(LossModule):
 
     loss = MULTIVIEW_BARLOW_TWINS
 
-    def __init__(
-        self,
-        *,
-        lambd: float | Literal["auto"] = 0.0051,
-        scale: float = 1.0,
-        eps: float = 1e-5,
-        correction: Correction = 0,
-        standardize: bool = True,
-        off_diagonal_target: float = 0.0,
-        algorithm: Algorithm = "auto",
-        backend: Backend = "auto",
-        strategy: Strategy = "auto",
-        distributed: Distributed = "global",
-        gradient_convention: GradientConvention = "global",
-        group: ProcessGroup | None = None,
-        feature_group: ProcessGroup | None = None,
-    ) -> None:
-        super().__init__()
-        self.lambd = lambd
-        self.scale = scale
-        self.eps = eps
-        self.correction = correction
-        self.standardize = standardize
-        self.off_diagonal_target = off_diagonal_target
-        self.algorithm = algorithm
-        self.backend = backend
-        self.strategy = strategy
-        self.distributed = distributed
-        self.gradient_convention = gradient_convention
-        self.group = group
-        self.feature_group = feature_group
-        self.check()
+    @module_options(BarlowTwinsOptions)
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
 
-    def forward(self, views: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
-        """The loss of :func:`redundancy.multiview_barlow_twins_loss` with this module's options."""
+    def forward(self, views: ViewsArgument) -> torch.Tensor:
+        """The value of :func:`redundancy.multiview_barlow_twins_loss` with this module's options."""
         return multiview_barlow_twins_loss(views, **self.options)
 
-    def terms(self, views: Sequence[torch.Tensor] | torch.Tensor) -> BarlowTwinsTerms:
+    def terms(self, views: ViewsArgument) -> BarlowTwinsTerms:
         """The loss with its terms, as :func:`redundancy.multiview_barlow_twins_terms` returns them."""
         return multiview_barlow_twins_terms(views, **self.options)

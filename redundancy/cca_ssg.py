@@ -7,7 +7,7 @@ official code (``hengruizhang98/CCA-SSG``: ``z = (h - h.mean(0)) / h.std(0)``, `
 """
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -23,6 +23,8 @@ from redundancy._frame import (
     LossModule,
     Options,
     Views,
+    module_options,
+    same_arguments_as,
 )
 from redundancy._ops import off_diagonal_energy
 from redundancy._ops.standardize import standardization_of, standardize
@@ -143,25 +145,11 @@ def cca_ssg_loss(
         >>> torch.allclose(terms.loss, terms.invariance + 0.5 * terms.decorrelation)
         True
     """
-    return cca_ssg_terms(
-        z1, z2, lambd=lambd, correction=correction, standardize=standardize, eps=eps, algorithm=algorithm,
-        distributed=distributed, gradient_convention=gradient_convention, group=group,
-    ).loss  # fmt: skip
+    return cca_ssg_terms(**locals()).loss  # every argument, by name
 
 
-def cca_ssg_terms(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    *,
-    lambd: float = 1e-3,
-    correction: Correction = 1,
-    standardize: bool = True,
-    eps: float = 0.0,
-    algorithm: Algorithm = "auto",
-    distributed: Distributed = "global",
-    gradient_convention: GradientConvention = "global",
-    group: ProcessGroup | None = None,
-) -> CCASSGTerms:
+@same_arguments_as(cca_ssg_loss, CCASSGTerms)
+def cca_ssg_terms(z1: torch.Tensor, z2: torch.Tensor, **options: Any) -> CCASSGTerms:
     """The CCA-SSG loss together with its invariance and decorrelation terms, for logging.
 
     Takes the arguments of :func:`cca_ssg_loss`; ``terms.loss`` is exactly what that returns.
@@ -176,14 +164,8 @@ def cca_ssg_terms(
         >>> torch.equal(cca_ssg_terms(z1, z2).loss, cca_ssg_loss(z1, z2))
         True
     """
-    call = CCA_SSG.open(
-        (z1, z2),
-        dict(
-            lambd=lambd, correction=correction, standardize=standardize, eps=eps, algorithm=algorithm,
-            distributed=distributed, gradient_convention=gradient_convention, group=group,
-        ),
-    )  # fmt: skip
-    return call.finish(_cca_ssg_terms(call.options, call.batch, *call.inputs))
+    with CCA_SSG.open(dict(options, z1=z1, z2=z2)) as call:
+        return call.finish(_cca_ssg_terms(call.options, call.batch, *call.inputs))
 
 
 class CCASSGLoss(LossModule):
@@ -199,31 +181,12 @@ class CCASSGLoss(LossModule):
 
     loss = CCA_SSG
 
-    def __init__(
-        self,
-        *,
-        lambd: float = 1e-3,
-        correction: Correction = 1,
-        standardize: bool = True,
-        eps: float = 0.0,
-        algorithm: Algorithm = "auto",
-        distributed: Distributed = "global",
-        gradient_convention: GradientConvention = "global",
-        group: ProcessGroup | None = None,
-    ) -> None:
-        super().__init__()
-        self.lambd = lambd
-        self.correction = correction
-        self.standardize = standardize
-        self.eps = eps
-        self.algorithm = algorithm
-        self.distributed = distributed
-        self.gradient_convention = gradient_convention
-        self.group = group
-        self.check()
+    @module_options(CCASSGOptions)
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        """The loss of :func:`redundancy.cca_ssg_loss` with this module's options."""
+        """The value of :func:`redundancy.cca_ssg_loss` with this module's options."""
         return cca_ssg_loss(z1, z2, **self.options)
 
     def terms(self, z1: torch.Tensor, z2: torch.Tensor) -> CCASSGTerms:

@@ -41,10 +41,11 @@ its own ``N/W`` rows only. :func:`choose_strategy` weighs both.
 """
 
 import math
+from typing import NamedTuple
 
 import torch
 
-from redundancy._exchange import HEADER_SIZE
+from redundancy import _exchange
 from redundancy._ops.autocorrelation import off_diagonal_energy_flops
 from redundancy._ops.cross import cross_correlation_terms_flops
 from redundancy._ops.feature_shards import terms_algorithm
@@ -176,7 +177,7 @@ def communication_bytes(
     w = world_size
     if w == 1:
         return 0
-    total = (w - 1) * HEADER_SIZE * 8  # the header of every rank (float64)
+    total = (w - 1) * _exchange.HEADER_SIZE * 8  # the header of every rank (float64)
     if standardize:
         statistics = 2 * (w - 1) * 2 * d  # mean and centred sum of squares, both views
         sums = 1 if strategy == "all_reduce" else 2  # Σ dA ⊙ A, and Σ dA where the op does not know it is 0
@@ -304,8 +305,40 @@ def choose_multiview_strategy(
 
 # ------------------------------------------------------------------------------------------------ feature parallelism
 
-#: The losses that take ``feature_group=``, as the ``loss`` argument of the feature-parallel cost functions names them.
-FEATURE_PARALLEL_LOSSES = ("barlow_twins", "vicreg")
+
+class FeatureParallelCost(NamedTuple):
+    """What a loss sends and computes on a grid of row and feature shards, as the loss states it.
+
+    The losses that take ``feature_group=`` each declare one: ``redundancy.barlow_twins.FEATURE_PARALLEL_COST`` and
+    ``redundancy.vicreg.FEATURE_PARALLEL_COST``; the functions below count with it.
+
+    Attributes:
+        name: the loss, for messages.
+        data_parallel_with_one_feature_rank: with one feature rank the loss is its data-parallel form, whose bytes
+            are :func:`communication_bytes` of the strategy :func:`choose_strategy` picks (Barlow Twins).
+        gathered_views: views whose columns the cross form gathers over the feature group.
+        scalars: scalars summed over the feature group (both forms).
+        target_scalars: more of them with a nonzero ``off_diagonal_target`` (cross form; the Gram form also sums
+            the 2·N row sums).
+        gram_flops: matrix-product FLOPs per ``N²·D_f`` of the Gram form (forward and backward, every view).
+        cross_flops: matrix-product FLOPs per ``N·D_f·D`` of the cross form.
+        autocorrelation: ``algorithm="auto"`` with one feature rank chooses as
+            :func:`choose_autocorrelation_algorithm` (one view's auto-correlation) rather than :func:`choose_algorithm`.
+
+    Example:
+        >>> from redundancy.vicreg import FEATURE_PARALLEL_COST
+        >>> FEATURE_PARALLEL_COST.gathered_views, FEATURE_PARALLEL_COST.cross_flops
+        (2, 8)
+    """
+
+    name: str
+    data_parallel_with_one_feature_rank: bool
+    gathered_views: int
+    scalars: int
+    target_scalars: int
+    gram_flops: int
+    cross_flops: int
+    autocorrelation: bool
 
 
 def _check_grid(n: int, d: int, row_ranks: int, feature_ranks: int) -> None:
@@ -326,7 +359,7 @@ def feature_parallel_bytes(
     feature_ranks: int,
     dtype: torch.dtype = torch.float32,
     *,
-    loss: str = "barlow_twins",
+    loss: FeatureParallelCost,
     off_diagonal_target: float = 0.0,
 ) -> int:
     """Bytes each rank sends (and receives) per step for a loss over a grid of row and feature shards.
@@ -335,22 +368,21 @@ def feature_parallel_bytes(
     the features (``feature_group=``, a column-parallel projector); each rank holds ``ceil(N/R)`` rows of
     ``ceil(D/F)`` columns. Forward and backward together, with ring collectives:
 
-    - the header of each call, an all-gather of ``HEADER_SIZE`` (32) float64 values over
-      the row group and over the feature group, and on a grid of both one float64 error flag more over the row
-      group (what the feature group found, passed on to the other rows);
+    - the header of each call, an all-gather of ``HEADER_SIZE`` (32) float64 values over the row group and over
+      the feature group, and on a grid of both one float64 error flag more over the row group (what the feature
+      group found, passed on to the other rows);
     - the rows: one all-gather of both views' blocks over the row group, ``(R-1)·2·ceil(N/R)·ceil(D/F)``
       elements; every rank then holds all N rows of its columns, and the backward needs no collective for them;
-    - ``"gram"``: one all-reduce over the feature group of the two N×N Grams of each rank's columns and a few
-      scalars (``2·N² + 2`` elements for Barlow Twins, ``2·N + 1`` more with a nonzero ``off_diagonal_target``;
-      ``2·N² + 4`` for VICReg); nothing in backward. When D ≤ N the Gram difference cancels and the loss takes
-      the cross form instead, and is counted as such;
-    - ``"cross"``: the columns of every rank gathered over the feature group (one view for Barlow Twins, both for
-      VICReg: ``(F-1)·N·ceil(D/F)`` elements each), one all-reduce of a few scalars (2 for Barlow Twins, 3 with a
-      nonzero ``off_diagonal_target``, 4 for VICReg), and in backward the N×D gradient of each gathered view
-      all-reduced over the feature group (each rank keeps its columns).
+    - ``"gram"``: one all-reduce over the feature group of the two N×N Grams of each rank's columns and the loss's
+      scalars (``2·N² + loss.scalars`` elements, ``2·N + 1`` more with a nonzero ``off_diagonal_target``); nothing
+      in backward. When D ≤ N the Gram difference cancels and the loss takes the cross form instead, and is counted
+      as such;
+    - ``"cross"``: the columns of ``loss.gathered_views`` views gathered over the feature group
+      (``(F-1)·N·ceil(D/F)`` elements each), one all-reduce of the loss's scalars, and in backward the N×D gradient
+      of each gathered view all-reduced over the feature group (each rank keeps its columns).
 
-    With one feature rank (F = 1) Barlow Twins is the data-parallel loss, and its bytes are
-    :func:`communication_bytes` of the strategy :func:`choose_strategy` picks.
+    With one feature rank, a loss whose ``data_parallel_with_one_feature_rank`` is set (Barlow Twins) is its
+    data-parallel form, and its bytes are :func:`communication_bytes` of the strategy :func:`choose_strategy` picks.
 
     Args:
         algorithm: ``"cross"`` or ``"gram"``.
@@ -359,70 +391,66 @@ def feature_parallel_bytes(
         row_ranks: ranks R of the row group (1: the rows are not split).
         feature_ranks: ranks F of the feature group (1: the features are not split).
         dtype: dtype of the embeddings (communication happens in the compute dtype).
-        loss: ``"barlow_twins"`` or ``"vicreg"``.
+        loss: what the loss sends, as it states it (``redundancy.barlow_twins.FEATURE_PARALLEL_COST``,
+            ``redundancy.vicreg.FEATURE_PARALLEL_COST``).
         off_diagonal_target: Barlow Twins' target t (a nonzero one adds the row sums to the Gram all-reduce).
 
     Example:
-        >>> gram = feature_parallel_bytes("gram", 2048, 65536, 1, 8)
+        >>> from redundancy.barlow_twins import FEATURE_PARALLEL_COST
+        >>> gram = feature_parallel_bytes("gram", 2048, 65536, 1, 8, loss=FEATURE_PARALLEL_COST)
         >>> data_parallel = communication_bytes("all_gather", 2048, 65536, 8)
         >>> round(data_parallel / gram, 1)
         16.2
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-    if loss not in FEATURE_PARALLEL_LOSSES:
-        raise ValueError(f"loss must be one of {FEATURE_PARALLEL_LOSSES}, got {loss!r}")
     _check_grid(n, d, row_ranks, feature_ranks)
     itemsize = _compute_itemsize(dtype)
     r, f = row_ranks, feature_ranks
-    if f == 1 and loss == "barlow_twins":  # the data-parallel loss (standardization statistics, a chosen strategy)
+    if f == 1 and loss.data_parallel_with_one_feature_rank:
         return communication_bytes(choose_strategy(n, d, r, dtype, algorithm=algorithm), n, d, r, dtype)
     columns = math.ceil(d / f)
-    header = ((r - 1) + (f - 1)) * HEADER_SIZE * 8
+    header = ((r - 1) + (f - 1)) * _exchange.HEADER_SIZE * 8
     if r > 1 and f > 1:
         header += (r - 1) * 8  # the error flag of the feature group's exchange, over the row group
     elements = (r - 1) * 2 * math.ceil(n / r) * columns
+    with_target = off_diagonal_target != 0 and loss.target_scalars > 0
     if f > 1:
         if terms_algorithm(algorithm, n, d) == "gram":
-            scalars = 4 if loss == "vicreg" else 2 + (2 * n + 1 if off_diagonal_target != 0 else 0)
+            scalars = loss.scalars + (2 * n + 1 if with_target else 0)
             elements += _ring_all_reduce(2 * n * n + scalars, f)
         else:
-            gathered = 2 if loss == "vicreg" else 1
-            scalars = 4 if loss == "vicreg" else 2 + (off_diagonal_target != 0)
-            elements += gathered * ((f - 1) * n * columns + _ring_all_reduce(n * d, f)) + _ring_all_reduce(scalars, f)
+            scalars = loss.scalars + (loss.target_scalars if with_target else 0)
+            gathered = (f - 1) * n * columns + _ring_all_reduce(n * d, f)
+            elements += loss.gathered_views * gathered + _ring_all_reduce(scalars, f)
     return header + elements * itemsize
 
 
 def feature_parallel_flops(
-    algorithm: str, n: int, d: int, row_ranks: int, feature_ranks: int, *, loss: str = "barlow_twins"
+    algorithm: str, n: int, d: int, row_ranks: int, feature_ranks: int, *, loss: FeatureParallelCost
 ) -> int:
     """Matrix-product FLOPs each rank of a grid spends on the loss (forward and backward).
 
-    Every rank works on all N rows of its ``ceil(D/F)`` columns (the row group gathers its rows, so its R ranks
-    repeat the same work): the Gram path forms the N×N Grams of those columns, ``8·N²·D/F`` for Barlow Twins, and
-    the cross path the rank's block row of C (``D/F × D``), ``6·N·D²/F``. VICReg counts
-    :func:`autocorrelation_flops` of both views the same way. With F > 1 and D ≤ N, ``"gram"`` counts as
+    Every rank works on all N rows of its ``D_f = ceil(D/F)`` columns (the row group gathers its rows, so its R ranks
+    repeat the same work): the Gram form forms the N×N Grams of those columns, ``loss.gram_flops·N²·D_f`` (8 for
+    Barlow Twins and for VICReg's two views), the cross form the rank's block row of C or of each covariance,
+    ``loss.cross_flops·N·D_f·D`` (6 for Barlow Twins, 8 for VICReg). With F > 1 and D ≤ N, ``"gram"`` counts as
     ``"cross"`` (the form the grid computes there, see :func:`feature_parallel_bytes`).
 
     Example:
-        >>> feature_parallel_flops("gram", 2048, 65536, 1, 8) * 8 == 8 * 2048 * 2048 * 65536
+        >>> from redundancy.barlow_twins import FEATURE_PARALLEL_COST
+        >>> feature_parallel_flops("gram", 2048, 65536, 1, 8, loss=FEATURE_PARALLEL_COST) * 8 == 8 * 2048**2 * 65536
         True
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-    if loss not in FEATURE_PARALLEL_LOSSES:
-        raise ValueError(f"loss must be one of {FEATURE_PARALLEL_LOSSES}, got {loss!r}")
     _check_grid(n, d, row_ranks, feature_ranks)
     columns = math.ceil(d / feature_ranks)
     if feature_ranks > 1:
         algorithm = terms_algorithm(algorithm, n, d)
-    if loss == "vicreg":
-        if algorithm == "gram":
-            return 2 * autocorrelation_flops("gram", n, columns)
-        return 2 * 4 * n * columns * d
     if algorithm == "gram":
-        return 8 * n * n * columns
-    return 6 * n * columns * d
+        return loss.gram_flops * n * n * columns
+    return loss.cross_flops * n * columns * d
 
 
 def choose_feature_parallel_algorithm(
@@ -432,20 +460,23 @@ def choose_feature_parallel_algorithm(
     feature_ranks: int,
     dtype: torch.dtype = torch.float32,
     *,
-    loss: str = "barlow_twins",
+    loss: FeatureParallelCost,
 ) -> str:
     """The algorithm ``algorithm="auto"`` uses on a grid: the smaller ``FLOPs + FLOPS_PER_COMMUNICATED_BYTE · bytes``.
 
     With one feature rank nothing crosses the feature group and the choice is :func:`choose_algorithm`'s (or
-    :func:`choose_autocorrelation_algorithm`'s for VICReg).
+    :func:`choose_autocorrelation_algorithm`'s for a loss of auto-correlations, VICReg).
 
     Example:
-        >>> choose_feature_parallel_algorithm(2048, 65536, 2, 4), choose_feature_parallel_algorithm(8192, 512, 1, 4)
-        ('gram', 'cross')
+        >>> from redundancy.barlow_twins import FEATURE_PARALLEL_COST as barlow_twins
+        >>> choose_feature_parallel_algorithm(2048, 65536, 2, 4, loss=barlow_twins)
+        'gram'
+        >>> choose_feature_parallel_algorithm(8192, 512, 1, 4, loss=barlow_twins)
+        'cross'
     """
     _check_grid(n, d, row_ranks, feature_ranks)
     if feature_ranks == 1:
-        return choose_autocorrelation_algorithm(n, d) if loss == "vicreg" else choose_algorithm(n, d)
+        return choose_autocorrelation_algorithm(n, d) if loss.autocorrelation else choose_algorithm(n, d)
 
     def estimated_cost(algorithm: str) -> int:
         flops = feature_parallel_flops(algorithm, n, d, row_ranks, feature_ranks, loss=loss)

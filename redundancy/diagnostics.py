@@ -79,11 +79,13 @@ def effective_rank(z: torch.Tensor, *, eps: float = 1e-7) -> torch.Tensor:
     with no_autocast(z.device):
         z = z.detach().to(compute_dtype(z))
         gram = torch.mm(z, z.t()) if n < d else torch.mm(z.t(), z)
-        if not bool(torch.isfinite(gram).all()):  # the eigensolver raises on non-finite input: NaN instead
-            return gram.new_tensor(float("nan"))
-        singular_values = torch.linalg.eigvalsh(gram).clamp_min_(0).sqrt_()
+        # The eigensolver raises on non-finite input: it gets zeros, and the result is NaN (no host read, so that
+        # torch.compile traces it whole).
+        finite = torch.isfinite(gram).all()
+        singular_values = torch.linalg.eigvalsh(torch.where(finite, gram, 0.0)).clamp_min_(0).sqrt_()
         p = singular_values / singular_values.sum() + eps
-        return torch.exp(torch.special.entr(p).sum())  # entr(p) = -p log p, 0 at p = 0
+        rank = torch.exp(torch.special.entr(p).sum())  # entr(p) = -p log p, 0 at p = 0
+        return torch.where(finite, rank, float("nan"))
 
 
 @torch.no_grad()

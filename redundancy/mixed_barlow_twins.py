@@ -16,6 +16,7 @@ rank.
 """
 
 import dataclasses
+from typing import Any
 
 import torch
 
@@ -32,6 +33,7 @@ from redundancy._frame import (
     LossModule,
     Options,
     Views,
+    module_options,
 )
 from redundancy._ops import cross_product_energy
 from redundancy._ops.standardize import standardization_of, standardize
@@ -183,14 +185,8 @@ def mixed_barlow_twins_regularizer(
         >>> mixed_barlow_twins_regularizer(z1, z2, z_mixed, permutation, alpha, standardize=False).abs() < 1e-6
         tensor(True)
     """
-    call = MIXED_BARLOW_TWINS.open(
-        (z1, z2, z_mixed, permutation, alpha),
-        dict(
-            lambd=lambd, scale=scale, correction=correction, standardize=standardize, eps=eps, algorithm=algorithm,
-            distributed=distributed, gradient_convention=gradient_convention, group=group,
-        ),
-    )  # fmt: skip
-    return call.finish(_mixed_barlow_twins(call.options, call.batch, *call.inputs))
+    with MIXED_BARLOW_TWINS.open(locals()) as call:
+        return call.finish(_mixed_barlow_twins(call.options, call.batch, *call.inputs))
 
 
 class MixedBarlowTwinsRegularizer(LossModule):
@@ -207,33 +203,17 @@ class MixedBarlowTwinsRegularizer(LossModule):
 
     loss = MIXED_BARLOW_TWINS
 
-    def __init__(
-        self,
-        *,
-        lambd: float = 0.005,
-        scale: float = 5.0,
-        correction: Correction = 1,
-        standardize: bool = True,
-        eps: float = 0.0,
-        algorithm: Algorithm = "auto",
-        distributed: Distributed = "global",
-        gradient_convention: GradientConvention = "global",
-        group: ProcessGroup | None = None,
-    ) -> None:
-        super().__init__()
-        self.lambd = lambd
-        self.scale = scale
-        self.correction = correction
-        self.standardize = standardize
-        self.eps = eps
-        self.algorithm = algorithm
-        self.distributed = distributed
-        self.gradient_convention = gradient_convention
-        self.group = group
-        self.check()
+    @module_options(MixedBarlowTwinsOptions)
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
 
     def forward(
-        self, z1: torch.Tensor, z2: torch.Tensor, z_mixed: torch.Tensor, permutation: torch.Tensor, alpha: float
+        self,
+        z1: torch.Tensor,
+        z2: torch.Tensor,
+        z_mixed: torch.Tensor,
+        permutation: torch.Tensor,
+        alpha: float,
     ) -> torch.Tensor:
-        """The regularizer of :func:`redundancy.mixed_barlow_twins_regularizer` with this module's options."""
+        """The value of :func:`redundancy.mixed_barlow_twins_regularizer` with this module's options."""
         return mixed_barlow_twins_regularizer(z1, z2, z_mixed, permutation, alpha, **self.options)

@@ -6,10 +6,12 @@ the off-diagonal entries gathered explicitly) and its published variants, and is
 it builds C, an off-diagonal copy of it and autograd's intermediates (several D×D tensors).
 
 The rest of the family is transcribed the same way from the published formulas: VICReg from
-``facebookresearch/vicreg`` ``main_vicreg.py`` (and the conventions of lightly and solo-learn as options), the
-regularizers, losses and diagnostics from their papers, each cited beside its function.
+``facebookresearch/vicreg`` ``main_vicreg.py`` (and the conventions of lightly and solo-learn as options), SIGReg and
+LeJEPA from ``rbalestr-lab/lejepa``, MMCR from ``ThomasYerxa/mmcr``, the regularizers, losses and diagnostics from
+their papers, each cited beside its function.
 """
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -22,7 +24,12 @@ __all__ = [
     "cross_correlation_summary_reference",
     "decov_loss_reference",
     "effective_rank_reference",
+    "lejepa_loss_reference",
+    "lejepa_terms_reference",
     "mixed_barlow_twins_regularizer_reference",
+    "mmcr_loss_reference",
+    "mmcr_terms_reference",
+    "sigreg_loss_reference",
     "spectral_contrastive_loss_reference",
     "total_coding_rate_reference",
     "vicreg_loss_reference",
@@ -349,6 +356,203 @@ def spectral_contrastive_loss_reference(
     square = (z1 @ z2.T) ** 2
     part2 = torch.mean(torch.triu(square, diagonal=1) + torch.tril(square, diagonal=-1)) * n / (n - 1)
     return (part1 + part2) / mu
+
+
+def sigreg_loss_reference(
+    z: torch.Tensor,
+    directions: torch.Tensor | None = None,
+    *,
+    num_slices: int = 256,
+    knots: int = 17,
+    t_max: float = 3.0,
+    generator: torch.Generator | None = None,
+    upcast: bool = False,
+) -> torch.Tensor:
+    r"""SIGReg (Balestriero & LeCun, 2025): the Epps–Pulley statistic of random 1-D projections, as LeJEPA computes it.
+
+    With ``a_m`` the columns of ``directions`` (D×M) divided by their norms, ``p_nm = z_n · a_m`` and the knots
+    ``t_k = k·t_max/(K - 1)``, ``k = 0, ..., K - 1``:
+
+    .. math::
+
+        T_m = N \sum_k w_k \Big[\big(\tfrac1N \textstyle\sum_n \cos(t_k p_{nm}) - e^{-t_k^2/2}\big)^2
+              + \big(\tfrac1N \textstyle\sum_n \sin(t_k p_{nm})\big)^2\Big],
+        \qquad w_k = c_k\,\Delta t\, e^{-t_k^2/2},
+
+    ``Δt = t_max/(K - 1)``, ``c_k = 2`` inside and ``1`` at both ends (the trapezoid rule on ``[0, t_max]``, doubled
+    because the integrand is even in t), and the loss is the mean of ``T_m`` over the M slices (and over the views
+    when ``z`` is ``(V, N, D)``: each view is tested on its own, N is the number of rows of one view).
+
+    Each choice follows ``rbalestr-lab/lejepa`` (commit ``eddffdd``): the class ``SIGReg`` of ``MINIMAL.md`` (its
+    knots ``linspace(0, 3, knots)``, the weights ``2·dt`` with ``dt`` at both ends times the window
+    ``exp(-t²/2)``, which is also the target ``phi``; ``x_t = (proj @ A).unsqueeze(-1) * t``; the means over rows
+    (``mean(-3)``); ``(err @ weights) * proj.size(-2)``; ``statistic.mean()``), the same lines as
+    ``lejepa/univariate/epps_pulley.py`` ``EppsPulley`` (lines 72-78 the knots and weights, 83-99 the statistic,
+    defaults ``t_max=3``, ``n_points=17``), and ``lejepa/multivariate/slicing.py`` ``SlicingUnivariateTest``
+    (lines 140-142: the directions, ``reduction="mean"``, lines 148-149). ``num_slices=256`` is the minimal code's.
+
+    Directions not given are drawn as the official code draws them: a ``(D, num_slices)`` matrix of standard
+    normal float32 numbers from ``generator`` (on the generator's device; the default generator of ``z``'s device
+    when ``None``, as ``MINIMAL.md`` does), each column divided by its Euclidean norm. The official
+    ``SlicingUnivariateTest`` seeds its generator with its step counter, so its first call draws what
+    ``torch.Generator().manual_seed(0)`` draws here.
+
+    Constants are computed in the compute dtype (the official code builds them in float32 whatever the input):
+    float64 inputs use float64 knots, window and weights.
+
+    Args:
+        z: ``(N, D)`` or ``(V, N, D)`` embeddings.
+        directions: ``(D, M)``; columns need not be normalized.
+        upcast: compute in float64; otherwise in ``z``'s dtype, as plain PyTorch code would.
+
+    Example:
+        >>> z = torch.randn(512, 8, dtype=torch.float64)
+        >>> directions = torch.randn(8, 256, dtype=torch.float64)
+        >>> gaussian, shifted = sigreg_loss_reference(z, directions), sigreg_loss_reference(z + 1, directions)
+        >>> bool(gaussian < 5 < 50 < shifted)  # of order 1 for Gaussian samples, growing with N otherwise
+        True
+    """
+    if upcast:
+        z = z.double()
+    if directions is None:
+        device = generator.device if generator is not None else z.device
+        directions = torch.randn((z.shape[-1], num_slices), generator=generator, device=device, dtype=torch.float32)
+    a = directions.to(device=z.device, dtype=z.dtype)
+    a = a / a.norm(p=2, dim=0)
+    t = torch.linspace(0, t_max, knots, dtype=z.dtype, device=z.device)
+    dt = t_max / (knots - 1)
+    weights = torch.full((knots,), 2 * dt, dtype=z.dtype, device=z.device)
+    weights[[0, -1]] = dt
+    window = torch.exp(-t.square() / 2.0)
+    weights = weights * window
+    x_t = (z @ a).unsqueeze(-1) * t  # (*, N, M, K)
+    err = (x_t.cos().mean(-3) - window).square() + x_t.sin().mean(-3).square()
+    statistic = (err @ weights) * z.size(-2)
+    return statistic.mean()
+
+
+def _stacked_views(views: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    return views if isinstance(views, torch.Tensor) else torch.stack(tuple(views))
+
+
+def lejepa_terms_reference(
+    views: torch.Tensor | Sequence[torch.Tensor],
+    directions: torch.Tensor | None = None,
+    *,
+    global_views: int | None = None,
+    num_slices: int = 256,
+    knots: int = 17,
+    t_max: float = 3.0,
+    generator: torch.Generator | None = None,
+    upcast: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(invariance, sigreg)`` of LeJEPA, as the training loop of ``MINIMAL.md`` (``rbalestr-lab/lejepa``) computes
+    them from the projections ``proj`` of shape ``(V, N, D)``.
+
+    ``invariance = (proj.mean(0) - proj).square().mean()``: the squared distance of every view's embedding to the
+    mean of the views, averaged over views, rows *and features* (a mean, not a sum, over the D coordinates).
+    ``sigreg`` is :func:`sigreg_loss_reference` of all V views together (one set of directions, the mean over views).
+    The minimal code makes no difference between global and local views: every view enters both terms and the
+    centre. ``global_views=G`` takes the centre from the first G views only (the paper's multi-crop form, and
+    lightly's ``LeJEPALoss``, which puts the global views first); every view still enters both terms.
+
+    Example:
+        >>> views = torch.randn(4, 64, 8, dtype=torch.float64)
+        >>> invariance, sigreg = lejepa_terms_reference(views)
+        >>> bool(invariance > 0), bool(sigreg > 0)
+        (True, True)
+    """
+    proj = _stacked_views(views)
+    if upcast:
+        proj = proj.double()
+    centers = proj.mean(0) if global_views is None else proj[:global_views].mean(0)
+    invariance = (centers - proj).square().mean()
+    sigreg = sigreg_loss_reference(
+        proj, directions, num_slices=num_slices, knots=knots, t_max=t_max, generator=generator
+    )
+    return invariance, sigreg
+
+
+def lejepa_loss_reference(
+    views: torch.Tensor | Sequence[torch.Tensor],
+    directions: torch.Tensor | None = None,
+    *,
+    lamb: float = 0.02,
+    global_views: int | None = None,
+    num_slices: int = 256,
+    knots: int = 17,
+    t_max: float = 3.0,
+    generator: torch.Generator | None = None,
+    upcast: bool = False,
+) -> torch.Tensor:
+    """LeJEPA: ``lamb · sigreg + (1 - lamb) · invariance`` (``MINIMAL.md``: ``sigreg_loss * cfg.lamb + inv_loss *
+    (1 - cfg.lamb)``; ``lamb=0.02`` is the value its recommended command line passes, ``+lamb=0.02``).
+
+    Example:
+        >>> views = torch.randn(4, 64, 8, dtype=torch.float64)
+        >>> directions = torch.randn(8, 256, dtype=torch.float64)
+        >>> invariance, sigreg = lejepa_terms_reference(views, directions)
+        >>> loss = lejepa_loss_reference(views, directions, lamb=0.1)
+        >>> torch.allclose(loss, 0.1 * sigreg + 0.9 * invariance, rtol=1e-14)
+        True
+    """
+    invariance, sigreg = lejepa_terms_reference(
+        views,
+        directions,
+        global_views=global_views,
+        num_slices=num_slices,
+        knots=knots,
+        t_max=t_max,
+        generator=generator,
+        upcast=upcast,
+    )
+    return sigreg * lamb + invariance * (1 - lamb)
+
+
+def mmcr_terms_reference(
+    views: torch.Tensor | Sequence[torch.Tensor], *, upcast: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(local, global)`` nuclear norms of MMCR (Yerxa et al., 2023), as ``ThomasYerxa/mmcr`` ``loss_mmcr.py`` computes
+    them: ``local = Σ_n ‖Z_n‖_*`` over the samples, ``Z_n`` the V×D matrix of sample n's views, and
+    ``global = ‖C‖_*`` of the N×D centroids ``C_n = mean_v Z_n[v]``, every embedding first divided by its norm
+    (``F.normalize``, eps 1e-12).
+
+    ``views`` is ``(V, N, D)`` (or V tensors of shape ``(N, D)``). The official ``MMCR_Loss`` takes the ``(N·V, D)``
+    matrix whose rows are grouped by sample (``einops.rearrange(z, "(B N) C -> B C N", N=n_aug)``), that is
+    ``views.transpose(0, 1).reshape(N * V, D)``; lightly's ``MMCRLoss`` takes ``(N, V, D)`` tensors.
+
+    Example:
+        >>> views = torch.randn(2, 16, 8, dtype=torch.float64)
+        >>> local, global_ = mmcr_terms_reference(views)
+        >>> bool(global_ <= local / 2 ** 0.5)  # each centroid's norm is at most its views' nuclear norm over √V
+        True
+    """
+    z = _stacked_views(views)
+    if upcast:
+        z = z.double()
+    per_sample = torch.nn.functional.normalize(z, dim=-1).transpose(0, 1)  # (N, V, D)
+    centroids = per_sample.mean(dim=1)
+    local = torch.linalg.svdvals(per_sample).sum()
+    global_ = torch.linalg.svdvals(centroids).sum()
+    return local, global_
+
+
+def mmcr_loss_reference(
+    views: torch.Tensor | Sequence[torch.Tensor], *, lmbda: float = 0.0, upcast: bool = False
+) -> torch.Tensor:
+    """MMCR: ``lmbda · local / N - global`` (``loss_mmcr.py``: ``self.lmbda * local_nuc / batch_size - global_nuc``).
+
+    ``lmbda=0.0`` is the default of both official training scripts (``pretrain_imagenet.py`` and
+    ``pretrain_cifar_stl.py``, ``--lmbda``); the loss class itself has no default.
+
+    Example:
+        >>> views = torch.randn(2, 16, 8, dtype=torch.float64)
+        >>> local, global_ = mmcr_terms_reference(views)
+        >>> torch.allclose(mmcr_loss_reference(views, lmbda=0.5), 0.5 * local / 16 - global_, rtol=1e-14)
+        True
+    """
+    local, global_ = mmcr_terms_reference(views, upcast=upcast)
+    return lmbda * local / _stacked_views(views).shape[1] - global_
 
 
 def vicreg_variance_loss_reference(

@@ -9,6 +9,7 @@ of all ranks, as :func:`redundancy.vicreg_loss` is.
 """
 
 import dataclasses
+from typing import Any
 
 import torch
 
@@ -24,6 +25,7 @@ from redundancy._frame import (
     LossModule,
     Options,
     Views,
+    module_options,
 )
 from redundancy._ops import half_logdet_identity_plus_gram, off_diagonal_energy
 from redundancy._ops.standardize import center
@@ -93,18 +95,14 @@ def decov_loss(
         >>> decov_loss(h)
         tensor(1.)
     """
-    call = DECOV.open(
-        (h,),
-        dict(correction=correction, algorithm=algorithm, distributed=distributed,
-             gradient_convention=gradient_convention, group=group),
-    )  # fmt: skip
-    options, batch = call.options, call.batch
-    (h,) = batch.gather(call.inputs[0].to(batch.dtype))
-    n, d = h.shape
-    chosen = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
-    energy = off_diagonal_energy(center(h), algorithm=chosen)
-    divisor = n - options.correction  # an int (no float(): it would fix the batch size of a compiled graph)
-    return call.finish(energy / (2 * divisor * divisor))
+    with DECOV.open(locals()) as call:
+        options, batch = call.options, call.batch
+        (h,) = batch.gather(call.inputs[0].to(batch.dtype))
+        n, d = h.shape
+        chosen = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
+        energy = off_diagonal_energy(center(h), algorithm=chosen)
+        divisor = n - options.correction  # an int (no float(): it would fix the batch size of a compiled graph)
+        return call.finish(energy / (2 * divisor * divisor))
 
 
 def total_coding_rate(
@@ -147,16 +145,12 @@ def total_coding_rate(
         >>> loss.shape
         torch.Size([])
     """
-    call = TOTAL_CODING_RATE.open(
-        (z,),
-        dict(eps=eps, algorithm=algorithm, distributed=distributed, gradient_convention=gradient_convention,
-             group=group),
-    )  # fmt: skip
-    options, batch = call.options, call.batch
-    (z,) = batch.gather(call.inputs[0].to(batch.dtype))
-    n, d = z.shape
-    chosen = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
-    return call.finish(half_logdet_identity_plus_gram(z, alpha=d / (n * options.eps), algorithm=chosen))
+    with TOTAL_CODING_RATE.open(locals()) as call:
+        options, batch = call.options, call.batch
+        (z,) = batch.gather(call.inputs[0].to(batch.dtype))
+        n, d = z.shape
+        chosen = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
+        return call.finish(half_logdet_identity_plus_gram(z, alpha=d / (n * options.eps), algorithm=chosen))
 
 
 class DeCovLoss(LossModule):
@@ -172,25 +166,12 @@ class DeCovLoss(LossModule):
 
     loss = DECOV
 
-    def __init__(
-        self,
-        *,
-        correction: Correction = 0,
-        algorithm: Algorithm = "auto",
-        distributed: Distributed = "global",
-        gradient_convention: GradientConvention = "global",
-        group: ProcessGroup | None = None,
-    ) -> None:
-        super().__init__()
-        self.correction = correction
-        self.algorithm = algorithm
-        self.distributed = distributed
-        self.gradient_convention = gradient_convention
-        self.group = group
-        self.check()
+    @module_options(DeCovOptions)
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """The loss of :func:`redundancy.decov_loss` with this module's options."""
+        """The value of :func:`redundancy.decov_loss` with this module's options."""
         return decov_loss(h, **self.options)
 
 
@@ -207,23 +188,10 @@ class TotalCodingRate(LossModule):
 
     loss = TOTAL_CODING_RATE
 
-    def __init__(
-        self,
-        *,
-        eps: float = 0.2,
-        algorithm: Algorithm = "auto",
-        distributed: Distributed = "global",
-        gradient_convention: GradientConvention = "global",
-        group: ProcessGroup | None = None,
-    ) -> None:
-        super().__init__()
-        self.eps = eps
-        self.algorithm = algorithm
-        self.distributed = distributed
-        self.gradient_convention = gradient_convention
-        self.group = group
-        self.check()
+    @module_options(TotalCodingRateOptions)
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """The coding rate of :func:`redundancy.total_coding_rate` with this module's options."""
+        """The value of :func:`redundancy.total_coding_rate` with this module's options."""
         return total_coding_rate(z, **self.options)

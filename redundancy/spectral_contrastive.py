@@ -8,7 +8,7 @@ transposed views). The defaults are those of ``jhaochenz96/spectral_contrastive_
 
 import dataclasses
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -23,6 +23,8 @@ from redundancy._frame import (
     LossModule,
     Options,
     Views,
+    module_options,
+    same_arguments_as,
 )
 from redundancy._ops import cross_product_energy
 
@@ -136,22 +138,11 @@ def spectral_contrastive_loss(
         >>> spectral_contrastive_loss(z, z) < spectral_contrastive_loss(z, z.roll(1, dims=0))
         tensor(True)
     """
-    return spectral_contrastive_terms(
-        z1, z2, mu=mu, algorithm=algorithm, distributed=distributed, gradient_convention=gradient_convention,
-        group=group,
-    ).loss  # fmt: skip
+    return spectral_contrastive_terms(**locals()).loss  # every argument, by name
 
 
-def spectral_contrastive_terms(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    *,
-    mu: float = 1.0,
-    algorithm: Algorithm = "auto",
-    distributed: Distributed = "global",
-    gradient_convention: GradientConvention = "global",
-    group: ProcessGroup | None = None,
-) -> SpectralContrastiveTerms:
+@same_arguments_as(spectral_contrastive_loss, SpectralContrastiveTerms)
+def spectral_contrastive_terms(z1: torch.Tensor, z2: torch.Tensor, **options: Any) -> SpectralContrastiveTerms:
     """The spectral contrastive loss together with its attraction and repulsion terms, for logging.
 
     Takes the arguments of :func:`spectral_contrastive_loss`; ``terms.loss`` is exactly what that returns.
@@ -166,11 +157,8 @@ def spectral_contrastive_terms(
         >>> torch.equal(spectral_contrastive_terms(z1, z2).loss, spectral_contrastive_loss(z1, z2))
         True
     """
-    call = SPECTRAL_CONTRASTIVE.open(
-        (z1, z2),
-        dict(mu=mu, algorithm=algorithm, distributed=distributed, gradient_convention=gradient_convention, group=group),
-    )
-    return call.finish(_spectral_contrastive_terms(call.options, call.batch, *call.inputs))
+    with SPECTRAL_CONTRASTIVE.open(dict(options, z1=z1, z2=z2)) as call:
+        return call.finish(_spectral_contrastive_terms(call.options, call.batch, *call.inputs))
 
 
 class SpectralContrastiveLoss(LossModule):
@@ -186,25 +174,12 @@ class SpectralContrastiveLoss(LossModule):
 
     loss = SPECTRAL_CONTRASTIVE
 
-    def __init__(
-        self,
-        *,
-        mu: float = 1.0,
-        algorithm: Algorithm = "auto",
-        distributed: Distributed = "global",
-        gradient_convention: GradientConvention = "global",
-        group: ProcessGroup | None = None,
-    ) -> None:
-        super().__init__()
-        self.mu = mu
-        self.algorithm = algorithm
-        self.distributed = distributed
-        self.gradient_convention = gradient_convention
-        self.group = group
-        self.check()
+    @module_options(SpectralContrastiveOptions)
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        """The loss of :func:`redundancy.spectral_contrastive_loss` with this module's options."""
+        """The value of :func:`redundancy.spectral_contrastive_loss` with this module's options."""
         return spectral_contrastive_loss(z1, z2, **self.options)
 
     def terms(self, z1: torch.Tensor, z2: torch.Tensor) -> SpectralContrastiveTerms:

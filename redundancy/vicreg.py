@@ -20,7 +20,7 @@ same value, with the gradient convention of :func:`redundancy.barlow_twins_loss`
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -37,8 +37,12 @@ from redundancy._frame import (
     LossModule,
     Options,
     Views,
+    ViewsArgument,
     ViewSequence,
     eager_on_a_grid,
+    module_options,
+    multiview_form_of,
+    same_arguments_as,
 )
 from redundancy._ops import off_diagonal_energy
 from redundancy._ops._autocast import no_autocast
@@ -134,6 +138,20 @@ class VICRegCovarianceOptions(Options):
 
 
 VICREG = Loss("vicreg_loss", VICRegOptions, Views("z1", "z2"))
+
+#: What VICReg sends and computes on a grid of row and feature shards (:mod:`redundancy.cost`): the cross form
+#: gathers both views' columns; four scalars are summed (the distances, the hinges, the two energies); 8·N²·D_f
+#: FLOPs for the two views' Grams, 8·N·D_f·D for their block rows of the covariances.
+FEATURE_PARALLEL_COST = cost.FeatureParallelCost(
+    name="vicreg_loss",
+    data_parallel_with_one_feature_rank=False,
+    gathered_views=2,
+    scalars=4,
+    target_scalars=0,
+    gram_flops=8,
+    cross_flops=8,
+    autocorrelation=True,
+)
 MULTIVIEW_VICREG = Loss("multiview_vicreg_loss", VICRegOptions, ViewSequence())
 VICREG_VARIANCE = Loss("vicreg_variance_loss", VICRegVarianceOptions, Views("z"))
 VICREG_COVARIANCE = Loss("vicreg_covariance_loss", VICRegCovarianceOptions, Views("z"))
@@ -200,7 +218,7 @@ def _terms_over_features(options: VICRegOptions, batch: GlobalBatch, views: Sequ
     algorithm: str = options.algorithm
     if algorithm == "auto":
         algorithm = cost.choose_feature_parallel_algorithm(
-            batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype, loss="vicreg"
+            batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype, loss=FEATURE_PARALLEL_COST
         )
     algorithm = terms_algorithm(algorithm, batch.count, batch.dim)
     views = batch.gather(*(z.to(batch.dtype) for z in views))
@@ -303,32 +321,12 @@ def vicreg_loss(
         >>> loss.shape, loss.dtype
         (torch.Size([]), torch.float32)
     """
-    return vicreg_terms(
-        z1, z2, invariance_weight=invariance_weight, variance_weight=variance_weight,
-        covariance_weight=covariance_weight, gamma=gamma, eps=eps, correction=correction,
-        variance_reduction=variance_reduction, algorithm=algorithm, distributed=distributed,
-        gradient_convention=gradient_convention, group=group, feature_group=feature_group,
-    ).loss  # fmt: skip
+    return vicreg_terms(**locals()).loss  # every argument, by name
 
 
 @eager_on_a_grid
-def vicreg_terms(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    *,
-    invariance_weight: float = 25.0,
-    variance_weight: float = 25.0,
-    covariance_weight: float = 1.0,
-    gamma: float = 1.0,
-    eps: float = 1e-4,
-    correction: Correction = 1,
-    variance_reduction: VarianceReduction = "mean",
-    algorithm: Algorithm = "auto",
-    distributed: Distributed = "global",
-    gradient_convention: GradientConvention = "global",
-    group: ProcessGroup | None = None,
-    feature_group: ProcessGroup | None = None,
-) -> VICRegTerms:
+@same_arguments_as(vicreg_loss, VICRegTerms)
+def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor, **options: Any) -> VICRegTerms:
     r"""The VICReg loss together with its invariance, variance and covariance terms, for logging.
 
     Takes the arguments of :func:`vicreg_loss`; ``terms.loss`` is exactly what that returns.
@@ -344,16 +342,8 @@ def vicreg_terms(
         >>> torch.allclose(t.loss, 25 * t.invariance + 25 * t.variance + t.covariance)
         True
     """
-    call = VICREG.open(
-        (z1, z2),
-        dict(
-            invariance_weight=invariance_weight, variance_weight=variance_weight,
-            covariance_weight=covariance_weight, gamma=gamma, eps=eps, correction=correction,
-            variance_reduction=variance_reduction, algorithm=algorithm, distributed=distributed,
-            gradient_convention=gradient_convention, group=group, feature_group=feature_group,
-        ),
-    )  # fmt: skip
-    return call.finish(_vicreg_terms(call.options, call.batch, call.inputs))
+    with VICREG.open(dict(options, z1=z1, z2=z2)) as call:
+        return call.finish(_vicreg_terms(call.options, call.batch, call.inputs))
 
 
 class VICRegLoss(LossModule):
@@ -374,39 +364,12 @@ class VICRegLoss(LossModule):
 
     loss = VICREG
 
-    def __init__(
-        self,
-        *,
-        invariance_weight: float = 25.0,
-        variance_weight: float = 25.0,
-        covariance_weight: float = 1.0,
-        gamma: float = 1.0,
-        eps: float = 1e-4,
-        correction: Correction = 1,
-        variance_reduction: VarianceReduction = "mean",
-        algorithm: Algorithm = "auto",
-        distributed: Distributed = "global",
-        gradient_convention: GradientConvention = "global",
-        group: ProcessGroup | None = None,
-        feature_group: ProcessGroup | None = None,
-    ) -> None:
-        super().__init__()
-        self.invariance_weight = invariance_weight
-        self.variance_weight = variance_weight
-        self.covariance_weight = covariance_weight
-        self.gamma = gamma
-        self.eps = eps
-        self.correction = correction
-        self.variance_reduction = variance_reduction
-        self.algorithm = algorithm
-        self.distributed = distributed
-        self.gradient_convention = gradient_convention
-        self.group = group
-        self.feature_group = feature_group
-        self.check()
+    @module_options(VICRegOptions)
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        """The loss of :func:`redundancy.vicreg_loss` with this module's options."""
+        """The value of :func:`redundancy.vicreg_loss` with this module's options."""
         return vicreg_loss(z1, z2, **self.options)
 
     def terms(self, z1: torch.Tensor, z2: torch.Tensor) -> VICRegTerms:
@@ -417,22 +380,8 @@ class VICRegLoss(LossModule):
 # ------------------------------------------------------------------------------------------------ several views
 
 
-def multiview_vicreg_loss(
-    views: Sequence[torch.Tensor] | torch.Tensor,
-    *,
-    invariance_weight: float = 25.0,
-    variance_weight: float = 25.0,
-    covariance_weight: float = 1.0,
-    gamma: float = 1.0,
-    eps: float = 1e-4,
-    correction: Correction = 1,
-    variance_reduction: VarianceReduction = "mean",
-    algorithm: Algorithm = "auto",
-    distributed: Distributed = "global",
-    gradient_convention: GradientConvention = "global",
-    group: ProcessGroup | None = None,
-    feature_group: ProcessGroup | None = None,
-) -> torch.Tensor:
+@multiview_form_of(vicreg_loss)
+def multiview_vicreg_loss(views: ViewsArgument, **options: Any) -> torch.Tensor:
     r"""The VICReg loss of V ≥ 2 views of one batch: the mean over the V(V-1)/2 pairs of the two-view loss.
 
     .. math::
@@ -463,31 +412,12 @@ def multiview_vicreg_loss(
         >>> torch.allclose(loss, torch.stack(pairs).mean())
         True
     """
-    return multiview_vicreg_terms(
-        views, invariance_weight=invariance_weight, variance_weight=variance_weight,
-        covariance_weight=covariance_weight, gamma=gamma, eps=eps, correction=correction,
-        variance_reduction=variance_reduction, algorithm=algorithm, distributed=distributed,
-        gradient_convention=gradient_convention, group=group, feature_group=feature_group,
-    ).loss  # fmt: skip
+    return multiview_vicreg_terms(views, **options).loss
 
 
 @eager_on_a_grid
-def multiview_vicreg_terms(
-    views: Sequence[torch.Tensor] | torch.Tensor,
-    *,
-    invariance_weight: float = 25.0,
-    variance_weight: float = 25.0,
-    covariance_weight: float = 1.0,
-    gamma: float = 1.0,
-    eps: float = 1e-4,
-    correction: Correction = 1,
-    variance_reduction: VarianceReduction = "mean",
-    algorithm: Algorithm = "auto",
-    distributed: Distributed = "global",
-    gradient_convention: GradientConvention = "global",
-    group: ProcessGroup | None = None,
-    feature_group: ProcessGroup | None = None,
-) -> VICRegTerms:
+@multiview_form_of(vicreg_terms)
+def multiview_vicreg_terms(views: ViewsArgument, **options: Any) -> VICRegTerms:
     r"""The multi-view VICReg loss with its three terms, each the mean over the pairs of views.
 
     Takes the arguments of :func:`multiview_vicreg_loss`; ``terms.loss`` is exactly what that returns.
@@ -503,16 +433,8 @@ def multiview_vicreg_terms(
         >>> torch.allclose(t.loss, 25 * t.invariance + 25 * t.variance + t.covariance)
         True
     """
-    call = MULTIVIEW_VICREG.open(
-        (views,),
-        dict(
-            invariance_weight=invariance_weight, variance_weight=variance_weight,
-            covariance_weight=covariance_weight, gamma=gamma, eps=eps, correction=correction,
-            variance_reduction=variance_reduction, algorithm=algorithm, distributed=distributed,
-            gradient_convention=gradient_convention, group=group, feature_group=feature_group,
-        ),
-    )  # fmt: skip
-    return call.finish(_vicreg_terms(call.options, call.batch, call.inputs))
+    with MULTIVIEW_VICREG.open(dict(options, views=views)) as call:
+        return call.finish(_vicreg_terms(call.options, call.batch, call.inputs))
 
 
 class MultiviewVICRegLoss(LossModule):
@@ -528,42 +450,15 @@ class MultiviewVICRegLoss(LossModule):
 
     loss = MULTIVIEW_VICREG
 
-    def __init__(
-        self,
-        *,
-        invariance_weight: float = 25.0,
-        variance_weight: float = 25.0,
-        covariance_weight: float = 1.0,
-        gamma: float = 1.0,
-        eps: float = 1e-4,
-        correction: Correction = 1,
-        variance_reduction: VarianceReduction = "mean",
-        algorithm: Algorithm = "auto",
-        distributed: Distributed = "global",
-        gradient_convention: GradientConvention = "global",
-        group: ProcessGroup | None = None,
-        feature_group: ProcessGroup | None = None,
-    ) -> None:
-        super().__init__()
-        self.invariance_weight = invariance_weight
-        self.variance_weight = variance_weight
-        self.covariance_weight = covariance_weight
-        self.gamma = gamma
-        self.eps = eps
-        self.correction = correction
-        self.variance_reduction = variance_reduction
-        self.algorithm = algorithm
-        self.distributed = distributed
-        self.gradient_convention = gradient_convention
-        self.group = group
-        self.feature_group = feature_group
-        self.check()
+    @module_options(VICRegOptions)
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
 
-    def forward(self, views: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
-        """The loss of :func:`redundancy.multiview_vicreg_loss` with this module's options."""
+    def forward(self, views: ViewsArgument) -> torch.Tensor:
+        """The value of :func:`redundancy.multiview_vicreg_loss` with this module's options."""
         return multiview_vicreg_loss(views, **self.options)
 
-    def terms(self, views: Sequence[torch.Tensor] | torch.Tensor) -> VICRegTerms:
+    def terms(self, views: ViewsArgument) -> VICRegTerms:
         """The loss with its terms, as :func:`redundancy.multiview_vicreg_terms` returns them."""
         return multiview_vicreg_terms(views, **self.options)
 
@@ -607,16 +502,11 @@ def vicreg_variance_loss(
         >>> vicreg_variance_loss(torch.zeros(8, 4))  # collapsed: every std is sqrt(eps)
         tensor(0.9900)
     """
-    call = VICREG_VARIANCE.open(
-        (z,),
-        dict(
-            gamma=gamma, eps=eps, correction=correction, distributed=distributed,
-            gradient_convention=gradient_convention, group=group,
-        ),
-    )  # fmt: skip
-    options, batch = call.options, call.batch
-    (z,) = batch.gather(call.inputs[0].to(batch.dtype))
-    return call.finish(_variance_hinge(center(z), batch.count - options.correction, options.gamma, options.eps))
+    with VICREG_VARIANCE.open(locals()) as call:
+        options, batch = call.options, call.batch
+        (z,) = batch.gather(call.inputs[0].to(batch.dtype))
+        hinge = _variance_hinge(center(z), batch.count - options.correction, options.gamma, options.eps)
+        return call.finish(hinge)
 
 
 def vicreg_covariance_loss(
@@ -655,16 +545,10 @@ def vicreg_covariance_loss(
         >>> torch.allclose(vicreg_covariance_loss(z), 6 * v**2 / 3)
         True
     """
-    call = VICREG_COVARIANCE.open(
-        (z,),
-        dict(
-            correction=correction, algorithm=algorithm, distributed=distributed,
-            gradient_convention=gradient_convention, group=group,
-        ),
-    )  # fmt: skip
-    options, batch = call.options, call.batch
-    (z,) = batch.gather(call.inputs[0].to(batch.dtype))
-    return call.finish(_covariance_penalty(center(z), batch.count - options.correction, options.algorithm))
+    with VICREG_COVARIANCE.open(locals()) as call:
+        options, batch = call.options, call.batch
+        (z,) = batch.gather(call.inputs[0].to(batch.dtype))
+        return call.finish(_covariance_penalty(center(z), batch.count - options.correction, options.algorithm))
 
 
 class VICRegVarianceLoss(LossModule):
@@ -680,27 +564,12 @@ class VICRegVarianceLoss(LossModule):
 
     loss = VICREG_VARIANCE
 
-    def __init__(
-        self,
-        *,
-        gamma: float = 1.0,
-        eps: float = 1e-4,
-        correction: Correction = 1,
-        distributed: Distributed = "global",
-        gradient_convention: GradientConvention = "global",
-        group: ProcessGroup | None = None,
-    ) -> None:
-        super().__init__()
-        self.gamma = gamma
-        self.eps = eps
-        self.correction = correction
-        self.distributed = distributed
-        self.gradient_convention = gradient_convention
-        self.group = group
-        self.check()
+    @module_options(VICRegVarianceOptions)
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """The regularizer of :func:`redundancy.vicreg_variance_loss` with this module's options."""
+        """The value of :func:`redundancy.vicreg_variance_loss` with this module's options."""
         return vicreg_variance_loss(z, **self.options)
 
 
@@ -717,23 +586,10 @@ class VICRegCovarianceLoss(LossModule):
 
     loss = VICREG_COVARIANCE
 
-    def __init__(
-        self,
-        *,
-        correction: Correction = 1,
-        algorithm: Algorithm = "auto",
-        distributed: Distributed = "global",
-        gradient_convention: GradientConvention = "global",
-        group: ProcessGroup | None = None,
-    ) -> None:
-        super().__init__()
-        self.correction = correction
-        self.algorithm = algorithm
-        self.distributed = distributed
-        self.gradient_convention = gradient_convention
-        self.group = group
-        self.check()
+    @module_options(VICRegCovarianceOptions)
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """The regularizer of :func:`redundancy.vicreg_covariance_loss` with this module's options."""
+        """The value of :func:`redundancy.vicreg_covariance_loss` with this module's options."""
         return vicreg_covariance_loss(z, **self.options)

@@ -56,7 +56,7 @@ def variants():
     from redundancy._triton import kernels, launch
 
     for dtype in (torch.bfloat16, torch.float16, torch.float32, torch.float64):
-        precision = launch._precision(dtype)
+        precision = launch._precision(torch.zeros(0, dtype=dtype))
         acc = dict(ACC=precision.acc)
         dot = dict(DOT=precision.dot, EMULATE=False, DOT_PRECISION=precision.dot_precision)
         product = dict(EMULATE=False, PRODUCT_PRECISION=precision.product_precision)
@@ -87,7 +87,8 @@ def variants():
                 for gradient in (False, True):
                     yield "cross_tile", dtype, kernels._cross_tile_kernel, dict(
                         STANDARDIZE=standardize, GRADIENT=gradient, BLOCK_M=config.block_m,
-                        BLOCK_N=config.block_n, BLOCK_K=config.block_k, **acc, **dot, **unit,
+                        BLOCK_N=config.block_n, BLOCK_K=config.block_k, C_ACC=precision.correlation_acc,
+                        **acc, **dot, **unit,
                     ), config  # fmt: skip
             config = launch.tile_config("cross_gradient", dtype)
             yield "cross_gradient", dtype, kernels._cross_gradient_kernel, dict(
@@ -149,13 +150,16 @@ def _mma_kind(ptx: str, multiplies: bool) -> str:
 
 def compile_variant(kernel, dtype, constexprs: dict, config) -> dict:
     """Compile one variant for sm_90 and return its resources (module docstring)."""
+    import torch
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    names = {"torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float32": "fp32", "torch.float64": "fp64"}
-    input_dtype = names[str(dtype)]
-    acc_dtype = "fp64" if input_dtype == "fp64" else "fp32"
+    from redundancy._validation import compute_dtype
+
+    names = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32", torch.float64: "fp64"}
+    input_dtype = names[dtype]
+    acc_dtype = names[compute_dtype(torch.zeros(0, dtype=dtype))]
     source = ASTSource(
         fn=kernel, signature=_signature(kernel, input_dtype, acc_dtype, constexprs), constexprs=constexprs
     )

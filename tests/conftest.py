@@ -1,5 +1,7 @@
-"""Test-suite setup: fixed seeds, TF32 off, a Hypothesis profile, the golden values of the published code."""
+"""Test-suite setup: fixed seeds, TF32 off, a Hypothesis profile, the golden values of the published code, and
+the skip of the tests marked ``triton`` where Triton is not installed."""
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -22,6 +24,13 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 #: Fixed float64 inputs and the values the published implementations compute on them (see tests/golden/README.md).
 GOLDEN_PATH = pathlib.Path(__file__).resolve().parent / "golden" / "losses.json"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked ``triton`` is skipped, saying why, where Triton is not installed (a plain ``.[test]`` install,
+    macOS, Windows): ``.[test]`` alone passes the suite."""
+    if item.get_closest_marker("triton") is not None and importlib.util.find_spec("triton") is None:
+        pytest.skip("Triton is not installed; on Linux, pip install 'redundancy[triton]'")
 
 
 @pytest.fixture(autouse=True)

@@ -391,7 +391,11 @@ def test_barlow_twins_module_has_no_state_and_shows_its_options():
         ({"normalization": "batchnorm"}, TypeError, "unexpected keyword argument 'normalization'"),
         ({"correction": 2}, ValueError, "correction must be 0"),
         ({"standardize": None}, TypeError, "standardize must be a bool"),
-        ({"normalisation": "std"}, TypeError, r"__init__\(\) got an unexpected keyword argument 'normalisation'"),
+        (
+            {"normalisation": "std"},
+            TypeError,
+            r"BarlowTwinsLoss\(\) got an unexpected keyword argument 'normalisation'",
+        ),
         ({"algorithm": "dual"}, ValueError, "algorithm must be one of"),
         ({"scale": "big"}, TypeError, "scale must be a real number"),
     ],

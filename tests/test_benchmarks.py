@@ -65,7 +65,7 @@ def test_the_block_row_gram_it_compares_against_is_the_same_product(n, d):
 
 def test_gram_products_times_every_method_and_writes_json(tmp_path, capsys):
     output, table = tmp_path / "gram_products.json", tmp_path / "gram_products.md"
-    options = ["--rounds", "3", "--calls", "1", "--json", str(output), "--markdown", str(table)]
+    options = ["--rounds", "3", "--calls", "1", "--output", str(tmp_path)]
     gram_products.main(["--shapes", "256x2048", "40x64", *options])
     saved = json.loads(output.read_text())
     assert [(r["n"], r["d"], r["blocks"]) for r in saved["results"]] == [(256, 2048, 4), (40, 64, 1)]

@@ -27,8 +27,8 @@ def test_main_without_cuda_exits_with_a_reason(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(SystemExit, match="needs a CUDA GPU"):
-        gpu.main(["--shapes", "8x16", "--json", str(tmp_path / "out.json")])
-    assert not (tmp_path / "out.json").exists()
+        gpu.main(["--shapes", "8x16", "--output", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(("algorithm", "n", "d"), [("cross", 2048, 1024), ("gram", 256, 8192)])

@@ -38,8 +38,7 @@ def test_flops_of_the_two_methods():
 
 def test_the_script_times_both_methods_and_writes_json_and_markdown(tmp_path, capsys):
     output, table = tmp_path / "multiview.json", tmp_path / "multiview.md"
-    arguments = ["--views", "2", "3", "--shapes", "32x48", "--rounds", "3", "--json", str(output)]
-    multiview.main([*arguments, "--markdown", str(table)])
+    multiview.main(["--views", "2", "3", "--shapes", "32x48", "--rounds", "3", "--output", str(tmp_path)])
     saved = json.loads(output.read_text())
     assert [(r["views"], r["n"], r["d"]) for r in saved["results"]] == [(2, 32, 48), (3, 32, 48)]
     for result in saved["results"]:

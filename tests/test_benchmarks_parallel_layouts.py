@@ -9,6 +9,7 @@ import torch
 
 from benchmarks import parallel_layouts
 from redundancy import cost
+from redundancy.barlow_twins import FEATURE_PARALLEL_COST
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "cpu"
@@ -52,9 +53,14 @@ def test_every_figure_is_the_cost_models(n, d, dtype):
             product = [d, d] if algorithm == "cross" else [n, n]
         else:
             assert result["layout"] == ("feature-parallel" if rows == 1 else "2-D")
-            assert algorithm == cost.choose_feature_parallel_algorithm(n, d, rows, features, dtype)
-            assert result["bytes_per_rank"] == cost.feature_parallel_bytes(algorithm, n, d, rows, features, dtype)
-            assert result["flops_per_rank"] == cost.feature_parallel_flops(algorithm, n, d, rows, features)
+            chosen = cost.choose_feature_parallel_algorithm(n, d, rows, features, dtype, loss=FEATURE_PARALLEL_COST)
+            assert algorithm == chosen
+            assert result["bytes_per_rank"] == cost.feature_parallel_bytes(
+                algorithm, n, d, rows, features, dtype, loss=FEATURE_PARALLEL_COST
+            )
+            assert result["flops_per_rank"] == cost.feature_parallel_flops(
+                algorithm, n, d, rows, features, loss=FEATURE_PARALLEL_COST
+            )
             columns = math.ceil(d / features)
             assert result["view"]["shape"] == ([n, columns] if algorithm == "gram" else [n, d])
             product = [n, n] if algorithm == "gram" else [columns, d]
@@ -84,8 +90,8 @@ def test_for_the_loss_alone_features_only_is_the_cheapest_layout(world_size, d):
 
 
 def test_the_script_writes_json_and_the_rst_table(tmp_path, capsys):
-    output, rendered = tmp_path / "layouts.json", tmp_path / "layouts.rst"
-    arguments = ["--n", "64", "--d", "96", "200", "--world-sizes", "4", "--json", str(output), "--rst", str(rendered)]
+    output, rendered = tmp_path / "parallel_layouts.json", tmp_path / "parallel_layouts.rst"
+    arguments = ["--n", "64", "--d", "96", "200", "--world-sizes", "4", "--output", str(tmp_path)]
     results = parallel_layouts.main(arguments)
     saved = json.loads(output.read_text())
     assert saved == {"dtype": "float32", "results": results}

@@ -120,7 +120,7 @@ def test_mixed_barlow_twins_properties(n, d, seed, alpha):
         ({"alpha": "0.5"}, TypeError, "alpha"),
         ({"permutation": torch.arange(7)}, ValueError, r"permutation must have shape \(8,\)"),
         ({"permutation": torch.arange(8.0)}, TypeError, "permutation"),
-        ({"z_mixed": torch.randn(8, 3, dtype=torch.float64)}, ValueError, "z_mixed must have the shape"),
+        ({"z_mixed": torch.randn(8, 3, dtype=torch.float64)}, ValueError, "z1 and z_mixed must have the same shape"),
         ({"z_mixed": torch.ones(8, 4, dtype=torch.int64)}, TypeError, "z_mixed must have a floating-point"),
         ({"lambd": -1.0}, ValueError, "lambd"),
         ({"scale": -1.0}, ValueError, "scale"),

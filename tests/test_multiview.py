@@ -237,7 +237,7 @@ def _reference_mean_over_pairs(views, **options):
     [{}, {"correction": 1, "off_diagonal_target": -1.0}, {"standardize": False, "off_diagonal_target": 0.5}],
 )
 @pytest.mark.parametrize("shape", [(9, 13), (13, 6)])
-def test_second_derivatives_match_autograd_through_the_reference(options, shape):
+def test_multiview_second_derivatives_match_autograd_through_the_reference(options, shape):
     views = _views(3, *shape, seed=4)
     directions = [torch.randn_like(view) for view in views]
     upstream = torch.tensor([0.7, -1.3], dtype=torch.float64)

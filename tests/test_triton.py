@@ -239,11 +239,11 @@ def test_custom_op_registration(device, algorithm, target):
     from redundancy._triton import ops
 
     z1, z2 = (view.detach() for view in _views(37, 70, torch.float32, device))
-    arguments = (z1, z2, "batchnorm", 1e-5, target, algorithm)
+    arguments = (z1, z2, True, 0, 1e-5, target, algorithm)
     torch.library.opcheck(ops.barlow_twins_terms_forward, arguments)
     _, _, stats, gram_a, gram_b, row_sums = ops.barlow_twins_terms_forward(*arguments)
     one = torch.ones((), device=device)
-    backward_arguments = (one, one, z1, z2, stats, gram_a, gram_b, row_sums, "batchnorm", target, algorithm, True, True)
+    backward_arguments = (one, one, z1, z2, stats, gram_a, gram_b, row_sums, True, 0, target, algorithm, True, True)
     torch.library.opcheck(ops.barlow_twins_terms_backward, backward_arguments)
 
 
@@ -313,6 +313,49 @@ def test_float64_scalars_reach_the_kernels_exactly(device, algorithm):
     invariance, redundancy_term = barlow_twins_terms_reference(z1, z2, **options)
     assert relative_error(terms.invariance, invariance) <= 1e-10
     assert relative_error(terms.redundancy, redundancy_term) <= 1e-10
+
+
+#: (N, D, algorithm) of the accuracy test of the reductions into the terms: two small shapes, and the largest the
+#: interpreter runs in about a minute per call (slow). "gram" at N >= D runs the cross kernels.
+REDUCTION_SHAPES = [
+    (64, 64, "cross"),
+    (32, 512, "gram"),
+    pytest.param(1024, 512, "cross", marks=pytest.mark.slow),
+    pytest.param(256, 2048, "gram", marks=pytest.mark.slow),
+]
+
+
+def _float32_views(n, d, kind, device):
+    """``"random"``: views that share signal. ``"converged"``: C ≈ 0.9·I where N >= 2D (:func:`_converged_views`);
+    below that C cannot be I, and the views agree instead (``z2 = z1`` plus noise of 1e-3: every c_i ≈ 1)."""
+    if kind == "converged" and n >= 2 * d:
+        return _converged_views(n, d, torch.float32, device)
+    generator = torch.Generator().manual_seed(3)
+    z1 = torch.randn(n, d, dtype=torch.float64, generator=generator)
+    noise = torch.randn(n, d, dtype=torch.float64, generator=generator)
+    z2 = z1 + 1e-3 * noise if kind == "converged" else 0.5 * z1 + noise
+    return z1.to(device, torch.float32), z2.to(device, torch.float32)
+
+
+@pytest.mark.parametrize("target", [0.0, -1.0])
+@pytest.mark.parametrize("kind", ["random", "converged"])
+@pytest.mark.parametrize(("n", "d", "algorithm"), REDUCTION_SHAPES)
+def test_float32_terms_are_accurate_to_the_float32_inputs(device, n, d, algorithm, kind, target):
+    """Every partial result (tiles of the off-diagonal energy, Gram slices, ⟨AAᵀ, BBᵀ⟩, row sums, Σ c_i) is reduced
+    into the terms without losing float32 accuracy: both terms within 1e-5 of float64 evaluated on the same float32
+    inputs, and within 10 times the error of plain PyTorch (the reference's ``.pow(2).sum()`` of the float32 C),
+    plus one rounding of the float32 result."""
+    z1, z2 = _float32_views(n, d, kind, device)
+    terms = redundancy.barlow_twins_terms(z1, z2, backend="triton", algorithm=algorithm, off_diagonal_target=target)
+    exact = barlow_twins_terms_reference(z1, z2, off_diagonal_target=target, upcast=True)
+    plain = barlow_twins_terms_reference(z1, z2, off_diagonal_target=target)
+    for name, value, exact_value, plain_value in zip(
+        ("invariance", "redundancy"), (terms.invariance, terms.redundancy), exact, plain, strict=True
+    ):
+        error, plain_error = relative_error(value, exact_value), relative_error(plain_value, exact_value)
+        print(f"N={n} D={d} {algorithm} {kind} t={target}: {name} error {error:.2e}, plain PyTorch {plain_error:.2e}")
+        assert error <= 1e-5, f"{name}: relative error {error:.2e} > 1e-5 (plain PyTorch {plain_error:.2e})"
+        assert error <= 10 * plain_error + 2.0**-24, f"{name}: relative error {error:.2e}, plain {plain_error:.2e}"
 
 
 # ------------------------------------------------------------------------ derivatives
@@ -389,12 +432,12 @@ def _recorded_launches(monkeypatch, n, d, dtype, algorithm, target=0.0):
         if name.endswith("_kernel"):
             setattr(recorder, name, _RecordingKernel(name, forward_launches))
     z1, z2 = torch.zeros(n, d, dtype=dtype), torch.zeros(n, d, dtype=dtype)
-    outputs = launch.forward(z1, z2, "batchnorm", 1e-5, target, algorithm)
+    outputs = launch.forward(z1, z2, True, 0, 1e-5, target, algorithm)
     for name in dir(recorder):
         if name.endswith("_kernel"):
             getattr(recorder, name).launches = backward_launches
     one = torch.ones((), dtype=outputs[2].dtype)
-    launch.backward(one, one, z1, z2, *outputs[2:], "batchnorm", target, algorithm, True, True)
+    launch.backward(one, one, z1, z2, *outputs[2:], True, 0, target, algorithm, True, True)
     return forward_launches, backward_launches
 
 
@@ -432,7 +475,7 @@ def test_float32_products_use_tf32x3():
     """float32 products on tensor cores with float32-level accuracy: three TF32 products (``tf32x3``)."""
     from redundancy._triton import launch
 
-    precision = launch._precision(torch.float32)
+    precision = launch._precision(torch.zeros(0, dtype=torch.float32))
     assert (precision.dot_precision, precision.product_precision) == ("tf32x3", "tf32x3")
 
 
@@ -460,3 +503,20 @@ def test_auto_uses_torch_on_cuda_until_a_benchmark_shows_triton_ahead(monkeypatc
     assert backend_choice.select_backend("auto", _cuda_stand_in(dtype=torch.float32)) == "torch"
     monkeypatch.setattr(backend_choice, "_device_name", lambda index: "NVIDIA A100-SXM4-80GB")
     assert backend_choice.select_backend("auto", _cuda_stand_in()) == "torch"
+
+
+@pytest.mark.parametrize("interpret", ["0", "1"])
+def test_explicit_triton_without_triton_says_it_is_not_installed_first(monkeypatch, interpret):
+    """Where Triton is missing, installing it is the first step whatever the device: the error says so (and how),
+    not to set TRITON_INTERPRET=1, which cannot help without Triton."""
+    import redundancy._triton as backend_choice
+
+    monkeypatch.setenv("TRITON_INTERPRET", interpret)
+    missing = f"{backend_choice._NOT_INSTALLED} (No module named 'triton')"
+    monkeypatch.setattr(backend_choice, "_IMPORT_OUTCOME", [missing])  # what a failed `import triton` leaves
+    z = torch.randn(8, 4)
+    with pytest.raises(RuntimeError, match=r"triton is not installed.*pip install 'redundancy\[triton\]'") as error:
+        backend_choice.select_backend("triton", z)
+    assert "TRITON_INTERPRET" not in str(error.value)
+    with pytest.raises(RuntimeError, match="triton is not installed"):
+        redundancy.barlow_twins_loss(z, z, backend="triton")

@@ -8,13 +8,14 @@ differentiates the gradient itself and second derivatives are exact.
 """
 
 import inspect
+from typing import Any, cast
 
 import torch
 
 try:  # the pieces of torch's own Function.apply that the direct path reuses (torch 2.13's Python apply)
     from torch._functorch.utils import unwrap_dead_wrappers
 
-    _GENERIC_APPLY = torch.autograd.Function.apply.__func__
+    _GENERIC_APPLY = cast(Any, torch.autograd.Function.apply).__func__
     #: Whether :func:`with_direct_apply` can skip the binding: with a torch whose ``Function.apply`` is a Python
     #: classmethod and whose functorch helpers it calls are there; otherwise every call takes torch's own ``apply``.
     DIRECT_APPLY = hasattr(torch._C, "_are_functorch_transforms_active")
@@ -29,7 +30,7 @@ def with_cached_signature(function: type[torch.autograd.Function]) -> type[torch
     :func:`inspect.signature` rebuilds that signature each time unless the function carries it: about 20 µs per
     call on the CPU, as much as the whole loss of a small batch.
     """
-    function.forward.__signature__ = inspect.signature(function.forward)
+    cast(Any, function.forward).__signature__ = inspect.signature(function.forward)
     return function
 
 
@@ -44,7 +45,7 @@ def with_direct_apply(function: type[torch.autograd.Function]) -> type[torch.aut
     :mod:`torch.func` transforms). Every other call takes the generic path.
     """
     with_cached_signature(function)
-    parameters = function.forward.__signature__.parameters.values()
+    parameters = inspect.signature(function.forward).parameters.values()
     variadic = any(p.kind == p.VAR_POSITIONAL for p in parameters)
     fixed = sum(p.kind == p.POSITIONAL_OR_KEYWORD for p in parameters)
     if any(p.kind not in (p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in parameters):
@@ -65,7 +66,7 @@ def with_direct_apply(function: type[torch.autograd.Function]) -> type[torch.aut
         return super(torch.autograd.Function, cls).apply(*unwrap_dead_wrappers(args))
 
     apply.__doc__ = torch.autograd.Function.apply.__doc__
-    function.apply = classmethod(apply)
+    cast(Any, function).apply = classmethod(apply)
     return function
 
 

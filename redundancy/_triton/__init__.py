@@ -19,6 +19,8 @@ import os
 
 import torch
 
+from redundancy._ops.standardize import Standardization
+
 __all__ = [
     "TRITON_FASTER",
     "barlow_twins_terms_triton",
@@ -68,15 +70,20 @@ def triton_unavailable_reason() -> str:
     return _IMPORT_OUTCOME[0]
 
 
-def _unsupported_reason(z: torch.Tensor) -> str:
-    """Why the Triton kernels cannot run on ``z`` (``""`` when they can)."""
+def _unsupported_dtype_reason(z: torch.Tensor) -> str:
+    """Why the Triton kernels cannot take ``z``'s dtype (``""`` when they can)."""
+    if z.dtype not in _SUPPORTED_DTYPES:
+        return f"backend='triton' supports float16, bfloat16, float32 and float64 inputs, got {z.dtype}"
+    return ""
+
+
+def _unsupported_device_reason(z: torch.Tensor) -> str:
+    """Why the installed Triton cannot run on ``z``'s device (``""`` when it can)."""
     if z.device.type != "cuda" and not (z.device.type == "cpu" and interpreter_enabled()):
         return (
             f"backend='triton' needs CUDA tensors, got device {z.device.type} "
             "(set TRITON_INTERPRET=1 to run the kernels on CPU for testing)"
         )
-    if z.dtype not in _SUPPORTED_DTYPES:
-        return f"backend='triton' supports float16, bfloat16, float32 and float64 inputs, got {z.dtype}"
     return ""
 
 
@@ -112,8 +119,9 @@ def select_backend(backend: str, z: torch.Tensor, *, algorithm: str | None = Non
     ``algorithm`` (the algorithm ``cost.choose_algorithm`` picks for ``z``'s shape when not given).
 
     Raises:
-        ValueError: ``backend="triton"`` with tensors the kernels cannot take (device or dtype).
-        RuntimeError: ``backend="triton"`` where Triton is not installed.
+        ValueError: ``backend="triton"`` with a dtype the kernels cannot take, or (Triton installed) on a device
+            they cannot run on.
+        RuntimeError: ``backend="triton"`` where Triton is not installed (whatever the device).
     """
     if backend == "torch":
         return "torch"
@@ -121,19 +129,27 @@ def select_backend(backend: str, z: torch.Tensor, *, algorithm: str | None = Non
         if z.device.type != "cuda" or z.dtype not in _SUPPORTED_DTYPES or not _measured_faster(z, algorithm):
             return "torch"
         return "torch" if triton_unavailable_reason() else "triton"
-    reason = _unsupported_reason(z)
+    # The input's own fault first; then what this machine lacks, installation before device (the interpreter
+    # that runs the kernels on CPU tensors is part of Triton).
+    reason = _unsupported_dtype_reason(z)
     if reason:
         raise ValueError(reason)
     reason = triton_unavailable_reason()
     if reason:
         raise RuntimeError(f"backend='triton' cannot run: {reason}")
+    reason = _unsupported_device_reason(z)
+    if reason:
+        raise ValueError(reason)
     return "triton"
 
 
 def barlow_twins_terms_triton(
-    z1: torch.Tensor, z2: torch.Tensor, *, standardization, target: float, algorithm: str
+    z1: torch.Tensor, z2: torch.Tensor, *, standardization: Standardization | None, target: float, algorithm: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(invariance, redundancy)`` of the raw views by the Triton kernels (after :func:`select_backend`).
+
+    ``standardization`` standardizes each view over the batch (``None``: the views are used as they are);
+    ``target`` is the off-diagonal target and ``algorithm`` ``"cross"`` or ``"gram"``.
 
     With N >= D the Gram kernels cannot separate the diagonal of C from ‖C‖² in float32 near convergence: the
     cross kernels give the same value exactly there, and are the cheaper ones, so ``"gram"`` runs them (as the
@@ -147,7 +163,15 @@ def barlow_twins_terms_triton(
     if algorithm == "gram" and z1.shape[0] >= z1.shape[1]:
         algorithm = "cross"
     if standardization is None:
-        normalization, eps = "none", 0.0
-    else:
-        normalization, eps = ("std" if standardization.unbiased else "batchnorm"), standardization.eps
-    return ops.barlow_twins_terms(z1, z2, normalization=normalization, eps=eps, target=target, algorithm=algorithm)
+        return ops.barlow_twins_terms(
+            z1, z2, standardize=False, correction=0, eps=0.0, target=target, algorithm=algorithm
+        )
+    return ops.barlow_twins_terms(
+        z1,
+        z2,
+        standardize=True,
+        correction=1 if standardization.unbiased else 0,
+        eps=standardization.eps,
+        target=target,
+        algorithm=algorithm,
+    )

@@ -5,8 +5,12 @@ loads it, ``A = (z - mean) * rstd`` with the per-feature statistics that the hos
 :func:`_statistics_kernel`; padding entries of a tile are exactly 0 after standardization, so they add nothing to
 any product or sum.
 
-Precision: statistics, tiles of C and Gram tiles accumulate in ``ACC`` (float32, or float64 for float64
-inputs). Products of standardized tiles are rounded to ``DOT`` first (the input dtype for float16/bfloat16
+Precision: statistics and Gram tiles accumulate in ``ACC`` (float32, or float64 for float64 inputs). Tiles of C
+accumulate in two levels: each chunk of ``BLOCK_K`` rows is one product accumulated in ``ACC``, and the chunks are
+summed in ``C_ACC`` (float64 for float32 inputs, ``ACC`` otherwise): an off-diagonal C_ij of a converged model is
+a small difference of O(1) products, which one float32 running sum over all N rows would bury in its own rounding
+(a half-precision tile's own rounding to ``DOT`` is far larger than that). Products of standardized tiles are
+rounded to ``DOT`` first (the input dtype for float16/bfloat16
 inputs, so tensor cores multiply them; ``ACC`` otherwise) and run with ``DOT_PRECISION`` (``"tf32x3"`` for
 float32: three TF32 tensor-core products, float32-level accuracy). The backward products of an accumulated
 matrix (``dC`` or a Gram) with a standardized tile run in ``ACC`` with ``PRODUCT_PRECISION`` (``"tf32"`` for
@@ -197,7 +201,7 @@ def _merge_statistics_kernel(
         rstd1 = 1.0 / tl.sqrt(tl.where(col_mask, moment1 / divisor_acc + eps, 1.0))
         rstd2 = 1.0 / tl.sqrt(tl.where(col_mask, moment2 / divisor_acc + eps, 1.0))
         diagonal = comoment * rstd1 * rstd2 / N
-        # 1 / divisor - 1 / N without cancellation: 0 for "batchnorm", 1 / (N (N - 1)) for "std".
+        # 1 / divisor - 1 / N without cancellation: 0 for correction=0, 1 / (N (N - 1)) for correction=1.
         excess = tl.cast(N - divisor, ACC) / (divisor_acc * tl.cast(N, ACC))
         complement = 0.5 * ((moment1 * excess + eps) * rstd1 * rstd1 + (moment2 * excess + eps) * rstd2 * rstd2)
     else:
@@ -277,8 +281,11 @@ def _cross_tile_kernel(
     DOT: tl.constexpr,
     EMULATE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    C_ACC: tl.constexpr,
 ):
     """The tile (i, j) of ``C = AᵀB / N``: its off-diagonal energy (forward) or its tile of ``dC`` (backward).
+
+    The chunks of ``BLOCK_K`` rows are summed in ``C_ACC`` (module docstring); C is then rounded to ``ACC``.
 
     Forward (``GRADIENT`` false): ``out[program] = Σ_{i≠j} (C_ij - t)²`` over the tile, with ``t = target[0]``;
     summing off the diagonal directly, not ``‖C‖² - Σ c_i²``, leaves nothing to cancel near convergence.
@@ -288,7 +295,7 @@ def _cross_tile_kernel(
     pid_j = tl.program_id(1)
     cols_i = (pid_i * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
     cols_j = (pid_j * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
-    tile = tl.zeros([BLOCK_M, BLOCK_N], dtype=ACC)
+    tile = tl.zeros([BLOCK_M, BLOCK_N], dtype=C_ACC)
     for start in range(0, N, BLOCK_K):
         rows = (start + tl.arange(0, BLOCK_K)).to(tl.int64)
         a = _load_standardized(
@@ -297,11 +304,14 @@ def _cross_tile_kernel(
         b = _load_standardized(
             z2_ptr, rows, cols_j, stride2_n, stride2_d, N, D, stats_ptr + 2 * D, stats_ptr + 3 * D, STANDARDIZE, ACC
         )
-        tile += tl.dot(tl.trans(_round_to(a, DOT, EMULATE)), _round_to(b, DOT, EMULATE), input_precision=DOT_PRECISION)
+        product = tl.dot(
+            tl.trans(_round_to(a, DOT, EMULATE)), _round_to(b, DOT, EMULATE), input_precision=DOT_PRECISION
+        )
+        tile += product.to(C_ACC)  # with C_ACC = ACC the compiler folds this sum into the product's accumulator
     target = tl.load(target_ptr)
     valid = (cols_i < D)[:, None] & (cols_j < D)[None, :]
     diagonal = cols_i[:, None] == cols_j[None, :]
-    shifted = tile / N - target
+    shifted = (tile / N).to(ACC) - target
     if GRADIENT:
         scale = tl.load(coefficient_ptr)
         diagonal_grad = tl.load(diagonal_grad_ptr + cols_i, mask=cols_i < D, other=0.0)

@@ -1,6 +1,7 @@
 """Kernel launches of the Triton backend: tile sizes, grids, precisions, and the forward and backward passes.
 
-Importing this module imports Triton; :mod:`redundancy._triton.ops` imports it the first time an op runs.
+Importing this module imports Triton; :mod:`redundancy._triton.ops` imports it the first time an op runs (this
+module imports nothing of ``ops``). Accumulations are in :func:`redundancy._validation.compute_dtype` of the inputs.
 
 Tiles are fixed per kernel and dtype class (:data:`GPU_CONFIGS`, :data:`INTERPRETER_CONFIGS`), chosen so that
 every variant fits the shared memory of an sm_80/sm_90 GPU and half-precision variants spill no registers
@@ -18,7 +19,7 @@ import triton.language as tl
 
 from redundancy._ops.terms import diagonal_gradient
 from redundancy._triton import interpreter_enabled, kernels
-from redundancy._triton.ops import accumulation_dtype as _accumulation_dtype
+from redundancy._validation import compute_dtype
 
 #: Two programs per SM of an H100 SXM (132 SMs): the grid size the matrix-multiplying kernels aim for.
 MIN_PROGRAMS = 264
@@ -74,12 +75,17 @@ GPU_CONFIGS: dict[tuple[str, str], TileConfig] = {
     ("standardize_backward", "float32"): _STREAM,
     ("standardize_backward", "float64"): _STREAM,
 }
-#: Tiles under ``TRITON_INTERPRET=1``: large tiles, so that few programs run one after the other.
+#: Tiles under ``TRITON_INTERPRET=1``: large tiles, so that few programs run one after the other. The tiles of C
+#: of float32 inputs sum the rows in the GPU's chunks (``block_k``): each chunk is a float32 product, and the chunks
+#: are summed in float64 (:mod:`.kernels`), so the interpreter rounds C where a GPU does.
 INTERPRETER_CONFIGS: dict[tuple[str, str], TileConfig] = {
     (kernel, dtype): TileConfig(32, 64, 64, num_warps=4, num_stages=1)
     for kernel in KERNELS
     for dtype in ("half", "float32", "float64")
 }
+INTERPRETER_CONFIGS[("cross_tile", "float32")] = TileConfig(
+    32, 64, GPU_CONFIGS[("cross_tile", "float32")].block_k, num_warps=4, num_stages=1
+)
 
 
 def _gpu_configuration() -> bool:
@@ -135,18 +141,19 @@ class _Precision:
     emulate: bool
     dot_precision: str
     product_precision: str
+    correlation_acc: tl.dtype  # the sum of C's tiles over the chunks of rows (C_ACC of the cross kernel)
 
 
-def _precision(dtype: torch.dtype) -> _Precision:
-    """Accumulation and product dtypes for inputs of ``dtype`` (module docstring of :mod:`.kernels`)."""
-    interpreting = interpreter_enabled()
-    if dtype == torch.float64:
-        return _Precision(tl.float64, tl.float64, False, "ieee", "ieee")
-    if dtype == torch.float32:
-        return _Precision(tl.float32, tl.float32, False, "tf32x3", "tf32x3")
+def _precision(z: torch.Tensor) -> _Precision:
+    """Accumulation and product dtypes for inputs like ``z`` (module docstring of :mod:`.kernels`)."""
+    acc = _TRITON_DTYPES[compute_dtype(z)]
+    if z.dtype == torch.float64:
+        return _Precision(acc, acc, False, "ieee", "ieee", acc)
+    if z.dtype == torch.float32:
+        return _Precision(acc, acc, False, "tf32x3", "tf32x3", tl.float64)
     # A bfloat16 or float16 product uses the tensor cores whatever input_precision says ("ieee", as Triton 3.6
     # accepts for such operands); the backward products of a float32 matrix with a tile run in TF32.
-    return _Precision(tl.float32, _TRITON_DTYPES[dtype], interpreting, "ieee", "tf32")
+    return _Precision(acc, _TRITON_DTYPES[z.dtype], interpreter_enabled(), "ieee", "tf32", acc)
 
 
 def _on_device(z: torch.Tensor) -> contextlib.AbstractContextManager:
@@ -154,8 +161,9 @@ def _on_device(z: torch.Tensor) -> contextlib.AbstractContextManager:
     return torch.cuda.device(z.device) if z.device.type == "cuda" else contextlib.nullcontext()
 
 
-def _divisor(n: int, normalization: str) -> int:
-    return n - 1 if normalization == "std" else n
+def _divisor(n: int, correction: int) -> int:
+    """The variance divisor ``N - correction`` (as :func:`torch.var` takes ``correction``)."""
+    return n - correction
 
 
 def _scalar(value: float, like: torch.Tensor) -> torch.Tensor:
@@ -168,7 +176,7 @@ def _scalar(value: float, like: torch.Tensor) -> torch.Tensor:
 
 
 def _statistics(
-    z1: torch.Tensor, z2: torch.Tensor, normalization: str, eps: float
+    z1: torch.Tensor, z2: torch.Tensor, standardize: bool, correction: int, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The (5, D) statistics ``mean1, rstd1, mean2, rstd2, diag(C)`` and the invariance term ``Σ (1 - c_i)²``.
 
@@ -178,20 +186,20 @@ def _statistics(
     """
     n, d = z1.shape
     config = tile_config("statistics", z1.dtype)
-    acc_dtype = _accumulation_dtype(z1.dtype)
+    acc = _precision(z1).acc
+    acc_dtype = compute_dtype(z1)
     ranges, rows_per_program = statistics_split(n, d, config)
     partial = torch.empty((ranges, 5, d), dtype=acc_dtype, device=z1.device)
-    standardize = normalization != "none"
     kernels._statistics_kernel[(triton.cdiv(d, config.block_n), ranges)](
         z1, z2, partial, n, d, rows_per_program, *z1.stride(), *z2.stride(),
-        STANDARDIZE=standardize, BLOCK_N=config.block_m, BLOCK_D=config.block_n, ACC=_precision(z1.dtype).acc,
+        STANDARDIZE=standardize, BLOCK_N=config.block_m, BLOCK_D=config.block_n, ACC=acc,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
     stats = torch.empty((5, d), dtype=acc_dtype, device=z1.device)
     complement = torch.empty(d, dtype=acc_dtype, device=z1.device)
     kernels._merge_statistics_kernel[(triton.cdiv(d, config.block_n),)](
         partial, stats, complement, _scalar(eps, stats), n, d, ranges, rows_per_program,
-        _divisor(n, normalization), STANDARDIZE=standardize, BLOCK_D=config.block_n, ACC=_precision(z1.dtype).acc,
+        _divisor(n, correction), STANDARDIZE=standardize, BLOCK_D=config.block_n, ACC=acc,
         num_warps=config.num_warps,
     )  # fmt: skip
     if not standardize:
@@ -199,29 +207,49 @@ def _statistics(
     difference = torch.empty((ranges, d), dtype=acc_dtype, device=z1.device)
     kernels._difference_kernel[(triton.cdiv(d, config.block_n), ranges)](
         z1, z2, stats, difference, n, d, rows_per_program, *z1.stride(), *z2.stride(),
-        BLOCK_N=config.block_m, BLOCK_D=config.block_n, ACC=_precision(z1.dtype).acc,
+        BLOCK_N=config.block_m, BLOCK_D=config.block_n, ACC=acc,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
     one_minus_c = difference.sum(0).div_(2 * n).add_(complement)
     return stats, one_minus_c.square().sum()
 
 
-def forward(z1: torch.Tensor, z2: torch.Tensor, normalization: str, eps: float, target: float, algorithm: str):
+#: The outputs of the forward custom op: invariance, redundancy, stats, gram_a, gram_b, row_sums.
+ForwardOutputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def forward(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    standardize: bool,
+    correction: int,
+    eps: float,
+    target: float,
+    algorithm: str,
+) -> ForwardOutputs:
     """``(invariance, redundancy, stats, gram_a, gram_b, row_sums)``, the outputs of the forward custom op."""
     with _on_device(z1):
-        return _forward(z1, z2, normalization, eps, target, algorithm)
+        return _forward(z1, z2, standardize, correction, eps, target, algorithm)
 
 
-def _forward(z1: torch.Tensor, z2: torch.Tensor, normalization: str, eps: float, target: float, algorithm: str):
+def _forward(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    standardize: bool,
+    correction: int,
+    eps: float,
+    target: float,
+    algorithm: str,
+) -> ForwardOutputs:
     n, d = z1.shape
-    precision = _precision(z1.dtype)
-    acc_dtype = _accumulation_dtype(z1.dtype)
-    stats, invariance = _statistics(z1, z2, normalization, eps)
+    precision = _precision(z1)
+    acc_dtype = compute_dtype(z1)
+    stats, invariance = _statistics(z1, z2, standardize, correction, eps)
     diagonal = stats[4]
     # Three distinct empty tensors where unused: custom-op outputs may not alias one another.
     gram_a, gram_b, row_sums = (z1.new_empty(0, dtype=acc_dtype) for _ in range(3))
     common = dict(
-        STANDARDIZE=normalization != "none",
+        STANDARDIZE=standardize,
         ACC=precision.acc,
         DOT=precision.dot,
         EMULATE=precision.emulate,
@@ -235,7 +263,7 @@ def _forward(z1: torch.Tensor, z2: torch.Tensor, normalization: str, eps: float,
         kernels._cross_tile_kernel[grid](
             z1, z2, stats, target_tensor, target_tensor, diagonal, partials, n, d, *z1.stride(), *z2.stride(),
             GRADIENT=False, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
-            num_warps=config.num_warps, num_stages=config.num_stages, **common,
+            C_ACC=precision.correlation_acc, num_warps=config.num_warps, num_stages=config.num_stages, **common,
         )  # fmt: skip
         redundancy = partials.sum(dtype=torch.float64).to(acc_dtype)
         return invariance, redundancy, stats, gram_a, gram_b, row_sums
@@ -272,10 +300,28 @@ def _forward(z1: torch.Tensor, z2: torch.Tensor, normalization: str, eps: float,
 # --------------------------------------------------------------------------------------------- backward
 
 
-def backward(grad_invariance: torch.Tensor, grad_redundancy: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, *rest):
-    """``(dz1, dz2)``, the outputs of the backward custom op (the arguments are those of :func:`_backward`)."""
+def backward(
+    grad_invariance: torch.Tensor,
+    grad_redundancy: torch.Tensor,
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    stats: torch.Tensor,
+    gram_a: torch.Tensor,
+    gram_b: torch.Tensor,
+    row_sums: torch.Tensor,
+    standardize: bool,
+    correction: int,
+    target: float,
+    algorithm: str,
+    needs_grad_z1: bool,
+    needs_grad_z2: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dz1, dz2)``, the outputs of the backward custom op; ``stats`` and the rest are the forward's outputs."""
     with _on_device(z1):
-        return _backward(grad_invariance, grad_redundancy, z1, z2, *rest)
+        return _backward(
+            grad_invariance, grad_redundancy, z1, z2, stats, gram_a, gram_b, row_sums,
+            standardize, correction, target, algorithm, needs_grad_z1, needs_grad_z2,
+        )  # fmt: skip
 
 
 def _backward(
@@ -287,21 +333,21 @@ def _backward(
     gram_a: torch.Tensor,
     gram_b: torch.Tensor,
     row_sums: torch.Tensor,
-    normalization: str,
+    standardize: bool,
+    correction: int,
     target: float,
     algorithm: str,
     needs_grad_z1: bool,
     needs_grad_z2: bool,
-):
+) -> tuple[torch.Tensor, torch.Tensor]:
     n, d = z1.shape
-    precision = _precision(z1.dtype)
+    precision = _precision(z1)
     acc_dtype = stats.dtype
     grad_invariance = grad_invariance.to(acc_dtype)
     grad_redundancy = grad_redundancy.to(acc_dtype)
     diagonal_grad = diagonal_gradient(stats[4], grad_invariance, grad_redundancy, target).div_(n).contiguous()
     coefficient = (grad_redundancy * (2.0 / n)).reshape(1)
     target_tensor = _scalar(target, stats)
-    standardize = normalization != "none"
     dz1 = torch.empty(z1.shape, dtype=z1.dtype, device=z1.device) if needs_grad_z1 else z1.new_empty(0)
     dz2 = torch.empty(z2.shape, dtype=z2.dtype, device=z2.device) if needs_grad_z2 else z2.new_empty(0)
     views = int(needs_grad_z1) + int(needs_grad_z2)
@@ -330,7 +376,8 @@ def _backward(
             z1, z2, stats, target_tensor, coefficient, diagonal_grad, matrix, n, d, *strides,
             STANDARDIZE=standardize, GRADIENT=True, BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n,
             BLOCK_K=tiles.block_k, ACC=precision.acc, DOT=precision.dot, EMULATE=precision.emulate,
-            DOT_PRECISION=precision.dot_precision, num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+            DOT_PRECISION=precision.dot_precision, C_ACC=precision.correlation_acc, num_warps=tiles.num_warps,
+            num_stages=tiles.num_stages,
         )  # fmt: skip
         kernels._cross_gradient_kernel[grid](
             z1, z2, stats, matrix, work1, work2, dz1, dz2, sums, n, d, *strides, first_view, **common
@@ -345,7 +392,7 @@ def _backward(
         column_sums = sums.sum(1)
         stream = tile_config("standardize_backward", z1.dtype)
         kernels._standardize_backward_kernel[(triton.cdiv(n, stream.block_m), triton.cdiv(d, stream.block_n), views)](
-            z1, z2, stats, work1, work2, dz1, dz2, column_sums, n, d, *strides, _divisor(n, normalization),
+            z1, z2, stats, work1, work2, dz1, dz2, column_sums, n, d, *strides, _divisor(n, correction),
             first_view, IN_PLACE=in_place, BLOCK_M=stream.block_m, BLOCK_N=stream.block_n, ACC=precision.acc,
             EMULATE=precision.emulate, num_warps=stream.num_warps, num_stages=stream.num_stages,
         )  # fmt: skip

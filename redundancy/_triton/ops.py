@@ -2,7 +2,7 @@
 
 Two custom ops, so that ``torch.compile`` sees opaque, shape-known calls and never traces into Triton:
 
-- ``redundancy::barlow_twins_terms_forward(z1, z2, normalization, eps, target, algorithm)`` returns the
+- ``redundancy::barlow_twins_terms_forward(z1, z2, standardize, correction, eps, target, algorithm)`` returns the
   invariance and redundancy terms and what the backward reads: the (5, D) statistics
   ``mean1, rstd1, mean2, rstd2, diag(C)``, the two N×N Grams (Gram algorithm; empty for cross) and the
   (2, N) row sums of the standardized views (Gram algorithm with a non-zero target; empty otherwise).
@@ -12,37 +12,41 @@ Two custom ops, so that ``torch.compile`` sees opaque, shape-known calls and nev
 Function in the ``setup_context`` form, with a ``vmap`` rule, so ``torch.func.grad`` and ``vmap`` transform
 the loss; its backward is first-order (a second derivative raises an error naming ``create_graph``).
 
+The options are those of the public functions: ``standardize`` (``False``: the views are used as they are),
+``correction`` (the variance divided by ``N - correction``, as :func:`torch.var`) and ``eps``.
+
 This module imports torch only; the implementations import :mod:`redundancy._triton.launch` (and so
-Triton) when they first run.
+Triton) when they first run. Nothing imports this module back: the dependency goes one way.
 """
 
 import torch
 
 from redundancy._ops._autograd import with_cached_signature
-
-
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 for float64 inputs, float32 for every other input dtype."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
+from redundancy._validation import compute_dtype
 
 # ------------------------------------------------------------------------------------------- custom ops
 
 
 @torch.library.custom_op("redundancy::barlow_twins_terms_forward", mutates_args=())
 def barlow_twins_terms_forward(
-    z1: torch.Tensor, z2: torch.Tensor, normalization: str, eps: float, target: float, algorithm: str
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    standardize: bool,
+    correction: int,
+    eps: float,
+    target: float,
+    algorithm: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(invariance, redundancy, stats, gram_a, gram_b, row_sums)`` of raw views z1, z2 (module docstring)."""
     from redundancy._triton import launch
 
-    return launch.forward(z1, z2, normalization, eps, target, algorithm)
+    return launch.forward(z1, z2, standardize, correction, eps, target, algorithm)
 
 
 @barlow_twins_terms_forward.register_fake
-def _(z1, z2, normalization, eps, target, algorithm):
+def _(z1, z2, standardize, correction, eps, target, algorithm):
     n, d = z1.shape
-    acc_dtype = accumulation_dtype(z1.dtype)
+    acc_dtype = compute_dtype(z1)
     gram_shape = (n, n) if algorithm == "gram" else (0,)
     row_shape = (2, n) if algorithm == "gram" and target != 0.0 else (0,)
     return (
@@ -65,7 +69,8 @@ def barlow_twins_terms_backward(
     gram_a: torch.Tensor,
     gram_b: torch.Tensor,
     row_sums: torch.Tensor,
-    normalization: str,
+    standardize: bool,
+    correction: int,
     target: float,
     algorithm: str,
     needs_grad_z1: bool,
@@ -83,7 +88,8 @@ def barlow_twins_terms_backward(
         gram_a,
         gram_b,
         row_sums,
-        normalization,
+        standardize,
+        correction,
         target,
         algorithm,
         needs_grad_z1,
@@ -92,8 +98,8 @@ def barlow_twins_terms_backward(
 
 
 @barlow_twins_terms_backward.register_fake
-def _(grad_invariance, grad_redundancy, z1, z2, stats, gram_a, gram_b, row_sums, normalization, target, algorithm,
-      needs_grad_z1, needs_grad_z2):  # fmt: skip
+def _(grad_invariance, grad_redundancy, z1, z2, stats, gram_a, gram_b, row_sums, standardize, correction, target,
+      algorithm, needs_grad_z1, needs_grad_z2):  # fmt: skip
     dz1 = torch.empty_like(z1, memory_format=torch.contiguous_format) if needs_grad_z1 else z1.new_empty(0)
     dz2 = torch.empty_like(z2, memory_format=torch.contiguous_format) if needs_grad_z2 else z2.new_empty(0)
     return dz1, dz2
@@ -124,26 +130,27 @@ class BarlowTwinsTermsFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(z1, z2, normalization, eps, target, algorithm):
-        return barlow_twins_terms_forward(z1, z2, normalization, eps, target, algorithm)
+    def forward(z1, z2, standardize, correction, eps, target, algorithm):
+        return barlow_twins_terms_forward(z1, z2, standardize, correction, eps, target, algorithm)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        z1, z2, normalization, _eps, target, algorithm = inputs
+        z1, z2, standardize, correction, _eps, target, algorithm = inputs
         _invariance, _redundancy, stats, gram_a, gram_b, row_sums = output
         ctx.mark_non_differentiable(stats, gram_a, gram_b, row_sums)
         ctx.save_for_backward(z1, z2, stats, gram_a, gram_b, row_sums)
-        ctx.options = (normalization, target, algorithm)
+        ctx.options = (standardize, correction, target, algorithm)
 
     @staticmethod
-    def vmap(info, in_dims, z1, z2, normalization, eps, target, algorithm):
+    def vmap(info, in_dims, z1, z2, standardize, correction, eps, target, algorithm):
         """``torch.func.vmap``: the kernels take one pair of views, so a batch of pairs is a loop over it."""
         dim1, dim2 = in_dims[0], in_dims[1]
         results = [
             BarlowTwinsTermsFunction.apply(
                 z1.select(dim1, index) if dim1 is not None else z1,
                 z2.select(dim2, index) if dim2 is not None else z2,
-                normalization,
+                standardize,
+                correction,
                 eps,
                 target,
                 algorithm,
@@ -155,7 +162,7 @@ class BarlowTwinsTermsFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_invariance, grad_redundancy, *_unused_grads):
         z1, z2, stats, gram_a, gram_b, row_sums = ctx.saved_tensors
-        normalization, target, algorithm = ctx.options
+        standardize, correction, target, algorithm = ctx.options
         needs_grad_z1, needs_grad_z2 = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if grad_invariance is None:
             grad_invariance = torch.zeros((), dtype=stats.dtype, device=stats.device)
@@ -171,7 +178,8 @@ class BarlowTwinsTermsFunction(torch.autograd.Function):
                 gram_a,
                 gram_b,
                 row_sums,
-                normalization,
+                standardize,
+                correction,
                 target,
                 algorithm,
                 needs_grad_z1,
@@ -181,7 +189,7 @@ class BarlowTwinsTermsFunction(torch.autograd.Function):
         depends_on = [tensor for tensor in (z1, z2, grad_invariance, grad_redundancy) if tensor.requires_grad]
         if torch.is_grad_enabled() and depends_on:  # create_graph=True: the gradients must not look constant
             dz1, dz2 = (None if dz is None else _FirstOrderGradient.apply(dz, *depends_on) for dz in (dz1, dz2))
-        return (dz1, dz2, None, None, None, None)
+        return (dz1, dz2, None, None, None, None, None)
 
 
 @with_cached_signature
@@ -212,8 +220,17 @@ class _FirstOrderGradient(torch.autograd.Function):
 
 
 def barlow_twins_terms(
-    z1: torch.Tensor, z2: torch.Tensor, *, normalization: str, eps: float, target: float, algorithm: str
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    *,
+    standardize: bool,
+    correction: int,
+    eps: float,
+    target: float,
+    algorithm: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(invariance, redundancy)`` of raw views ``z1, z2`` computed by the Triton kernels, differentiable."""
-    outputs = BarlowTwinsTermsFunction.apply(z1, z2, normalization, float(eps), float(target), algorithm)
+    outputs = BarlowTwinsTermsFunction.apply(
+        z1, z2, bool(standardize), int(correction), float(eps), float(target), algorithm
+    )
     return outputs[0], outputs[1]

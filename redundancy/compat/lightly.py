@@ -56,6 +56,7 @@ import contextlib
 import math
 import re
 from collections.abc import Iterator
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -78,7 +79,7 @@ def _check_gather_distributed(gather_distributed: object) -> None:
         )
 
 
-def _distributed(gather_distributed: object) -> str:
+def _distributed(gather_distributed: object) -> Literal["global", "local"]:
     """lightly's ``gather_distributed`` (checked) as this library's ``distributed`` option."""
     _check_gather_distributed(gather_distributed)
     return "global" if gather_distributed else "local"
@@ -229,7 +230,7 @@ class VICRegLoss(nn.Module):
         self.eps = eps
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
-        options = {"eps": number("eps", self.eps), "distributed": _distributed(self.gather_distributed)}
+        options: dict[str, Any] = {"eps": number("eps", self.eps), "distributed": _distributed(self.gather_distributed)}
         with _named_as_lightly():
             if not _has_positions(z_a, z_b):  # (N, D), or inputs the loss itself refuses on every rank
                 _, invariance, variance, covariance = vicreg_terms(z_a, z_b, **options)
