@@ -1,143 +1,18 @@
-"""Second derivatives and :mod:`torch.func` through every loss of the family, against :mod:`redundancy.reference`.
-
-A gradient penalty differentiates the gradient itself: ``g = ∂L/∂x`` with ``create_graph=True``, then the
-gradient of ``‖g‖²`` with respect to the parameters of a small linear layer. The ops' closed-form backwards must
-then be differentiable (not ``once_differentiable``, which drops the second-order terms without a word when the
-incoming gradient needs none). The reference formulas are plain autograd, so their second derivatives are exact.
+"""The ops' autograd Functions: second derivatives (``gradgradcheck``), the refusal of a graph of gradients across
+processes, the direct ``apply`` of small eager calls (it must give what the generic ``apply`` gives), and when saved
+tensors die. Second derivatives and :mod:`torch.func` through every public loss are in ``tests/family.py``.
 """
 
-import functools
+import inspect
 
 import pytest
 import torch
-from torch.func import grad, jacrev, vmap
 
 import redundancy
-from redundancy import reference
 from redundancy._ops import Standardization, cross_correlation_terms, gram_terms, standardize
+from redundancy._ops._autograd import DIRECT_APPLY, saved_tensors_die_after_backward, with_direct_apply
+from redundancy._ops.cross import _CrossCorrelationTerms
 from tests.utils import STANDARDIZATIONS, assert_relative
-
-N, D_IN, D = 11, 5, 7
-PERMUTATION = torch.tensor([3, 0, 7, 1, 10, 2, 9, 4, 8, 6, 5])
-
-
-def _mixed(loss, reference_loss):
-    """Mixed Barlow Twins as a loss of two views: the mixed view is a fixed mix of the two."""
-
-    def make(implementation):
-        def mixed(z1, z2):
-            z_mixed = 0.3 * z1 + 0.7 * z2[PERMUTATION] + 0.1 * z1.square()
-            return implementation(z1, z2, z_mixed, PERMUTATION, 0.3)
-
-        return mixed
-
-    return make(loss), make(reference_loss)
-
-
-#: (name, loss of (z1, z2) through the library, the same through reference.py)
-FAMILY = [
-    *[
-        (
-            f"barlow_twins-{algorithm}-{standardization}-t{target}",
-            functools.partial(
-                redundancy.barlow_twins_loss,
-                algorithm=algorithm,
-                **STANDARDIZATIONS[standardization],
-                off_diagonal_target=target,
-                lambd=0.3,
-            ),
-            functools.partial(
-                reference.barlow_twins_loss_reference,
-                **STANDARDIZATIONS[standardization],
-                off_diagonal_target=target,
-                lambd=0.3,
-            ),
-        )
-        for algorithm in ("cross", "gram")
-        for standardization in STANDARDIZATIONS
-        for target in (0.0, -1.0)
-    ],
-    *[
-        (
-            f"vicreg-{algorithm}",
-            functools.partial(redundancy.vicreg_loss, algorithm=algorithm),
-            reference.vicreg_loss_reference,
-        )
-        for algorithm in ("cross", "gram")
-    ],
-    *[
-        (
-            f"decov-{algorithm}",
-            lambda z1, z2, algorithm=algorithm: (
-                redundancy.decov_loss(z1, algorithm=algorithm) + redundancy.decov_loss(z2, algorithm=algorithm)
-            ),
-            lambda z1, z2: reference.decov_loss_reference(z1) + reference.decov_loss_reference(z2),
-        )
-        for algorithm in ("cross", "gram")
-    ],
-    *[
-        (
-            f"total_coding_rate-{algorithm}",
-            lambda z1, z2, algorithm=algorithm: (
-                redundancy.total_coding_rate(z1, algorithm=algorithm)
-                - redundancy.total_coding_rate(z2, algorithm=algorithm)
-            ),
-            lambda z1, z2: reference.total_coding_rate_reference(z1) - reference.total_coding_rate_reference(z2),
-        )
-        for algorithm in ("cross", "gram")
-    ],
-    *[
-        (
-            f"cca_ssg-{algorithm}",
-            functools.partial(redundancy.cca_ssg_loss, algorithm=algorithm, lambd=0.1),
-            functools.partial(reference.cca_ssg_loss_reference, lambd=0.1),
-        )
-        for algorithm in ("cross", "gram")
-    ],
-    *[
-        (
-            f"spectral_contrastive-{algorithm}",
-            functools.partial(redundancy.spectral_contrastive_loss, algorithm=algorithm),
-            reference.spectral_contrastive_loss_reference,
-        )
-        for algorithm in ("cross", "gram")
-    ],
-    *[
-        (
-            f"mixed_barlow_twins-{algorithm}",
-            *_mixed(
-                functools.partial(redundancy.mixed_barlow_twins_regularizer, algorithm=algorithm),
-                reference.mixed_barlow_twins_regularizer_reference,
-            ),
-        )
-        for algorithm in ("cross", "gram")
-    ],
-]
-IDS = [name for name, _, _ in FAMILY]
-
-
-def _gradient_penalty_parameter_gradients(loss_fn, inputs):
-    """∂/∂θ of ``‖∂L/∂x‖²`` for ``L = loss(linear(x1), linear(x2))``: a second derivative through the loss."""
-    torch.manual_seed(1)
-    linear = torch.nn.Linear(D_IN, D, dtype=torch.float64)
-    x1, x2 = (x.clone().requires_grad_() for x in inputs)
-    loss = loss_fn(torch.tanh(linear(x1)), linear(x2) * 1.5)
-    g1, g2 = torch.autograd.grad(loss, (x1, x2), create_graph=True)
-    penalty = g1.square().sum() + (g2 * torch.linspace(0.5, 2.0, D_IN, dtype=torch.float64)).square().sum()
-    penalty.backward()
-    return loss.detach(), linear.weight.grad, linear.bias.grad
-
-
-@pytest.mark.parametrize(("name", "loss", "reference_loss"), FAMILY, ids=IDS)
-def test_gradient_penalty_equals_autograd_through_the_reference(name, loss, reference_loss):
-    inputs = (torch.randn(N, D_IN, dtype=torch.float64), torch.randn(N, D_IN, dtype=torch.float64))
-    value, weight_grad, bias_grad = _gradient_penalty_parameter_gradients(loss, inputs)
-    expected_value, expected_weight_grad, expected_bias_grad = _gradient_penalty_parameter_gradients(
-        reference_loss, inputs
-    )
-    assert_relative(value, expected_value, 1e-10, "loss")
-    assert_relative(weight_grad, expected_weight_grad, 1e-8, "second derivative (weight)")
-    assert_relative(bias_grad, expected_bias_grad, 1e-8, "second derivative (bias)")
 
 
 @pytest.mark.parametrize(
@@ -162,21 +37,6 @@ def test_ops_pass_gradgradcheck(op, standardization):
     z1 = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
     z2 = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradgradcheck(function, (z1, z2))
-
-
-@pytest.mark.parametrize(("name", "loss", "reference_loss"), FAMILY, ids=IDS)
-def test_torch_func_grad_and_vmap_equal_autograd_and_a_loop(name, loss, reference_loss):
-    z1 = torch.randn(3, N, D, dtype=torch.float64)
-    z2 = torch.randn(3, N, D, dtype=torch.float64)
-    expected_values, expected_grads = [], []
-    for a, b in zip(z1, z2, strict=True):
-        a = a.clone().requires_grad_()
-        value = loss(a, b)
-        expected_values.append(value.detach())
-        expected_grads.append(torch.autograd.grad(value, a)[0])
-    assert_relative(vmap(loss)(z1, z2), torch.stack(expected_values), 1e-12, "vmap")
-    assert_relative(vmap(grad(loss))(z1, z2), torch.stack(expected_grads), 1e-10, "vmap(grad)")
-    assert_relative(jacrev(loss)(z1[0], z2[0]), expected_grads[0], 1e-10, "jacrev")
 
 
 class _OneProcessBatch:
@@ -210,10 +70,150 @@ def test_second_derivatives_across_processes_raise_naming_create_graph():
             torch.autograd.grad(loss, z1, create_graph=True)
 
 
-@pytest.mark.parametrize(("name", "loss", "reference_loss"), FAMILY, ids=IDS)
-def test_torch_func_second_derivatives_equal_the_reference(name, loss, reference_loss):
-    z1 = torch.randn(N, 4, dtype=torch.float64)
-    z2 = torch.randn(N, 4, dtype=torch.float64)
-    hessian = jacrev(jacrev(loss))(z1, z2)
-    expected = jacrev(jacrev(reference_loss))(z1, z2)
-    assert_relative(hessian, expected, 1e-8, "jacrev(jacrev)")
+# ------------------------------------------------------------------------------------------------ direct apply
+
+
+class CountingSignature(inspect.Signature):
+    """A signature that counts the bindings :meth:`torch.autograd.Function.apply` makes of it."""
+
+    binds = 0
+
+    def bind(self, *args, **kwargs):
+        CountingSignature.binds += 1
+        return super().bind(*args, **kwargs)
+
+
+@pytest.fixture
+def counted_cross(monkeypatch):
+    signature = inspect.signature(_CrossCorrelationTerms.forward)
+    monkeypatch.setattr(
+        _CrossCorrelationTerms.forward, "__signature__", CountingSignature(signature.parameters.values())
+    )
+    CountingSignature.binds = 0
+    return CountingSignature
+
+
+def _views(dtype=torch.float64):
+    generator = torch.Generator().manual_seed(5)
+    z1 = torch.randn(9, 6, generator=generator, dtype=dtype)
+    z2 = z1 + torch.randn(9, 6, generator=generator, dtype=dtype)
+    return z1.requires_grad_(), z2.requires_grad_()
+
+
+needs_direct_apply = pytest.mark.skipif(
+    not DIRECT_APPLY, reason="this torch's Function.apply is not the Python classmethod the direct path reuses"
+)
+
+
+@needs_direct_apply
+def test_direct_apply_equals_the_generic_apply_and_skips_the_binding(counted_cross):
+    z1, z2 = _views()
+    standardization = Standardization(unbiased=False, eps=1e-5)
+    direct = _CrossCorrelationTerms.apply(z1, z2, -0.5, None, standardization)
+    assert counted_cross.binds == 0
+    generic = torch.autograd.Function.apply.__func__(_CrossCorrelationTerms, z1, z2, -0.5, None, standardization)
+    assert counted_cross.binds == 1
+    for a, b in zip(direct, generic, strict=True):
+        assert torch.equal(a, b)
+    assert [t.requires_grad for t in direct] == [t.requires_grad for t in generic] == [True, True] + [False] * 6
+    upstream = (torch.tensor(0.7, dtype=torch.float64), torch.tensor(-1.3, dtype=torch.float64))
+    gradients = [torch.autograd.grad(outputs[:2], (z1, z2), upstream) for outputs in (direct, generic)]
+    for a, b in zip(*gradients, strict=True):
+        assert torch.equal(a, b)
+
+
+@needs_direct_apply
+def test_transforms_take_the_generic_apply(counted_cross):
+    z1, z2 = _views()
+    standardization = Standardization(unbiased=True, eps=0.0)
+
+    def loss(a, b):
+        invariance, redundancy_term = cross_correlation_terms(a, b, target=0.0, standardization=standardization)
+        return invariance + 0.01 * redundancy_term
+
+    expected = torch.autograd.grad(loss(z1, z2), z1)[0]
+    assert counted_cross.binds == 0
+    assert_relative(torch.func.grad(loss)(z1.detach(), z2.detach()), expected, 1e-12, "torch.func.grad")
+    assert counted_cross.binds > 0
+    batched = torch.func.vmap(loss)(torch.stack((z1, z2)).detach(), torch.stack((z2, z1)).detach())
+    assert_relative(batched, torch.stack((loss(z1, z2), loss(z2, z1))).detach(), 1e-12, "vmap")
+
+
+@with_direct_apply
+class _AffineWithDefault(torch.autograd.Function):
+    """``scale * x + shift`` with a default ``shift``: calls that rely on it, or on keywords, bind."""
+
+    @staticmethod
+    def forward(x, scale, shift=1.0):
+        return x * scale + shift
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.scale = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.scale, None, None
+
+
+@with_direct_apply
+class _SumOfViews(torch.autograd.Function):
+    """``scale * Σ views``, with a variable number of views."""
+
+    @staticmethod
+    def forward(scale, *views):
+        return sum(views) * scale
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.scale, ctx.count = inputs[0], len(inputs) - 1
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (None,) + (grad * ctx.scale,) * ctx.count
+
+
+def test_direct_apply_leaves_defaults_keywords_and_variadic_calls_right():
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    assert torch.equal(_AffineWithDefault.apply(x, 3.0), torch.tensor([4.0, 7.0]))  # default shift
+    assert torch.equal(_AffineWithDefault.apply(x, 3.0, 0.0), torch.tensor([3.0, 6.0]))
+    assert torch.equal(_AffineWithDefault.apply(x, scale=2.0, shift=0.5), torch.tensor([2.5, 4.5]))
+    with pytest.raises(TypeError):
+        _AffineWithDefault.apply(x, 3.0, 0.0, 1.0)  # one argument too many, as without the direct path
+    y = torch.tensor([10.0, 20.0], requires_grad=True)
+    total = _SumOfViews.apply(2.0, x, y, x)
+    assert torch.equal(total, torch.tensor([24.0, 48.0]))
+    total.sum().backward()
+    assert torch.equal(x.grad, torch.tensor([4.0, 4.0])) and torch.equal(y.grad, torch.tensor([2.0, 2.0]))
+
+
+def test_direct_apply_refuses_keyword_only_parameters():
+    class KeywordOnly(torch.autograd.Function):
+        @staticmethod
+        def forward(x, *, scale):
+            return x * scale
+
+    with pytest.raises(TypeError, match="positional parameters only"):
+        with_direct_apply(KeywordOnly)
+
+
+def test_saved_tensors_die_only_in_a_backward_without_retain_graph():
+    seen = []
+
+    class Probe(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, grad):
+            seen.append(saved_tensors_die_after_backward())
+            return grad * 2
+
+    x = torch.ones(3, requires_grad=True)
+    y = Probe.apply(x).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    torch.autograd.grad(Probe.apply(x).sum(), x, create_graph=True)
+    assert seen == [False, True, False]
+    assert not saved_tensors_die_after_backward()  # outside a backward

@@ -53,7 +53,7 @@ def test_the_script_times_both_methods_and_writes_json_and_markdown(tmp_path, ca
     assert "3 interleaved rounds, 1 call(s) per method and round" in table.read_text()
 
 
-def test_bad_arguments_are_named(capsys):
+def test_multiview_benchmark_bad_arguments_are_named(capsys):
     for arguments, message in (
         (["--rounds", "0"], "--rounds and --calls must be at least 1"),
         (["--views", "1"], "--views must be at least 2"),

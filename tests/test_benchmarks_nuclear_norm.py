@@ -23,7 +23,7 @@ def test_the_script_runs_on_tiny_shapes(tmp_path):
             assert len(timing["round_s"]) == 2 and timing["relative_error"] <= 1e-5
 
 
-def test_the_committed_run_is_whole():
+def test_the_committed_nuclear_norm_run_is_whole():
     saved = json.loads((ROOT / "benchmarks" / "results" / "cpu-mmcr" / "nuclear_norm.json").read_text())
     shapes = [result["shape"] for result in saved["results"]]
     assert shapes == [[2048, 512], [512, 2048], [2048, 2, 512], [32, 40, 128], [256, 4, 8192]]

@@ -104,7 +104,7 @@ def test_the_script_writes_json_and_the_rst_table(tmp_path, capsys):
     assert "     - 2-D 2×2\n" in table
 
 
-def test_bad_arguments_are_named(capsys):
+def test_layouts_benchmark_bad_arguments_are_named(capsys):
     for arguments, message in (
         (["--n", "1"], "--n must be at least 2"),
         (["--d", "0"], "--d must be at least 1"),

@@ -51,7 +51,7 @@ def test_bad_arguments_are_named(capsys):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_the_committed_run_is_whole(threads):
+def test_the_committed_sigreg_run_is_whole(threads):
     saved = json.loads((RESULTS / f"sigreg-{threads}thread{'s' if threads > 1 else ''}.json").read_text())
     assert saved["environment"]["torch_threads"] == threads and saved["dtype"] == "float32"
     (result,) = saved["results"]

@@ -24,21 +24,21 @@ def _views(n, d, dtype=torch.float64):
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize(("n", "d"), SHAPES)
-def test_float64_equals_official_formula(n, d, algorithm):
+def test_cca_ssg_float64_equals_official_formula(n, d, algorithm):
     z1, z2 = _views(n, d)
     assert_relative(redundancy.cca_ssg_loss(z1, z2, algorithm=algorithm), cca_ssg_loss_reference(z1, z2), 1e-10)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_float64_variants(variant, algorithm):
+def test_cca_ssg_float64_variants(variant, algorithm):
     z1, z2 = _views(37, 70)
     loss = redundancy.cca_ssg_loss(z1, z2, algorithm=algorithm, **VARIANTS[variant])
     assert_relative(loss, cca_ssg_loss_reference(z1, z2, **VARIANTS[variant]), 1e-10)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_gradcheck_and_upstream(algorithm):
+def test_cca_ssg_gradcheck_and_upstream(algorithm):
     z1, z2 = _views(5, 4)
     z1.requires_grad_(True)
     z2.requires_grad_(True)
@@ -51,7 +51,7 @@ def test_gradcheck_and_upstream(algorithm):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_low_precision(dtype):
+def test_cca_ssg_low_precision(dtype):
     z1, z2 = _views(37, 70, dtype)
     z1.requires_grad_(True)
     loss = redundancy.cca_ssg_loss(z1, z2)
@@ -61,7 +61,7 @@ def test_low_precision(dtype):
     assert z1.grad.dtype == dtype
 
 
-def test_non_contiguous_and_module():
+def test_cca_ssg_non_contiguous_and_module():
     z1, z2 = _views(70, 37)
     z1, z2 = z1.t(), z2.t()
     expected = cca_ssg_loss_reference(z1.contiguous(), z2.contiguous(), lambd=0.01)
@@ -71,7 +71,7 @@ def test_non_contiguous_and_module():
     assert "lambd=0.01" in repr(criterion)
 
 
-def test_identical_views_known_value():
+def test_cca_ssg_identical_views_known_value():
     """With A = B: -tr(AᵀA)/N = -D(N-1)/N, and each decorrelation term is ‖I - AᵀA/N‖²."""
     z, _ = _views(37, 70)
     a = (z - z.mean(0)) / z.std(0)
@@ -81,7 +81,7 @@ def test_identical_views_known_value():
 
 
 @given(n=st.integers(3, 12), d=st.integers(1, 12), seed=st.integers(0, 2**16))
-def test_properties(n, d, seed):
+def test_cca_ssg_properties(n, d, seed):
     torch.manual_seed(seed)
     z1, z2 = _views(n, d)
     assume(bool((z1.std(0) > 1e-3).all() and (z2.std(0) > 1e-3).all()))
@@ -95,7 +95,7 @@ def test_properties(n, d, seed):
     assert_relative(redundancy.cca_ssg_loss(z1, z2, algorithm="gram"), loss, 1e-8)
 
 
-def test_bad_inputs():
+def test_cca_ssg_bad_inputs():
     z1, z2 = _views(8, 4)
     with pytest.raises(ValueError, match="lambd"):
         redundancy.cca_ssg_loss(z1, z2, lambd=-1.0)

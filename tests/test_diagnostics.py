@@ -88,7 +88,7 @@ def test_half_precision_inputs_are_summarized_in_float32():
     assert redundancy.effective_rank(z.bfloat16()).dtype == torch.float32
 
 
-def test_bad_inputs():
+def test_diagnostics_bad_inputs():
     with pytest.raises(ValueError, match="z must be 2-D"):
         redundancy.effective_rank(torch.randn(4))
     with pytest.raises(ValueError, match="eps"):

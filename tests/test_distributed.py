@@ -246,7 +246,7 @@ def test_every_rank_returns_the_loss_of_the_concatenated_batch(spawned):
                 assert torch.equal(terms, first), f"rank {rank} differs from rank 0: {what}"
 
 
-def test_input_gradients_follow_the_gradient_convention(spawned):
+def test_barlow_twins_input_gradients_follow_the_gradient_convention(spawned):
     world_size, ranks = spawned
     for index, config in enumerate(CONFIGS):
         _, grad_z1, grad_z2 = _reference(world_size, config)
@@ -276,7 +276,7 @@ def test_a_large_offset_of_float32_inputs_leaves_the_global_loss_unchanged(spawn
                 assert_relative(loss, expected, 1e-4, f"float32 loss with offset {offset}, {strategy} rank {rank}")
 
 
-def test_bfloat16_inputs_give_a_float32_loss_and_bfloat16_gradients(spawned):
+def test_barlow_twins_bfloat16_inputs_give_a_float32_loss_and_bfloat16_gradients(spawned):
     world_size, ranks = spawned
     z1, z2 = (z.bfloat16().requires_grad_() for z in _global_views(world_size))
     expected = barlow_twins_loss_reference(z1, z2, upcast=True)
@@ -307,7 +307,7 @@ def test_communication_bytes_is_what_the_collectives_send(spawned):
                 assert sent == pytest.approx(expected, abs=4 * 8), f"{strategy}, standardize={standardize}"
 
 
-def test_ddp_training_matches_one_process_on_the_concatenated_batch(spawned):
+def test_barlow_twins_ddp_training_matches_one_process_on_the_concatenated_batch(spawned):
     world_size, ranks = spawned
     x1, x2 = _training_inputs(world_size)
     model = _encoder()
@@ -321,13 +321,13 @@ def test_ddp_training_matches_one_process_on_the_concatenated_batch(spawned):
                 assert_relative(trained, single, 1e-6, f"parameters after DDP, {strategy} rank {rank}")
 
 
-def test_module_equals_function(spawned):
+def test_barlow_twins_module_equals_function(spawned):
     _, ranks = spawned
     for rank, results in enumerate(ranks):
         assert torch.equal(results["module"], ranks[rank]["evaluations"][3, "global"]["terms"][0])
 
 
-def test_local_mode_is_the_per_rank_single_process_loss(spawned):
+def test_barlow_twins_local_mode_is_the_per_rank_single_process_loss(spawned):
     world_size, ranks = spawned
     z1, z2 = _global_views(world_size)
     for rank, results in enumerate(ranks):
@@ -349,14 +349,14 @@ def test_a_feature_dimension_that_differs_between_ranks_raises_on_every_rank(spa
         assert str(list(range(DIM, DIM + world_size))) in message
 
 
-def test_options_that_differ_between_ranks_raise_on_every_rank(spawned):
+def test_barlow_twins_options_that_differ_between_ranks_raise_on_every_rank(spawned):
     _, ranks = spawned
     for results in ranks:
         message = results["options_mismatch"]
         assert message is not None and "strategy must be the same on every rank" in message
 
 
-def test_a_global_batch_of_one_row_raises_on_every_rank(spawned):
+def test_barlow_twins_a_global_batch_of_one_row_raises_on_every_rank(spawned):
     _, ranks = spawned
     for results in ranks:
         assert results["too_few_rows"] is not None and "global batch" in results["too_few_rows"]
@@ -420,7 +420,7 @@ def test_communication_bytes_counts_the_formula():
         cost.communication_bytes("all_gather", n, d, 0)
 
 
-def test_single_process_ignores_the_distributed_options():
+def test_barlow_twins_single_process_ignores_the_distributed_options():
     z1, z2 = _global_views(2)
     expected = redundancy.barlow_twins_loss(z1, z2)
     for options in (
@@ -440,7 +440,7 @@ def test_single_process_ignores_the_distributed_options():
         (dict(strategy="all_reduce", algorithm="gram"), "all_reduce"),
     ],
 )
-def test_bad_distributed_options_raise(options, name):
+def test_barlow_twins_bad_distributed_options_raise(options, name):
     z = torch.randn(4, 3)
     with pytest.raises(ValueError, match=name):
         redundancy.barlow_twins_loss(z, z, **options)

@@ -32,7 +32,7 @@ def _inputs(n, d, dtype=torch.float64, alpha=0.35):
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize(("n", "d"), SHAPES)
-def test_float64_equals_official_formula(n, d, algorithm):
+def test_mixed_barlow_twins_float64_equals_official_formula(n, d, algorithm):
     inputs = _inputs(n, d)
     loss = redundancy.mixed_barlow_twins_regularizer(*inputs, algorithm=algorithm)
     # With N = 2 every standardized column is ±(1, -1)/√2: the exact value is 0, both sides give rounding only.
@@ -41,14 +41,14 @@ def test_float64_equals_official_formula(n, d, algorithm):
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_float64_variants(variant, algorithm):
+def test_mixed_barlow_twins_float64_variants(variant, algorithm):
     inputs = _inputs(37, 70)
     loss = redundancy.mixed_barlow_twins_regularizer(*inputs, algorithm=algorithm, **VARIANTS[variant])
     assert_relative(loss, mixed_barlow_twins_regularizer_reference(*inputs, **VARIANTS[variant]), 1e-10)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_gradcheck_and_upstream(algorithm):
+def test_mixed_barlow_twins_gradcheck_and_upstream(algorithm):
     z1, z2, z_mixed, permutation, alpha = _inputs(5, 4)
     tensors = tuple(z.requires_grad_(True) for z in (z1, z2, z_mixed))
 
@@ -65,7 +65,7 @@ def test_gradcheck_and_upstream(algorithm):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_low_precision(dtype):
+def test_mixed_barlow_twins_low_precision(dtype):
     z1, z2, z_mixed, permutation, alpha = _inputs(37, 70, dtype)
     z_mixed.requires_grad_(True)
     loss = redundancy.mixed_barlow_twins_regularizer(z1, z2, z_mixed, permutation, alpha)
@@ -76,7 +76,7 @@ def test_low_precision(dtype):
     assert z_mixed.grad.dtype == dtype
 
 
-def test_non_contiguous_and_module():
+def test_mixed_barlow_twins_non_contiguous_and_module():
     z1, z2, z_mixed, permutation, alpha = _inputs(70, 37)
     z1, z2, z_mixed = z1.t(), z2.t(), z_mixed.t()  # (37, 70); a permutation of 37 rows
     permutation = torch.randperm(37)
@@ -91,7 +91,7 @@ def test_non_contiguous_and_module():
 
 
 @given(n=st.integers(2, 12), d=st.integers(1, 12), seed=st.integers(0, 2**16), alpha=st.floats(0.0, 1.0))
-def test_properties(n, d, seed, alpha):
+def test_mixed_barlow_twins_properties(n, d, seed, alpha):
     torch.manual_seed(seed)
     z1, z2, z_mixed, permutation, alpha = _inputs(n, d, alpha=alpha)
     loss = redundancy.mixed_barlow_twins_regularizer(z1, z2, z_mixed, permutation, alpha, standardize=False)
@@ -129,14 +129,23 @@ def test_properties(n, d, seed, alpha):
         ({"standardize": 0}, TypeError, "standardize must be a bool"),
     ],
 )
-def test_bad_inputs(change, error, match):
+def test_mixed_barlow_twins_bad_inputs(change, error, match):
     z1, z2, z_mixed, permutation, alpha = _inputs(8, 4)
     arguments = {"z1": z1, "z2": z2, "z_mixed": z_mixed, "permutation": permutation, "alpha": alpha} | change
     with pytest.raises(error, match=match):
         redundancy.mixed_barlow_twins_regularizer(**arguments)
 
 
-def test_non_finite_input_propagates():
+def test_mixed_barlow_twins_non_finite_input_propagates():
     z1, z2, z_mixed, permutation, alpha = _inputs(8, 4)
     z_mixed[1, 1] = float("inf")
     assert torch.isnan(redundancy.mixed_barlow_twins_regularizer(z1, z2, z_mixed, permutation, alpha))
+
+
+def test_mixed_barlow_twins_permutation_must_be_a_permutation():
+    """Any integer vector of the right shape is not a mixing: every row mixed with row 0, negative indices and
+    indices past N each raise a ValueError naming permutation (not a value, nor a bare IndexError)."""
+    z1, z2 = torch.randn(8, 6, dtype=torch.float64), torch.randn(8, 6, dtype=torch.float64)
+    for permutation in (torch.zeros(8, dtype=torch.long), torch.arange(8) - 8, torch.arange(8) + 5):
+        with pytest.raises(ValueError, match="permutation"):
+            redundancy.mixed_barlow_twins_regularizer(z1, z2, z1 + z2, permutation, 0.5)

@@ -269,14 +269,14 @@ TRANSFORMS = {
 
 
 @pytest.mark.parametrize("transform", list(TRANSFORMS))
-def test_torch_func_transforms(transform):
+def test_mmcr_torch_func_transforms(transform):
     views = torch.randn(3, 5, 4, dtype=F64)
     actual = TRANSFORMS[transform](lambda views: mmcr_loss_from_ops(views, 0.1))(views)
     expected = TRANSFORMS[transform](lambda views: mmcr_loss_reference(views, lmbda=0.1))(views)
     assert_relative(actual, expected, 1e-9)
 
 
-def test_torch_func_vjp_and_vmap():
+def test_mmcr_torch_func_vjp_and_vmap():
     x = torch.randn(4, 3, 6, dtype=F64)
     upstream = torch.randn(4, dtype=F64)
     _, pullback = torch.func.vjp(nuclear_norm, x)
@@ -290,7 +290,7 @@ def test_torch_func_vjp_and_vmap():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
-def test_compiles_without_graph_breaks_once_for_every_batch_size(dtype):
+def test_mmcr_compiles_without_graph_breaks_once_for_every_batch_size(dtype):
     torch._dynamo.reset()
     counter = CompileCounterWithBackend("aot_eager")
 

@@ -2,8 +2,9 @@
 
 Each case compares a multi-view call with the mean over the V(V-1)/2 pairs of the two-view function with the same
 options, in float64 at 1e-10, gradients included (with a different upstream gradient on each term). Then the input
-forms, the Modules, the errors, second derivatives against autograd through the reference formulas, float32, and
-the global batch of three gloo processes with uneven shards, one of them empty.
+forms, the Modules, the errors, second derivatives against autograd through the reference formulas and float32.
+The global batch of several ranks (every option variant, the stacked form, the faults of one rank) is tested for
+every loss of the family by ``tests/family.py``.
 """
 
 import itertools
@@ -16,7 +17,7 @@ from redundancy import cost
 from redundancy._ops.multiview import multiview_gram_terms
 from redundancy._ops.standardize import Standardization
 from redundancy.reference import barlow_twins_terms_reference
-from tests.utils import assert_relative, spawn_gloo
+from tests.utils import assert_relative
 
 BARLOW_TWINS_OPTIONS = [
     {"algorithm": "gram"},
@@ -236,7 +237,7 @@ def _reference_mean_over_pairs(views, **options):
     [{}, {"correction": 1, "off_diagonal_target": -1.0}, {"standardize": False, "off_diagonal_target": 0.5}],
 )
 @pytest.mark.parametrize("shape", [(9, 13), (13, 6)])
-def test_second_derivatives_match_autograd_through_the_reference(options, shape):
+def test_multiview_second_derivatives_match_autograd_through_the_reference(options, shape):
     views = _views(3, *shape, seed=4)
     directions = [torch.randn_like(view) for view in views]
     upstream = torch.tensor([0.7, -1.3], dtype=torch.float64)
@@ -349,102 +350,3 @@ def test_flop_count_of_the_shared_grams():
         cost.multiview_barlow_twins_flops("gram", 8, 8, 1)
     assert cost.choose_multiview_algorithm(1000, 1000, 2) == cost.choose_algorithm(1000, 1000) == "cross"
     assert cost.choose_multiview_algorithm(1000, 1000, 3) == "gram"
-
-
-# ------------------------------------------------------------------------------------------------ distributed
-
-WORLD_SIZE = 3
-SHARDS = (4, 0, 7)  # uneven, with an empty rank that is not rank 0
-DISTRIBUTED_CASES = {
-    "barlow_twins_gram": (redundancy.multiview_barlow_twins_terms, {"algorithm": "gram"}),
-    "barlow_twins_cross_all_reduce": (
-        redundancy.multiview_barlow_twins_terms,
-        {"algorithm": "cross", "strategy": "all_reduce", "correction": 1, "off_diagonal_target": -1.0},
-    ),
-    "barlow_twins_cross_all_gather": (
-        redundancy.multiview_barlow_twins_terms,
-        {"algorithm": "cross", "strategy": "all_gather", "lambd": "auto"},
-    ),
-    "barlow_twins_official": (
-        redundancy.multiview_barlow_twins_terms,
-        {"algorithm": "gram", "gradient_convention": "official", "standardize": False},
-    ),
-    "vicreg": (redundancy.multiview_vicreg_terms, {"algorithm": "gram"}),
-    "vicreg_cross": (redundancy.multiview_vicreg_terms, {"algorithm": "cross", "variance_reduction": "sum"}),
-}
-
-
-def _global_views() -> list[torch.Tensor]:
-    return [view.detach() for view in _views(3, sum(SHARDS), 6, seed=11)]
-
-
-def _rows(rank: int) -> slice:
-    start = sum(SHARDS[:rank])
-    return slice(start, start + SHARDS[rank])
-
-
-def _distributed_value(function, views, options, *, stacked: bool):
-    views = [view.clone().requires_grad_() for view in views]
-    terms = function(torch.stack(views) if stacked else views, **options)
-    return _value_and_grads(terms, views)
-
-
-def _error(function) -> str:
-    try:
-        function()
-    except (ValueError, TypeError, RuntimeError) as error:
-        return f"{type(error).__name__}: {error}"
-    return "no error"
-
-
-def _distributed_body(rank: int, world_size: int) -> dict:
-    views = [view[_rows(rank)] for view in _global_views()]
-    results = {}
-    for name, (function, options) in DISTRIBUTED_CASES.items():
-        results[name] = _distributed_value(function, views, options, stacked=name.startswith("vicreg"))
-    faulty = rank == 2
-    faults = {
-        "count_differs": lambda: redundancy.multiview_barlow_twins_loss(views[:2] if faulty else views),
-        "one_view": lambda: redundancy.multiview_vicreg_loss(views[:1] if faulty else views),
-    }
-    for name, fault in faults.items():
-        results[name] = _error(fault)
-        results[name, "next"] = redundancy.multiview_barlow_twins_loss(views).detach()  # in step again
-    return results
-
-
-@pytest.fixture(scope="module")
-def ranks(tmp_path_factory) -> list[dict]:
-    return spawn_gloo(_distributed_body, WORLD_SIZE, tmp_path_factory.mktemp("multiview"))
-
-
-@pytest.mark.distributed
-@pytest.mark.parametrize("name", list(DISTRIBUTED_CASES))
-def test_global_batch_of_three_uneven_ranks_equals_one_process(ranks, name):
-    function, options = DISTRIBUTED_CASES[name]
-    expected, expected_grads = _distributed_value(function, _global_views(), options, stacked=False)
-    scale = 1 if options.get("gradient_convention") == "official" else WORLD_SIZE
-    for rank, results in enumerate(ranks):
-        value, grads = results[name]
-        assert_relative(value, expected, 1e-10, f"{name}, rank {rank}")
-        for view, (grad, expected_grad) in enumerate(zip(grads, expected_grads, strict=True)):
-            assert grad.shape == (SHARDS[rank], 6)
-            if SHARDS[rank]:
-                what = f"gradient of view {view}, {name}, rank {rank}"
-                assert_relative(grad, scale * expected_grad[_rows(rank)], 1e-9, what)
-
-
-FAULTS = {
-    "count_differs": "ValueError: len(views) must be the same on every rank of the process group, got len(views) = "
-    "[3, 3, 2] on ranks 0..2",
-    "one_view": "ValueError: views must hold at least 2 views (the loss is a mean over pairs), got 1 (on rank 2)",
-}
-
-
-@pytest.mark.distributed
-@pytest.mark.parametrize("fault", list(FAULTS))
-def test_a_fault_on_one_rank_raises_on_every_rank(ranks, fault):
-    expected = redundancy.multiview_barlow_twins_loss(_global_views())
-    for rank, results in enumerate(ranks):
-        assert FAULTS[fault] in results[fault], f"rank {rank}: {results[fault]}"
-        assert_relative(results[fault, "next"], expected, 1e-10, f"the call after {fault}, rank {rank}")

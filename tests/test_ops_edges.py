@@ -171,7 +171,7 @@ class _AllOps(torch.nn.Module):
         return sum(op(a, b) for op in COMPILED_OPS.values())
 
 
-def test_export_with_a_dynamic_batch_dimension():
+def test_ops_export_with_a_dynamic_batch_dimension():
     # One exported program for batches smaller and larger than D (the Gram forms branch on N ≥ D in eager mode).
     batch = torch.export.Dim("batch", min=2, max=4096)
     program = torch.export.export(

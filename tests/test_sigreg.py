@@ -285,7 +285,7 @@ def test_gradcheck_and_gradgradcheck_of_sigreg():
     assert torch.autograd.gradgradcheck(lambda z: sliced_epps_pulley(z, directions, knots=9, t_max=3.0), (z,))
 
 
-def test_second_derivatives_match_autograd_through_the_reference():
+def test_sigreg_second_derivatives_match_autograd_through_the_reference():
     z = torch.randn(11, 5, dtype=F64).requires_grad_(True)
     directions = torch.randn(5, 6, dtype=F64)
     upstream = torch.randn(11, 5, dtype=F64)
@@ -307,7 +307,7 @@ TRANSFORMS = {
 
 
 @pytest.mark.parametrize("transform", list(TRANSFORMS))
-def test_torch_func_transforms(transform):
+def test_sigreg_torch_func_transforms(transform):
     z = torch.randn(9, 5, dtype=F64)
     directions = torch.randn(5, 4, dtype=F64)
     actual = TRANSFORMS[transform](lambda z: sliced_epps_pulley(z, directions, knots=9, t_max=3.0))(z)
@@ -315,7 +315,7 @@ def test_torch_func_transforms(transform):
     assert_relative(actual, expected, 1e-10)
 
 
-def test_torch_func_vjp_and_vmap():
+def test_sigreg_torch_func_vjp_and_vmap():
     p = torch.randn(4, 9, 3, dtype=F64)
     upstream = (torch.randn(4, 3, 17, dtype=F64), torch.randn(4, 3, 17, dtype=F64))
     (_, pullback) = torch.func.vjp(lambda p: characteristic_sums(p, knots=17, t_max=3.0), p)
@@ -329,7 +329,7 @@ def test_torch_func_vjp_and_vmap():
 # --------------------------------------------------------------------------------------------- torch.compile
 
 
-def test_compiles_without_graph_breaks_once_for_every_batch_size():
+def test_sigreg_compiles_without_graph_breaks_once_for_every_batch_size():
     torch._dynamo.reset()
     counter = CompileCounterWithBackend("aot_eager")
     directions = torch.randn(10, 16)

@@ -25,7 +25,7 @@ def _views(n, d, dtype=torch.float64, radius=1.0):
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize(("n", "d"), SHAPES)
-def test_float64_equals_official_formula(n, d, algorithm):
+def test_spectral_contrastive_float64_equals_official_formula(n, d, algorithm):
     z1, z2 = _views(n, d)
     loss = redundancy.spectral_contrastive_loss(z1, z2, algorithm=algorithm)
     assert_relative(loss, spectral_contrastive_loss_reference(z1, z2), 1e-10)
@@ -33,14 +33,14 @@ def test_float64_equals_official_formula(n, d, algorithm):
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("mu", [0.25, 10.0])
-def test_float64_mu(mu, algorithm):
+def test_spectral_contrastive_float64_mu(mu, algorithm):
     z1, z2 = _views(37, 70, radius=mu**0.5)
     loss = redundancy.spectral_contrastive_loss(z1, z2, mu=mu, algorithm=algorithm)
     assert_relative(loss, spectral_contrastive_loss_reference(z1, z2, mu=mu), 1e-10)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_gradcheck_and_upstream(algorithm):
+def test_spectral_contrastive_gradcheck_and_upstream(algorithm):
     z1, z2 = _views(5, 4)
     z1.requires_grad_(True)
     z2.requires_grad_(True)
@@ -55,7 +55,7 @@ def test_gradcheck_and_upstream(algorithm):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_low_precision(dtype, algorithm):
+def test_spectral_contrastive_low_precision(dtype, algorithm):
     z1, z2 = _views(37, 70, dtype)
     z1.requires_grad_(True)
     loss = redundancy.spectral_contrastive_loss(z1, z2, algorithm=algorithm)
@@ -65,7 +65,7 @@ def test_low_precision(dtype, algorithm):
     assert z1.grad.dtype == dtype
 
 
-def test_non_contiguous_and_module():
+def test_spectral_contrastive_non_contiguous_and_module():
     z1, z2 = _views(70, 37)
     z1, z2 = z1.t(), z2.t()
     criterion = redundancy.SpectralContrastiveLoss(mu=2.0, algorithm="cross")
@@ -74,7 +74,7 @@ def test_non_contiguous_and_module():
     assert "mu=2.0" in repr(criterion)
 
 
-def test_orthonormal_identical_views_known_value():
+def test_spectral_contrastive_orthonormal_identical_views_known_value():
     """Orthonormal rows: every matched product is 1 and every mismatched one 0, so the loss is -2."""
     z = torch.eye(16, dtype=torch.float64)[:8]
     for algorithm in ALGORITHMS:
@@ -82,7 +82,7 @@ def test_orthonormal_identical_views_known_value():
 
 
 @given(n=st.integers(2, 12), d=st.integers(1, 12), seed=st.integers(0, 2**16), radius=st.floats(0.1, 10.0))
-def test_properties(n, d, seed, radius):
+def test_spectral_contrastive_properties(n, d, seed, radius):
     torch.manual_seed(seed)
     z1, z2 = _views(n, d, radius=radius)
     loss = redundancy.spectral_contrastive_loss(z1, z2)
@@ -94,7 +94,7 @@ def test_properties(n, d, seed, radius):
     assert_relative(redundancy.spectral_contrastive_loss(z1, z2, algorithm="gram"), loss, 1e-8)
 
 
-def test_bad_inputs():
+def test_spectral_contrastive_bad_inputs():
     z1, z2 = _views(8, 4)
     with pytest.raises(ValueError, match="mu must be positive"):
         redundancy.spectral_contrastive_loss(z1, z2, mu=0.0)

@@ -207,7 +207,7 @@ def test_constant_feature_gives_zero_diagonal_and_finite_gradients(device, algor
     assert torch.isfinite(z1.grad).all()
 
 
-def test_non_finite_input_propagates(device):
+def test_triton_non_finite_input_propagates(device):
     z1, z2 = _views(37, 70, torch.float32, device)
     z1 = z1.detach().clone()
     z1[4, 5] = float("nan")

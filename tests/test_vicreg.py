@@ -47,14 +47,14 @@ def _reference_gradients(z1, z2, upstream=1.0, **options):
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize(("n", "d"), SHAPES)
-def test_float64_equals_official_formula(n, d, algorithm):
+def test_vicreg_float64_equals_official_formula(n, d, algorithm):
     z1, z2 = _views(n, d)
     assert_relative(redundancy.vicreg_loss(z1, z2, algorithm=algorithm), vicreg_loss_reference(z1, z2), 1e-10)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_float64_variants_equal_their_formula(variant, algorithm):
+def test_vicreg_float64_variants_equal_their_formula(variant, algorithm):
     z1, z2 = _views(37, 70)
     options = VARIANTS[variant]
     loss = redundancy.vicreg_loss(z1, z2, algorithm=algorithm, **options)
@@ -62,7 +62,7 @@ def test_float64_variants_equal_their_formula(variant, algorithm):
 
 
 @pytest.mark.parametrize("key", sorted(GOLDEN_KEYS))
-def test_golden_values(golden_cases, key):
+def test_vicreg_golden_values(golden_cases, key):
     for case in golden_cases:
         z1 = torch.tensor(case["z1"], dtype=torch.float64)
         z2 = torch.tensor(case["z2"], dtype=torch.float64)
@@ -74,7 +74,7 @@ def test_golden_values(golden_cases, key):
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_terms_equal_reference_terms(algorithm):
+def test_vicreg_terms_equal_reference_terms(algorithm):
     z1, z2 = _views(37, 70)
     options = {"invariance_weight": 2.0, "variance_weight": 3.0, "covariance_weight": 0.5}
     terms = redundancy.vicreg_terms(z1, z2, algorithm=algorithm, **options)
@@ -100,7 +100,7 @@ def test_single_view_regularizers_equal_reference(algorithm, correction):
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize(("n", "d"), [(5, 3), (3, 6)])
-def test_gradcheck(n, d, algorithm):
+def test_vicreg_gradcheck(n, d, algorithm):
     z1, z2 = _views(n, d)
     z1.requires_grad_(True)
     z2.requires_grad_(True)
@@ -151,7 +151,7 @@ def test_autocast_keeps_float32_accumulation():
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_non_contiguous_inputs(algorithm):
+def test_vicreg_non_contiguous_inputs(algorithm):
     z1, z2 = _views(70, 37)
     z1, z2 = z1.t(), z2.t()[:, :]  # (37, 70), column-major
     assert not z1.is_contiguous()
@@ -159,7 +159,7 @@ def test_non_contiguous_inputs(algorithm):
     assert_relative(loss, vicreg_loss_reference(z1.contiguous(), z2.contiguous()), 1e-10)
 
 
-def test_module_equals_function():
+def test_vicreg_module_equals_function():
     z1, z2 = _views(37, 70)
     options = {"variance_reduction": "sum", "correction": 0, "gamma": 1.5, "algorithm": "gram"}
     criterion = redundancy.VICRegLoss(**options)
@@ -184,7 +184,7 @@ def test_single_feature_has_no_covariance():
     assert redundancy.vicreg_terms(z1, z2).covariance == 0
 
 
-def test_non_finite_input_propagates():
+def test_vicreg_non_finite_input_propagates():
     z1, z2 = _views(8, 4)
     z1[3, 2] = float("nan")
     for algorithm in ALGORITHMS:
@@ -247,7 +247,7 @@ def test_algorithms_agree_and_outputs_finite(shape, seed, scale):
         ({"algorithm": "fast"}, ValueError, "algorithm"),
     ],
 )
-def test_bad_options(options, error, match):
+def test_vicreg_bad_options(options, error, match):
     z1, z2 = _views(8, 4)
     with pytest.raises(error, match=match):
         redundancy.vicreg_loss(z1, z2, **options)
@@ -265,7 +265,7 @@ def test_bad_options(options, error, match):
         ([[1.0, 2.0]], torch.randn(1, 2), TypeError, "z1 must be a torch.Tensor"),
     ],
 )
-def test_bad_inputs(z1, z2, error, match):
+def test_vicreg_bad_inputs(z1, z2, error, match):
     with pytest.raises(error, match=match):
         redundancy.vicreg_loss(z1, z2)
 

@@ -199,7 +199,7 @@ def test_every_rank_returns_the_terms_of_the_concatenated_batch(spawned):
                 assert torch.equal(terms, first), f"rank {rank} differs from rank 0: {what}"
 
 
-def test_input_gradients_follow_the_gradient_convention(spawned):
+def test_vicreg_input_gradients_follow_the_gradient_convention(spawned):
     world_size, ranks = spawned
     for index, config in enumerate(CONFIGS):
         reference = functools.partial(vicreg_loss_reference, **{k: v for k, v in config.items() if k != "algorithm"})
@@ -237,7 +237,7 @@ def test_one_view_regularizers_are_those_of_the_concatenated_batch(spawned, name
             assert_relative(results["one_view_modules"][name], expected, 1e-10, f"{name} module, rank {rank}")
 
 
-def test_bfloat16_inputs_give_a_float32_loss_and_bfloat16_gradients(spawned):
+def test_vicreg_bfloat16_inputs_give_a_float32_loss_and_bfloat16_gradients(spawned):
     world_size, ranks = spawned
     views = [z.bfloat16() for z in _global_views(world_size)]
     expected, expected_grads = _value_and_grad(functools.partial(vicreg_loss_reference, upcast=True), *views)
@@ -252,7 +252,7 @@ def test_bfloat16_inputs_give_a_float32_loss_and_bfloat16_gradients(spawned):
             torch.testing.assert_close(grad.double(), expected_grad, rtol=rtol, atol=atol)
 
 
-def test_ddp_training_matches_one_process_on_the_concatenated_batch(spawned):
+def test_vicreg_ddp_training_matches_one_process_on_the_concatenated_batch(spawned):
     world_size, ranks = spawned
     x1, x2 = _training_inputs(world_size)
     model = _encoder()
@@ -265,7 +265,7 @@ def test_ddp_training_matches_one_process_on_the_concatenated_batch(spawned):
             assert_relative(trained, single, 1e-6, f"parameters after DDP, rank {rank}")
 
 
-def test_module_equals_function(spawned):
+def test_vicreg_module_equals_function_on_every_rank(spawned):
     _, ranks = spawned
     for rank, results in enumerate(ranks):
         assert torch.equal(results["module"], results["terms"][1, "global"][0][0]), f"rank {rank}"
@@ -282,7 +282,7 @@ def _per_rank_or_error(world_size: int, rank: int, actual, reference) -> None:
         assert "at least 2 rows" in actual and "(on rank" in actual, actual
 
 
-def test_local_mode_is_the_per_rank_single_process_loss(spawned):
+def test_vicreg_local_mode_is_the_per_rank_single_process_loss(spawned):
     world_size, ranks = spawned
     for rank, results in enumerate(ranks):
         _per_rank_or_error(world_size, rank, results["local"], vicreg_loss_reference)
@@ -311,14 +311,14 @@ def test_solo_vicreg_is_the_loss_of_the_concatenated_batch(spawned):
         assert_relative(results["solo_vicreg"], expected, 1e-10, f"rank {rank}")
 
 
-def test_options_that_differ_between_ranks_raise_on_every_rank(spawned):
+def test_vicreg_options_that_differ_between_ranks_raise_on_every_rank(spawned):
     _, ranks = spawned
     for results in ranks:
         message = results["options_mismatch"]
         assert message is not None and "gamma must be the same on every rank" in message
 
 
-def test_a_global_batch_of_one_row_raises_on_every_rank(spawned):
+def test_vicreg_a_global_batch_of_one_row_raises_on_every_rank(spawned):
     _, ranks = spawned
     for results in ranks:
         assert results["too_few_rows"] is not None and "global batch" in results["too_few_rows"]
@@ -327,7 +327,7 @@ def test_a_global_batch_of_one_row_raises_on_every_rank(spawned):
 # ------------------------------------------------------------------------------ in this process
 
 
-def test_single_process_ignores_the_distributed_options():
+def test_vicreg_single_process_ignores_the_distributed_options():
     z1, z2 = _global_views(2)
     expected = redundancy.vicreg_terms(z1, z2)
     for options in (dict(distributed="local"), dict(gradient_convention="official")):
@@ -346,7 +346,7 @@ def test_single_process_ignores_the_distributed_options():
         (dict(group="world"), TypeError, "group"),
     ],
 )
-def test_bad_distributed_options_raise(options, error, name):
+def test_vicreg_bad_distributed_options_raise(options, error, name):
     z = torch.randn(4, 3)
     with pytest.raises(error, match=name):
         redundancy.vicreg_loss(z, z, **options)

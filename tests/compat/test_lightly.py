@@ -44,7 +44,7 @@ def test_signature_is_lightlys(cls):
     assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters)
 
 
-def test_golden_values(golden_cases):
+def test_lightly_golden_values(golden_cases):
     for case in golden_cases:
         z1 = torch.tensor(case["z1"], dtype=torch.float64)
         z2 = torch.tensor(case["z2"], dtype=torch.float64)
@@ -72,7 +72,7 @@ def test_float32_equals_lightly_formula(n, d):
 
 
 @pytest.mark.parametrize(("n", "d"), [(37, 70), (256, 64)])
-def test_gradients_equal_the_reference(n, d):
+def test_lightly_gradients_equal_the_reference(n, d):
     """Gradients included: float64 gradients of both adapters equal those of the reference formula."""
     z1, z2 = _views(n, d, torch.float64)
     cases = [
@@ -187,7 +187,7 @@ def test_hyperparameters_set_after_construction_are_checked_under_their_names(at
         criterion(torch.randn(8, 4), torch.randn(8, 4))
 
 
-def test_weights_that_require_grad_get_their_gradients():
+def test_lightly_weights_that_require_grad_get_their_gradients():
     """As in lightly: ∂L/∂λ is the redundancy term, ∂L/∂(λ, μ, ν) of VICReg its three terms."""
     z1, z2 = _views(16, 8, torch.float64)
     lambda_param = torch.tensor(0.02, dtype=torch.float64, requires_grad=True)
@@ -269,7 +269,7 @@ def test_eps_of_any_numeric_kind(eps):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("cls", [lightly.BarlowTwinsLoss, lightly.VICRegLoss], ids=lambda c: c.__name__)
-def test_half_precision_loss_is_float32_and_gradients_keep_the_dtype(cls, dtype):
+def test_lightly_half_precision_loss_is_float32_and_gradients_keep_the_dtype(cls, dtype):
     z1, z2 = (z.requires_grad_() for z in _views(64, 16, dtype))
     loss = cls()(z1, z2)
     assert loss.dtype == torch.float32

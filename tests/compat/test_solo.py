@@ -47,7 +47,7 @@ def test_signature_is_solo_learns(function):
     assert [(p.name, p.default) for p in parameters] == SIGNATURES[function]
 
 
-def test_golden_values(golden_cases):
+def test_solo_golden_values(golden_cases):
     for case in golden_cases:
         z1 = torch.tensor(case["z1"], dtype=torch.float64)
         z2 = torch.tensor(case["z2"], dtype=torch.float64)
@@ -82,7 +82,7 @@ def test_float32_equals_solo_formula(n, d):
 
 
 @pytest.mark.parametrize(("n", "d"), [(37, 70), (256, 64)])
-def test_gradients_equal_the_reference(n, d):
+def test_solo_gradients_equal_the_reference(n, d):
     """Gradients included: float64 gradients of both functions equal those of the reference formula."""
     z1, z2 = _views(n, d, torch.float64)
     cases = [
@@ -152,7 +152,7 @@ def test_tensor_lamb_keeps_the_loss_a_scalar_of_the_inputs_dtype():
     assert (loss.dtype, loss.shape) == (torch.float64, (1,))
 
 
-def test_weights_that_require_grad_get_their_gradients():
+def test_solo_weights_that_require_grad_get_their_gradients():
     z1, z2 = _views(16, 8, torch.float64)
     lamb, scale = (torch.tensor(value, dtype=torch.float64, requires_grad=True) for value in (0.02, -0.5))
     solo.barlow_loss_func(z1, z2, lamb=lamb, scale_loss=scale).backward()
@@ -201,7 +201,7 @@ def test_refused_weights_are_named_as_solo_learn_names_them(call, error, match):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("function", list(SIGNATURES), ids=lambda f: f.__name__)
-def test_half_precision_loss_is_float32_and_gradients_keep_the_dtype(function, dtype):
+def test_solo_half_precision_loss_is_float32_and_gradients_keep_the_dtype(function, dtype):
     z1, z2 = (z.requires_grad_() for z in _views(64, 16, dtype))
     loss = function(z1, z2)
     assert loss.dtype == torch.float32
@@ -210,7 +210,7 @@ def test_half_precision_loss_is_float32_and_gradients_keep_the_dtype(function, d
 
 
 @pytest.mark.parametrize("function", list(SIGNATURES), ids=lambda f: f.__name__)
-def test_bad_inputs(function):
+def test_solo_bad_inputs(function):
     with pytest.raises(ValueError, match="same shape"):
         function(torch.randn(8, 4), torch.randn(8, 3))
     with pytest.raises(TypeError, match="floating-point"):

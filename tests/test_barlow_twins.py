@@ -1,4 +1,8 @@
-"""The public functions against the reference: values, gradients, dtypes, layouts, edge cases, bad inputs."""
+"""Barlow Twins against the reference: values, gradients, dtypes, layouts, edge cases, the Module, bad inputs.
+
+What every loss of the family shares (every option choice against the reference, second derivatives, torch.func,
+compiled forms, several ranks) is tested by ``tests/family.py``; this file holds what is particular to Barlow Twins.
+"""
 
 import itertools
 
@@ -6,11 +10,9 @@ import pytest
 import torch
 
 import redundancy
-from redundancy._ops._autograd import saved_tensors_die_after_backward
 from redundancy.reference import (
     barlow_twins_loss_reference,
     barlow_twins_terms_reference,
-    batch_standardize_reference,
 )
 from tests.utils import GRAD_TOL, LOSS_RTOL, STANDARDIZATIONS, assert_relative, relative_error
 
@@ -46,7 +48,7 @@ def _reference_gradients(z1, z2, upstream=1.0, **options):
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize(("n", "d"), SHAPES)
-def test_float64_equals_official_formula(n, d, algorithm):
+def test_barlow_twins_float64_equals_official_formula(n, d, algorithm):
     z1, z2 = _views(n, d)
     loss = redundancy.barlow_twins_loss(z1, z2, algorithm=algorithm)
     assert_relative(loss, barlow_twins_loss_reference(z1, z2), 1e-10)
@@ -55,7 +57,7 @@ def test_float64_equals_official_formula(n, d, algorithm):
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize(("n", "d"), [(3, 2), (37, 70), (5, 130)])
-def test_float64_variants_equal_their_formula(n, d, variant, algorithm):
+def test_barlow_twins_float64_variants_equal_their_formula(n, d, variant, algorithm):
     z1, z2 = _views(n, d)
     options = VARIANTS[variant]
     loss = redundancy.barlow_twins_loss(z1, z2, algorithm=algorithm, **options)
@@ -64,7 +66,7 @@ def test_float64_variants_equal_their_formula(n, d, variant, algorithm):
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("variant", ["official", "algorithm1", "hsic"])
-def test_terms_equal_reference_terms(variant, algorithm):
+def test_barlow_twins_terms_equal_reference_terms(variant, algorithm):
     z1, z2 = _views(37, 70)
     options = {k: v for k, v in VARIANTS[variant].items() if k not in ("lambd", "scale")}
     terms = redundancy.barlow_twins_terms(z1, z2, algorithm=algorithm, lambd=0.3, scale=2.0, **options)
@@ -99,7 +101,7 @@ def test_float64_gradients_equal_autograd_through_reference(n, d, variant, algor
 @pytest.mark.parametrize("standardization", STANDARDIZATIONS)
 @pytest.mark.parametrize("target", [0.0, -1.0])
 @pytest.mark.parametrize(("n", "d"), [(6, 4), (4, 7)])
-def test_gradcheck(n, d, standardization, target, algorithm):
+def test_barlow_twins_gradcheck(n, d, standardization, target, algorithm):
     z1, z2 = _views(n, d)
     z1.requires_grad_(True)
     z2.requires_grad_(True)
@@ -131,7 +133,7 @@ def test_gradcheck_of_each_term(algorithm):
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize(("n", "d"), [(37, 70), (5, 130), (256, 512)])
-def test_dtype_tolerance_table(n, d, dtype, algorithm):
+def test_barlow_twins_dtype_tolerance_table(n, d, dtype, algorithm):
     z1, z2 = _views(n, d, dtype)
     z1.requires_grad_(True)
     z2.requires_grad_(True)
@@ -187,7 +189,7 @@ def test_autocast_does_not_lower_the_accumulation(dtype, algorithm):
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_non_contiguous_inputs(algorithm):
+def test_barlow_twins_non_contiguous_inputs(algorithm):
     z1, z2 = _views(70, 37)
     z1t, z2t = z1.t(), z2[:, ::1].t()  # (37, 70), transposed views
     z3 = torch.randn(37, 140, dtype=torch.float64)[:, ::2]  # strided columns
@@ -291,28 +293,6 @@ def test_gram_backward_forms_one_gradient_in_its_own_standardized_view():
     assert g2.data_ptr() not in own_views
 
 
-def test_saved_tensors_die_only_in_a_backward_without_retain_graph():
-    seen = []
-
-    class Probe(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            return x * 2
-
-        @staticmethod
-        def backward(ctx, grad):
-            seen.append(saved_tensors_die_after_backward())
-            return grad * 2
-
-    x = torch.ones(3, requires_grad=True)
-    y = Probe.apply(x).sum()
-    y.backward(retain_graph=True)
-    y.backward()
-    torch.autograd.grad(Probe.apply(x).sum(), x, create_graph=True)
-    assert seen == [False, True, False]
-    assert not saved_tensors_die_after_backward()  # outside a backward
-
-
 # ------------------------------------------------------------------------------------------ semantics, edge cases
 
 
@@ -360,40 +340,6 @@ def test_algorithm1_with_eps_zero_has_no_eps():
     assert_relative(redundancy.barlow_twins_loss(z1, z2, correction=1, eps=0.0), expected, 1e-10)
 
 
-# ------------------------------------------------------------------------------------------------- primitives
-
-
-@pytest.mark.parametrize("standardization", STANDARDIZATIONS)
-def test_batch_standardize_equals_reference_and_its_gradient(standardization):
-    options = STANDARDIZATIONS[standardization]
-    z = torch.randn(37, 70, dtype=torch.float64, requires_grad=True)
-    assert_relative(redundancy.batch_standardize(z, **options), batch_standardize_reference(z, **options), 1e-12)
-    small = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x: redundancy.batch_standardize(x, **options, eps=1e-3), (small,))
-
-
-def test_batch_standardize_keeps_half_dtype_and_handles_large_magnitudes():
-    z = (torch.randn(64, 8) * 1e4).half()
-    a = redundancy.batch_standardize(z)
-    assert a.dtype == torch.float16 and torch.isfinite(a).all()
-    assert relative_error(a, batch_standardize_reference(z.double())) < 1e-3
-
-
-def test_cross_correlation_is_the_standardized_cross_product():
-    z1, z2 = _views(37, 70)
-    c = redundancy.cross_correlation(z1, z2, correction=1, eps=0.0)
-    expected = ((z1 - z1.mean(0)) / z1.std(0)).T @ ((z2 - z2.mean(0)) / z2.std(0)) / 37
-    assert c.shape == (70, 70)
-    assert_relative(c, expected, 1e-12)
-
-
-def test_off_diagonal_matches_the_row_major_order():
-    x = torch.arange(16.0).view(4, 4)
-    expected = torch.tensor([v for i, row in enumerate(x.tolist()) for j, v in enumerate(row) if i != j])
-    assert torch.equal(redundancy.off_diagonal(x), expected)
-    assert redundancy.off_diagonal(torch.ones(1, 1)).numel() == 0
-
-
 # ------------------------------------------------------------------------------------------------- bad inputs
 
 GOOD = torch.randn(8, 4)
@@ -429,14 +375,72 @@ def test_bad_inputs_raise_clear_errors(args, kwargs, error, match):
         redundancy.barlow_twins_loss(*args, **kwargs)
 
 
-def test_primitives_reject_bad_inputs():
-    with pytest.raises(ValueError, match=r"x must be a square matrix, got shape \(2, 3\)"):
-        redundancy.off_diagonal(torch.ones(2, 3))
-    with pytest.raises(ValueError, match=r"z must be 2-D"):
-        redundancy.batch_standardize(torch.ones(3))
-    with pytest.raises(TypeError, match=r"unexpected keyword argument 'normalization'"):
-        redundancy.cross_correlation(GOOD, GOOD, normalization="l2")
-    with pytest.raises(ValueError, match=r"correction must be 0"):
-        redundancy.cross_correlation(GOOD, GOOD, correction=-1)
-    with pytest.raises(TypeError, match=r"standardize must be a bool"):
-        redundancy.batch_standardize(GOOD, standardize=1)
+# ------------------------------------------------------------------------------------------------- the Module
+
+
+def test_barlow_twins_module_has_no_state_and_shows_its_options():
+    criterion = redundancy.BarlowTwinsLoss(lambd=0.01)
+    assert list(criterion.parameters()) == [] and list(criterion.buffers()) == []
+    assert "lambd=0.01" in repr(criterion) and "correction=0, standardize=True" in repr(criterion)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"lambd": -1.0}, ValueError, "lambd must be non-negative"),
+        ({"normalization": "batchnorm"}, TypeError, "unexpected keyword argument 'normalization'"),
+        ({"correction": 2}, ValueError, "correction must be 0"),
+        ({"standardize": None}, TypeError, "standardize must be a bool"),
+        (
+            {"normalisation": "std"},
+            TypeError,
+            r"BarlowTwinsLoss\(\) got an unexpected keyword argument 'normalisation'",
+        ),
+        ({"algorithm": "dual"}, ValueError, "algorithm must be one of"),
+        ({"scale": "big"}, TypeError, "scale must be a real number"),
+    ],
+)
+def test_barlow_twins_module_bad_options_fail_at_construction(options, error, match):
+    with pytest.raises(error, match=match):
+        redundancy.BarlowTwinsLoss(**options)
+
+
+# ------------------------------------------------------------------------------------------------- compiled
+
+
+def _compiled_and_eager(step, backend: str):
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True, backend=backend)  # raises on any graph break
+    z1 = torch.randn(16, 24, requires_grad=True)
+    z2 = torch.randn(16, 24, requires_grad=True)
+    for fn in (compiled, step):
+        loss = fn(z1, z2)
+        loss.backward()
+        yield loss.detach(), z1.grad.clone(), z2.grad.clone()
+        z1.grad = z2.grad = None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["cross", "gram"])
+@pytest.mark.parametrize("standardize", [True, False])
+def test_barlow_twins_compiles_without_graph_breaks(algorithm, standardize):
+    def step(z1, z2):
+        return redundancy.barlow_twins_loss(
+            z1, z2, backend="torch", algorithm=algorithm, standardize=standardize, off_diagonal_target=-1.0
+        )
+
+    (loss, *grads), (eager, *eager_grads) = _compiled_and_eager(step, "aot_eager")
+    assert relative_error(loss, eager) <= 1e-6
+    for grad, eager_grad in zip(grads, eager_grads, strict=True):
+        assert relative_error(grad, eager_grad) <= 1e-5
+
+
+@pytest.mark.slow
+def test_barlow_twins_compiles_with_inductor():
+    def step(z1, z2):
+        return redundancy.barlow_twins_terms(z1, z2, backend="torch", algorithm="cross").loss
+
+    (loss, *grads), (eager, *eager_grads) = _compiled_and_eager(step, "inductor")
+    assert relative_error(loss, eager) <= 1e-5
+    for grad, eager_grad in zip(grads, eager_grads, strict=True):
+        assert relative_error(grad, eager_grad) <= 1e-4
