@@ -73,9 +73,9 @@ class BarlowTwinsTerms(NamedTuple):
     loss: torch.Tensor
     """The loss, as :func:`barlow_twins_loss` returns it."""
     invariance: torch.Tensor
-    """``Σ_i (1 - C_ii)²``: how far the diagonal of C is from 1."""
+    """How far the diagonal of C is from 1, ``Σ_i (1 - C_ii)²``."""
     redundancy: torch.Tensor
-    """``Σ_{i≠j} (C_ij - t)²``: the off-diagonal energy of C."""
+    """The off-diagonal energy of C, ``Σ_{i≠j} (C_ij - t)²``."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -401,8 +401,9 @@ def multiview_barlow_twins_loss(views: ViewsArgument, **options: Any) -> torch.T
             of shape ``(V, N, D)``. Under ``distributed="global"`` with several ranks, each rank passes its own rows
             ``(N_r, D)`` of every view and the same V; with ``feature_group`` its block ``(N_r, D_p)`` of every
             view, and the views share their Gram matrices (or their gathered columns) across the feature group.
-        lambd, scale, eps, correction, standardize, off_diagonal_target, algorithm, distributed,
-            gradient_convention, group, feature_group: as in :func:`~redundancy.barlow_twins_loss`.
+        lambd, scale, eps, correction, standardize: as in :func:`~redundancy.barlow_twins_loss`.
+        off_diagonal_target, algorithm, distributed: as in :func:`~redundancy.barlow_twins_loss`.
+        gradient_convention, group, feature_group: as in :func:`~redundancy.barlow_twins_loss`.
         backend: ``"auto"`` and ``"torch"`` run the torch op that shares the views' work (any device);
             ``"triton"`` runs the two-view Triton kernels on each pair, sharing nothing.
         strategy: as in :func:`~redundancy.barlow_twins_loss`: ``"all_reduce"`` sums each pair's C over the ranks

@@ -40,9 +40,10 @@ class CrossCorrelationSummary(NamedTuple):
     """
 
     mean_diagonal: torch.Tensor
-    """``mean_i C_ii``: 1 when the two views agree perfectly feature by feature."""
+    """The mean diagonal of C, ``mean_i C_ii``, 1 when the two views agree perfectly feature by feature."""
     off_diagonal_rms: torch.Tensor
-    """``sqrt(mean_{i≠j} C_ij²)``: 0 when the features are decorrelated across views (0 when D = 1)."""
+    """The root mean square of the off-diagonal entries of C, ``sqrt(mean_{i≠j} C_ij²)``, 0 when the features
+    are decorrelated across views (and when D = 1)."""
     matrix: torch.Tensor | None
     """The D×D matrix C itself, only when ``return_matrix=True``; otherwise ``None``."""
 

@@ -394,8 +394,9 @@ def multiview_vicreg_loss(views: ViewsArgument, **options: Any) -> torch.Tensor:
         views: the views, a sequence of V ≥ 2 tensors of shape ``(N, D)`` (same shape and device), or one
             tensor of shape ``(V, N, D)``; each rank's rows (or block, with ``feature_group``) of every view, as in
             :func:`multiview_barlow_twins_loss`.
-        invariance_weight, variance_weight, covariance_weight, gamma, eps, correction, variance_reduction,
-            algorithm, distributed, gradient_convention, group, feature_group: as in :func:`~redundancy.vicreg_loss`.
+        invariance_weight, variance_weight, covariance_weight: as in :func:`~redundancy.vicreg_loss`.
+        gamma, eps, correction, variance_reduction: as in :func:`~redundancy.vicreg_loss`.
+        algorithm, distributed, gradient_convention, group, feature_group: as in :func:`~redundancy.vicreg_loss`.
 
     Returns:
         The loss as a 0-dim tensor, float64 for float64 inputs and float32 otherwise.
