@@ -33,6 +33,8 @@ class CrossCorrelationSummary(NamedTuple):
     """What :func:`cross_correlation_summary` returns; 0-dim tensors without gradients.
 
     Example:
+        >>> import torch
+        >>> from redundancy import cross_correlation_summary
         >>> z1, z2 = torch.randn(64, 8), torch.randn(64, 8)
         >>> mean_diagonal, off_diagonal_rms, matrix = cross_correlation_summary(z1, z2, return_matrix=True)
         >>> torch.allclose(mean_diagonal, matrix.diagonal().mean()), tuple(matrix.shape)
@@ -71,6 +73,8 @@ def effective_rank(z: torch.Tensor, *, eps: float = 1e-7) -> torch.Tensor:
         A 0-dim tensor without gradient; NaN when ``z`` holds a NaN or an infinity.
 
     Example:
+        >>> import torch
+        >>> from redundancy import effective_rank
         >>> round(effective_rank(torch.eye(6)[:, :4] * 3.0, eps=0.0).item(), 4)  # four equal singular values
         4.0
     """
@@ -103,6 +107,8 @@ def feature_std(z: torch.Tensor, *, correction: Correction = 1, normalize: bool 
         A tensor of shape ``(D,)`` without gradient, float64 for float64 inputs and float32 otherwise.
 
     Example:
+        >>> import torch
+        >>> from redundancy import feature_std
         >>> feature_std(torch.tensor([[1.0, 5.0], [3.0, 5.0]]))
         tensor([1.4142, 0.0000])
     """
@@ -149,6 +155,8 @@ def cross_correlation_summary(
         :class:`CrossCorrelationSummary` ``(mean_diagonal, off_diagonal_rms, matrix)``, without gradients.
 
     Example:
+        >>> import torch
+        >>> from redundancy import cross_correlation_summary
         >>> z = torch.randn(512, 8)
         >>> summary = cross_correlation_summary(z, z)
         >>> round(summary.mean_diagonal.item(), 3), summary.off_diagonal_rms.item() < 0.1, summary.matrix

@@ -95,6 +95,40 @@ def test_page_examples_run(page):
     assert runner.failures == 0, "".join(failures)
 
 
+def _public_docstring_examples() -> list[doctest.DocTest]:
+    """The examples of every public module, function, class, method and attribute docstring of the package."""
+    finder = doctest.DocTestFinder()
+    tests = []
+    for module in {*API_MODULES, redundancy.compat}:
+        for test in finder.find(module, module.__name__, globs={}):
+            private = any(part.startswith("_") and not part.startswith("__") for part in test.name.split("."))
+            if test.examples and not private:
+                tests.append(test)
+    return sorted(tests, key=lambda test: test.name)
+
+
+PUBLIC_DOCSTRING_EXAMPLES = [pytest.param(test, id=test.name) for test in _public_docstring_examples()]
+
+
+@pytest.mark.parametrize("test", PUBLIC_DOCSTRING_EXAMPLES)
+def test_public_docstring_examples_run_as_pasted(test):
+    """Each public example runs in an empty namespace, as it runs when pasted into a new interpreter: it imports
+    what it uses (``--doctest-modules`` runs it with its module's globals, which would hide a missing import)."""
+    test.globs = {}
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    failures: list[str] = []
+    torch.manual_seed(0)
+    runner.run(test, out=failures.append, clear_globs=True)
+    assert runner.failures == 0, "".join(failures)
+
+
+def test_the_public_docstring_examples_are_found():
+    names = {param.id for param in PUBLIC_DOCSTRING_EXAMPLES}
+    assert {"redundancy.barlow_twins.barlow_twins_loss", "redundancy.cost.choose_algorithm"} <= names
+    assert "redundancy.compat.solo.barlow_loss_func" in names
+    assert not any("._" in name for name in names)
+
+
 # ------------------------------------------------------------------------------------------------ tables
 
 

@@ -131,6 +131,8 @@ class BarlowTwinsLoss(nn.Module):
             ``gather_distributed`` that is not a bool.
 
     Example:
+        >>> import torch
+        >>> from redundancy.compat.lightly import BarlowTwinsLoss
         >>> import redundancy
         >>> criterion = BarlowTwinsLoss()
         >>> z_a, z_b = torch.randn(32, 16), torch.randn(32, 16)
@@ -199,6 +201,8 @@ class VICRegLoss(nn.Module):
             number or that requires grad, a ``gather_distributed`` that is not a bool.
 
     Example:
+        >>> import torch
+        >>> from redundancy.compat.lightly import VICRegLoss
         >>> import redundancy
         >>> criterion = VICRegLoss()
         >>> z_a, z_b = torch.randn(32, 16), torch.randn(32, 16)

@@ -96,6 +96,8 @@ def barlow_loss_func(z1: torch.Tensor, z2: torch.Tensor, lamb: float = 5e-3, sca
         shifted in both views: solo-learn standardizes each half on its own, which removes the shift, while the
         adapter standardizes the whole batch, whose correlation between the views the shift raises.
 
+        >>> import torch
+        >>> from redundancy.compat.solo import barlow_loss_func
         >>> from redundancy import cross_correlation
         >>> z1 = torch.randn(256, 16)
         >>> z2 = z1 + torch.randn(256, 16)
@@ -152,6 +154,8 @@ def vicreg_loss_func(
             real tensor.
 
     Example:
+        >>> import torch
+        >>> from redundancy.compat.solo import vicreg_loss_func
         >>> import redundancy
         >>> z1, z2 = torch.randn(32, 16), torch.randn(32, 16)
         >>> torch.allclose(vicreg_loss_func(z1, z2), redundancy.vicreg_loss(z1, z2, variance_reduction="sum"))
