@@ -13,7 +13,10 @@
 
 import ast
 import doctest
+import html
 import html.parser
+import importlib.metadata
+import importlib.util
 import inspect
 import io
 import json
@@ -308,9 +311,13 @@ class _Page(html.parser.HTMLParser):
         self.tables_outside_a_scroll_box = 0
         self._open_divs: list[str] = []
         self._in_pre = self._in_head = self._in_header_cell = False
+        self._in_article = 0  # depth inside the page's <article> (the content, without navigation)
+        self.text = ""  # the text of the page's content
 
     def handle_starttag(self, tag, attrs):
         attributes = dict(attrs)
+        if tag == "article" or self._in_article:
+            self._in_article += tag == "article"
         if tag == "div":
             self._open_divs.append(attributes.get("class") or "")
         elif tag == "pre":
@@ -330,6 +337,8 @@ class _Page(html.parser.HTMLParser):
             self.order[-1] = ("table", f"{cells} | " if cells else "")
 
     def handle_endtag(self, tag):
+        if tag == "article" and self._in_article:
+            self._in_article -= 1
         if tag == "div" and self._open_divs:
             self._open_divs.pop()
         elif tag == "pre":
@@ -340,6 +349,8 @@ class _Page(html.parser.HTMLParser):
             self._in_head = False
 
     def handle_data(self, data):
+        if self._in_article:
+            self.text += data
         if self._in_pre:
             self.literal_blocks[-1] += data
         if self._in_header_cell:
@@ -479,3 +490,158 @@ def test_the_digits_table_and_figures_are_those_of_the_committed_run():
     losses = saved["losses"]
     assert f"({losses[0]:.1f} at the first step, {losses[-1]:.1f} at the last)" in page
     assert f"over the {len(losses)} pretraining steps" in page
+
+
+# ------------------------------------------------------------------------------------------------ diagrams
+
+
+def _load(path: pathlib.Path):
+    """The Python file at ``path`` (a script of docs/), imported as a module."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+DIAGRAMS = {"feature_parallel": "feature_grid.svg", "algorithms": "gram_identity.svg"}
+
+
+def _svg_texts(svg: str) -> list[str]:
+    return [html.unescape(text) for text in re.findall(r"<text\b[^>]*>([^<]*)</text>", svg)]
+
+
+def test_the_diagrams_are_those_the_script_draws(tmp_path):
+    """``python docs/diagrams.py`` draws the committed SVGs: byte for byte with the matplotlib that drew them,
+    the same texts with another."""
+    pytest.importorskip("matplotlib")
+    diagrams = _load(DOCS / "diagrams.py")
+    written = {path.name: path.read_text() for path in diagrams.draw(tmp_path)}
+    assert sorted(written) == sorted(DIAGRAMS.values())
+    for name, svg in written.items():
+        committed = (DOCS / "_static" / "diagrams" / name).read_text()
+        assert _svg_texts(svg) == _svg_texts(committed), f"{name}: run python docs/diagrams.py"
+        (version,) = re.findall(r"Matplotlib v([\w.]+)", committed)
+        if version == importlib.metadata.version("matplotlib"):
+            assert svg == committed, f"{name}: run python docs/diagrams.py"
+
+
+@pytest.mark.parametrize(("page", "diagram"), sorted(DIAGRAMS.items()))
+def test_the_pages_show_their_diagrams(built, page, diagram):
+    assert f"_images/{diagram}" in [src for kind, src in built[page].order if kind == "img"]
+
+
+# ------------------------------------------------------------------------------------------ the family page
+
+
+def _extension(name: str):
+    """The Sphinx extension ``docs/_ext/<name>.py``, imported."""
+    return _load(DOCS / "_ext" / f"{name}.py")
+
+
+def test_the_family_tables_have_a_row_for_every_loss_of_the_registry(built):
+    from redundancy._frame import ViewSequence
+    from redundancy._registry import FAMILY
+
+    family_table = _extension("family_table")
+    rows = family_table.rows()
+    two_view = [member for member in FAMILY if not isinstance(member.loss.inputs, ViewSequence)]
+    assert [row.name for row in rows] == [member.name for member in two_view]
+    assert {row.multiview.__name__ for row in rows if row.multiview} == {
+        member.name for member in FAMILY if isinstance(member.loss.inputs, ViewSequence)
+    }
+    missing = [row.name for row in rows if row.name not in family_table.SOURCES]
+    assert not missing, f"add the paper and code of {missing} to SOURCES in docs/_ext/family_table.py"
+    tables = [cells for kind, cells in built["family"].order if kind == "table"]
+    assert tables[0] == "loss | paper | defaults, and where they come from"
+    assert (
+        tables[1]
+        == "loss | function, terms, Module | several views | global batch | feature_group | Triton | fullgraph"
+    )
+    for row in rows:
+        assert row.function.__name__ in built["family"].text
+        assert family_table.SOURCES[row.name].title in built["family"].text
+
+
+def test_every_loss_has_its_section_with_formula_example_and_cost():
+    page = (DOCS / "family.rst").read_text()
+    for row in _extension("family_table").rows():
+        label = f".. _family-{row.name}:"
+        assert label in page, f"family.rst has no section {label}"
+        section = page.split(label, 1)[1].split("\n.. _family-", 1)[0]
+        assert ".. math::" in section, f"{row.name}: no formula"
+        assert f">>> from redundancy import {row.name}" in section or f"import {row.name}" in section, row.name
+        assert "\nCost: " in section, f"{row.name}: no cost"
+
+
+def _example_inputs(member) -> tuple:
+    from redundancy._frame import ViewSequence
+
+    n, d = 12, 6
+    if isinstance(member.loss.inputs, ViewSequence):
+        return (torch.randn(3, n, d, dtype=torch.float64, requires_grad=True),)
+    views = tuple(torch.randn(n, d, dtype=torch.float64, requires_grad=True) for _ in member.loss.inputs.names)
+    extra = {"permutation": torch.randperm(n), "alpha": 0.3}
+    return views + tuple(extra[name] for name in getattr(member.loss.inputs, "extra", ()))
+
+
+@pytest.mark.parametrize("name", [row.name for row in _extension("family_table").rows()])
+def test_what_the_family_table_says_of_a_loss_holds(name):
+    """Each claim of the "features" table, checked on the loss itself: its options, and a full-graph compile of
+    the function (and of its multi-view form) with its backward."""
+    import inspect
+
+    from redundancy._registry import FAMILY
+
+    (row,) = [row for row in _extension("family_table").rows() if row.name == name]
+    parameters = inspect.signature(row.function).parameters
+    assert row.feature_group == ("feature_group" in parameters)
+    assert row.triton == ("backend" in parameters and "triton" in str(parameters["backend"].annotation))
+    assert row.global_batch == (parameters["distributed"].default == "global")
+    for member in FAMILY:
+        if member.function in (row.function, row.multiview):
+            torch._dynamo.reset()
+            inputs = _example_inputs(member)
+            compiled = torch.compile(member.function, fullgraph=True, backend="aot_eager")
+            loss = compiled(*inputs)
+            loss.backward()
+            assert torch.allclose(loss, member.function(*inputs), rtol=1e-10), member.name
+
+
+# --------------------------------------------------------------------------------------------- changelog
+
+
+def test_the_changelog_page_renders_the_markdown(built):
+    page = built["changelog"]
+    assert not page.literal_blocks, "the changelog is shown as a code block"
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    bold = re.compile(r"\*\*[^*\s][^*]*[^*\s]\*\*")
+    assert bold.search(changelog) and not bold.search(page.text), "raw Markdown bold on the changelog page"
+    assert "](http" in changelog and "](http" not in page.text, "raw Markdown links on the changelog page"
+    for heading in re.findall(r"^#{2,3} (.+)$", changelog, re.M):
+        assert heading.strip("[]") in page.text, heading
+
+
+def test_the_changelog_directive_reads_what_keep_a_changelog_uses():
+    changelog = _extension("changelog")
+    text = (
+        "# Title\n\nIntro with [a link](https://x.org).\n\n## [Unreleased]\n\n### Added\n\n"
+        "- **Bold `code` inside.** Then `code`\n  on two lines.\n- Second.\n\n```bash\npip install .\n```\n"
+    )
+    markdown = changelog.Block(text)
+    (section,) = markdown.sections()
+    assert section.astext().startswith("Unreleased")
+    (added,) = [node for node in section.children if node.tagname == "section"]
+    bullets, code = added.children[1:]
+    assert [item.astext() for item in bullets.children] == ["Bold code inside. Then code on two lines.", "Second."]
+    assert bullets.children[0][0][0].tagname == "strong" and bullets.children[0][0][0][1].tagname == "literal"
+    assert code.tagname == "literal_block" and code.astext() == "pip install ." and code["language"] == "bash"
+    (link,) = [node for node in markdown.preamble()[0].children if node.tagname == "reference"]
+    assert link["refuri"] == "https://x.org" and not markdown.warnings
+    unsupported = changelog.Block("## A\n\n| a | b |\n1. one\n* star\n- item\n  - nested\n")
+    unsupported.sections()
+    assert [what for _, what in unsupported.warnings] == [
+        "a table",
+        "a numbered list",
+        "a '*' or '+' bullet (use '-')",
+        "a nested list",
+    ]
