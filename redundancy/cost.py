@@ -451,7 +451,8 @@ def feature_parallel_flops(
     Example:
         >>> from redundancy.cost import feature_parallel_flops
         >>> from redundancy.barlow_twins import FEATURE_PARALLEL_COST
-        >>> feature_parallel_flops("gram", 2048, 65536, 1, 8, loss=FEATURE_PARALLEL_COST) * 8 == 8 * 2048**2 * 65536
+        >>> flops = feature_parallel_flops("gram", 2048, 65536, 1, 8, loss=FEATURE_PARALLEL_COST)
+        >>> flops * 8 == 8 * 2048**2 * 65536
         True
     """
     if algorithm not in ALGORITHMS:

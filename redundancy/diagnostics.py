@@ -75,7 +75,8 @@ def effective_rank(z: torch.Tensor, *, eps: float = 1e-7) -> torch.Tensor:
     Example:
         >>> import torch
         >>> from redundancy import effective_rank
-        >>> round(effective_rank(torch.eye(6)[:, :4] * 3.0, eps=0.0).item(), 4)  # four equal singular values
+        >>> z = torch.eye(6)[:, :4] * 3.0  # four equal singular values
+        >>> round(effective_rank(z, eps=0.0).item(), 4)
         4.0
     """
     check_real("eps", eps, nonnegative=True)

@@ -293,8 +293,6 @@ def test_each_loss_has_its_api_page_with_its_function_terms_and_module(built_obj
 # ------------------------------------------------------------------------------------ the rendered pages
 
 ROOT = DOCS.parent
-#: Pages whose literal blocks (code, commands, included text) must fit the content column.
-NARROW_PAGES = ("index", "benchmarks", "benchmark_tables", "examples")
 #: Characters of a literal block's longest line that the content column shows without scrolling.
 LITERAL_COLUMNS = 100
 HEADLINE_FIGURE = DOCS / "_static" / "headline.png"
@@ -312,12 +310,17 @@ class _Page(html.parser.HTMLParser):
         self._open_divs: list[str] = []
         self._in_pre = self._in_head = self._in_header_cell = False
         self._in_article = 0  # depth inside the page's <article> (the content, without navigation)
+        self._in_code = 0  # depth inside <pre>, <code> and math
         self.text = ""  # the text of the page's content
+        self.prose = ""  # the same without code, literals and math: where no markup may show
 
     def handle_starttag(self, tag, attrs):
         attributes = dict(attrs)
         if tag == "article" or self._in_article:
             self._in_article += tag == "article"
+        is_math = tag == "span" and "math" in (attributes.get("class") or "").split()
+        if tag in ("pre", "code") or is_math or (self._in_code and tag == "span"):
+            self._in_code += 1
         if tag == "div":
             self._open_divs.append(attributes.get("class") or "")
         elif tag == "pre":
@@ -339,6 +342,8 @@ class _Page(html.parser.HTMLParser):
     def handle_endtag(self, tag):
         if tag == "article" and self._in_article:
             self._in_article -= 1
+        if self._in_code and tag in ("pre", "code", "span"):
+            self._in_code -= 1
         if tag == "div" and self._open_divs:
             self._open_divs.pop()
         elif tag == "pre":
@@ -351,6 +356,8 @@ class _Page(html.parser.HTMLParser):
     def handle_data(self, data):
         if self._in_article:
             self.text += data
+            if not self._in_code:
+                self.prose += data
         if self._in_pre:
             self.literal_blocks[-1] += data
         if self._in_header_cell:
@@ -397,7 +404,7 @@ def test_the_build_has_no_warnings(build):
     assert not build.warnings, build.warnings
 
 
-@pytest.mark.parametrize("name", NARROW_PAGES)
+@pytest.mark.parametrize("name", [path.relative_to(DOCS).with_suffix("").as_posix() for path in PAGES])
 def test_literal_blocks_fit_the_content_column(built, name):
     too_wide = [
         line for block in built[name].literal_blocks for line in block.splitlines() if len(line) > LITERAL_COLUMNS
@@ -412,6 +419,16 @@ def test_wide_tables_scroll_in_their_own_box(built):
     assert sum(len([kind for kind, _ in page.order if kind == "table"]) for page in pages.values()) > 10
     unboxed = {name: page.tables_outside_a_scroll_box for name, page in pages.items()}
     assert not any(unboxed.values()), f"tables outside a scrolling box: {unboxed}"
+
+
+#: reStructuredText that shows as text when a construct fails (nested inline markup, a role without its target).
+LEAKED_MARKUP = re.compile(r"``|:(?:func|class|meth|attr|mod|data|ref|doc|math|term):`|`_(?:_)?\b|\*\*\w[^*]*\w\*\*")
+
+
+@pytest.mark.parametrize("page", [path.relative_to(DOCS).with_suffix("").as_posix() for path in PAGES])
+def test_no_markup_shows_as_text(built, page):
+    leaked = [match.group(0) for match in LEAKED_MARKUP.finditer(built[page].prose)]
+    assert not leaked, f"{page}: markup shown as text: {leaked}"
 
 
 def redundancy_html_theme() -> str:
