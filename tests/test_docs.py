@@ -662,3 +662,49 @@ def test_the_changelog_directive_reads_what_keep_a_changelog_uses():
         "a '*' or '+' bullet (use '-')",
         "a nested list",
     ]
+
+
+# ------------------------------------------------------------------------------------------------ README
+
+
+def _readme_python_blocks() -> list[tuple[int, str]]:
+    """``(line, source)`` of every ```python block of the README."""
+    text = (ROOT / "README.md").read_text()
+    return [
+        (text[: match.start()].count("\n") + 2, match.group(1))
+        for match in re.finditer(r"^```python\n(.*?)^```", text, re.M | re.S)
+    ]
+
+
+def _unbound_names(source: str) -> set[str]:
+    """Names a block reads without binding or importing them (builtins aside)."""
+    import builtins
+
+    tree = ast.parse(source)
+    bound = {name.id for name in ast.walk(tree) if isinstance(name, ast.Name) and isinstance(name.ctx, ast.Store)}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    read = {name.id for name in ast.walk(tree) if isinstance(name, ast.Name) and isinstance(name.ctx, ast.Load)}
+    return read - bound - set(dir(builtins))
+
+
+@pytest.mark.parametrize(("line", "source"), _readme_python_blocks(), ids=lambda value: str(value)[:12])
+def test_readme_snippets_run_as_written_or_say_what_they_assume(line, source):
+    """A block runs as pasted into a new interpreter, or opens with ``# assumes:``, naming every name it does not
+    define (it is then compiled, not run)."""
+    if source.startswith("# assumes:"):
+        assumption = " ".join(row for row in source.splitlines() if row.startswith("#"))
+        compile(source, f"README.md:{line}", "exec")
+        undefined = {name for name in _unbound_names(source) if not re.search(rf"\b{name}\b", assumption)}
+        assert not undefined, f"README.md:{line} does not say what {sorted(undefined)} are"
+        return
+    exec(compile(source, f"README.md:{line}", "exec"), {})
+
+
+def test_the_readme_lists_every_loss_of_the_registry():
+    from redundancy._registry import FAMILY
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [member.name for member in FAMILY if f"`{member.name}`" not in readme]
+    assert not missing, f"the README's family table lacks {missing}"
