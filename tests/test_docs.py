@@ -448,11 +448,16 @@ def test_benchmarks_opens_with_a_figure_then_the_summary_table(built):
 def test_the_index_readme_and_benchmarks_show_the_same_headline_figure(built):
     assert HEADLINE_FIGURE.is_file()
     readme = (ROOT / "README.md").read_text()
-    assert [ROOT / path for path in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme)][:1] == [HEADLINE_FIGURE]
+    images = re.findall(r'!\[[^\]]*\]\(([^)]+)\)|<img src="([^"]+)"', readme)
+    assert [ROOT / "".join(image) for image in images][:1] == [HEADLINE_FIGURE]
+    (narrow,) = re.findall(r'<source media="\(max-width: \d+px\)" srcset="([^"]+)">', readme)
+    assert ROOT / narrow == HEADLINE_FIGURE.with_name("headline-narrow.png"), "the README's phone-sized figure"
+    assert (ROOT / narrow).read_bytes().startswith(b"\x89PNG")
     for page in ("index", "benchmarks"):
-        (first,) = re.findall(r"^\.\. figure:: (\S+)", (DOCS / f"{page}.rst").read_text(), re.M)[:1]
+        first, second = re.findall(r"^\.\. figure:: (\S+)", (DOCS / f"{page}.rst").read_text(), re.M)[:2]
         assert (DOCS / first).resolve() == HEADLINE_FIGURE.resolve(), page
-        assert built[page].order[0] == ("img", "_images/headline.png"), page
+        assert (DOCS / second).resolve() == HEADLINE_FIGURE.with_name("headline-narrow.png").resolve(), page
+        assert built[page].order[:2] == [("img", "_images/headline.png"), ("img", "_images/headline-narrow.png")]
 
 
 def test_the_headline_numbers_are_those_of_the_committed_runs():
