@@ -49,6 +49,7 @@ def pytest_collect_file(file_path: pathlib.Path, parent: pytest.Collector):
 
 
 @pytest.fixture(autouse=True)
-def _doctest_namespace(doctest_namespace):
+def _seed_doctests():
+    """Every docstring example starts from the same random state. Nothing is put into the examples' namespace:
+    each imports what it uses (``tests/test_docs.py`` runs the public ones in an empty namespace)."""
     torch.manual_seed(0)
-    doctest_namespace["torch"] = torch

@@ -8,7 +8,8 @@ git ignores) or the folder ``--output`` names: ``--output benchmarks/results/cpu
 
 ``python -m benchmarks.report --headline docs/_static/headline.png GRID.json [REPEAT.json ...]`` draws the
 headline figure: speed-up and peak-memory reduction of ``redundancy`` (auto) over the reference against D, at the
-paper's batch sizes, from the saved results (repeat runs of some of the shapes drawn as hollow markers).
+paper's batch sizes, from the saved results (repeat runs of some of the shapes drawn as hollow markers), and its
+narrow variant for phones, the two panels stacked (``docs/_static/headline-narrow.png``).
 ``python -m benchmarks.report --runs RUNS.rst RUN.json RUN.json ...`` writes one table of repeat runs of the same
 shapes, side by side.
 """
@@ -160,9 +161,27 @@ def _environment_paragraph(results: dict) -> str:
     return " ".join(environment_lines(results)) + "\n"
 
 
+#: The columns of :data:`GRID_HEADER` that the documentation's tables show, so that they fit a 1280-pixel page;
+#: the forward and backward times and the share of the matmul throughput are in ``results.md``, every column.
+PAGE_COLUMNS = (
+    "N",
+    "D",
+    "case",
+    "algorithm",
+    "full ms (p20–p80)",
+    "speed-up",
+    "peak MiB",
+    "memory vs reference",
+    "GFLOP/s",
+)
+
+
 def table_rst(results: dict) -> str:
-    """The run's environment and every shape and case, as the documentation includes it."""
-    return _environment_paragraph(results) + "\n" + list_table(GRID_HEADER, grid_rows(results), text_columns=(3, 4))
+    """The run's environment and every shape and case, as the documentation includes it (the columns of
+    :data:`PAGE_COLUMNS`)."""
+    keep = [GRID_HEADER.index(column) for column in PAGE_COLUMNS]
+    rows = [tuple(row[index] for index in keep) for row in grid_rows(results)]
+    return _environment_paragraph(results) + "\n" + list_table(PAGE_COLUMNS, rows, text_columns=(3, 4))
 
 
 SUMMARY_HEADER = (
@@ -375,9 +394,16 @@ def headline_points(results: dict, batches=HEADLINE_BATCHES) -> dict[int, list[t
     return points
 
 
-def headline(grid: dict, repeats: list[dict], path: pathlib.Path) -> pathlib.Path:
+def narrow_path(path: pathlib.Path) -> pathlib.Path:
+    """Where the narrow variant of the headline figure at ``path`` goes: ``headline.png`` → ``headline-narrow.png``."""
+    return path.with_name(f"{path.stem}-narrow{path.suffix}")
+
+
+def headline(grid: dict, repeats: list[dict], path: pathlib.Path, *, narrow: bool = False) -> pathlib.Path:
     """Speed-up and memory reduction against D at the headline batch sizes, from ``grid`` (lines, values written
-    at the points) and ``repeats`` (other runs of some of the same shapes, hollow markers); returns ``path``."""
+    at the points) and ``repeats`` (other runs of some of the same shapes, hollow markers); returns ``path``.
+
+    The two panels side by side, or with ``narrow=True`` one above the other, for a phone's screen."""
     lines = headline_points(grid)  # a run without the figure's shapes is named before matplotlib is needed
     import matplotlib
 
@@ -385,7 +411,10 @@ def headline(grid: dict, repeats: list[dict], path: pathlib.Path) -> pathlib.Pat
     import matplotlib.pyplot as plt
 
     env = grid["environment"]
-    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.9))
+    if narrow:
+        fig, axes = plt.subplots(2, 1, figsize=(3.8, 6.8))
+    else:
+        fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.9))
     for column, (ax, label) in enumerate(
         zip(axes, ("× faster than the reference", "× less peak memory than the reference"), strict=True)
     ):
@@ -426,12 +455,12 @@ def headline(grid: dict, repeats: list[dict], path: pathlib.Path) -> pathlib.Pat
         axes[0].plot([], [], linestyle="none", marker="o", markerfacecolor="none", color="grey", label="repeat runs")
     axes[0].legend(loc="upper left", fontsize="small")
     fig.suptitle(
-        f"redundancy (auto) against the official formula, {grid['dtype']} forward+backward, "
-        f"{env.get('gpu', env['processor'])} ({env['torch_threads']} threads)",
+        f"redundancy (auto) against the official formula,{chr(10) if narrow else ' '}{grid['dtype']} "
+        f"forward+backward, {env.get('gpu', env['processor'])} ({env['torch_threads']} threads)",
         fontsize="medium",
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=150 if narrow else 110)
     plt.close(fig)
     return path
 
@@ -449,7 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--headline",
         type=pathlib.Path,
         metavar="PNG",
-        help="draw the headline figure here from the first results (lines) and the others (repeat runs) instead",
+        help="draw the headline figure here from the first results (lines) and the others (repeat runs) instead, "
+        "and its narrow variant (the panels stacked) beside it, NAME-narrow.png",
     )
     parser.add_argument(
         "--runs",
@@ -475,6 +505,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.headline is not None:
         try:
             print(f"wrote {headline(saved[0], saved[1:], args.headline)}")
+            print(f"wrote {headline(saved[0], saved[1:], narrow_path(args.headline), narrow=True)}")
         except ValueError as error:  # a run without the shapes the figure needs
             parser.error(f"--headline: {error}")
     if args.runs is not None:

@@ -81,6 +81,7 @@ def barlow_twins_flops(algorithm: str, n: int, d: int, *, backward: bool = True)
         The FLOP count (a multiply-add counts as 2).
 
     Example:
+        >>> from redundancy.cost import barlow_twins_flops
         >>> barlow_twins_flops("cross", 256, 8192) // barlow_twins_flops("gram", 256, 8192)
         29
     """
@@ -95,6 +96,7 @@ def choose_algorithm(n: int, d: int) -> str:
     """The algorithm ``algorithm="auto"`` uses for a global batch of ``n`` rows and ``d`` features.
 
     Example:
+        >>> from redundancy.cost import choose_algorithm
         >>> choose_algorithm(256, 8192), choose_algorithm(2048, 128)
         ('gram', 'cross')
     """
@@ -108,6 +110,7 @@ def autocorrelation_flops(algorithm: str, n: int, d: int, *, backward: bool = Tr
     (2·N²·D) and backpropagates ``G X`` (2·N²·D). The Gram form is the cheaper one when ``N < D``.
 
     Example:
+        >>> from redundancy.cost import autocorrelation_flops
         >>> autocorrelation_flops("cross", 256, 8192) // autocorrelation_flops("gram", 256, 8192)
         32
     """
@@ -120,6 +123,7 @@ def choose_autocorrelation_algorithm(n: int, d: int) -> str:
     """The algorithm ``algorithm="auto"`` uses for the one-view auto-correlation of ``n`` rows and ``d`` features.
 
     Example:
+        >>> from redundancy.cost import choose_autocorrelation_algorithm
         >>> choose_autocorrelation_algorithm(256, 8192), choose_autocorrelation_algorithm(2048, 128)
         ('gram', 'cross')
     """
@@ -166,6 +170,7 @@ def communication_bytes(
         The number of bytes.
 
     Example:
+        >>> from redundancy.cost import communication_bytes
         >>> all_gather = communication_bytes("all_gather", 2048, 8192, 8)
         >>> all_reduce = communication_bytes("all_reduce", 2048, 8192, 8)
         >>> round(all_gather / all_reduce, 2)
@@ -198,6 +203,7 @@ def strategy_flops(strategy: str, global_n: int, d: int, world_size: int, *, alg
     (``"auto"``: the cheaper) on all N gathered rows, on every rank.
 
     Example:
+        >>> from redundancy.cost import strategy_flops, barlow_twins_flops
         >>> strategy_flops("all_reduce", 1024, 256, 4) * 4 == barlow_twins_flops("cross", 1024, 256)
         True
     """
@@ -221,6 +227,7 @@ def choose_strategy(
     An explicit ``algorithm="gram"`` needs the gathered views, hence ``"all_gather"``.
 
     Example:
+        >>> from redundancy.cost import choose_strategy
         >>> choose_strategy(256, 8192, 8), choose_strategy(8192, 256, 8)
         ('all_gather', 'all_reduce')
     """
@@ -248,6 +255,7 @@ def multiview_barlow_twins_flops(algorithm: str, n: int, d: int, views: int, *, 
     the loop's own cost. The O(N·D) standardization and the O(N²) inner products of the Grams are left out.
 
     Example:
+        >>> from redundancy.cost import barlow_twins_flops, multiview_barlow_twins_flops
         >>> loop = 6 * barlow_twins_flops("gram", 256, 8192)
         >>> loop / multiview_barlow_twins_flops("gram", 256, 8192, 4)
         3.0
@@ -268,6 +276,7 @@ def choose_multiview_algorithm(n: int, d: int, views: int) -> str:
     pair), so the measured two-view crossover :data:`GRAM_CROSSOVER` moves by that factor.
 
     Example:
+        >>> from redundancy.cost import choose_multiview_algorithm
         >>> choose_multiview_algorithm(2048, 2048, 2), choose_multiview_algorithm(2048, 2048, 4)
         ('cross', 'gram')
     """
@@ -284,6 +293,7 @@ def choose_multiview_strategy(
     ``algorithm`` on all N rows. The collectives both strategies share (header, statistics) are left out.
 
     Example:
+        >>> from redundancy.cost import choose_multiview_strategy
         >>> choose_multiview_strategy(256, 8192, 8, 4), choose_multiview_strategy(65536, 128, 8, 4)
         ('all_gather', 'all_reduce')
     """
@@ -400,6 +410,7 @@ def feature_parallel_bytes(
         spans_default_group: whether the grid's ranks are all the ranks of the default group.
 
     Example:
+        >>> from redundancy.cost import communication_bytes, feature_parallel_bytes
         >>> from redundancy.barlow_twins import FEATURE_PARALLEL_COST
         >>> gram = feature_parallel_bytes("gram", 2048, 65536, 1, 8, loss=FEATURE_PARALLEL_COST)
         >>> data_parallel = communication_bytes("all_gather", 2048, 65536, 8)
@@ -445,8 +456,10 @@ def feature_parallel_flops(
     ``"cross"`` (the form the grid computes there, see :func:`feature_parallel_bytes`).
 
     Example:
+        >>> from redundancy.cost import feature_parallel_flops
         >>> from redundancy.barlow_twins import FEATURE_PARALLEL_COST
-        >>> feature_parallel_flops("gram", 2048, 65536, 1, 8, loss=FEATURE_PARALLEL_COST) * 8 == 8 * 2048**2 * 65536
+        >>> flops = feature_parallel_flops("gram", 2048, 65536, 1, 8, loss=FEATURE_PARALLEL_COST)
+        >>> flops * 8 == 8 * 2048**2 * 65536
         True
     """
     if algorithm not in ALGORITHMS:
@@ -475,6 +488,7 @@ def choose_feature_parallel_algorithm(
     :func:`choose_autocorrelation_algorithm`'s for a loss of auto-correlations, VICReg).
 
     Example:
+        >>> from redundancy.cost import choose_feature_parallel_algorithm
         >>> from redundancy.barlow_twins import FEATURE_PARALLEL_COST as barlow_twins
         >>> choose_feature_parallel_algorithm(2048, 65536, 2, 4, loss=barlow_twins)
         'gram'

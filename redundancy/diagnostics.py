@@ -34,6 +34,8 @@ class CrossCorrelationSummary(NamedTuple):
     """What :func:`cross_correlation_summary` returns; 0-dim tensors without gradients.
 
     Example:
+        >>> import torch
+        >>> from redundancy import cross_correlation_summary
         >>> z1, z2 = torch.randn(64, 8), torch.randn(64, 8)
         >>> mean_diagonal, off_diagonal_rms, matrix = cross_correlation_summary(z1, z2, return_matrix=True)
         >>> torch.allclose(mean_diagonal, matrix.diagonal().mean()), tuple(matrix.shape)
@@ -41,9 +43,10 @@ class CrossCorrelationSummary(NamedTuple):
     """
 
     mean_diagonal: torch.Tensor
-    """``mean_i C_ii``: 1 when the two views agree perfectly feature by feature."""
+    """The mean diagonal of C, ``mean_i C_ii``, 1 when the two views agree perfectly feature by feature."""
     off_diagonal_rms: torch.Tensor
-    """``sqrt(mean_{i≠j} C_ij²)``: 0 when the features are decorrelated across views (0 when D = 1)."""
+    """The root mean square of the off-diagonal entries of C, ``sqrt(mean_{i≠j} C_ij²)``, 0 when the features
+    are decorrelated across views (and when D = 1)."""
     matrix: torch.Tensor | None
     """The D×D matrix C itself, only when ``return_matrix=True``; otherwise ``None``."""
 
@@ -71,7 +74,10 @@ def effective_rank(z: torch.Tensor, *, eps: float = 1e-7) -> torch.Tensor:
         A 0-dim tensor without gradient; NaN when ``z`` holds a NaN or an infinity.
 
     Example:
-        >>> round(effective_rank(torch.eye(6)[:, :4] * 3.0, eps=0.0).item(), 4)  # four equal singular values
+        >>> import torch
+        >>> from redundancy import effective_rank
+        >>> z = torch.eye(6)[:, :4] * 3.0  # four equal singular values
+        >>> round(effective_rank(z, eps=0.0).item(), 4)
         4.0
     """
     check_real("eps", eps, nonnegative=True)
@@ -105,6 +111,8 @@ def feature_std(z: torch.Tensor, *, correction: Correction = 1, normalize: bool 
         A tensor of shape ``(D,)`` without gradient, float64 for float64 inputs and float32 otherwise.
 
     Example:
+        >>> import torch
+        >>> from redundancy import feature_std
         >>> feature_std(torch.tensor([[1.0, 5.0], [3.0, 5.0]]))
         tensor([1.4142, 0.0000])
     """
@@ -151,6 +159,8 @@ def cross_correlation_summary(
         :class:`CrossCorrelationSummary` ``(mean_diagonal, off_diagonal_rms, matrix)``, without gradients.
 
     Example:
+        >>> import torch
+        >>> from redundancy import cross_correlation_summary
         >>> z = torch.randn(512, 8)
         >>> summary = cross_correlation_summary(z, z)
         >>> round(summary.mean_diagonal.item(), 3), summary.off_diagonal_rms.item() < 0.1, summary.matrix

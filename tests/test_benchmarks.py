@@ -183,9 +183,13 @@ def test_the_rst_tables_hold_every_row_and_cell():
     table = text[text.index(".. list-table::") :]
     assert ":class: numbers text-3 text-4" in table
     cells = [line[7:] for line in table.splitlines() if line.startswith(("   * - ", "     - "))]
-    assert len(cells) == len(report.GRID_HEADER) * (1 + 4)
-    assert cells[len(report.GRID_HEADER) * 4 : len(report.GRID_HEADER) * 4 + 3] == ["9", "64", "redundancy-auto-torch"]
+    columns = len(report.PAGE_COLUMNS)
+    assert cells[:columns] == list(report.PAGE_COLUMNS) and set(report.PAGE_COLUMNS) <= set(report.GRID_HEADER)
+    assert len(cells) == columns * (1 + 4)
+    assert cells[columns * 4 : columns * 4 + 3] == ["9", "64", "redundancy-auto-torch"]
     assert "2.0×" in cells and "0.500" in cells
+    markdown = report.markdown(run)  # the full table: every column
+    assert "| " + " | ".join(report.GRID_HEADER) + " |" in markdown
 
 
 def test_the_headline_points_are_speedup_and_memory_reduction_per_d():
@@ -214,8 +218,14 @@ def test_the_headline_figure_is_drawn_from_the_runs(tmp_path, capsys):
     repeat.write_text(json.dumps(_run([(n, 8192, cases) for n in (256, 2048)])))
     figure = tmp_path / "headline.png"
     report.main(["--headline", str(figure), str(grid), str(repeat)])
-    assert figure.read_bytes().startswith(b"\x89PNG")
-    assert f"wrote {figure}" in capsys.readouterr().out
+    narrow = tmp_path / "headline-narrow.png"
+    assert figure.read_bytes().startswith(b"\x89PNG") and narrow.read_bytes().startswith(b"\x89PNG")
+    output = capsys.readouterr().out
+    assert f"wrote {figure}" in output and f"wrote {narrow}" in output
+    from PIL import Image
+
+    (wide_width, wide_height), (narrow_width, narrow_height) = Image.open(figure).size, Image.open(narrow).size
+    assert wide_width > wide_height and narrow_height > narrow_width  # side by side, and stacked for a phone
 
 
 def test_the_report_names_a_missing_results_file(tmp_path, capsys):

@@ -100,7 +100,7 @@ def test_the_script_writes_json_and_the_rst_table(tmp_path, capsys):
     ]
     table = rendered.read_text()
     assert table in capsys.readouterr().out
-    assert table.count("   * - 4\n") == len(results)  # one row per layout, after the header row
+    assert table.count("   * - 4\n") == 2 * len(results)  # one row per layout in each table, after the headers
     assert "     - 2-D 2×2\n" in table
 
 

@@ -13,12 +13,16 @@
 
 import ast
 import doctest
+import html
 import html.parser
+import importlib.metadata
+import importlib.util
 import inspect
 import io
 import json
 import pathlib
 import re
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -41,7 +45,8 @@ from redundancy import (
 from redundancy.compat import lightly, solo
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
-PAGES = sorted(DOCS.glob("*.rst"))
+PAGES = sorted(path for path in DOCS.rglob("*.rst") if "_build" not in path.parts)
+API_PAGES = sorted((DOCS / "api").glob("*.rst"))
 
 #: Pages whose tables give a loss on the shared input, with the function that computes it and its reference.
 TABLE_LOSSES = {
@@ -87,7 +92,7 @@ API_MODULES = (
 # --------------------------------------------------------------------------------------------- examples
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda path: path.name)
+@pytest.mark.parametrize("page", PAGES, ids=lambda path: str(path.relative_to(DOCS)))
 def test_page_examples_run(page):
     parser = doctest.DocTestParser()
     test = parser.get_doctest(page.read_text(), {}, page.name, str(page), 0)
@@ -95,6 +100,40 @@ def test_page_examples_run(page):
     failures = []
     runner.run(test, out=failures.append)
     assert runner.failures == 0, "".join(failures)
+
+
+def _public_docstring_examples() -> list[doctest.DocTest]:
+    """The examples of every public module, function, class, method and attribute docstring of the package."""
+    finder = doctest.DocTestFinder()
+    tests = []
+    for module in {*API_MODULES, redundancy.compat}:
+        for test in finder.find(module, module.__name__, globs={}):
+            private = any(part.startswith("_") and not part.startswith("__") for part in test.name.split("."))
+            if test.examples and not private:
+                tests.append(test)
+    return sorted(tests, key=lambda test: test.name)
+
+
+PUBLIC_DOCSTRING_EXAMPLES = [pytest.param(test, id=test.name) for test in _public_docstring_examples()]
+
+
+@pytest.mark.parametrize("test", PUBLIC_DOCSTRING_EXAMPLES)
+def test_public_docstring_examples_run_as_pasted(test):
+    """Each public example runs in an empty namespace, as it runs when pasted into a new interpreter: it imports
+    what it uses (``--doctest-modules`` runs it with its module's globals, which would hide a missing import)."""
+    test.globs = {}
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    failures: list[str] = []
+    torch.manual_seed(0)
+    runner.run(test, out=failures.append, clear_globs=True)
+    assert runner.failures == 0, "".join(failures)
+
+
+def test_the_public_docstring_examples_are_found():
+    names = {param.id for param in PUBLIC_DOCSTRING_EXAMPLES}
+    assert {"redundancy.barlow_twins.barlow_twins_loss", "redundancy.cost.choose_algorithm"} <= names
+    assert "redundancy.compat.solo.barlow_loss_func" in names
+    assert not any("._" in name for name in names)
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -209,18 +248,6 @@ def _public_constants() -> list[tuple[str, str]]:
     ]
 
 
-def _documented_names() -> set[str]:
-    """Qualified names that the API page documents with an autodoc directive or an automodule member list."""
-    text = (DOCS / "api.rst").read_text()
-    documented = set(re.findall(r"^\.\. auto(?:function|class|data)::\s+(\S+)", text, re.M))
-    for module, members in re.findall(
-        r"^\.\. automodule::\s+(\S+)\n((?:   :members:.*\n(?:      .*\n)*)?)", text, re.M
-    ):
-        names = members.replace(":members:", "").replace("\n", " ")
-        documented |= {f"{module}.{name.strip()}" for name in names.split(",") if name.strip()}
-    return documented
-
-
 def test_public_names_are_found():
     names = {name for _, name, _ in _public_objects()}
     assert {"barlow_twins_loss", "communication_bytes", "barlow_loss_func"} <= names
@@ -236,24 +263,40 @@ def test_every_public_name_has_an_example(module, name, obj):
 
 
 @pytest.mark.parametrize(("module", "name", "obj"), PUBLIC_OBJECTS)
-def test_every_public_name_is_in_the_api_reference(module, name, obj):
-    documented = _documented_names()
+def test_every_public_name_is_on_an_api_page(built_objects, module, name, obj):
     qualified = {f"{module}.{name}", f"redundancy.{name}" if getattr(redundancy, name, None) is obj else ""}
-    assert qualified & documented, f"{module}.{name} is not on docs/api.rst"
+    pages = {built_objects[q].docname for q in qualified if q in built_objects}
+    assert pages, f"{module}.{name} is documented on no page (docs/api/*.rst)"
+    assert all(page.startswith("api/") for page in pages), f"{module}.{name} is documented outside docs/api: {pages}"
 
 
 @pytest.mark.parametrize(("module", "name"), _public_constants())
-def test_every_public_constant_is_in_the_api_reference(module, name):
-    api = (DOCS / "api.rst").read_text()
-    assert f"{module}.{name}" in _documented_names(), f"{module}.{name} is not on docs/api.rst"
-    assert re.search(rf">>> .*\b{name}\b", api), f"{module}.{name} has no example on docs/api.rst"
+def test_every_public_constant_is_on_an_api_page(built_objects, module, name):
+    assert f"{module}.{name}" in built_objects, f"{module}.{name} is on no API page"
+    text = "\n".join(page.read_text() for page in API_PAGES)
+    assert re.search(rf">>> .*\b{name}\b", text), f"{module}.{name} has no example on the API pages"
+
+
+def test_no_private_name_is_documented(built_objects):
+    """The distributed internals (``redundancy._batch``, ``_exchange``, ``_frame``) and every other private
+    module or name stay undocumented: the distributed page explains their behaviour in prose."""
+    private = sorted(name for name in built_objects if any(part.startswith("_") for part in name.split(".")))
+    assert not private, f"private names documented: {private}"
+    assert len(built_objects) > 80, "the API pages document fewer objects than the package has"
+
+
+def test_each_loss_has_its_api_page_with_its_function_terms_and_module(built_objects):
+    from redundancy._registry import FAMILY
+
+    for member in FAMILY:
+        names = [member.function, member.module] + ([member.terms] if member.terms is not None else [])
+        pages = {built_objects[f"redundancy.{obj.__name__}"].docname for obj in names}
+        assert len(pages) == 1, f"{member.name}: its function, terms form and Module are on {pages}, not one page"
 
 
 # ------------------------------------------------------------------------------------ the rendered pages
 
 ROOT = DOCS.parent
-#: Pages whose literal blocks (code, commands, included text) must fit the content column.
-NARROW_PAGES = ("index", "benchmarks", "benchmark_tables", "examples")
 #: Characters of a literal block's longest line that the content column shows without scrolling.
 LITERAL_COLUMNS = 100
 HEADLINE_FIGURE = DOCS / "_static" / "headline.png"
@@ -270,9 +313,18 @@ class _Page(html.parser.HTMLParser):
         self.tables_outside_a_scroll_box = 0
         self._open_divs: list[str] = []
         self._in_pre = self._in_head = self._in_header_cell = False
+        self._in_article = 0  # depth inside the page's <article> (the content, without navigation)
+        self._in_code = 0  # depth inside <pre>, <code> and math
+        self.text = ""  # the text of the page's content
+        self.prose = ""  # the same without code, literals and math: where no markup may show
 
     def handle_starttag(self, tag, attrs):
         attributes = dict(attrs)
+        if tag == "article" or self._in_article:
+            self._in_article += tag == "article"
+        is_math = tag == "span" and "math" in (attributes.get("class") or "").split()
+        if tag in ("pre", "code") or is_math or (self._in_code and tag == "span"):
+            self._in_code += 1
         if tag == "div":
             self._open_divs.append(attributes.get("class") or "")
         elif tag == "pre":
@@ -292,6 +344,10 @@ class _Page(html.parser.HTMLParser):
             self.order[-1] = ("table", f"{cells} | " if cells else "")
 
     def handle_endtag(self, tag):
+        if tag == "article" and self._in_article:
+            self._in_article -= 1
+        if self._in_code and tag in ("pre", "code", "span"):
+            self._in_code -= 1
         if tag == "div" and self._open_divs:
             self._open_divs.pop()
         elif tag == "pre":
@@ -302,30 +358,57 @@ class _Page(html.parser.HTMLParser):
             self._in_head = False
 
     def handle_data(self, data):
+        if self._in_article:
+            self.text += data
+            if not self._in_code:
+                self.prose += data
         if self._in_pre:
             self.literal_blocks[-1] += data
         if self._in_header_cell:
             self.order[-1] = ("table", self.order[-1][1] + " ".join(data.split()))
 
 
+class _Build(NamedTuple):
+    pages: dict[str, _Page]  # by document name: "index", "api/barlow_twins", ...
+    objects: dict  # the Python objects documented: full name -> Sphinx's entry (docname, node_id, objtype, aliased)
+    warnings: str
+
+
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> dict[str, _Page]:
-    """Every page of the documentation built to HTML, parsed."""
+def build(tmp_path_factory) -> _Build:
+    """Every page of the documentation built to HTML, parsed, with what the build documented and warned."""
     application = pytest.importorskip("sphinx.application")
     out = tmp_path_factory.mktemp("html")
+    warnings = io.StringIO()
     app = application.Sphinx(
-        str(DOCS), str(DOCS), str(out), str(out / ".doctrees"), "html", status=None, warning=io.StringIO()
+        str(DOCS), str(DOCS), str(out), str(out / ".doctrees"), "html", status=None, warning=warnings
     )
     app.build()
     pages = {}
-    for path in out.glob("*.html"):
+    for path in out.rglob("*.html"):
+        if path.relative_to(out).parts[0] in ("_modules", "_sources", "_static"):
+            continue
         page = _Page()
         page.feed(path.read_text())
-        pages[path.stem] = page
-    return pages
+        pages[path.relative_to(out).with_suffix("").as_posix()] = page
+    return _Build(pages, dict(app.env.get_domain("py").objects), warnings.getvalue())
 
 
-@pytest.mark.parametrize("name", NARROW_PAGES)
+@pytest.fixture(scope="module")
+def built(build) -> dict[str, _Page]:
+    return build.pages
+
+
+@pytest.fixture(scope="module")
+def built_objects(build) -> dict:
+    return build.objects
+
+
+def test_the_build_has_no_warnings(build):
+    assert not build.warnings, build.warnings
+
+
+@pytest.mark.parametrize("name", [path.relative_to(DOCS).with_suffix("").as_posix() for path in PAGES])
 def test_literal_blocks_fit_the_content_column(built, name):
     too_wide = [
         line for block in built[name].literal_blocks for line in block.splitlines() if len(line) > LITERAL_COLUMNS
@@ -336,10 +419,20 @@ def test_literal_blocks_fit_the_content_column(built, name):
 def test_wide_tables_scroll_in_their_own_box(built):
     pytest.importorskip("furo", reason="the docs extra (furo) is not installed")
     assert redundancy_html_theme() == "furo", "another theme: check that its wide tables scroll, then update this test"
-    pages = {name: built[name] for name in (path.stem for path in PAGES)}  # the generated indices aside
+    pages = {name: built[name] for name in (path.relative_to(DOCS).with_suffix("").as_posix() for path in PAGES)}
     assert sum(len([kind for kind, _ in page.order if kind == "table"]) for page in pages.values()) > 10
     unboxed = {name: page.tables_outside_a_scroll_box for name, page in pages.items()}
     assert not any(unboxed.values()), f"tables outside a scrolling box: {unboxed}"
+
+
+#: reStructuredText that shows as text when a construct fails (nested inline markup, a role without its target).
+LEAKED_MARKUP = re.compile(r"``|:(?:func|class|meth|attr|mod|data|ref|doc|math|term):`|`_(?:_)?\b|\*\*\w[^*]*\w\*\*")
+
+
+@pytest.mark.parametrize("page", [path.relative_to(DOCS).with_suffix("").as_posix() for path in PAGES])
+def test_no_markup_shows_as_text(built, page):
+    leaked = [match.group(0) for match in LEAKED_MARKUP.finditer(built[page].prose)]
+    assert not leaked, f"{page}: markup shown as text: {leaked}"
 
 
 def redundancy_html_theme() -> str:
@@ -359,11 +452,16 @@ def test_benchmarks_opens_with_a_figure_then_the_summary_table(built):
 def test_the_index_readme_and_benchmarks_show_the_same_headline_figure(built):
     assert HEADLINE_FIGURE.is_file()
     readme = (ROOT / "README.md").read_text()
-    assert [ROOT / path for path in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme)][:1] == [HEADLINE_FIGURE]
+    images = re.findall(r'!\[[^\]]*\]\(([^)]+)\)|<img src="([^"]+)"', readme)
+    assert [ROOT / "".join(image) for image in images][:1] == [HEADLINE_FIGURE]
+    (narrow,) = re.findall(r'<source media="\(max-width: \d+px\)" srcset="([^"]+)">', readme)
+    assert ROOT / narrow == HEADLINE_FIGURE.with_name("headline-narrow.png"), "the README's phone-sized figure"
+    assert (ROOT / narrow).read_bytes().startswith(b"\x89PNG")
     for page in ("index", "benchmarks"):
-        (first,) = re.findall(r"^\.\. figure:: (\S+)", (DOCS / f"{page}.rst").read_text(), re.M)[:1]
+        first, second = re.findall(r"^\.\. figure:: (\S+)", (DOCS / f"{page}.rst").read_text(), re.M)[:2]
         assert (DOCS / first).resolve() == HEADLINE_FIGURE.resolve(), page
-        assert built[page].order[0] == ("img", "_images/headline.png"), page
+        assert (DOCS / second).resolve() == HEADLINE_FIGURE.with_name("headline-narrow.png").resolve(), page
+        assert built[page].order[:2] == [("img", "_images/headline.png"), ("img", "_images/headline-narrow.png")]
 
 
 def test_the_headline_numbers_are_those_of_the_committed_runs():
@@ -418,3 +516,204 @@ def test_the_digits_table_and_figures_are_those_of_the_committed_run():
     losses = saved["losses"]
     assert f"({losses[0]:.1f} at the first step, {losses[-1]:.1f} at the last)" in page
     assert f"over the {len(losses)} pretraining steps" in page
+
+
+# ------------------------------------------------------------------------------------------------ diagrams
+
+
+def _load(path: pathlib.Path):
+    """The Python file at ``path`` (a script of docs/), imported as a module."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+DIAGRAMS = {"feature_parallel": "feature_grid.svg", "algorithms": "gram_identity.svg"}
+
+
+def _svg_texts(svg: str) -> list[str]:
+    return [html.unescape(text) for text in re.findall(r"<text\b[^>]*>([^<]*)</text>", svg)]
+
+
+def test_the_diagrams_are_those_the_script_draws(tmp_path):
+    """``python docs/diagrams.py`` draws the committed SVGs: byte for byte with the matplotlib that drew them,
+    the same texts with another."""
+    pytest.importorskip("matplotlib")
+    diagrams = _load(DOCS / "diagrams.py")
+    written = {path.name: path.read_text() for path in diagrams.draw(tmp_path)}
+    assert sorted(written) == sorted(DIAGRAMS.values())
+    for name, svg in written.items():
+        committed = (DOCS / "_static" / "diagrams" / name).read_text()
+        assert _svg_texts(svg) == _svg_texts(committed), f"{name}: run python docs/diagrams.py"
+        (version,) = re.findall(r"Matplotlib v([\w.]+)", committed)
+        if version == importlib.metadata.version("matplotlib"):
+            assert svg == committed, f"{name}: run python docs/diagrams.py"
+
+
+@pytest.mark.parametrize(("page", "diagram"), sorted(DIAGRAMS.items()))
+def test_the_pages_show_their_diagrams(built, page, diagram):
+    assert f"_images/{diagram}" in [src for kind, src in built[page].order if kind == "img"]
+
+
+# ------------------------------------------------------------------------------------------ the family page
+
+
+def _extension(name: str):
+    """The Sphinx extension ``docs/_ext/<name>.py``, imported."""
+    return _load(DOCS / "_ext" / f"{name}.py")
+
+
+def test_the_family_tables_have_a_row_for_every_loss_of_the_registry(built):
+    from redundancy._frame import ViewSequence
+    from redundancy._registry import FAMILY
+
+    family_table = _extension("family_table")
+    rows = family_table.rows()
+    two_view = [member for member in FAMILY if not isinstance(member.loss.inputs, ViewSequence)]
+    assert [row.name for row in rows] == [member.name for member in two_view]
+    assert {row.multiview.__name__ for row in rows if row.multiview} == {
+        member.name for member in FAMILY if isinstance(member.loss.inputs, ViewSequence)
+    }
+    missing = [row.name for row in rows if row.name not in family_table.SOURCES]
+    assert not missing, f"add the paper and code of {missing} to SOURCES in docs/_ext/family_table.py"
+    tables = [cells for kind, cells in built["family"].order if kind == "table"]
+    assert tables[0] == "loss | paper | defaults, and where they come from"
+    assert (
+        tables[1]
+        == "loss | function, terms, Module | several views | global batch | feature_group | Triton | fullgraph"
+    )
+    for row in rows:
+        assert row.function.__name__ in built["family"].text
+        assert family_table.SOURCES[row.name].title in built["family"].text
+
+
+def test_every_loss_has_its_section_with_formula_example_and_cost():
+    page = (DOCS / "family.rst").read_text()
+    for row in _extension("family_table").rows():
+        label = f".. _family-{row.name}:"
+        assert label in page, f"family.rst has no section {label}"
+        section = page.split(label, 1)[1].split("\n.. _family-", 1)[0]
+        assert ".. math::" in section, f"{row.name}: no formula"
+        assert f">>> from redundancy import {row.name}" in section or f"import {row.name}" in section, row.name
+        assert "\nCost: " in section, f"{row.name}: no cost"
+
+
+def _example_inputs(member) -> tuple:
+    from redundancy._frame import ViewSequence
+
+    n, d = 12, 6
+    if isinstance(member.loss.inputs, ViewSequence):
+        return (torch.randn(3, n, d, dtype=torch.float64, requires_grad=True),)
+    views = tuple(torch.randn(n, d, dtype=torch.float64, requires_grad=True) for _ in member.loss.inputs.names)
+    extra = {"permutation": torch.randperm(n), "alpha": 0.3}
+    return views + tuple(extra[name] for name in getattr(member.loss.inputs, "extra", ()))
+
+
+@pytest.mark.parametrize("name", [row.name for row in _extension("family_table").rows()])
+def test_what_the_family_table_says_of_a_loss_holds(name):
+    """Each claim of the "features" table, checked on the loss itself: its options, and a full-graph compile of
+    the function (and of its multi-view form) with its backward."""
+    import inspect
+
+    from redundancy._registry import FAMILY
+
+    (row,) = [row for row in _extension("family_table").rows() if row.name == name]
+    parameters = inspect.signature(row.function).parameters
+    assert row.feature_group == ("feature_group" in parameters)
+    assert row.triton == ("backend" in parameters and "triton" in str(parameters["backend"].annotation))
+    assert row.global_batch == (parameters["distributed"].default == "global")
+    for member in FAMILY:
+        if member.function in (row.function, row.multiview):
+            torch._dynamo.reset()
+            inputs = _example_inputs(member)
+            compiled = torch.compile(member.function, fullgraph=True, backend="aot_eager")
+            loss = compiled(*inputs)
+            loss.backward()
+            assert torch.allclose(loss, member.function(*inputs), rtol=1e-10), member.name
+
+
+# --------------------------------------------------------------------------------------------- changelog
+
+
+def test_the_changelog_page_renders_the_markdown(built):
+    page = built["changelog"]
+    assert not page.literal_blocks, "the changelog is shown as a code block"
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    bold = re.compile(r"\*\*[^*\s][^*]*[^*\s]\*\*")
+    assert bold.search(changelog) and not bold.search(page.text), "raw Markdown bold on the changelog page"
+    assert "](http" in changelog and "](http" not in page.text, "raw Markdown links on the changelog page"
+    for heading in re.findall(r"^#{2,3} (.+)$", changelog, re.M):
+        assert heading.strip("[]") in page.text, heading
+
+
+def test_the_changelog_directive_reads_what_keep_a_changelog_uses():
+    changelog = _extension("changelog")
+    text = (
+        "# Title\n\nIntro with [a link](https://x.org).\n\n## [Unreleased]\n\n### Added\n\n"
+        "- **Bold `code` inside.** Then `code`\n  on two lines.\n- Second.\n\n```bash\npip install .\n```\n"
+    )
+    markdown = changelog.Block(text)
+    (section,) = markdown.sections()
+    assert section.astext().startswith("Unreleased")
+    (added,) = [node for node in section.children if node.tagname == "section"]
+    bullets, code = added.children[1:]
+    assert [item.astext() for item in bullets.children] == ["Bold code inside. Then code on two lines.", "Second."]
+    assert bullets.children[0][0][0].tagname == "strong" and bullets.children[0][0][0][1].tagname == "literal"
+    assert code.tagname == "literal_block" and code.astext() == "pip install ." and code["language"] == "bash"
+    (link,) = [node for node in markdown.preamble()[0].children if node.tagname == "reference"]
+    assert link["refuri"] == "https://x.org" and not markdown.warnings
+    unsupported = changelog.Block("## A\n\n| a | b |\n1. one\n* star\n- item\n  - nested\n")
+    unsupported.sections()
+    assert [what for _, what in unsupported.warnings] == [
+        "a table",
+        "a numbered list",
+        "a '*' or '+' bullet (use '-')",
+        "a nested list",
+    ]
+
+
+# ------------------------------------------------------------------------------------------------ README
+
+
+def _readme_python_blocks() -> list[tuple[int, str]]:
+    """``(line, source)`` of every ```python block of the README."""
+    text = (ROOT / "README.md").read_text()
+    return [
+        (text[: match.start()].count("\n") + 2, match.group(1))
+        for match in re.finditer(r"^```python\n(.*?)^```", text, re.M | re.S)
+    ]
+
+
+def _unbound_names(source: str) -> set[str]:
+    """Names a block reads without binding or importing them (builtins aside)."""
+    import builtins
+
+    tree = ast.parse(source)
+    bound = {name.id for name in ast.walk(tree) if isinstance(name, ast.Name) and isinstance(name.ctx, ast.Store)}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    read = {name.id for name in ast.walk(tree) if isinstance(name, ast.Name) and isinstance(name.ctx, ast.Load)}
+    return read - bound - set(dir(builtins))
+
+
+@pytest.mark.parametrize(("line", "source"), _readme_python_blocks(), ids=lambda value: str(value)[:12])
+def test_readme_snippets_run_as_written_or_say_what_they_assume(line, source):
+    """A block runs as pasted into a new interpreter, or opens with ``# assumes:``, naming every name it does not
+    define (it is then compiled, not run)."""
+    if source.startswith("# assumes:"):
+        assumption = " ".join(row for row in source.splitlines() if row.startswith("#"))
+        compile(source, f"README.md:{line}", "exec")
+        undefined = {name for name in _unbound_names(source) if not re.search(rf"\b{name}\b", assumption)}
+        assert not undefined, f"README.md:{line} does not say what {sorted(undefined)} are"
+        return
+    exec(compile(source, f"README.md:{line}", "exec"), {})
+
+
+def test_the_readme_lists_every_loss_of_the_registry():
+    from redundancy._registry import FAMILY
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [member.name for member in FAMILY if f"`{member.name}`" not in readme]
+    assert not missing, f"the README's family table lacks {missing}"

@@ -135,12 +135,14 @@ class BarlowTwinsLoss(nn.Module):
             ``gather_distributed`` that is not a bool.
 
     Example:
+        >>> import torch
+        >>> from redundancy.compat.lightly import BarlowTwinsLoss
         >>> import redundancy
         >>> criterion = BarlowTwinsLoss()
         >>> z_a, z_b = torch.randn(32, 16), torch.randn(32, 16)
         >>> torch.allclose(criterion(z_a, z_b), redundancy.barlow_twins_loss(z_a, z_b, lambd=5e-3))
         True
-        >>> criterion.lambda_param = torch.tensor(-0.5, requires_grad=True)  # read at the call, as in lightly
+        >>> criterion.lambda_param = torch.tensor(-0.5, requires_grad=True)  # read at the call
         >>> criterion(z_a, z_b).backward()
         >>> torch.allclose(criterion.lambda_param.grad, redundancy.barlow_twins_terms(z_a, z_b).redundancy)
         True
@@ -203,12 +205,14 @@ class VICRegLoss(nn.Module):
             number or that requires grad, a ``gather_distributed`` that is not a bool.
 
     Example:
+        >>> import torch
+        >>> from redundancy.compat.lightly import VICRegLoss
         >>> import redundancy
         >>> criterion = VICRegLoss()
         >>> z_a, z_b = torch.randn(32, 16), torch.randn(32, 16)
         >>> torch.allclose(criterion(z_a, z_b), redundancy.vicreg_loss(z_a, z_b))
         True
-        >>> local_a, local_b = torch.randn(32, 4, 16), torch.randn(32, 4, 16)  # VICRegL: 4 positions per image
+        >>> local_a, local_b = torch.randn(32, 4, 16), torch.randn(32, 4, 16)  # VICRegL: 4 positions
         >>> per_position = [redundancy.vicreg_loss(local_a[:, m], local_b[:, m]) for m in range(4)]
         >>> torch.allclose(criterion(local_a, local_b), torch.stack(per_position).mean())
         True

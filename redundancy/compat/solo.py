@@ -96,13 +96,15 @@ def barlow_loss_func(z1: torch.Tensor, z2: torch.Tensor, lamb: float = 5e-3, sca
         shifted in both views: solo-learn standardizes each half on its own, which removes the shift, while the
         adapter standardizes the whole batch, whose correlation between the views the shift raises.
 
+        >>> import torch
+        >>> from redundancy.compat.solo import barlow_loss_func
         >>> from redundancy import cross_correlation
         >>> z1 = torch.randn(256, 16)
         >>> z2 = z1 + torch.randn(256, 16)
         >>> z1[128:] += 2.0; z2[128:] += 2.0
         >>> c = (cross_correlation(z1[:128], z2[:128]) + cross_correlation(z1[128:], z2[128:])) / 2
         >>> off_diagonal = c.square().sum() - c.diagonal().square().sum()
-        >>> before = 0.025 * ((1 - c.diagonal()).square().sum() + 5e-3 * off_diagonal)  # solo-learn, 2 ranks
+        >>> before = 0.025 * ((1 - c.diagonal()).square().sum() + 5e-3 * off_diagonal)  # solo-learn
         >>> after = barlow_loss_func(z1, z2)  # the adapter, on 1 process or split over 2 ranks
         >>> bool(after < before)
         True
@@ -152,9 +154,12 @@ def vicreg_loss_func(
             real tensor.
 
     Example:
+        >>> import torch
+        >>> from redundancy.compat.solo import vicreg_loss_func
         >>> import redundancy
         >>> z1, z2 = torch.randn(32, 16), torch.randn(32, 16)
-        >>> torch.allclose(vicreg_loss_func(z1, z2), redundancy.vicreg_loss(z1, z2, variance_reduction="sum"))
+        >>> summed = redundancy.vicreg_loss(z1, z2, variance_reduction="sum")
+        >>> torch.allclose(vicreg_loss_func(z1, z2), summed)
         True
     """
     _, invariance, variance, covariance = vicreg_terms(z1, z2, variance_reduction="sum")
