@@ -101,8 +101,15 @@ def fingerprint(group: Any) -> float:
         if len(_FINGERPRINTS) >= 1024:
             _FINGERPRINTS.clear()
         size = min(dist.get_world_size(group), (1 << _SIZE_BITS) - 1)
-        number = _FINGERPRINTS[group] = float((zlib.crc32(group.group_name.encode()) << _SIZE_BITS) | size)
+        number = _FINGERPRINTS[group] = float((_name_code(group.group_name) << _SIZE_BITS) | size)
     return number
+
+
+@torch.compiler.assume_constant_result
+def _name_code(name: str) -> int:
+    """A 32-bit hash of a group's name, the same in every process (a constant to ``torch.compile``, which runs it
+    while tracing: the first call of a compiled step may be the first to name the group)."""
+    return zlib.crc32(name.encode())
 
 
 def fingerprint_size(number: float) -> int:

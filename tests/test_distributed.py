@@ -465,3 +465,29 @@ def test_example_runs_under_torchrun():
     losses = [line for line in completed.stdout.splitlines() if line.startswith("step")]
     assert len(losses) == 3, completed.stdout
     assert all(math.isfinite(float(line.split()[-1])) for line in losses), completed.stdout
+
+
+def _compiled_first(rank: int, world_size: int) -> list:
+    """The first call of the process is compiled (``fullgraph=True``): nothing has named the group yet."""
+    from redundancy import _exchange
+
+    _exchange._FINGERPRINTS.clear()
+    torch._dynamo.reset()
+    z1, z2 = _global_views(world_size)
+    rows = slice(6 * rank, 6 * (rank + 1))  # equal rows, as a compiled call needs
+    results = []
+    for dynamic in (False, True):
+        torch._dynamo.reset()
+        _exchange._FINGERPRINTS.clear()
+        compiled = torch.compile(redundancy.barlow_twins_loss, fullgraph=True, dynamic=dynamic, backend="eager")
+        results.append(compiled(z1[rows], z2[rows]))
+    return results
+
+
+def test_a_compiled_first_call_in_a_process_group_traces_without_a_graph_break(tmp_path):
+    """The group's fingerprint is computed while the first compiled call is traced (a constant to the tracer)."""
+    z1, z2 = _global_views(2)
+    expected = redundancy.barlow_twins_loss(z1[:12], z2[:12])
+    for rank, results in enumerate(spawn_gloo(_compiled_first, 2, tmp_path)):
+        for value in results:
+            assert_relative(value, expected, 1e-10, f"rank {rank}")

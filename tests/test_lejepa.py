@@ -68,7 +68,7 @@ def test_identical_views_have_no_invariance_term_and_lamb_weighs_the_two():
     assert_relative(only_invariance, torch.tensor(0.25, dtype=F64), 1e-13)  # each view 0.5 from the centre
 
 
-def test_module_equals_the_function():
+def test_lejepa_module_equals_the_function():
     views = torch.randn(3, 16, 5, dtype=F64)
     generator_state = torch.Generator().manual_seed(2).get_state()
     module = redundancy.LeJEPALoss(lamb=0.1, global_views=2, generator=torch.Generator().set_state(generator_state))
@@ -80,7 +80,7 @@ def test_module_equals_the_function():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_views_are_accumulated_in_float32(dtype):
+def test_lejepa_half_precision_views_are_accumulated_in_float32(dtype):
     views = (torch.randn(3, 64, 8) * 2).to(dtype).requires_grad_(True)
     directions = torch.randn(8, 32)
     terms = redundancy.lejepa_terms(views, directions=directions)
@@ -103,7 +103,7 @@ def test_half_precision_views_are_accumulated_in_float32(dtype):
         ({"generator": torch.Generator(), "directions": torch.randn(5, 3)}, ValueError, "not both"),
     ],
 )
-def test_bad_options_raise_naming_the_option(options, error, match):
+def test_lejepa_bad_options_raise_naming_the_option(options, error, match):
     with pytest.raises(error, match=match):
         redundancy.lejepa_loss(torch.randn(3, 8, 5), **options)
     with pytest.raises(error, match=match):
@@ -241,7 +241,7 @@ FAULTS = {
 
 @pytest.mark.distributed
 @pytest.mark.parametrize("fault", list(FAULTS))
-def test_a_fault_raises_on_every_rank_and_the_next_call_is_in_step(lejepa_ranks, fault):
+def test_lejepa_a_fault_raises_on_every_rank_and_the_next_call_is_in_step(lejepa_ranks, fault):
     expected = redundancy.lejepa_loss(_views(), directions=_directions())
     for rank, records in enumerate(lejepa_ranks):
         assert isinstance(records[fault], str) and FAULTS[fault] in records[fault], f"rank {rank}: {records[fault]}"
@@ -249,14 +249,14 @@ def test_a_fault_raises_on_every_rank_and_the_next_call_is_in_step(lejepa_ranks,
 
 
 @pytest.mark.distributed
-def test_second_derivatives_across_ranks_are_refused(lejepa_ranks):
+def test_lejepa_second_derivatives_across_ranks_are_refused(lejepa_ranks):
     for rank, records in enumerate(lejepa_ranks):
         assert "second derivatives" in records["create_graph"] and "not supported" in records["create_graph"], rank
 
 
 @pytest.mark.distributed
 @pytest.mark.slow
-def test_compiled_in_the_group(lejepa_ranks):
+def test_lejepa_compiled_in_the_group(lejepa_ranks):
     records = [r["compiled"] for r in lejepa_ranks]
     assert not any(isinstance(record, str) for record in records), records
     expected = _terms_and_grad(_views(EQUAL), directions=_directions(), global_views=2)

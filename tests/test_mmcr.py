@@ -370,7 +370,7 @@ def test_a_finite_gradient_where_singular_values_vanish_or_repeat(views, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_views_are_accumulated_in_float32(dtype):
+def test_mmcr_half_precision_views_are_accumulated_in_float32(dtype):
     views = torch.randn(2, 64, 16).to(dtype).requires_grad_(True)
     loss = redundancy.mmcr_loss(views, lmbda=0.1)
     assert loss.dtype == torch.float32
@@ -379,7 +379,7 @@ def test_half_precision_views_are_accumulated_in_float32(dtype):
     assert gradient.dtype == dtype
 
 
-def test_module_equals_the_function():
+def test_mmcr_module_equals_the_function():
     views = torch.randn(3, 16, 5, dtype=F64)
     module = redundancy.MMCRLoss(lmbda=0.1, normalize=False)
     assert torch.equal(module(views), redundancy.mmcr_loss(views, lmbda=0.1, normalize=False))
@@ -396,7 +396,7 @@ def test_module_equals_the_function():
         ({"normalize": 1}, TypeError, "normalize must be a bool"),
     ],
 )
-def test_bad_options_raise_naming_the_option(options, error, match):
+def test_mmcr_bad_options_raise_naming_the_option(options, error, match):
     with pytest.raises(error, match=match):
         redundancy.mmcr_loss(torch.randn(2, 8, 5), **options)
     with pytest.raises(error, match=match):
@@ -515,7 +515,7 @@ FAULTS = {
 
 @pytest.mark.distributed
 @pytest.mark.parametrize("fault", list(FAULTS))
-def test_a_fault_raises_on_every_rank_and_the_next_call_is_in_step(mmcr_ranks, fault):
+def test_mmcr_a_fault_raises_on_every_rank_and_the_next_call_is_in_step(mmcr_ranks, fault):
     expected = redundancy.mmcr_loss(_views())
     for rank, records in enumerate(mmcr_ranks):
         assert isinstance(records[fault], str) and FAULTS[fault] in records[fault], f"rank {rank}: {records[fault]}"
@@ -534,7 +534,7 @@ def test_a_graph_of_the_backward_across_ranks_is_refused(mmcr_ranks, key):
 
 @pytest.mark.distributed
 @pytest.mark.slow
-def test_compiled_in_the_group(mmcr_ranks):
+def test_mmcr_compiled_in_the_group(mmcr_ranks):
     records = [r["compiled"] for r in mmcr_ranks]
     assert not any(isinstance(record, str) for record in records), records
     expected = _terms_and_grad(_views(EQUAL), lmbda=0.3)

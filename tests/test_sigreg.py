@@ -404,7 +404,7 @@ def test_vmap_draws_once_for_all_problems_with_randomness_same_and_says_so_other
         torch.func.vmap(redundancy.sigreg_loss)(z)
 
 
-def test_module_equals_the_function():
+def test_sigreg_module_equals_the_function():
     z = torch.randn(3, 30, 8, dtype=F64).requires_grad_(True)
     directions = torch.randn(8, 20, dtype=F64)
     module = redundancy.SIGRegLoss(knots=9, t_max=2.5, directions=directions)
@@ -520,7 +520,7 @@ BAD_OPTIONS = [
 
 
 @pytest.mark.parametrize(("options", "error", "match"), BAD_OPTIONS)
-def test_bad_options_raise_naming_the_option(options, error, match):
+def test_sigreg_bad_options_raise_naming_the_option(options, error, match):
     with pytest.raises(error, match=match):
         redundancy.sigreg_loss(torch.randn(8, 6), **options)
     if "directions" not in options or "generator" in options:  # the Module checks what it can at construction
@@ -779,7 +779,7 @@ FAULTS = {
 
 @pytest.mark.distributed
 @pytest.mark.parametrize("fault", list(FAULTS))
-def test_a_fault_on_one_rank_raises_on_every_rank_and_the_next_call_is_in_step(sigreg_ranks, fault):
+def test_sigreg_a_fault_on_one_rank_raises_on_every_rank_and_the_next_call_is_in_step(sigreg_ranks, fault):
     expected, _ = _one_process(_batch(), directions=_directions())
     for rank, records in enumerate(sigreg_ranks):
         assert isinstance(records[fault], str) and FAULTS[fault] in records[fault], f"rank {rank}: {records[fault]}"
@@ -791,7 +791,7 @@ def test_a_fault_on_one_rank_raises_on_every_rank_and_the_next_call_is_in_step(s
 
 
 @pytest.mark.distributed
-def test_second_derivatives_across_ranks_are_refused(sigreg_ranks):
+def test_sigreg_second_derivatives_across_ranks_are_refused(sigreg_ranks):
     for rank, records in enumerate(sigreg_ranks):
         assert (
             "second derivatives (create_graph=True, torch.func transforms) are not supported" in records["create_graph"]
