@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.family import FAMILY
 from tests import family
+from tests.family import FAMILY
 
 CASES = [pytest.param(case, id=case.id) for case in family.cases()]
 #: Each member with each algorithm, every other option at its default.

@@ -20,9 +20,8 @@ import torch.distributed as dist
 from torch import nn
 
 import redundancy
-from tests.family import FAMILY
 from tests import family
-from tests.family import DIM, SHARDS, WORLD_SIZE, outcome, rows
+from tests.family import DIM, FAMILY, SHARDS, WORLD_SIZE, outcome, rows
 from tests.utils import assert_relative, relative_error, spawn_gloo
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
