@@ -553,6 +553,8 @@ class set_collective_timeout:  # a function that is also a context manager, as t
         True
     """
 
+    __module__ = "redundancy"  # public there; this module is private
+
     def __init__(self, seconds: float | None) -> None:
         self.previous = _Timeout.seconds
         _set_timeout(_checked_timeout(seconds))

@@ -420,8 +420,9 @@ def multiview_barlow_twins_loss(views: ViewsArgument, **options: Any) -> torch.T
         >>> from redundancy import barlow_twins_loss, multiview_barlow_twins_loss
         >>> views = torch.randn(4, 64, 256)  # four views of a batch of 64
         >>> loss = multiview_barlow_twins_loss(views, lambd="auto")
-        >>> pairs = [barlow_twins_loss(views[u], views[v], lambd="auto") for u in range(4) for v in range(u + 1, 4)]
-        >>> torch.allclose(loss, torch.stack(pairs).mean())
+        >>> pairs = [(u, v) for u in range(4) for v in range(u + 1, 4)]
+        >>> losses = [barlow_twins_loss(views[u], views[v], lambd="auto") for u, v in pairs]
+        >>> torch.allclose(loss, torch.stack(losses).mean())
         True
     """
     return multiview_barlow_twins_terms(views, **options).loss

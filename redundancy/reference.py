@@ -438,7 +438,7 @@ def sigreg_loss_reference(
         >>> directions = torch.randn(8, 256, dtype=torch.float64)
         >>> gaussian = sigreg_loss_reference(z, directions)
         >>> shifted = sigreg_loss_reference(z + 1, directions)
-        >>> bool(gaussian < 5 < 50 < shifted)  # of order 1 for Gaussian samples, growing with N otherwise
+        >>> bool(gaussian < 5 < 50 < shifted)  # of order 1 for Gaussian samples, else growing with N
         True
     """
     if upcast:

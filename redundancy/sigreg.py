@@ -346,7 +346,7 @@ def sigreg_loss(
         >>> z = torch.randn(512, 32)
         >>> gaussian = sigreg_loss(z, generator=torch.Generator().manual_seed(0))
         >>> shifted = sigreg_loss(z + 1.0, generator=torch.Generator().manual_seed(0))
-        >>> bool(gaussian < 2.0 < 20.0 < shifted)  # of order 1 for Gaussian samples, growing with N otherwise
+        >>> bool(gaussian < 2.0 < 20.0 < shifted)  # of order 1 for Gaussian samples, else growing with N
         True
     """
     _refuse_stacked_dtensor(z)
@@ -401,7 +401,8 @@ class LeJEPATerms(NamedTuple):
         >>> import torch
         >>> from redundancy import lejepa_terms
         >>> views = torch.randn(4, 64, 16)
-        >>> loss, sigreg, invariance = lejepa_terms(views, lamb=0.1, generator=torch.Generator().manual_seed(0))
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> loss, sigreg, invariance = lejepa_terms(views, lamb=0.1, generator=generator)
         >>> torch.allclose(loss, 0.1 * sigreg + 0.9 * invariance)
         True
     """
