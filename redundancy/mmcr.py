@@ -148,7 +148,7 @@ def mmcr_loss(
         >>> views = torch.randn(2, 128, 32)  # two views of a batch of 128
         >>> loss = mmcr_loss(views)
         >>> same = torch.nn.functional.normalize(views[0], dim=-1)
-        >>> bool(mmcr_loss(torch.stack([same, same])) < loss)  # identical views: each centroid is its embedding
+        >>> bool(mmcr_loss(torch.stack([same, same])) < loss)  # identical views: centroids on the sphere
         True
     """
     return mmcr_terms(**locals()).loss  # every argument, by name
