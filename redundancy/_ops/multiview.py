@@ -34,7 +34,7 @@ import itertools
 import torch
 
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops._autograd import with_direct_apply
+from redundancy._ops._autograd import saved_tensors_die_after_backward, with_direct_apply
 from redundancy._ops.cross import cross_correlation_terms, cross_correlation_terms_flops
 from redundancy._ops.gram import gram_terms, pair_off_diagonal_summaries
 from redundancy._ops.products import symmetric_gram, symmetric_gram_flops
@@ -80,8 +80,7 @@ class _MultiviewGramTerms(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(stacked: torch.Tensor, target: float, standardization: Standardization | None):
-        views = stacked.unbind(0)
+    def forward(target: float, standardization: Standardization | None, *views: torch.Tensor):
         n = views[0].shape[0]
         pairs = view_pairs(len(views))
         with no_autocast(views[0].device):
@@ -104,12 +103,14 @@ class _MultiviewGramTerms(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        stacked, target, standardization = inputs
-        count = stacked.shape[0]
-        diagonals, *rest = output[2:]  # the Grams, then (when standardizing) the standardized views and rstds
+        target, standardization, *views = inputs
+        count = len(views)
+        diagonals, *rest = output[2:]
+        grams = rest[:count]
+        standardized, rstds = (views, ()) if standardization is None else (rest[count : 2 * count], rest[2 * count :])
         ctx.mark_non_differentiable(*output[2:])
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(diagonals, stacked, *rest)
+        ctx.save_for_backward(diagonals, *views, *grams, *standardized, *rstds)
         ctx.count = count
         ctx.target = target
         ctx.standardization = standardization
@@ -117,22 +118,22 @@ class _MultiviewGramTerms(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_invariance: torch.Tensor | None, grad_redundancy: torch.Tensor | None, *_):
         count, target, standardization = ctx.count, ctx.target, ctx.standardization
-        diagonals, stacked, *saved = ctx.saved_tensors
-        views, grams = stacked.unbind(0), saved[:count]
-        if standardization is None:  # the views are their own standardized views
-            standardized, rstds = views, (None,) * count
-        else:
-            standardized, rstds = saved[count : 2 * count], saved[2 * count :]
-        nothing = (None, None, None)
+        diagonals, *saved = ctx.saved_tensors
+        views, grams, standardized = saved[:count], saved[count : 2 * count], saved[2 * count : 3 * count]
+        rstds = saved[3 * count :] if standardization is not None else (None,) * count
+        nothing = (None, None) + (None,) * count
         if grad_invariance is None and grad_redundancy is None:
             return nothing
         zero = diagonals.new_zeros(())
         grad_invariance = zero if grad_invariance is None else grad_invariance
         grad_redundancy = zero if grad_redundancy is None else grad_redundancy
+        needs = ctx.needs_input_grad[2:]
         with no_autocast(diagonals.device):
             if torch.is_grad_enabled():  # a graph of the backward is asked for (create_graph=True)
-                grads = _view_gradients_differentiable(views, grad_invariance, grad_redundancy, target, standardization)
-                return torch.stack(grads), None, None
+                grads = _view_gradients_differentiable(
+                    views, grad_invariance, grad_redundancy, target, standardization, needs
+                )
+                return (None, None, *grads)
             n = standardized[0].shape[0]
             pairs = view_pairs(count)
             g = _diagonal_gradients(diagonals, grad_invariance, grad_redundancy, target, len(pairs), n)
@@ -143,16 +144,22 @@ class _MultiviewGramTerms(torch.autograd.Function):
             if target != 0.0:
                 row_sums = torch.stack([a.sum(dim=1) for a in standardized])
                 row_sum_total = row_sums.sum(dim=0)
-            # Each view's gradient is formed in its slot of the (V, N, D) gradient of the stacked input.
-            grads = torch.empty_like(stacked)
-            for v in range(count):
+            # The standardized views are the op's own tensors: unless the graph is kept for another backward, the
+            # last gradient is formed in the memory of a partner view, which no gradient reads after it.
+            donate = standardization is not None and saved_tensors_die_after_backward()
+            wanted = [v for v in range(count) if needs[v]]
+            grads = [None] * count
+            for v in wanted:
                 partners = [
                     (second if v == first else first, p)
                     for p, (first, second) in enumerate(pairs)
                     if v in (first, second)
                 ]
                 u, p = partners[0]
-                grad = torch.mul(standardized[u], g[p], out=grads[v])
+                if donate and v == wanted[-1]:
+                    grad = standardized[u].mul_(g[p])
+                else:
+                    grad = torch.mul(standardized[u], g[p])
                 for u, p in partners[1:]:
                     grad.addcmul_(standardized[u], g[p])
                 # The product accumulated onto the diagonal terms by the matrix product itself (one pass over N×D
@@ -160,11 +167,11 @@ class _MultiviewGramTerms(torch.autograd.Function):
                 grad.addmm_((gram_sum - grams[v]).mul_(w / n), standardized[v])
                 if target != 0.0:
                     grad.sub_((row_sum_total - row_sums[v]).mul_(w * target).unsqueeze(1))
-                standardize_backward_(grad, standardized[v], rstds[v], standardization)  # in place
-        return grads, None, None
+                grads[v] = standardize_backward_(grad, standardized[v], rstds[v], standardization)
+        return (None, None, *grads)
 
 
-def _view_gradients_differentiable(views, grad_invariance, grad_redundancy, target, standardization):
+def _view_gradients_differentiable(views, grad_invariance, grad_redundancy, target, standardization, needs):
     """The backward's closed form in differentiable torch operations (no in-place), from the raw inputs.
 
     The standardization's backward is its closed form in differentiable operations (:func:`standardize_vjp`), so the
@@ -185,6 +192,9 @@ def _view_gradients_differentiable(views, grad_invariance, grad_redundancy, targ
         row_sums = [a.sum(dim=1, keepdim=True) for a in standardized]
         grads = []
         for v, a in enumerate(standardized):
+            if not needs[v]:
+                grads.append(None)
+                continue
             grad = torch.mm(gram_sum - grams[v], a) * (w / n)
             for p, (first, second) in enumerate(pairs):
                 if v in (first, second):
@@ -203,9 +213,11 @@ def multiview_gram_terms(views, *, target: float, standardization: Standardizati
     """
     if len(views) == 2:
         return gram_terms(views[0], views[1], target=target, standardization=standardization)
-    # One (V, N, D) tensor, not V arguments: torch.compile(dynamic=True) mistakes a Function whose forward takes
-    # its tensors variadically for one of the old form, and passes it a ctx.
-    invariance, redundancy = _MultiviewGramTerms.apply(torch.stack(list(views)), target, standardization)[:2]
+    if not (torch.is_grad_enabled() and any(z.requires_grad for z in views)):
+        # Nothing to differentiate: the forward alone (torch.compile would hand a Function whose forward takes its
+        # views variadically an extra argument here).
+        return _MultiviewGramTerms.forward(target, standardization, *views)[:2]
+    invariance, redundancy = _MultiviewGramTerms.apply(target, standardization, *views)[:2]
     return invariance, redundancy
 
 
