@@ -14,7 +14,7 @@ Four measurements, each implementation the same way, in one process (the DDP one
 - **fp16**: float16 embeddings of magnitude 1e4 (256 × 64, two correlated views) passed to each implementation as a
   user would, and float32 ones of the same magnitude under ``torch.autocast("cpu", dtype=torch.float16)`` (how the
   official script runs its loss: inside ``torch.cuda.amp.autocast``); finite or not, and the relative error against
-  :func:`redundancy.reference.barlow_twins_loss_reference` with ``upcast=True`` (float64);
+  :func:`redundancy.reference.barlow_twins_loss_reference` with ``upcast=True`` (float64).
 
 Every implementation takes λ = 0.0051 and scale 1 (solo-learn's ``lamb=0.0051, scale_loss=1.0``), the official loss.
 
