@@ -105,11 +105,14 @@ def fingerprint(group: Any) -> float:
     return number
 
 
-@torch.compiler.assume_constant_result
 def _name_code(name: str) -> int:
-    """A 32-bit hash of a group's name, the same in every process (a constant to ``torch.compile``, which runs it
-    while tracing: the first call of a compiled step may be the first to name the group)."""
-    return zlib.crc32(name.encode())
+    """A 32-bit hash of a group's name (FNV-1a of its characters), the same in every process; plain Python, so
+    that ``torch.compile`` folds it to a constant when the first call of a compiled step is the first to name the
+    group."""
+    code = 0x811C9DC5
+    for character in name:
+        code = ((code ^ ord(character)) * 0x01000193) & 0xFFFFFFFF
+    return code
 
 
 def fingerprint_size(number: float) -> int:

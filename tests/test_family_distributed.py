@@ -296,9 +296,15 @@ def _hang_faults(rank: int) -> dict:
         "huge_integer_option": lambda group: redundancy.barlow_twins_loss(
             z1, z2, group=group, lambd=10**400 if faulty else 0.0051
         ),
-        "compiled_bad_input": lambda group: torch.compile(
-            functools.partial(redundancy.barlow_twins_loss, group=group), fullgraph=True, backend="aot_eager"
-        )(z1[:, 0] if faulty else z1, z2),
+        # Only the faulty rank calls: its error is raised while it is traced, before any collective, and the
+        # others would wait in the graph's first collective (docs/distributed.rst says so).
+        "compiled_bad_input": lambda group: (
+            torch.compile(
+                functools.partial(redundancy.barlow_twins_loss, group=group), fullgraph=True, backend="aot_eager"
+            )(z1[:, 0], z2)
+            if faulty
+            else None
+        ),
     }
     groups = {name: dist.new_group(timeout=FAULT_TIMEOUT) for name in cases}
     records = {}
