@@ -12,12 +12,16 @@ it, by narrowing the tiles of C (cross) or splitting the feature dimension of th
 
 import contextlib
 import dataclasses
+import functools
+import inspect
+import typing
+from collections.abc import Callable
 
 import torch
 import triton
 import triton.language as tl
 
-from redundancy._ops.terms import diagonal_gradient
+from redundancy._ops.terms import barlow_twins_terms_from_summaries, diagonal_gradient
 from redundancy._triton import interpreter_enabled, kernels
 from redundancy._validation import compute_dtype
 
@@ -156,9 +160,22 @@ def _precision(z: torch.Tensor) -> _Precision:
     return _Precision(acc, _TRITON_DTYPES[z.dtype], interpreter_enabled(), "ieee", "tf32", acc)
 
 
-def _on_device(z: torch.Tensor) -> contextlib.AbstractContextManager:
-    """Make ``z``'s GPU the current one: Triton launches on the current device, not on the tensors'."""
-    return torch.cuda.device(z.device) if z.device.type == "cuda" else contextlib.nullcontext()
+_Parameters = typing.ParamSpec("_Parameters")
+_Result = typing.TypeVar("_Result")
+
+
+def _on_device_of_z1(launch: Callable[_Parameters, _Result]) -> Callable[_Parameters, _Result]:
+    """``launch`` run with the GPU of its argument ``z1`` as the current one: Triton launches on the current
+    device, not on the tensors'."""
+    position = list(inspect.signature(launch).parameters).index("z1")
+
+    @functools.wraps(launch)
+    def on_device(*arguments: _Parameters.args, **keywords: _Parameters.kwargs) -> _Result:
+        z1 = typing.cast(torch.Tensor, keywords["z1"] if "z1" in keywords else arguments[position])
+        with torch.cuda.device(z1.device) if z1.device.type == "cuda" else contextlib.nullcontext():
+            return launch(*arguments, **keywords)
+
+    return on_device
 
 
 def _divisor(n: int, correction: int) -> int:
@@ -218,6 +235,7 @@ def _statistics(
 ForwardOutputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
+@_on_device_of_z1
 def forward(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -228,19 +246,6 @@ def forward(
     algorithm: str,
 ) -> ForwardOutputs:
     """``(invariance, redundancy, stats, gram_a, gram_b, row_sums)``, the outputs of the forward custom op."""
-    with _on_device(z1):
-        return _forward(z1, z2, standardize, correction, eps, target, algorithm)
-
-
-def _forward(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    standardize: bool,
-    correction: int,
-    eps: float,
-    target: float,
-    algorithm: str,
-) -> ForwardOutputs:
     n, d = z1.shape
     precision = _precision(z1)
     acc_dtype = compute_dtype(z1)
@@ -282,24 +287,22 @@ def _forward(
     )  # fmt: skip
     gram_a = partial_a.sum(0) if splits > 1 else partial_a[0]
     gram_b = partial_b.sum(0) if splits > 1 else partial_b[0]
-    # ⟨A Aᵀ, B Bᵀ⟩ / N² - Σ c_i², both sums in float64, so the difference does not cancel in float32.
+    # ‖C‖² = ⟨A Aᵀ, B Bᵀ⟩ / N² and ΣC = (A 1)·(B 1) / N in float64, so that ‖C‖² - Σ c_i² does not cancel in float32.
     frobenius_sq = torch.sum(gram_a * gram_b, dtype=torch.float64) / (n * n)
-    diagonal64 = diagonal.to(torch.float64)
-    redundancy = frobenius_sq - diagonal64.dot(diagonal64)
+    total = None
     if with_row_sums:
         row_sums = partial_rows.sum(0)
         total = row_sums[0].to(torch.float64).dot(row_sums[1].to(torch.float64)) / n
-        redundancy = redundancy - 2.0 * target * (total - diagonal64.sum()) + target * target * d * (d - 1)
+    _, redundancy = barlow_twins_terms_from_summaries(diagonal.to(torch.float64), frobenius_sq, total, target)
     # A sum of squares: never negative, whatever rounding is left in the Grams.
     redundancy = redundancy.clamp(min=0.0).to(acc_dtype)
-    if d == 1:  # no off-diagonal entries: exactly 0, not the rounding residue of ‖C‖² - c²
-        redundancy = torch.zeros_like(redundancy)
     return invariance, redundancy, stats, gram_a, gram_b, row_sums
 
 
 # --------------------------------------------------------------------------------------------- backward
 
 
+@_on_device_of_z1
 def backward(
     grad_invariance: torch.Tensor,
     grad_redundancy: torch.Tensor,
@@ -317,29 +320,6 @@ def backward(
     needs_grad_z2: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(dz1, dz2)``, the outputs of the backward custom op; ``stats`` and the rest are the forward's outputs."""
-    with _on_device(z1):
-        return _backward(
-            grad_invariance, grad_redundancy, z1, z2, stats, gram_a, gram_b, row_sums,
-            standardize, correction, target, algorithm, needs_grad_z1, needs_grad_z2,
-        )  # fmt: skip
-
-
-def _backward(
-    grad_invariance: torch.Tensor,
-    grad_redundancy: torch.Tensor,
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    stats: torch.Tensor,
-    gram_a: torch.Tensor,
-    gram_b: torch.Tensor,
-    row_sums: torch.Tensor,
-    standardize: bool,
-    correction: int,
-    target: float,
-    algorithm: str,
-    needs_grad_z1: bool,
-    needs_grad_z2: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
     n, d = z1.shape
     precision = _precision(z1)
     acc_dtype = stats.dtype

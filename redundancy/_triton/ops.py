@@ -139,7 +139,7 @@ class BarlowTwinsTermsFunction(torch.autograd.Function):
         _invariance, _redundancy, stats, gram_a, gram_b, row_sums = output
         ctx.mark_non_differentiable(stats, gram_a, gram_b, row_sums)
         ctx.save_for_backward(z1, z2, stats, gram_a, gram_b, row_sums)
-        ctx.options = (standardize, correction, target, algorithm)
+        ctx.options = (standardize, correction, target, algorithm)  # in the order the backward op takes them
 
     @staticmethod
     def vmap(info, in_dims, z1, z2, standardize, correction, eps, target, algorithm):
@@ -161,8 +161,8 @@ class BarlowTwinsTermsFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_invariance, grad_redundancy, *_unused_grads):
-        z1, z2, stats, gram_a, gram_b, row_sums = ctx.saved_tensors
-        standardize, correction, target, algorithm = ctx.options
+        saved = ctx.saved_tensors  # z1, z2, stats, gram_a, gram_b, row_sums: in the order the backward op takes
+        z1, z2, stats = saved[:3]
         needs_grad_z1, needs_grad_z2 = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if grad_invariance is None:
             grad_invariance = torch.zeros((), dtype=stats.dtype, device=stats.device)
@@ -170,20 +170,7 @@ class BarlowTwinsTermsFunction(torch.autograd.Function):
             grad_redundancy = torch.zeros((), dtype=stats.dtype, device=stats.device)
         with torch.no_grad():  # the op has no autograd formula: _FirstOrderGradient stands for one
             dz1, dz2 = barlow_twins_terms_backward(
-                grad_invariance,
-                grad_redundancy,
-                z1,
-                z2,
-                stats,
-                gram_a,
-                gram_b,
-                row_sums,
-                standardize,
-                correction,
-                target,
-                algorithm,
-                needs_grad_z1,
-                needs_grad_z2,
+                grad_invariance, grad_redundancy, *saved, *ctx.options, needs_grad_z1, needs_grad_z2
             )
         dz1, dz2 = dz1 if needs_grad_z1 else None, dz2 if needs_grad_z2 else None
         depends_on = [tensor for tensor in (z1, z2, grad_invariance, grad_redundancy) if tensor.requires_grad]
