@@ -192,6 +192,44 @@ def _scalar(value: float, like: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- forward
 
 
+def _product_options(standardize: bool, precision: _Precision) -> dict:
+    """The compile-time options of the kernels that multiply standardized tiles (the C tiles and the Gram tiles)."""
+    return dict(
+        STANDARDIZE=standardize,
+        ACC=precision.acc,
+        DOT=precision.dot,
+        EMULATE=precision.emulate,
+        DOT_PRECISION=precision.dot_precision,
+    )
+
+
+def _cross_tiles(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    stats: torch.Tensor,
+    target: torch.Tensor,
+    coefficient: torch.Tensor,
+    diagonal_grad: torch.Tensor,
+    standardize: bool,
+    precision: _Precision,
+    *,
+    gradient: bool = False,
+) -> torch.Tensor:
+    """One launch of :func:`kernels._cross_tile_kernel` over the tiles of C (:func:`cross_tile_config`); returns
+    what it wrote: each tile's off-diagonal energy (forward), or ``dC`` (D×D) with ``gradient``."""
+    n, d = z1.shape
+    config = cross_tile_config(z1.dtype, d)
+    grid = (triton.cdiv(d, config.block_m), triton.cdiv(d, config.block_n))
+    out = torch.empty((d, d) if gradient else (grid[0] * grid[1],), dtype=stats.dtype, device=z1.device)
+    kernels._cross_tile_kernel[grid](
+        z1, z2, stats, target, coefficient, diagonal_grad, out, n, d, *z1.stride(), *z2.stride(),
+        GRADIENT=gradient, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+        C_ACC=precision.correlation_acc, num_warps=config.num_warps, num_stages=config.num_stages,
+        **_product_options(standardize, precision),
+    )  # fmt: skip
+    return out
+
+
 def _statistics(
     z1: torch.Tensor, z2: torch.Tensor, standardize: bool, correction: int, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,23 +291,9 @@ def forward(
     diagonal = stats[4]
     # Three distinct empty tensors where unused: custom-op outputs may not alias one another.
     gram_a, gram_b, row_sums = (z1.new_empty(0, dtype=acc_dtype) for _ in range(3))
-    common = dict(
-        STANDARDIZE=standardize,
-        ACC=precision.acc,
-        DOT=precision.dot,
-        EMULATE=precision.emulate,
-        DOT_PRECISION=precision.dot_precision,
-    )
     if algorithm == "cross":
-        config = cross_tile_config(z1.dtype, d)
-        grid = (triton.cdiv(d, config.block_m), triton.cdiv(d, config.block_n))
-        partials = torch.empty(grid[0] * grid[1], dtype=acc_dtype, device=z1.device)
         target_tensor = _scalar(target, stats)
-        kernels._cross_tile_kernel[grid](
-            z1, z2, stats, target_tensor, target_tensor, diagonal, partials, n, d, *z1.stride(), *z2.stride(),
-            GRADIENT=False, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
-            C_ACC=precision.correlation_acc, num_warps=config.num_warps, num_stages=config.num_stages, **common,
-        )  # fmt: skip
+        partials = _cross_tiles(z1, z2, stats, target_tensor, target_tensor, diagonal, standardize, precision)
         redundancy = partials.sum(dtype=torch.float64).to(acc_dtype)
         return invariance, redundancy, stats, gram_a, gram_b, row_sums
     config = tile_config("gram_tile", z1.dtype)
@@ -283,7 +307,7 @@ def forward(
     kernels._gram_tile_kernel[(pairs, splits)](
         z1, z2, stats, pair_index, partial_a, partial_b, partial_rows, n, d, pairs, cols_per_split,
         *z1.stride(), *z2.stride(), ROW_SUMS=with_row_sums, BLOCK_M=config.block_m, BLOCK_K=config.block_k,
-        num_warps=config.num_warps, num_stages=config.num_stages, **common,
+        num_warps=config.num_warps, num_stages=config.num_stages, **_product_options(standardize, precision),
     )  # fmt: skip
     gram_a = partial_a.sum(0) if splits > 1 else partial_a[0]
     gram_b = partial_b.sum(0) if splits > 1 else partial_b[0]
@@ -350,15 +374,9 @@ def backward(
     )  # fmt: skip
     strides = (*z1.stride(), *z2.stride())
     if algorithm == "cross":
-        tiles = cross_tile_config(z1.dtype, d)
-        matrix = torch.empty((d, d), dtype=acc_dtype, device=z1.device)
-        kernels._cross_tile_kernel[(triton.cdiv(d, tiles.block_m), triton.cdiv(d, tiles.block_n))](
-            z1, z2, stats, target_tensor, coefficient, diagonal_grad, matrix, n, d, *strides,
-            STANDARDIZE=standardize, GRADIENT=True, BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n,
-            BLOCK_K=tiles.block_k, ACC=precision.acc, DOT=precision.dot, EMULATE=precision.emulate,
-            DOT_PRECISION=precision.dot_precision, C_ACC=precision.correlation_acc, num_warps=tiles.num_warps,
-            num_stages=tiles.num_stages,
-        )  # fmt: skip
+        matrix = _cross_tiles(
+            z1, z2, stats, target_tensor, coefficient, diagonal_grad, standardize, precision, gradient=True
+        )
         kernels._cross_gradient_kernel[grid](
             z1, z2, stats, matrix, work1, work2, dz1, dz2, sums, n, d, *strides, first_view, **common
         )

@@ -27,6 +27,13 @@ from redundancy._validation import compute_dtype
 # ------------------------------------------------------------------------------------------- custom ops
 
 
+def _launch():
+    """:mod:`redundancy._triton.launch`, which imports Triton: imported when an op first runs."""
+    from redundancy._triton import launch
+
+    return launch
+
+
 @torch.library.custom_op("redundancy::barlow_twins_terms_forward", mutates_args=())
 def barlow_twins_terms_forward(
     z1: torch.Tensor,
@@ -38,9 +45,7 @@ def barlow_twins_terms_forward(
     algorithm: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(invariance, redundancy, stats, gram_a, gram_b, row_sums)`` of raw views z1, z2 (module docstring)."""
-    from redundancy._triton import launch
-
-    return launch.forward(z1, z2, standardize, correction, eps, target, algorithm)
+    return _launch().forward(**locals())  # every argument, by name
 
 
 @barlow_twins_terms_forward.register_fake
@@ -77,24 +82,7 @@ def barlow_twins_terms_backward(
     needs_grad_z2: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(dz1, dz2)`` in the dtype of the views; an empty tensor for a view whose gradient is not needed."""
-    from redundancy._triton import launch
-
-    return launch.backward(
-        grad_invariance,
-        grad_redundancy,
-        z1,
-        z2,
-        stats,
-        gram_a,
-        gram_b,
-        row_sums,
-        standardize,
-        correction,
-        target,
-        algorithm,
-        needs_grad_z1,
-        needs_grad_z2,
-    )
+    return _launch().backward(**locals())  # every argument, by name
 
 
 @barlow_twins_terms_backward.register_fake
