@@ -202,7 +202,7 @@ def _terms_over_features(options: BarlowTwinsOptions, batch: GlobalBatch, views:
             batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype, loss=FEATURE_PARALLEL_COST
         )
     algorithm = terms_algorithm(algorithm, batch.count, batch.dim)
-    views = batch.gather(*(z.to(batch.dtype) for z in views))
+    views = batch.gather_in_dtype(*views)
     with no_autocast(views[0].device):
         return barlow_twins_terms_over_features(
             standardize_each(views, standardization_of_options(options)),

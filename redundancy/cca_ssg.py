@@ -79,7 +79,7 @@ def _decorrelation(a: torch.Tensor, algorithm: str) -> torch.Tensor:
 
 
 def _cca_ssg_terms(options: CCASSGOptions, batch: GlobalBatch, z1: torch.Tensor, z2: torch.Tensor) -> CCASSGTerms:
-    z1, z2 = batch.gather(z1.to(batch.dtype), z2.to(batch.dtype))
+    z1, z2 = batch.gather_in_dtype(z1, z2)
     n, d = z1.shape
     algorithm = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
     a, b = standardize_each((z1, z2), standardization_of_options(options))
