@@ -254,6 +254,10 @@ class GlobalBatch:
             return _gather_padded(self, *views)
         return _GatherRowsOfReplicatedLoss.apply(self, *views)
 
+    def gather_in_dtype(self, *views: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """:meth:`gather` of the views converted to the compute dtype (``self.dtype``): a loss's first step."""
+        return self.gather(*(view.to(self.dtype) for view in views))
+
     def apply_gradient_convention(self, gradient_convention: str, outputs):
         """``outputs`` (a tensor or a NamedTuple of tensors), unchanged in value, with the convention's backward.
 

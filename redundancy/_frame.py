@@ -55,11 +55,10 @@ from redundancy._validation import (
     check_bool,
     check_choice,
     check_correction,
-    check_embedding,
     check_group,
     check_integer,
     check_real,
-    check_same_batch,
+    check_views,
 )
 
 # ------------------------------------------------------------------------------------------------ option types
@@ -208,9 +207,7 @@ class Views:
 
     def check(self, inputs: tuple, min_rows: int) -> Inputs:
         views = tuple(inputs[: len(self.names)])
-        for name, view in zip(self.names, views, strict=True):
-            check_embedding(name, view, min_rows=min_rows)
-        check_same_batch(self.names, views)
+        check_views(self.names, views, min_rows=min_rows)
         return Inputs(views, self.names, self.check_extra(views, tuple(inputs[len(self.names) :])))
 
     def check_extra(self, views: tuple[torch.Tensor, ...], extra: tuple) -> tuple[Shared, ...]:
@@ -246,9 +243,7 @@ class ViewSequence:
         if len(views) < 2:
             raise ValueError(f"views must hold at least 2 views (the loss is a mean over pairs), got {len(views)}")
         names = tuple(f"views[{index}]" for index in range(len(views)))
-        for name, view in zip(names, views, strict=True):
-            check_embedding(name, view, min_rows=min_rows)
-        check_same_batch(names, views)
+        check_views(names, views, min_rows=min_rows)
         return Inputs(views, names, (Shared("len(views)", len(views), as_number),))
 
 

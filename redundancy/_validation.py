@@ -163,6 +163,21 @@ def check_same_batch(names: tuple[str, ...], views: tuple[torch.Tensor, ...]) ->
             raise ValueError(f"{first} and {name} must be on the same device, got {reference.device} and {view.device}")
 
 
+def check_views(names: tuple[str, ...], views: tuple[torch.Tensor, ...], *, min_rows: int = 2) -> None:
+    """Raise unless each of ``views`` passes :func:`check_embedding` and together they pass
+    :func:`check_same_batch`, in that order; ``names`` name them.
+
+    Example:
+        >>> check_views(("z1", "z2"), (torch.zeros(4, 3), torch.zeros(1, 3)))
+        Traceback (most recent call last):
+            ...
+        ValueError: z2 needs a batch of at least 2 rows, got shape (1, 3)
+    """
+    for name, view in zip(names, views, strict=True):
+        check_embedding(name, view, min_rows=min_rows)
+    check_same_batch(names, views)
+
+
 def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     """The dtype the losses compute in: float64 when any input is float64, otherwise float32.
 

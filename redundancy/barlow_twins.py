@@ -41,7 +41,7 @@ from redundancy._frame import (
 from redundancy._ops._autocast import no_autocast
 from redundancy._ops.feature_shards import barlow_twins_terms_over_features, terms_algorithm
 from redundancy._ops.multiview import multiview_cross_terms, multiview_gram_terms, view_pairs
-from redundancy._ops.standardize import Standardization, standardization_of, standardize
+from redundancy._ops.standardize import Standardization, standardization_of_options, standardize_each
 from redundancy._triton import barlow_twins_terms_triton, select_backend
 
 __all__ = [
@@ -162,10 +162,7 @@ def _plan(options: BarlowTwinsOptions, batch: GlobalBatch, views: Sequence[torch
         backend = "torch"  # the torch op shares the views' Grams; the kernels take two views
     else:
         backend = select_backend(options.backend, views[0], algorithm=algorithm)
-    standardization = standardization_of(
-        standardize=options.standardize, correction=options.correction, eps=options.eps
-    )
-    return _Plan(standardization, algorithm, strategy, backend)
+    return _Plan(standardization_of_options(options), algorithm, strategy, backend)
 
 
 def _terms_torch(plan: _Plan, target: float, batch: GlobalBatch, views: Sequence[torch.Tensor]):
@@ -175,9 +172,7 @@ def _terms_torch(plan: _Plan, target: float, batch: GlobalBatch, views: Sequence
     if plan.strategy == "all_reduce":
         return multiview_cross_terms(views, target=target, standardization=standardization, batch=batch)
     if batch.world_size > 1:  # standardized with the global statistics, then gathered
-        if standardization is not None:
-            views = [standardize(z, standardization, batch=batch) for z in views]
-        views = list(batch.gather(*views))
+        views = list(batch.gather(*standardize_each(views, standardization, batch=batch)))
         standardization = None
     compute_terms = multiview_gram_terms if plan.algorithm == "gram" else multiview_cross_terms
     return compute_terms(views, target=target, standardization=standardization)
@@ -207,15 +202,13 @@ def _terms_over_features(options: BarlowTwinsOptions, batch: GlobalBatch, views:
             batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype, loss=FEATURE_PARALLEL_COST
         )
     algorithm = terms_algorithm(algorithm, batch.count, batch.dim)
-    views = batch.gather(*(z.to(batch.dtype) for z in views))
-    standardization = standardization_of(
-        standardize=options.standardize, correction=options.correction, eps=options.eps
-    )
+    views = batch.gather_in_dtype(*views)
     with no_autocast(views[0].device):
-        if standardization is not None:
-            views = tuple(standardize(z, standardization) for z in views)
         return barlow_twins_terms_over_features(
-            list(views), target=options.off_diagonal_target, features=features, algorithm=algorithm
+            standardize_each(views, standardization_of_options(options)),
+            target=options.off_diagonal_target,
+            features=features,
+            algorithm=algorithm,
         )
 
 

@@ -27,7 +27,7 @@ from redundancy._frame import (
     same_arguments_as,
 )
 from redundancy._ops import off_diagonal_energy
-from redundancy._ops.standardize import standardization_of, standardize
+from redundancy._ops.standardize import standardization_of_options, standardize_each
 
 __all__ = ["CCASSGLoss", "CCASSGTerms", "cca_ssg_loss", "cca_ssg_terms"]
 
@@ -79,13 +79,10 @@ def _decorrelation(a: torch.Tensor, algorithm: str) -> torch.Tensor:
 
 
 def _cca_ssg_terms(options: CCASSGOptions, batch: GlobalBatch, z1: torch.Tensor, z2: torch.Tensor) -> CCASSGTerms:
-    z1, z2 = batch.gather(z1.to(batch.dtype), z2.to(batch.dtype))
+    z1, z2 = batch.gather_in_dtype(z1, z2)
     n, d = z1.shape
     algorithm = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
-    standardization = standardization_of(
-        standardize=options.standardize, correction=options.correction, eps=options.eps
-    )
-    a, b = (z1, z2) if standardization is None else (standardize(z1, standardization), standardize(z2, standardization))
+    a, b = standardize_each((z1, z2), standardization_of_options(options))
     invariance = -torch.linalg.vecdot(a, b, dim=0).sum() / n
     decorrelation = _decorrelation(a, algorithm) + _decorrelation(b, algorithm)
     return CCASSGTerms(invariance + decorrelation * options.lambd, invariance, decorrelation)

@@ -5,8 +5,8 @@ import torch
 
 from redundancy._frame import Correction
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops.standardize import Standardization, standardization_of, standardize
-from redundancy._validation import check_embedding, check_same_batch, check_standardization, compute_dtype
+from redundancy._ops.standardize import standardization_of, standardize_each
+from redundancy._validation import check_embedding, check_standardization, check_views, compute_dtype
 
 __all__ = ["batch_standardize", "cross_correlation", "off_diagonal"]
 
@@ -38,11 +38,8 @@ def batch_standardize(
     standardization = standardization_of(standardize=standardize, correction=correction, eps=eps)
     check_embedding("z", z)
     with no_autocast(z.device):
-        return _standardized(z.to(compute_dtype(z)), standardization).to(z.dtype)
-
-
-def _standardized(z: torch.Tensor, standardization: Standardization | None) -> torch.Tensor:
-    return z if standardization is None else standardize(z, standardization)
+        (a,) = standardize_each([z.to(compute_dtype(z))], standardization)
+        return a.to(z.dtype)
 
 
 def cross_correlation(
@@ -69,13 +66,10 @@ def cross_correlation(
     """
     check_standardization(standardize, correction, eps)
     standardization = standardization_of(standardize=standardize, correction=correction, eps=eps)
-    check_embedding("z1", z1)
-    check_embedding("z2", z2)
-    check_same_batch(("z1", "z2"), (z1, z2))
+    check_views(("z1", "z2"), (z1, z2))
     dtype = compute_dtype(z1, z2)
     with no_autocast(z1.device):
-        a = _standardized(z1.to(dtype), standardization)
-        b = _standardized(z2.to(dtype), standardization)
+        a, b = standardize_each((z1.to(dtype), z2.to(dtype)), standardization)
         return torch.mm(a.t(), b).div_(z1.shape[0])
 
 

@@ -114,8 +114,7 @@ def autocorrelation_flops(algorithm: str, n: int, d: int, *, backward: bool = Tr
         >>> autocorrelation_flops("cross", 256, 8192) // autocorrelation_flops("gram", 256, 8192)
         32
     """
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    _check_algorithm(algorithm)
     return off_diagonal_energy_flops(algorithm, n, d, backward=backward)
 
 
@@ -135,6 +134,11 @@ def _compute_itemsize(dtype: torch.dtype) -> int:
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     return 8 if dtype == torch.float64 else 4
+
+
+def _check_algorithm(algorithm: str) -> None:
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
 
 
 def _check_shape_counts(global_n: int, d: int, world_size: int) -> None:
@@ -417,8 +421,7 @@ def feature_parallel_bytes(
         >>> round(data_parallel / gram, 1)
         16.2
     """
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    _check_algorithm(algorithm)
     _check_grid(n, d, row_ranks, feature_ranks)
     itemsize = _compute_itemsize(dtype)
     r, f = row_ranks, feature_ranks
@@ -462,8 +465,7 @@ def feature_parallel_flops(
         >>> flops * 8 == 8 * 2048**2 * 65536
         True
     """
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    _check_algorithm(algorithm)
     _check_grid(n, d, row_ranks, feature_ranks)
     columns = math.ceil(d / feature_ranks)
     if feature_ranks > 1:

@@ -13,16 +13,15 @@ from redundancy import cost
 from redundancy._frame import Correction
 from redundancy._ops import cross_correlation_terms, gram_terms
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops.standardize import standardization_of
-from redundancy._ops.standardize import standardize as standardize_columns
+from redundancy._ops.standardize import standardization_of, standardize_each
 from redundancy._ops.terms import off_diagonal_summaries_
 from redundancy._validation import (
     check_bool,
     check_correction,
     check_embedding,
     check_real,
-    check_same_batch,
     check_standardization,
+    check_views,
     compute_dtype,
 )
 from redundancy.correlation import cross_correlation
@@ -169,9 +168,7 @@ def cross_correlation_summary(
     check_standardization(standardize, correction, eps)
     standardization = standardization_of(standardize=standardize, correction=correction, eps=eps)
     check_bool("return_matrix", return_matrix)
-    check_embedding("z1", z1)
-    check_embedding("z2", z2)
-    check_same_batch(("z1", "z2"), (z1, z2))
+    check_views(("z1", "z2"), (z1, z2))
     n, d = z1.shape
     if return_matrix:
         matrix = cross_correlation(z1.detach(), z2.detach(), correction=correction, standardize=standardize, eps=eps)
@@ -184,9 +181,7 @@ def cross_correlation_summary(
         matrix = None
         dtype = compute_dtype(z1, z2)
         with no_autocast(z1.device):
-            a, b = z1.detach().to(dtype), z2.detach().to(dtype)
-            if standardization is not None:
-                a, b = standardize_columns(a, standardization), standardize_columns(b, standardization)
+            a, b = standardize_each((z1.detach().to(dtype), z2.detach().to(dtype)), standardization)
             compute_terms = gram_terms if cost.choose_algorithm(n, d) == "gram" else cross_correlation_terms
             _, off_diagonal_sq = compute_terms(a, b, target=0.0)
             mean_diagonal = torch.linalg.vecdot(a, b, dim=0).mean() / n

@@ -36,7 +36,7 @@ from redundancy._frame import (
     module_options,
 )
 from redundancy._ops import cross_product_energy
-from redundancy._ops.standardize import standardization_of, standardize
+from redundancy._ops.standardize import standardization_of_options, standardize_each
 from redundancy._validation import check_real
 
 __all__ = ["MixedBarlowTwinsRegularizer", "mixed_barlow_twins_regularizer"]
@@ -108,11 +108,7 @@ def _mixed_barlow_twins(
     views = list(batch.gather(*views))
     n, d = views[0].shape
     algorithm = cost.choose_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
-    standardization = standardization_of(
-        standardize=options.standardize, correction=options.correction, eps=options.eps
-    )
-    if standardization is not None:
-        views = [standardize(view, standardization) for view in views]
+    views = standardize_each(views, standardization_of_options(options))
     a, b, m, *permuted = views
     b_permuted = permuted[0] if permuted else b[permutation]
     residual = m - a * alpha - b_permuted * (1.0 - alpha)

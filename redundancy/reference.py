@@ -37,6 +37,54 @@ __all__ = [
 ]
 
 
+# ------------------------------------------------------------------------------------------------ shared pieces
+# The steps that several official codes write alike, each written once; every reference below reads as a
+# transcription of its own code in terms of them.
+
+
+def _upcast(upcast: bool, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The tensors in float64 when ``upcast`` (the ground truth of the tolerance tables), else as they are."""
+    return tuple(tensor.double() for tensor in tensors) if upcast else tensors
+
+
+def _std(x: torch.Tensor, *, correction: int, eps: float) -> torch.Tensor:
+    """``sqrt(var + eps)`` per column, the variance divided by ``N - correction``."""
+    return torch.sqrt(x.var(dim=0, correction=correction) + eps)
+
+
+def _standardized(*views: torch.Tensor, correction: int, standardize: bool, eps: float) -> tuple[torch.Tensor, ...]:
+    """Each view through :func:`batch_standardize_reference` (``BatchNorm1d`` without affine parameters)."""
+    return tuple(
+        batch_standardize_reference(view, correction=correction, standardize=standardize, eps=eps) for view in views
+    )
+
+
+def _centred(z: torch.Tensor) -> torch.Tensor:
+    return z - z.mean(dim=0)
+
+
+def _covariance(x: torch.Tensor, *, correction: int) -> torch.Tensor:
+    """``xᵀx / (N - correction)`` of centred ``x``."""
+    return (x.T @ x) / (x.shape[0] - correction)
+
+
+def _off_diagonal_entries(matrix: torch.Tensor) -> torch.Tensor:
+    return matrix[~torch.eye(matrix.shape[0], dtype=torch.bool, device=matrix.device)]
+
+
+def _variance_hinge(std: torch.Tensor, gamma: float) -> torch.Tensor:
+    """VICReg's ``mean(relu(gamma - std))``."""
+    return torch.relu(gamma - std).mean()
+
+
+def _covariance_penalty(cov: torch.Tensor) -> torch.Tensor:
+    """VICReg's ``Σ_{i≠j} cov_ij² / D``."""
+    return _off_diagonal_entries(cov).pow(2).sum() / cov.shape[0]
+
+
+# ------------------------------------------------------------------------------------------------ references
+
+
 def batch_standardize_reference(
     z: torch.Tensor, *, correction: int = 0, standardize: bool = True, eps: float = 1e-5
 ) -> torch.Tensor:
@@ -53,7 +101,7 @@ def batch_standardize_reference(
     """
     if not standardize:
         return z
-    return (z - z.mean(dim=0)) / torch.sqrt(z.var(dim=0, correction=correction) + eps)
+    return (z - z.mean(dim=0)) / _std(z, correction=correction, eps=eps)
 
 
 def barlow_twins_terms_reference(
@@ -80,15 +128,11 @@ def barlow_twins_terms_reference(
         >>> invariance.dtype, bool(invariance > 0), bool(redundancy_term > 0)
         (torch.float64, True, True)
     """
-    if upcast:
-        z1, z2 = z1.double(), z2.double()
-    n, d = z1.shape
-    a = batch_standardize_reference(z1, correction=correction, standardize=standardize, eps=eps)
-    b = batch_standardize_reference(z2, correction=correction, standardize=standardize, eps=eps)
-    c = a.T @ b / n
+    z1, z2 = _upcast(upcast, z1, z2)
+    a, b = _standardized(z1, z2, correction=correction, standardize=standardize, eps=eps)
+    c = a.T @ b / z1.shape[0]
     invariance = (1 - torch.diagonal(c)).pow(2).sum()
-    off_diagonal_mask = ~torch.eye(d, dtype=torch.bool, device=c.device)
-    redundancy = (c[off_diagonal_mask] - off_diagonal_target).pow(2).sum()
+    redundancy = (_off_diagonal_entries(c) - off_diagonal_target).pow(2).sum()
     return invariance, redundancy
 
 
@@ -130,10 +174,6 @@ def barlow_twins_loss_reference(
     return scale * (invariance + weight * redundancy)
 
 
-def _off_diagonal_entries(matrix: torch.Tensor) -> torch.Tensor:
-    return matrix[~torch.eye(matrix.shape[0], dtype=torch.bool, device=matrix.device)]
-
-
 def vicreg_terms_reference(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -161,19 +201,15 @@ def vicreg_terms_reference(
         >>> all(torch.allclose(a, b, rtol=1e-12) for a, b in zip(terms[1:], expected))
         True
     """
-    if upcast:
-        z1, z2 = z1.double(), z2.double()
-    n, d = z1.shape
+    z1, z2 = _upcast(upcast, z1, z2)
     invariance = torch.nn.functional.mse_loss(z1, z2)
-    x1, x2 = z1 - z1.mean(dim=0), z2 - z2.mean(dim=0)
-    std1 = torch.sqrt(x1.var(dim=0, correction=correction) + eps)
-    std2 = torch.sqrt(x2.var(dim=0, correction=correction) + eps)
-    variance = torch.relu(gamma - std1).mean() + torch.relu(gamma - std2).mean()
+    x1, x2 = _centred(z1), _centred(z2)
+    std1, std2 = _std(x1, correction=correction, eps=eps), _std(x2, correction=correction, eps=eps)
+    variance = _variance_hinge(std1, gamma) + _variance_hinge(std2, gamma)
     if variance_reduction == "mean":
         variance = variance / 2
-    cov1 = (x1.T @ x1) / (n - correction)
-    cov2 = (x2.T @ x2) / (n - correction)
-    covariance = _off_diagonal_entries(cov1).pow(2).sum() / d + _off_diagonal_entries(cov2).pow(2).sum() / d
+    cov1, cov2 = _covariance(x1, correction=correction), _covariance(x2, correction=correction)
+    covariance = _covariance_penalty(cov1) + _covariance_penalty(cov2)
     return invariance, variance, covariance
 
 
@@ -237,9 +273,8 @@ def cross_correlation_summary_reference(
         >>> round(mean_diagonal.item(), 4)  # a view is perfectly correlated with itself
         1.0
     """
-    z1, z2 = z1.double(), z2.double()
-    a = batch_standardize_reference(z1, correction=correction, standardize=standardize, eps=eps)
-    b = batch_standardize_reference(z2, correction=correction, standardize=standardize, eps=eps)
+    z1, z2 = _upcast(True, z1, z2)
+    a, b = _standardized(z1, z2, correction=correction, standardize=standardize, eps=eps)
     c = a.T @ b / z1.shape[0]
     off = _off_diagonal_entries(c)
     return torch.diagonal(c).mean(), off.pow(2).mean().sqrt() if off.numel() else torch.zeros((), dtype=c.dtype)
@@ -256,10 +291,8 @@ def decov_loss_reference(h: torch.Tensor, *, correction: int = 0, upcast: bool =
         >>> torch.allclose(decov_loss_reference(h), redundancy.decov_loss(h), rtol=1e-12)
         True
     """
-    if upcast:
-        h = h.double()
-    centred = h - h.mean(dim=0)
-    covariance = centred.T @ centred / (h.shape[0] - correction)
+    (h,) = _upcast(upcast, h)
+    covariance = _covariance(_centred(h), correction=correction)
     return 0.5 * (covariance.pow(2).sum() - torch.diagonal(covariance).pow(2).sum())
 
 
@@ -274,8 +307,7 @@ def total_coding_rate_reference(z: torch.Tensor, *, eps: float = 0.2, upcast: bo
         >>> torch.allclose(total_coding_rate_reference(z), redundancy.total_coding_rate(z), rtol=1e-10)
         True
     """
-    if upcast:
-        z = z.double()
+    (z,) = _upcast(upcast, z)
     n, d = z.shape
     identity = torch.eye(d, dtype=z.dtype, device=z.device)
     return 0.5 * torch.logdet(identity + d / (n * eps) * z.T @ z)
@@ -310,17 +342,16 @@ def mixed_barlow_twins_regularizer_reference(
         >>> torch.allclose(expected, value)
         True
     """
-    if upcast:
-        z1, z2, z_mixed = z1.double(), z2.double(), z_mixed.double()
+    z1, z2, z_mixed = _upcast(upcast, z1, z2, z_mixed)
     n = z1.shape[0]
-    a = batch_standardize_reference(z1, correction=correction, standardize=standardize, eps=eps)
-    b = batch_standardize_reference(z2, correction=correction, standardize=standardize, eps=eps)
-    m = batch_standardize_reference(z_mixed, correction=correction, standardize=standardize, eps=eps)
-    cc_m_1 = m.T @ a / n
-    cc_m_1_target = alpha * (a.T @ a) / n + (1 - alpha) * (b[permutation].T @ a) / n
-    cc_m_2 = m.T @ b / n
-    cc_m_2_target = alpha * (a.T @ b) / n + (1 - alpha) * (b[permutation].T @ b) / n
-    return scale * lambd * ((cc_m_1 - cc_m_1_target).pow(2).sum() + (cc_m_2 - cc_m_2_target).pow(2).sum())
+    a, b, m = _standardized(z1, z2, z_mixed, correction=correction, standardize=standardize, eps=eps)
+
+    def mixup_error(view: torch.Tensor) -> torch.Tensor:  # cc_m_1 - cc_m_1_target (view a), cc_m_2 - ... (b)
+        cc_m = m.T @ view / n
+        cc_m_target = alpha * (a.T @ view) / n + (1 - alpha) * (b[permutation].T @ view) / n
+        return (cc_m - cc_m_target).pow(2).sum()
+
+    return scale * lambd * (mixup_error(a) + mixup_error(b))
 
 
 def cca_ssg_loss_reference(
@@ -343,11 +374,9 @@ def cca_ssg_loss_reference(
         >>> torch.allclose(cca_ssg_loss_reference(z1, z2), redundancy.cca_ssg_loss(z1, z2), rtol=1e-12)
         True
     """
-    if upcast:
-        z1, z2 = z1.double(), z2.double()
+    z1, z2 = _upcast(upcast, z1, z2)
     n, d = z1.shape
-    a = batch_standardize_reference(z1, correction=correction, standardize=standardize, eps=eps)
-    b = batch_standardize_reference(z2, correction=correction, standardize=standardize, eps=eps)
+    a, b = _standardized(z1, z2, correction=correction, standardize=standardize, eps=eps)
     c, c1, c2 = a.T @ b / n, a.T @ a / n, b.T @ b / n
     identity = torch.eye(d, dtype=c.dtype, device=c.device)
     return -torch.diagonal(c).sum() + lambd * ((identity - c1).pow(2).sum() + (identity - c2).pow(2).sum())
@@ -370,14 +399,15 @@ def spectral_contrastive_loss_reference(
         >>> torch.allclose(expected, redundancy.spectral_contrastive_loss(z1, z2), rtol=1e-12)
         True
     """
-    if upcast:
-        z1, z2 = z1.double(), z2.double()
+    z1, z2 = _upcast(upcast, z1, z2)
     n, d = z1.shape
     root = mu**0.5
-    inside1 = (torch.linalg.vector_norm(z1, dim=1) < root).to(z1.dtype).unsqueeze(1)
-    inside2 = (torch.linalg.vector_norm(z2, dim=1) < root).to(z2.dtype).unsqueeze(1)
-    z1 = inside1 * z1 + (1 - inside1) * torch.nn.functional.normalize(z1, dim=1) * root
-    z2 = inside2 * z2 + (1 - inside2) * torch.nn.functional.normalize(z2, dim=1) * root
+
+    def onto_ball(z: torch.Tensor) -> torch.Tensor:  # rows of norm at least root normalized to that norm
+        inside = (torch.linalg.vector_norm(z, dim=1) < root).to(z.dtype).unsqueeze(1)
+        return inside * z + (1 - inside) * torch.nn.functional.normalize(z, dim=1) * root
+
+    z1, z2 = onto_ball(z1), onto_ball(z2)
     part1 = -2 * torch.mean(z1 * z2) * d
     square = (z1 @ z2.T) ** 2
     part2 = torch.mean(torch.triu(square, diagonal=1) + torch.tril(square, diagonal=-1)) * n / (n - 1)
@@ -441,8 +471,7 @@ def sigreg_loss_reference(
         >>> bool(gaussian < 5 < 50 < shifted)  # of order 1 for Gaussian samples, else growing with N
         True
     """
-    if upcast:
-        z = z.double()
+    (z,) = _upcast(upcast, z)
     if directions is None:
         device = generator.device if generator is not None else z.device
         directions = torch.randn((z.shape[-1], num_slices), generator=generator, device=device, dtype=torch.float32)
@@ -493,9 +522,7 @@ def lejepa_terms_reference(
         >>> bool(invariance > 0), bool(sigreg > 0)
         (True, True)
     """
-    proj = _stacked_views(views)
-    if upcast:
-        proj = proj.double()
+    (proj,) = _upcast(upcast, _stacked_views(views))
     centers = proj.mean(0) if global_views is None else proj[:global_views].mean(0)
     invariance = (centers - proj).square().mean()
     sigreg = sigreg_loss_reference(
@@ -564,9 +591,7 @@ def mmcr_terms_reference(
         >>> bool(global_ <= local / 2 ** 0.5)  # a centroid's norm: at most its views' over √V
         True
     """
-    z = _stacked_views(views)
-    if upcast:
-        z = z.double()
+    (z,) = _upcast(upcast, _stacked_views(views))
     per_sample = (torch.nn.functional.normalize(z, dim=-1) if normalize else z).transpose(0, 1)  # (N, V, D)
     centroids = per_sample.mean(dim=1)
     local = torch.linalg.svdvals(per_sample).sum()
@@ -608,9 +633,8 @@ def vicreg_variance_loss_reference(
         >>> torch.allclose(expected, redundancy.vicreg_variance_loss(z), rtol=1e-12)
         True
     """
-    if upcast:
-        z = z.double()
-    return torch.relu(gamma - torch.sqrt(z.var(dim=0, correction=correction) + eps)).mean()
+    (z,) = _upcast(upcast, z)
+    return _variance_hinge(_std(z, correction=correction, eps=eps), gamma)
 
 
 def vicreg_covariance_loss_reference(z: torch.Tensor, *, correction: int = 1, upcast: bool = False) -> torch.Tensor:
@@ -625,16 +649,15 @@ def vicreg_covariance_loss_reference(z: torch.Tensor, *, correction: int = 1, up
         >>> torch.allclose(expected, redundancy.vicreg_covariance_loss(z), rtol=1e-12)
         True
     """
-    if upcast:
-        z = z.double()
-    x = z - z.mean(dim=0)
-    cov = (x.T @ x) / (z.shape[0] - correction)
-    return _off_diagonal_entries(cov).pow(2).sum() / z.shape[1]
+    (z,) = _upcast(upcast, z)
+    return _covariance_penalty(_covariance(_centred(z), correction=correction))
 
 
-def _pairs(views) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _mean_over_pairs(reference, views, options: dict) -> torch.Tensor:
+    """The mean of ``reference(views[u], views[v], **options)`` over the pairs ``u < v``, one pair at a time."""
     views = list(views.unbind(0)) if isinstance(views, torch.Tensor) else list(views)
-    return [(views[u], views[v]) for u in range(len(views)) for v in range(u + 1, len(views))]
+    pairs = [(views[u], views[v]) for u in range(len(views)) for v in range(u + 1, len(views))]
+    return torch.stack([reference(a, b, **options) for a, b in pairs]).mean()
 
 
 def multiview_barlow_twins_loss_reference(views, **options) -> torch.Tensor:
@@ -649,7 +672,7 @@ def multiview_barlow_twins_loss_reference(views, **options) -> torch.Tensor:
         >>> torch.allclose(expected, redundancy.multiview_barlow_twins_loss(views), rtol=1e-12)
         True
     """
-    return torch.stack([barlow_twins_loss_reference(a, b, **options) for a, b in _pairs(views)]).mean()
+    return _mean_over_pairs(barlow_twins_loss_reference, views, options)
 
 
 def multiview_vicreg_loss_reference(views, **options) -> torch.Tensor:
@@ -664,4 +687,4 @@ def multiview_vicreg_loss_reference(views, **options) -> torch.Tensor:
         >>> torch.allclose(expected, redundancy.multiview_vicreg_loss(views), rtol=1e-12)
         True
     """
-    return torch.stack([vicreg_loss_reference(a, b, **options) for a, b in _pairs(views)]).mean()
+    return _mean_over_pairs(vicreg_loss_reference, views, options)

@@ -97,7 +97,7 @@ def decov_loss(
     """
     with DECOV.open(locals()) as call:
         options, batch = call.options, call.batch
-        (h,) = batch.gather(call.inputs[0].to(batch.dtype))
+        (h,) = batch.gather_in_dtype(call.inputs[0])
         n, d = h.shape
         chosen = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
         energy = off_diagonal_energy(center(h), algorithm=chosen)
@@ -147,7 +147,7 @@ def total_coding_rate(
     """
     with TOTAL_CODING_RATE.open(locals()) as call:
         options, batch = call.options, call.batch
-        (z,) = batch.gather(call.inputs[0].to(batch.dtype))
+        (z,) = batch.gather_in_dtype(call.inputs[0])
         n, d = z.shape
         chosen = cost.choose_autocorrelation_algorithm(n, d) if options.algorithm == "auto" else options.algorithm
         return call.finish(half_logdet_identity_plus_gram(z, alpha=d / (n * options.eps), algorithm=chosen))

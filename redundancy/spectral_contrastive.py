@@ -81,7 +81,7 @@ def _project_onto_ball(z: torch.Tensor, radius: float) -> torch.Tensor:
 def _spectral_contrastive_terms(
     options: SpectralContrastiveOptions, batch: GlobalBatch, z1: torch.Tensor, z2: torch.Tensor
 ) -> SpectralContrastiveTerms:
-    z1, z2 = batch.gather(z1.to(batch.dtype), z2.to(batch.dtype))
+    z1, z2 = batch.gather_in_dtype(z1, z2)
     n, d = z1.shape
     algorithm: str = options.algorithm
     if algorithm == "auto":

@@ -192,7 +192,7 @@ def _vicreg_terms(options: VICRegOptions, batch: GlobalBatch, views: Sequence[to
     """The terms of V ≥ 2 views (each the mean over the pairs) for the batch of all ranks."""
     if batch.features is not None:
         return _terms_over_features(options, batch, views)
-    views = batch.gather(*(z.to(batch.dtype) for z in views))
+    views = batch.gather_in_dtype(*views)
     count = len(views)
     pairs = count * (count - 1) // 2
     divisor = batch.count - options.correction  # N >= 2 and correction <= 1: never 0
@@ -221,7 +221,7 @@ def _terms_over_features(options: VICRegOptions, batch: GlobalBatch, views: Sequ
             batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype, loss=FEATURE_PARALLEL_COST
         )
     algorithm = terms_algorithm(algorithm, batch.count, batch.dim)
-    views = batch.gather(*(z.to(batch.dtype) for z in views))
+    views = batch.gather_in_dtype(*views)
     count = len(views)
     divisor = batch.count - options.correction
     with no_autocast(views[0].device):
@@ -505,7 +505,7 @@ def vicreg_variance_loss(
     """
     with VICREG_VARIANCE.open(locals()) as call:
         options, batch = call.options, call.batch
-        (z,) = batch.gather(call.inputs[0].to(batch.dtype))
+        (z,) = batch.gather_in_dtype(call.inputs[0])
         hinge = _variance_hinge(center(z), batch.count - options.correction, options.gamma, options.eps)
         return call.finish(hinge)
 
@@ -548,7 +548,7 @@ def vicreg_covariance_loss(
     """
     with VICREG_COVARIANCE.open(locals()) as call:
         options, batch = call.options, call.batch
-        (z,) = batch.gather(call.inputs[0].to(batch.dtype))
+        (z,) = batch.gather_in_dtype(call.inputs[0])
         return call.finish(_covariance_penalty(center(z), batch.count - options.correction, options.algorithm))
 
 

@@ -40,7 +40,8 @@ differentiable torch operations, for a backward that must itself be differentiab
 """
 
 import math
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 import torch
 
@@ -65,6 +66,11 @@ def standardization_of(*, standardize: bool, correction: int, eps: float) -> Sta
     if not standardize:
         return None
     return Standardization(unbiased=correction == 1, eps=eps)
+
+
+def standardization_of_options(options: Any) -> Standardization | None:
+    """:func:`standardization_of` a loss's options dataclass (its fields ``standardize``, ``correction``, ``eps``)."""
+    return standardization_of(standardize=options.standardize, correction=options.correction, eps=options.eps)
 
 
 def center(z: torch.Tensor) -> torch.Tensor:
@@ -314,3 +320,12 @@ def standardize(z: torch.Tensor, standardization: Standardization, *, batch=None
     differentiable (second derivatives) for the local batch.
     """
     return _Standardize.apply(z, standardization, batch)[0]
+
+
+def standardize_each(
+    views: Iterable[torch.Tensor], standardization: Standardization | None, *, batch=None
+) -> list[torch.Tensor]:
+    """Each view through :func:`standardize`, or the views as they are for ``None`` (``standardize=False``)."""
+    if standardization is None:
+        return list(views)
+    return [standardize(z, standardization, batch=batch) for z in views]

@@ -12,12 +12,16 @@ it, by narrowing the tiles of C (cross) or splitting the feature dimension of th
 
 import contextlib
 import dataclasses
+import functools
+import inspect
+import typing
+from collections.abc import Callable
 
 import torch
 import triton
 import triton.language as tl
 
-from redundancy._ops.terms import diagonal_gradient
+from redundancy._ops.terms import barlow_twins_terms_from_summaries, diagonal_gradient
 from redundancy._triton import interpreter_enabled, kernels
 from redundancy._validation import compute_dtype
 
@@ -156,9 +160,22 @@ def _precision(z: torch.Tensor) -> _Precision:
     return _Precision(acc, _TRITON_DTYPES[z.dtype], interpreter_enabled(), "ieee", "tf32", acc)
 
 
-def _on_device(z: torch.Tensor) -> contextlib.AbstractContextManager:
-    """Make ``z``'s GPU the current one: Triton launches on the current device, not on the tensors'."""
-    return torch.cuda.device(z.device) if z.device.type == "cuda" else contextlib.nullcontext()
+_Parameters = typing.ParamSpec("_Parameters")
+_Result = typing.TypeVar("_Result")
+
+
+def _on_device_of_z1(launch: Callable[_Parameters, _Result]) -> Callable[_Parameters, _Result]:
+    """``launch`` run with the GPU of its argument ``z1`` as the current one: Triton launches on the current
+    device, not on the tensors'."""
+    position = list(inspect.signature(launch).parameters).index("z1")
+
+    @functools.wraps(launch)
+    def on_device(*arguments: _Parameters.args, **keywords: _Parameters.kwargs) -> _Result:
+        z1 = typing.cast(torch.Tensor, keywords["z1"] if "z1" in keywords else arguments[position])
+        with torch.cuda.device(z1.device) if z1.device.type == "cuda" else contextlib.nullcontext():
+            return launch(*arguments, **keywords)
+
+    return on_device
 
 
 def _divisor(n: int, correction: int) -> int:
@@ -173,6 +190,44 @@ def _scalar(value: float, like: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- forward
+
+
+def _product_options(standardize: bool, precision: _Precision) -> dict:
+    """The compile-time options of the kernels that multiply standardized tiles (the C tiles and the Gram tiles)."""
+    return dict(
+        STANDARDIZE=standardize,
+        ACC=precision.acc,
+        DOT=precision.dot,
+        EMULATE=precision.emulate,
+        DOT_PRECISION=precision.dot_precision,
+    )
+
+
+def _cross_tiles(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    stats: torch.Tensor,
+    target: torch.Tensor,
+    coefficient: torch.Tensor,
+    diagonal_grad: torch.Tensor,
+    standardize: bool,
+    precision: _Precision,
+    *,
+    gradient: bool = False,
+) -> torch.Tensor:
+    """One launch of :func:`kernels._cross_tile_kernel` over the tiles of C (:func:`cross_tile_config`); returns
+    what it wrote: each tile's off-diagonal energy (forward), or ``dC`` (D×D) with ``gradient``."""
+    n, d = z1.shape
+    config = cross_tile_config(z1.dtype, d)
+    grid = (triton.cdiv(d, config.block_m), triton.cdiv(d, config.block_n))
+    out = torch.empty((d, d) if gradient else (grid[0] * grid[1],), dtype=stats.dtype, device=z1.device)
+    kernels._cross_tile_kernel[grid](
+        z1, z2, stats, target, coefficient, diagonal_grad, out, n, d, *z1.stride(), *z2.stride(),
+        GRADIENT=gradient, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+        C_ACC=precision.correlation_acc, num_warps=config.num_warps, num_stages=config.num_stages,
+        **_product_options(standardize, precision),
+    )  # fmt: skip
+    return out
 
 
 def _statistics(
@@ -218,6 +273,7 @@ def _statistics(
 ForwardOutputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
+@_on_device_of_z1
 def forward(
     z1: torch.Tensor,
     z2: torch.Tensor,
@@ -228,19 +284,6 @@ def forward(
     algorithm: str,
 ) -> ForwardOutputs:
     """``(invariance, redundancy, stats, gram_a, gram_b, row_sums)``, the outputs of the forward custom op."""
-    with _on_device(z1):
-        return _forward(z1, z2, standardize, correction, eps, target, algorithm)
-
-
-def _forward(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    standardize: bool,
-    correction: int,
-    eps: float,
-    target: float,
-    algorithm: str,
-) -> ForwardOutputs:
     n, d = z1.shape
     precision = _precision(z1)
     acc_dtype = compute_dtype(z1)
@@ -248,23 +291,9 @@ def _forward(
     diagonal = stats[4]
     # Three distinct empty tensors where unused: custom-op outputs may not alias one another.
     gram_a, gram_b, row_sums = (z1.new_empty(0, dtype=acc_dtype) for _ in range(3))
-    common = dict(
-        STANDARDIZE=standardize,
-        ACC=precision.acc,
-        DOT=precision.dot,
-        EMULATE=precision.emulate,
-        DOT_PRECISION=precision.dot_precision,
-    )
     if algorithm == "cross":
-        config = cross_tile_config(z1.dtype, d)
-        grid = (triton.cdiv(d, config.block_m), triton.cdiv(d, config.block_n))
-        partials = torch.empty(grid[0] * grid[1], dtype=acc_dtype, device=z1.device)
         target_tensor = _scalar(target, stats)
-        kernels._cross_tile_kernel[grid](
-            z1, z2, stats, target_tensor, target_tensor, diagonal, partials, n, d, *z1.stride(), *z2.stride(),
-            GRADIENT=False, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
-            C_ACC=precision.correlation_acc, num_warps=config.num_warps, num_stages=config.num_stages, **common,
-        )  # fmt: skip
+        partials = _cross_tiles(z1, z2, stats, target_tensor, target_tensor, diagonal, standardize, precision)
         redundancy = partials.sum(dtype=torch.float64).to(acc_dtype)
         return invariance, redundancy, stats, gram_a, gram_b, row_sums
     config = tile_config("gram_tile", z1.dtype)
@@ -278,28 +307,26 @@ def _forward(
     kernels._gram_tile_kernel[(pairs, splits)](
         z1, z2, stats, pair_index, partial_a, partial_b, partial_rows, n, d, pairs, cols_per_split,
         *z1.stride(), *z2.stride(), ROW_SUMS=with_row_sums, BLOCK_M=config.block_m, BLOCK_K=config.block_k,
-        num_warps=config.num_warps, num_stages=config.num_stages, **common,
+        num_warps=config.num_warps, num_stages=config.num_stages, **_product_options(standardize, precision),
     )  # fmt: skip
     gram_a = partial_a.sum(0) if splits > 1 else partial_a[0]
     gram_b = partial_b.sum(0) if splits > 1 else partial_b[0]
-    # ⟨A Aᵀ, B Bᵀ⟩ / N² - Σ c_i², both sums in float64, so the difference does not cancel in float32.
+    # ‖C‖² = ⟨A Aᵀ, B Bᵀ⟩ / N² and ΣC = (A 1)·(B 1) / N in float64, so that ‖C‖² - Σ c_i² does not cancel in float32.
     frobenius_sq = torch.sum(gram_a * gram_b, dtype=torch.float64) / (n * n)
-    diagonal64 = diagonal.to(torch.float64)
-    redundancy = frobenius_sq - diagonal64.dot(diagonal64)
+    total = None
     if with_row_sums:
         row_sums = partial_rows.sum(0)
         total = row_sums[0].to(torch.float64).dot(row_sums[1].to(torch.float64)) / n
-        redundancy = redundancy - 2.0 * target * (total - diagonal64.sum()) + target * target * d * (d - 1)
+    _, redundancy = barlow_twins_terms_from_summaries(diagonal.to(torch.float64), frobenius_sq, total, target)
     # A sum of squares: never negative, whatever rounding is left in the Grams.
     redundancy = redundancy.clamp(min=0.0).to(acc_dtype)
-    if d == 1:  # no off-diagonal entries: exactly 0, not the rounding residue of ‖C‖² - c²
-        redundancy = torch.zeros_like(redundancy)
     return invariance, redundancy, stats, gram_a, gram_b, row_sums
 
 
 # --------------------------------------------------------------------------------------------- backward
 
 
+@_on_device_of_z1
 def backward(
     grad_invariance: torch.Tensor,
     grad_redundancy: torch.Tensor,
@@ -317,29 +344,6 @@ def backward(
     needs_grad_z2: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(dz1, dz2)``, the outputs of the backward custom op; ``stats`` and the rest are the forward's outputs."""
-    with _on_device(z1):
-        return _backward(
-            grad_invariance, grad_redundancy, z1, z2, stats, gram_a, gram_b, row_sums,
-            standardize, correction, target, algorithm, needs_grad_z1, needs_grad_z2,
-        )  # fmt: skip
-
-
-def _backward(
-    grad_invariance: torch.Tensor,
-    grad_redundancy: torch.Tensor,
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    stats: torch.Tensor,
-    gram_a: torch.Tensor,
-    gram_b: torch.Tensor,
-    row_sums: torch.Tensor,
-    standardize: bool,
-    correction: int,
-    target: float,
-    algorithm: str,
-    needs_grad_z1: bool,
-    needs_grad_z2: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
     n, d = z1.shape
     precision = _precision(z1)
     acc_dtype = stats.dtype
@@ -370,15 +374,9 @@ def _backward(
     )  # fmt: skip
     strides = (*z1.stride(), *z2.stride())
     if algorithm == "cross":
-        tiles = cross_tile_config(z1.dtype, d)
-        matrix = torch.empty((d, d), dtype=acc_dtype, device=z1.device)
-        kernels._cross_tile_kernel[(triton.cdiv(d, tiles.block_m), triton.cdiv(d, tiles.block_n))](
-            z1, z2, stats, target_tensor, coefficient, diagonal_grad, matrix, n, d, *strides,
-            STANDARDIZE=standardize, GRADIENT=True, BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n,
-            BLOCK_K=tiles.block_k, ACC=precision.acc, DOT=precision.dot, EMULATE=precision.emulate,
-            DOT_PRECISION=precision.dot_precision, C_ACC=precision.correlation_acc, num_warps=tiles.num_warps,
-            num_stages=tiles.num_stages,
-        )  # fmt: skip
+        matrix = _cross_tiles(
+            z1, z2, stats, target_tensor, coefficient, diagonal_grad, standardize, precision, gradient=True
+        )
         kernels._cross_gradient_kernel[grid](
             z1, z2, stats, matrix, work1, work2, dz1, dz2, sums, n, d, *strides, first_view, **common
         )

@@ -27,6 +27,13 @@ from redundancy._validation import compute_dtype
 # ------------------------------------------------------------------------------------------- custom ops
 
 
+def _launch():
+    """:mod:`redundancy._triton.launch`, which imports Triton: imported when an op first runs."""
+    from redundancy._triton import launch
+
+    return launch
+
+
 @torch.library.custom_op("redundancy::barlow_twins_terms_forward", mutates_args=())
 def barlow_twins_terms_forward(
     z1: torch.Tensor,
@@ -38,9 +45,7 @@ def barlow_twins_terms_forward(
     algorithm: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(invariance, redundancy, stats, gram_a, gram_b, row_sums)`` of raw views z1, z2 (module docstring)."""
-    from redundancy._triton import launch
-
-    return launch.forward(z1, z2, standardize, correction, eps, target, algorithm)
+    return _launch().forward(**locals())  # every argument, by name
 
 
 @barlow_twins_terms_forward.register_fake
@@ -77,24 +82,7 @@ def barlow_twins_terms_backward(
     needs_grad_z2: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(dz1, dz2)`` in the dtype of the views; an empty tensor for a view whose gradient is not needed."""
-    from redundancy._triton import launch
-
-    return launch.backward(
-        grad_invariance,
-        grad_redundancy,
-        z1,
-        z2,
-        stats,
-        gram_a,
-        gram_b,
-        row_sums,
-        standardize,
-        correction,
-        target,
-        algorithm,
-        needs_grad_z1,
-        needs_grad_z2,
-    )
+    return _launch().backward(**locals())  # every argument, by name
 
 
 @barlow_twins_terms_backward.register_fake
@@ -139,7 +127,7 @@ class BarlowTwinsTermsFunction(torch.autograd.Function):
         _invariance, _redundancy, stats, gram_a, gram_b, row_sums = output
         ctx.mark_non_differentiable(stats, gram_a, gram_b, row_sums)
         ctx.save_for_backward(z1, z2, stats, gram_a, gram_b, row_sums)
-        ctx.options = (standardize, correction, target, algorithm)
+        ctx.options = (standardize, correction, target, algorithm)  # in the order the backward op takes them
 
     @staticmethod
     def vmap(info, in_dims, z1, z2, standardize, correction, eps, target, algorithm):
@@ -161,8 +149,8 @@ class BarlowTwinsTermsFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_invariance, grad_redundancy, *_unused_grads):
-        z1, z2, stats, gram_a, gram_b, row_sums = ctx.saved_tensors
-        standardize, correction, target, algorithm = ctx.options
+        saved = ctx.saved_tensors  # z1, z2, stats, gram_a, gram_b, row_sums: in the order the backward op takes
+        z1, z2, stats = saved[:3]
         needs_grad_z1, needs_grad_z2 = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if grad_invariance is None:
             grad_invariance = torch.zeros((), dtype=stats.dtype, device=stats.device)
@@ -170,20 +158,7 @@ class BarlowTwinsTermsFunction(torch.autograd.Function):
             grad_redundancy = torch.zeros((), dtype=stats.dtype, device=stats.device)
         with torch.no_grad():  # the op has no autograd formula: _FirstOrderGradient stands for one
             dz1, dz2 = barlow_twins_terms_backward(
-                grad_invariance,
-                grad_redundancy,
-                z1,
-                z2,
-                stats,
-                gram_a,
-                gram_b,
-                row_sums,
-                standardize,
-                correction,
-                target,
-                algorithm,
-                needs_grad_z1,
-                needs_grad_z2,
+                grad_invariance, grad_redundancy, *saved, *ctx.options, needs_grad_z1, needs_grad_z2
             )
         dz1, dz2 = dz1 if needs_grad_z1 else None, dz2 if needs_grad_z2 else None
         depends_on = [tensor for tensor in (z1, z2, grad_invariance, grad_redundancy) if tensor.requires_grad]
