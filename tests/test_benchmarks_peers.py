@@ -67,7 +67,7 @@ def _committed_summary() -> list[list[str]]:
     return rows
 
 
-def test_the_committed_run_is_whole():
+def test_the_committed_peers_run_is_whole():
     measurements = json.loads((COMMITTED / "peers.json").read_text())
     assert set(measurements["sources"]) == {peers.LIGHTLY, peers.SOLO}
     assert measurements["memory_shape"] == list(peers.MEMORY_SHAPE)
