@@ -21,6 +21,9 @@ def test_auto_on_cpu_is_torch_even_when_interpreting(monkeypatch):
 
 
 def test_explicit_triton_on_cpu_without_interpreter_names_the_reason(monkeypatch):
+    """With Triton installed, CPU tensors outside the interpreter are refused naming CUDA and the interpreter
+    (without Triton, the error says that it is not installed: the next test but one)."""
+    pytest.importorskip("triton", reason="the message for CPU tensors where Triton is installed")
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     z = torch.randn(8, 4)
     with pytest.raises(ValueError, match=r"backend='triton' needs CUDA tensors, got device cpu .*TRITON_INTERPRET=1"):
