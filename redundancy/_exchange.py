@@ -15,7 +15,6 @@ feature group and the row group again. The result is the :class:`~redundancy._ba
 """
 
 import collections
-import zlib
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -101,16 +100,15 @@ def fingerprint(group: Any) -> float:
         if len(_FINGERPRINTS) >= 1024:
             _FINGERPRINTS.clear()
         size = min(dist.get_world_size(group), (1 << _SIZE_BITS) - 1)
-        number = _FINGERPRINTS[group] = float((_name_code(group.group_name) << _SIZE_BITS) | size)
+        number = _FINGERPRINTS[group] = float((_hash32(group.group_name) << _SIZE_BITS) | size)
     return number
 
 
-def _name_code(name: str) -> int:
-    """A 32-bit hash of a group's name (FNV-1a of its characters), the same in every process; plain Python, so
-    that ``torch.compile`` folds it to a constant when the first call of a compiled step is the first to name the
-    group."""
+def _hash32(text: str) -> int:
+    """A 32-bit hash of ``text`` (FNV-1a of its characters), the same in every process; plain Python, so that
+    ``torch.compile`` folds it to a constant (the first call of a compiled step may be the first to name a group)."""
     code = 0x811C9DC5
-    for character in name:
+    for character in text:
         code = ((code ^ ord(character)) * 0x01000193) & 0xFFFFFFFF
     return code
 
@@ -128,7 +126,7 @@ def requires_grad_code(views: Sequence[object]) -> float:
     bits = [isinstance(view, torch.Tensor) and view.requires_grad for view in views]
     if len(bits) <= 52:
         return float(sum(1 << index for index, bit in enumerate(bits) if bit))
-    return float((1 << 52) + zlib.crc32(bytes(bits)))
+    return float((1 << 52) + _hash32("".join("1" if bit else "0" for bit in bits)))
 
 
 def _ordinal(k: int) -> str:

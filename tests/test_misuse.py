@@ -454,3 +454,19 @@ def test_faults_on_a_grid_smaller_than_the_default_group_raise_on_every_rank(sma
     assert_every_rank_raised(grid_ranks, "2x2, lambd on rank 3", "lambd", "same on every rank")
     assert_every_rank_raised(grid_ranks, "2x2, z2 requires grad on rank 3 only", "z2", "requires grad", "rank 3")
     assert_every_rank_raised(smaller_grids[:2], "1x2, the feature group passed as group", "rank 1", "group=[0, 1]")
+
+
+def test_which_views_require_grad_is_a_code_the_compiler_traces_beyond_52_views():
+    """Beyond 52 views the code is a hash of the bits, computed in plain Python: it traces under torch.compile, and
+    it tells two patterns apart and equals itself on equal ones."""
+    from redundancy._exchange import requires_grad_code
+
+    views = [torch.zeros(1, requires_grad=index % 3 == 0) for index in range(60)]
+    other = [torch.zeros(1, requires_grad=index % 3 == 1) for index in range(60)]
+    compiled = torch.compile(
+        lambda *v: torch.tensor(requires_grad_code(v), dtype=torch.float64), fullgraph=True, backend="eager"
+    )
+    torch._dynamo.reset()
+    assert compiled(*views).item() == requires_grad_code(views) >= 2**52
+    assert requires_grad_code(views) != requires_grad_code(other)
+    assert requires_grad_code(views) == requires_grad_code([v.detach().requires_grad_(v.requires_grad) for v in views])
