@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from redundancy import barlow_twins_loss, cost
+from redundancy import barlow_twins_loss
+from redundancy import cost
 from redundancy.reference import barlow_twins_loss_reference
 
 

@@ -15,7 +15,11 @@ import json
 
 import torch
 
-from benchmarks.common import add_output_option, environment, forward_backward, make_views, time_function
+from benchmarks.common import add_output_option
+from benchmarks.common import environment
+from benchmarks.common import forward_backward
+from benchmarks.common import make_views
+from benchmarks.common import time_function
 from redundancy import barlow_twins_loss
 
 

@@ -71,7 +71,9 @@ def implementations(lejepa: str | None, mmcr: str | None) -> dict[str, Callable[
 
         found["official MMCR (distributed=True)"] = official_mmcr
     try:
-        from lightly.loss import LeJEPALoss, MMCRLoss, SIGReg
+        from lightly.loss import LeJEPALoss
+        from lightly.loss import MMCRLoss
+        from lightly.loss import SIGReg
     except ImportError:
         pass
     else:

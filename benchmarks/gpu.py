@@ -35,8 +35,10 @@ from collections.abc import Callable
 
 import torch
 
-from benchmarks.common import add_output_option, parse_shape
-from redundancy import barlow_twins_loss, cost
+from benchmarks.common import add_output_option
+from benchmarks.common import parse_shape
+from redundancy import barlow_twins_loss
+from redundancy import cost
 from redundancy.reference import barlow_twins_loss_reference
 
 DEFAULT_SHAPES = [(n, d) for n in (256, 1024, 2048) for d in (2048, 8192)]

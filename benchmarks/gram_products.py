@@ -18,8 +18,14 @@ import time
 
 import torch
 
-from benchmarks.common import add_output_option, environment, median_p20_p80, parse_shape
-from redundancy._ops.products import _block_bounds, symmetric_blocks, symmetric_gram, symmetric_gram_flops
+from benchmarks.common import add_output_option
+from benchmarks.common import environment
+from benchmarks.common import median_p20_p80
+from benchmarks.common import parse_shape
+from redundancy._ops.products import _block_bounds
+from redundancy._ops.products import symmetric_blocks
+from redundancy._ops.products import symmetric_gram
+from redundancy._ops.products import symmetric_gram_flops
 
 
 def gram_by_block_rows(x: torch.Tensor) -> torch.Tensor:

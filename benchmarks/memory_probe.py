@@ -10,14 +10,12 @@ import sys
 import torch
 
 from benchmarks.cases import all_cases
-from benchmarks.common import (
-    DTYPES,
-    forward_backward,
-    make_views,
-    peak_memory_cpu,
-    peak_memory_cuda,
-    use_mmap_for_large_allocations,
-)
+from benchmarks.common import DTYPES
+from benchmarks.common import forward_backward
+from benchmarks.common import make_views
+from benchmarks.common import peak_memory_cpu
+from benchmarks.common import peak_memory_cuda
+from benchmarks.common import use_mmap_for_large_allocations
 
 
 def measure(case_name: str, n: int, d: int, dtype: str, device: str) -> int:

@@ -23,7 +23,10 @@ import time
 import torch
 
 import redundancy
-from benchmarks.common import add_output_option, environment, median_p20_p80, parse_shape
+from benchmarks.common import add_output_option
+from benchmarks.common import environment
+from benchmarks.common import median_p20_p80
+from benchmarks.common import parse_shape
 from redundancy import cost
 
 LOSSES = {

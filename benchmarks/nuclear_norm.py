@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import environment, median_p20_p80
+from benchmarks.common import environment
+from benchmarks.common import median_p20_p80
 from redundancy._ops.nuclear_norm import nuclear_norm
 
 

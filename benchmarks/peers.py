@@ -58,13 +58,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import redundancy
-from benchmarks.common import (
-    add_output_option,
-    environment,
-    parse_shape,
-    peak_memory_cpu,
-    use_mmap_for_large_allocations,
-)
+from benchmarks.common import add_output_option
+from benchmarks.common import environment
+from benchmarks.common import parse_shape
+from benchmarks.common import peak_memory_cpu
+from benchmarks.common import use_mmap_for_large_allocations
 from redundancy.reference import barlow_twins_loss_reference
 
 LAMBD = 0.0051

@@ -18,7 +18,8 @@ from typing import NamedTuple
 import torch
 
 import redundancy
-from benchmarks.common import environment, make_views
+from benchmarks.common import environment
+from benchmarks.common import make_views
 from redundancy import reference
 
 

@@ -28,16 +28,15 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import (
-    environment,
-    median_p20_p80,
-    parse_shape,
-    peak_memory_cpu,
-    peak_memory_cuda,
-    use_mmap_for_large_allocations,
-)
+from benchmarks.common import environment
+from benchmarks.common import median_p20_p80
+from benchmarks.common import parse_shape
+from benchmarks.common import peak_memory_cpu
+from benchmarks.common import peak_memory_cuda
+from benchmarks.common import use_mmap_for_large_allocations
 from redundancy import sigreg_loss
-from redundancy._ops.sigreg import draw_directions, sliced_epps_pulley
+from redundancy._ops.sigreg import draw_directions
+from redundancy._ops.sigreg import sliced_epps_pulley
 from redundancy.reference import sigreg_loss_reference
 
 METHODS = ("public", "lean", "official")

@@ -26,16 +26,14 @@ import torch
 
 from benchmarks import report
 from benchmarks.cases import all_cases
-from benchmarks.common import (
-    DTYPES,
-    add_output_option,
-    environment,
-    forward_backward,
-    make_views,
-    median_p20_p80,
-    parse_shape,
-    time_function,
-)
+from benchmarks.common import DTYPES
+from benchmarks.common import add_output_option
+from benchmarks.common import environment
+from benchmarks.common import forward_backward
+from benchmarks.common import make_views
+from benchmarks.common import median_p20_p80
+from benchmarks.common import parse_shape
+from benchmarks.common import time_function
 from benchmarks.memory_probe import measure as measure_peak_memory
 from redundancy import cost
 

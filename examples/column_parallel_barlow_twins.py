@@ -62,7 +62,10 @@ from torch.nn import functional as F
 import redundancy
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from digits_barlow_twins import augment, embed, linear_probe_accuracy, load_digits_split  # data and probe
+from digits_barlow_twins import augment  # data and probe
+from digits_barlow_twins import embed  # data and probe
+from digits_barlow_twins import linear_probe_accuracy  # data and probe
+from digits_barlow_twins import load_digits_split  # data and probe
 
 # ------------------------------------------------------------------------------------------------ the grid
 

@@ -42,7 +42,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from redundancy import BarlowTwinsLoss, cross_correlation
+from redundancy import BarlowTwinsLoss
+from redundancy import cross_correlation
 
 LABEL_FRACTIONS = (0.02, 0.1, 1.0)
 TEST_SIZE = 0.25

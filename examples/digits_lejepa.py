@@ -34,17 +34,16 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from digits_barlow_twins import (
-    DigitsEncoder,
-    augment,
-    embed,
-    load_digits_split,
-    probe_all,
-    results_table,
-)
+from digits_barlow_twins import DigitsEncoder
+from digits_barlow_twins import augment
+from digits_barlow_twins import embed
+from digits_barlow_twins import load_digits_split
+from digits_barlow_twins import probe_all
+from digits_barlow_twins import results_table
 from torch import nn
 
-from redundancy import LeJEPALoss, MultiviewBarlowTwinsLoss
+from redundancy import LeJEPALoss
+from redundancy import MultiviewBarlowTwinsLoss
 
 
 def head(in_features: int, width: int, out_features: int) -> nn.Sequential:

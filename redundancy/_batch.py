@@ -32,12 +32,14 @@ import os
 import pickle
 import typing
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from redundancy._ops._autograd import refuse_graph_with_collectives, with_cached_signature
+from redundancy._ops._autograd import refuse_graph_with_collectives
+from redundancy._ops._autograd import with_cached_signature
 from redundancy._ops.reductions import column_dot
 
 if TYPE_CHECKING:

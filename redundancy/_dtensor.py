@@ -9,13 +9,16 @@ mesh, with its terms alike; the views' gradients come back as DTensors with the 
 convention is that of the explicit groups.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 try:
-    from torch.distributed.tensor import DTensor, Replicate, Shard
+    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor import Replicate
+    from torch.distributed.tensor import Shard
 
     _DTENSOR_AVAILABLE = True
 except ImportError:  # a build of torch without torch.distributed

@@ -15,23 +15,23 @@ feature group and the row group again. The result is the :class:`~redundancy._ba
 """
 
 import collections
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 
-from redundancy._batch import (
-    DISTRIBUTED_AVAILABLE,
-    CollectiveNotStarted,
-    FeatureShards,
-    GlobalBatch,
-    ProcessGroup,
-    all_gather,
-    gather_objects,
-    group_ranks,
-    group_world_size,
-)
+from redundancy._batch import DISTRIBUTED_AVAILABLE
+from redundancy._batch import CollectiveNotStarted
+from redundancy._batch import FeatureShards
+from redundancy._batch import GlobalBatch
+from redundancy._batch import ProcessGroup
+from redundancy._batch import all_gather
+from redundancy._batch import gather_objects
+from redundancy._batch import group_ranks
+from redundancy._batch import group_world_size
 from redundancy._validation import compute_dtype
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}

@@ -32,34 +32,37 @@ import inspect
 import numbers
 import typing
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar, Literal, NamedTuple
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
+from typing import ClassVar
+from typing import Literal
+from typing import NamedTuple
 
 import torch
 
-from redundancy._batch import GlobalBatch, ProcessGroup
+from redundancy._batch import GlobalBatch
+from redundancy._batch import ProcessGroup
 from redundancy._dtensor import is_dtensor
 from redundancy._dtensor import unwrap as unwrap_dtensors
-from redundancy._exchange import (
-    LOSS_NAMES,
-    Header,
-    Shared,
-    as_number,
-    describe_feature_group,
-    feature_group_size,
-    is_global,
-    open_batch,
-)
+from redundancy._exchange import LOSS_NAMES
+from redundancy._exchange import Header
+from redundancy._exchange import Shared
+from redundancy._exchange import as_number
+from redundancy._exchange import describe_feature_group
+from redundancy._exchange import feature_group_size
+from redundancy._exchange import is_global
+from redundancy._exchange import open_batch
 from redundancy._ops._autocast import no_autocast
-from redundancy._validation import (
-    check_bool,
-    check_choice,
-    check_correction,
-    check_group,
-    check_integer,
-    check_real,
-    check_views,
-)
+from redundancy._validation import check_bool
+from redundancy._validation import check_choice
+from redundancy._validation import check_correction
+from redundancy._validation import check_group
+from redundancy._validation import check_integer
+from redundancy._validation import check_real
+from redundancy._validation import check_views
 
 # ------------------------------------------------------------------------------------------------ option types
 

@@ -7,20 +7,20 @@ its public function, its ``terms`` form (if it has one), its Module and its refe
 """
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
-from redundancy import (
-    barlow_twins,
-    cca_ssg,
-    mixed_barlow_twins,
-    mmcr,
-    reference,
-    regularizers,
-    sigreg,
-    spectral_contrastive,
-    vicreg,
-)
-from redundancy._frame import Loss, LossModule
+from redundancy import barlow_twins
+from redundancy import cca_ssg
+from redundancy import mixed_barlow_twins
+from redundancy import mmcr
+from redundancy import reference
+from redundancy import regularizers
+from redundancy import sigreg
+from redundancy import spectral_contrastive
+from redundancy import vicreg
+from redundancy._frame import Loss
+from redundancy._frame import LossModule
 
 
 class Member(NamedTuple):

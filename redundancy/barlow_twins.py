@@ -12,37 +12,44 @@ V(V-1)/2 pairs), one process and many (the batch of all ranks), whole views and 
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any
+from typing import Literal
+from typing import NamedTuple
 
 import torch
 
 from redundancy import cost
-from redundancy._batch import GlobalBatch, ProcessGroup
-from redundancy._frame import (
-    FEATURE_GROUP,
-    NONNEGATIVE,
-    Algorithm,
-    Backend,
-    Correction,
-    Distributed,
-    GradientConvention,
-    Loss,
-    LossModule,
-    Options,
-    Strategy,
-    Views,
-    ViewsArgument,
-    ViewSequence,
-    eager_on_a_grid,
-    module_options,
-    multiview_form_of,
-    same_arguments_as,
-)
+from redundancy._batch import GlobalBatch
+from redundancy._batch import ProcessGroup
+from redundancy._frame import FEATURE_GROUP
+from redundancy._frame import NONNEGATIVE
+from redundancy._frame import Algorithm
+from redundancy._frame import Backend
+from redundancy._frame import Correction
+from redundancy._frame import Distributed
+from redundancy._frame import GradientConvention
+from redundancy._frame import Loss
+from redundancy._frame import LossModule
+from redundancy._frame import Options
+from redundancy._frame import Strategy
+from redundancy._frame import Views
+from redundancy._frame import ViewsArgument
+from redundancy._frame import ViewSequence
+from redundancy._frame import eager_on_a_grid
+from redundancy._frame import module_options
+from redundancy._frame import multiview_form_of
+from redundancy._frame import same_arguments_as
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops.feature_shards import barlow_twins_terms_over_features, terms_algorithm
-from redundancy._ops.multiview import multiview_cross_terms, multiview_gram_terms, view_pairs
-from redundancy._ops.standardize import Standardization, standardization_of_options, standardize_each
-from redundancy._triton import barlow_twins_terms_triton, select_backend
+from redundancy._ops.feature_shards import barlow_twins_terms_over_features
+from redundancy._ops.feature_shards import terms_algorithm
+from redundancy._ops.multiview import multiview_cross_terms
+from redundancy._ops.multiview import multiview_gram_terms
+from redundancy._ops.multiview import view_pairs
+from redundancy._ops.standardize import Standardization
+from redundancy._ops.standardize import standardization_of_options
+from redundancy._ops.standardize import standardize_each
+from redundancy._triton import barlow_twins_terms_triton
+from redundancy._triton import select_backend
 
 __all__ = [
     "BarlowTwinsLoss",

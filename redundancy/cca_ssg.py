@@ -7,27 +7,28 @@ official code (``hengruizhang98/CCA-SSG``: ``z = (h - h.mean(0)) / h.std(0)``, `
 """
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import torch
 
 from redundancy import cost
-from redundancy._batch import GlobalBatch, ProcessGroup
-from redundancy._frame import (
-    NONNEGATIVE,
-    Algorithm,
-    Correction,
-    Distributed,
-    GradientConvention,
-    Loss,
-    LossModule,
-    Options,
-    Views,
-    module_options,
-    same_arguments_as,
-)
+from redundancy._batch import GlobalBatch
+from redundancy._batch import ProcessGroup
+from redundancy._frame import NONNEGATIVE
+from redundancy._frame import Algorithm
+from redundancy._frame import Correction
+from redundancy._frame import Distributed
+from redundancy._frame import GradientConvention
+from redundancy._frame import Loss
+from redundancy._frame import LossModule
+from redundancy._frame import Options
+from redundancy._frame import Views
+from redundancy._frame import module_options
+from redundancy._frame import same_arguments_as
 from redundancy._ops import off_diagonal_energy
-from redundancy._ops.standardize import standardization_of_options, standardize_each
+from redundancy._ops.standardize import standardization_of_options
+from redundancy._ops.standardize import standardize_each
 
 __all__ = ["CCASSGLoss", "CCASSGTerms", "cca_ssg_loss", "cca_ssg_terms"]
 

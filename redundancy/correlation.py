@@ -5,8 +5,12 @@ import torch
 
 from redundancy._frame import Correction
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops.standardize import standardization_of, standardize_each
-from redundancy._validation import check_embedding, check_standardization, check_views, compute_dtype
+from redundancy._ops.standardize import standardization_of
+from redundancy._ops.standardize import standardize_each
+from redundancy._validation import check_embedding
+from redundancy._validation import check_standardization
+from redundancy._validation import check_views
+from redundancy._validation import compute_dtype
 
 __all__ = ["batch_standardize", "cross_correlation", "off_diagonal"]
 

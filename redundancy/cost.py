@@ -51,7 +51,8 @@ from redundancy._ops.autocorrelation import off_diagonal_energy_flops
 from redundancy._ops.cross import cross_correlation_terms_flops
 from redundancy._ops.feature_shards import terms_algorithm
 from redundancy._ops.gram import gram_terms_flops
-from redundancy._ops.multiview import multiview_cross_terms_flops, multiview_gram_terms_flops
+from redundancy._ops.multiview import multiview_cross_terms_flops
+from redundancy._ops.multiview import multiview_gram_terms_flops
 
 ALGORITHMS = ("cross", "gram")
 

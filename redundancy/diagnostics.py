@@ -11,19 +11,19 @@ import torch
 
 from redundancy import cost
 from redundancy._frame import Correction
-from redundancy._ops import cross_correlation_terms, gram_terms
+from redundancy._ops import cross_correlation_terms
+from redundancy._ops import gram_terms
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops.standardize import standardization_of, standardize_each
+from redundancy._ops.standardize import standardization_of
+from redundancy._ops.standardize import standardize_each
 from redundancy._ops.terms import off_diagonal_summaries_
-from redundancy._validation import (
-    check_bool,
-    check_correction,
-    check_embedding,
-    check_real,
-    check_standardization,
-    check_views,
-    compute_dtype,
-)
+from redundancy._validation import check_bool
+from redundancy._validation import check_correction
+from redundancy._validation import check_embedding
+from redundancy._validation import check_real
+from redundancy._validation import check_standardization
+from redundancy._validation import check_views
+from redundancy._validation import compute_dtype
 from redundancy.correlation import cross_correlation
 
 __all__ = ["CrossCorrelationSummary", "cross_correlation_summary", "effective_rank", "feature_std"]

@@ -21,22 +21,23 @@ from typing import Any
 import torch
 
 from redundancy import cost
-from redundancy._batch import GlobalBatch, ProcessGroup
-from redundancy._exchange import Shared, as_number
-from redundancy._frame import (
-    NONNEGATIVE,
-    Algorithm,
-    Correction,
-    Distributed,
-    GradientConvention,
-    Loss,
-    LossModule,
-    Options,
-    Views,
-    module_options,
-)
+from redundancy._batch import GlobalBatch
+from redundancy._batch import ProcessGroup
+from redundancy._exchange import Shared
+from redundancy._exchange import as_number
+from redundancy._frame import NONNEGATIVE
+from redundancy._frame import Algorithm
+from redundancy._frame import Correction
+from redundancy._frame import Distributed
+from redundancy._frame import GradientConvention
+from redundancy._frame import Loss
+from redundancy._frame import LossModule
+from redundancy._frame import Options
+from redundancy._frame import Views
+from redundancy._frame import module_options
 from redundancy._ops import cross_product_energy
-from redundancy._ops.standardize import standardization_of_options, standardize_each
+from redundancy._ops.standardize import standardization_of_options
+from redundancy._ops.standardize import standardize_each
 from redundancy._validation import check_real
 
 __all__ = ["MixedBarlowTwinsRegularizer", "mixed_barlow_twins_regularizer"]

@@ -20,24 +20,24 @@ its own rows back in its slot: the same value, and each rank's gradient is that 
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import torch
 from torch.nn import functional as F
 
-from redundancy._batch import GlobalBatch, ProcessGroup
-from redundancy._frame import (
-    NONNEGATIVE,
-    Distributed,
-    GradientConvention,
-    Loss,
-    LossModule,
-    Options,
-    ViewsArgument,
-    ViewSequence,
-    module_options,
-    same_arguments_as,
-)
+from redundancy._batch import GlobalBatch
+from redundancy._batch import ProcessGroup
+from redundancy._frame import NONNEGATIVE
+from redundancy._frame import Distributed
+from redundancy._frame import GradientConvention
+from redundancy._frame import Loss
+from redundancy._frame import LossModule
+from redundancy._frame import Options
+from redundancy._frame import ViewsArgument
+from redundancy._frame import ViewSequence
+from redundancy._frame import module_options
+from redundancy._frame import same_arguments_as
 from redundancy._ops.nuclear_norm import nuclear_norm
 
 __all__ = ["MMCRLoss", "MMCRTerms", "mmcr_loss", "mmcr_terms"]

@@ -15,19 +15,18 @@ import torch
 
 from redundancy import cost
 from redundancy._batch import ProcessGroup
-from redundancy._frame import (
-    POSITIVE,
-    Algorithm,
-    Correction,
-    Distributed,
-    GradientConvention,
-    Loss,
-    LossModule,
-    Options,
-    Views,
-    module_options,
-)
-from redundancy._ops import half_logdet_identity_plus_gram, off_diagonal_energy
+from redundancy._frame import POSITIVE
+from redundancy._frame import Algorithm
+from redundancy._frame import Correction
+from redundancy._frame import Distributed
+from redundancy._frame import GradientConvention
+from redundancy._frame import Loss
+from redundancy._frame import LossModule
+from redundancy._frame import Options
+from redundancy._frame import Views
+from redundancy._frame import module_options
+from redundancy._ops import half_logdet_identity_plus_gram
+from redundancy._ops import off_diagonal_energy
 from redundancy._ops.standardize import center
 
 __all__ = ["DeCovLoss", "TotalCodingRate", "decov_loss", "total_coding_rate"]

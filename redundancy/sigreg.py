@@ -32,30 +32,33 @@ import dataclasses
 import operator
 import zlib
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 
-from redundancy._batch import GlobalBatch, ProcessGroup
+from redundancy._batch import GlobalBatch
+from redundancy._batch import ProcessGroup
 from redundancy._dtensor import is_dtensor
 from redundancy._exchange import Shared
-from redundancy._frame import (
-    POSITIVE,
-    Distributed,
-    GradientConvention,
-    Inputs,
-    Loss,
-    LossModule,
-    Options,
-    Views,
-    ViewsArgument,
-    ViewSequence,
-    module_options,
-    same_arguments_as,
-)
-from redundancy._ops.sigreg import characteristic_sums, epps_pulley_from_sums
-from redundancy._validation import check_embedding, check_integer, check_real
+from redundancy._frame import POSITIVE
+from redundancy._frame import Distributed
+from redundancy._frame import GradientConvention
+from redundancy._frame import Inputs
+from redundancy._frame import Loss
+from redundancy._frame import LossModule
+from redundancy._frame import Options
+from redundancy._frame import Views
+from redundancy._frame import ViewsArgument
+from redundancy._frame import ViewSequence
+from redundancy._frame import module_options
+from redundancy._frame import same_arguments_as
+from redundancy._ops.sigreg import characteristic_sums
+from redundancy._ops.sigreg import epps_pulley_from_sums
+from redundancy._validation import check_embedding
+from redundancy._validation import check_integer
+from redundancy._validation import check_real
 
 __all__ = [
     "LeJEPALoss",

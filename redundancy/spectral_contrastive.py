@@ -8,24 +8,24 @@ transposed views). The defaults are those of ``jhaochenz96/spectral_contrastive_
 
 import dataclasses
 import math
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import torch
 
 from redundancy import cost
-from redundancy._batch import GlobalBatch, ProcessGroup
-from redundancy._frame import (
-    POSITIVE,
-    Algorithm,
-    Distributed,
-    GradientConvention,
-    Loss,
-    LossModule,
-    Options,
-    Views,
-    module_options,
-    same_arguments_as,
-)
+from redundancy._batch import GlobalBatch
+from redundancy._batch import ProcessGroup
+from redundancy._frame import POSITIVE
+from redundancy._frame import Algorithm
+from redundancy._frame import Distributed
+from redundancy._frame import GradientConvention
+from redundancy._frame import Loss
+from redundancy._frame import LossModule
+from redundancy._frame import Options
+from redundancy._frame import Views
+from redundancy._frame import module_options
+from redundancy._frame import same_arguments_as
 from redundancy._ops import cross_product_energy
 
 __all__ = [

@@ -20,37 +20,36 @@ same value, with the gradient convention of :func:`redundancy.barlow_twins_loss`
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any
+from typing import Literal
+from typing import NamedTuple
 
 import torch
 
 from redundancy import cost
-from redundancy._batch import GlobalBatch, ProcessGroup
-from redundancy._frame import (
-    FEATURE_GROUP,
-    NONNEGATIVE,
-    Algorithm,
-    Correction,
-    Distributed,
-    GradientConvention,
-    Loss,
-    LossModule,
-    Options,
-    Views,
-    ViewsArgument,
-    ViewSequence,
-    eager_on_a_grid,
-    module_options,
-    multiview_form_of,
-    same_arguments_as,
-)
+from redundancy._batch import GlobalBatch
+from redundancy._batch import ProcessGroup
+from redundancy._frame import FEATURE_GROUP
+from redundancy._frame import NONNEGATIVE
+from redundancy._frame import Algorithm
+from redundancy._frame import Correction
+from redundancy._frame import Distributed
+from redundancy._frame import GradientConvention
+from redundancy._frame import Loss
+from redundancy._frame import LossModule
+from redundancy._frame import Options
+from redundancy._frame import Views
+from redundancy._frame import ViewsArgument
+from redundancy._frame import ViewSequence
+from redundancy._frame import eager_on_a_grid
+from redundancy._frame import module_options
+from redundancy._frame import multiview_form_of
+from redundancy._frame import same_arguments_as
 from redundancy._ops import off_diagonal_energy
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops.feature_shards import (
-    off_diagonal_energy_from_parts,
-    off_diagonal_energy_parts,
-    terms_algorithm,
-)
+from redundancy._ops.feature_shards import off_diagonal_energy_from_parts
+from redundancy._ops.feature_shards import off_diagonal_energy_parts
+from redundancy._ops.feature_shards import terms_algorithm
 from redundancy._ops.standardize import center
 
 __all__ = [

@@ -53,7 +53,8 @@ def variants():
     """``(name, dtype, kernel, constexprs, config)`` of every kernel variant launched on a GPU (contiguous inputs)."""
     import torch
 
-    from redundancy._triton import kernels, launch
+    from redundancy._triton import kernels
+    from redundancy._triton import launch
 
     for dtype in (torch.bfloat16, torch.float16, torch.float32, torch.float64):
         precision = launch._precision(torch.zeros(0, dtype=dtype))

@@ -4,7 +4,9 @@ last rank that only the third exchange of the grid carries to every rank. Prints
 
 import torch
 import torch.distributed as dist
-from torch.distributed.tensor import Shard, distribute_tensor, init_device_mesh
+from torch.distributed.tensor import Shard
+from torch.distributed.tensor import distribute_tensor
+from torch.distributed.tensor import init_device_mesh
 
 import redundancy
 

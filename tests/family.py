@@ -30,19 +30,31 @@ import functools
 import inspect
 import pickle
 import typing
-from collections.abc import Callable, Sequence
-from typing import Any, Literal, NamedTuple
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+from typing import Literal
+from typing import NamedTuple
 
 import torch
 import torch.utils._pytree as pytree
-from torch.func import grad, jacrev, vjp, vmap
+from torch.func import grad
+from torch.func import jacrev
+from torch.func import vjp
+from torch.func import vmap
 
-from redundancy._frame import FAMILY_OPTIONS, Loss, Views, ViewSequence
+from redundancy._frame import FAMILY_OPTIONS
+from redundancy._frame import Loss
+from redundancy._frame import Views
+from redundancy._frame import ViewSequence
 from redundancy._registry import FAMILY as REGISTERED
 from redundancy._registry import Member
 from redundancy.mixed_barlow_twins import MixingInputs
 from redundancy.sigreg import Embeddings
-from tests.utils import GRAD_TOL, LOSS_RTOL, assert_relative, relative_error
+from tests.utils import GRAD_TOL
+from tests.utils import LOSS_RTOL
+from tests.utils import assert_relative
+from tests.utils import relative_error
 
 # ------------------------------------------------------------------------------------------------ inputs
 

@@ -9,10 +9,16 @@ import pytest
 import torch
 
 import redundancy
-from redundancy._ops import Standardization, cross_correlation_terms, gram_terms, standardize
-from redundancy._ops._autograd import DIRECT_APPLY, saved_tensors_die_after_backward, with_direct_apply
+from redundancy._ops import Standardization
+from redundancy._ops import cross_correlation_terms
+from redundancy._ops import gram_terms
+from redundancy._ops import standardize
+from redundancy._ops._autograd import DIRECT_APPLY
+from redundancy._ops._autograd import saved_tensors_die_after_backward
+from redundancy._ops._autograd import with_direct_apply
 from redundancy._ops.cross import _CrossCorrelationTerms
-from tests.utils import STANDARDIZATIONS, assert_relative
+from tests.utils import STANDARDIZATIONS
+from tests.utils import assert_relative
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,13 @@ import pytest
 import torch
 
 import redundancy
-from redundancy.reference import (
-    barlow_twins_loss_reference,
-    barlow_twins_terms_reference,
-)
-from tests.utils import GRAD_TOL, LOSS_RTOL, STANDARDIZATIONS, assert_relative, relative_error
+from redundancy.reference import barlow_twins_loss_reference
+from redundancy.reference import barlow_twins_terms_reference
+from tests.utils import GRAD_TOL
+from tests.utils import LOSS_RTOL
+from tests.utils import STANDARDIZATIONS
+from tests.utils import assert_relative
+from tests.utils import relative_error
 
 ALGORITHMS = ["cross", "gram"]
 SHAPES = list(itertools.product([2, 3, 37, 256], [1, 2, 70, 512]))

@@ -6,7 +6,9 @@ import pathlib
 import pytest
 import torch
 
-from benchmarks import gram_products, report, suite
+from benchmarks import gram_products
+from benchmarks import report
+from benchmarks import suite
 
 
 def _timing(median, repeats=5):

@@ -10,7 +10,13 @@ import sys
 import pytest
 import torch
 
-from benchmarks import crossover, gpu, gram_products, multiview, parallel_layouts, report, suite
+from benchmarks import crossover
+from benchmarks import gpu
+from benchmarks import gram_products
+from benchmarks import multiview
+from benchmarks import parallel_layouts
+from benchmarks import report
+from benchmarks import suite
 from benchmarks.common import LOCAL_RESULTS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

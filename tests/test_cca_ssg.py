@@ -4,12 +4,15 @@ import itertools
 
 import pytest
 import torch
-from hypothesis import assume, given
+from hypothesis import assume
+from hypothesis import given
 from hypothesis import strategies as st
 
 import redundancy
 from redundancy.reference import cca_ssg_loss_reference
-from tests.utils import GRAD_TOL, LOSS_RTOL, assert_relative
+from tests.utils import GRAD_TOL
+from tests.utils import LOSS_RTOL
+from tests.utils import assert_relative
 
 ALGORITHMS = ["cross", "gram"]
 SHAPES = list(itertools.product([2, 37, 256], [1, 70, 130]))

@@ -6,7 +6,9 @@ import torch
 
 import redundancy
 from redundancy.reference import batch_standardize_reference
-from tests.utils import STANDARDIZATIONS, assert_relative, relative_error
+from tests.utils import STANDARDIZATIONS
+from tests.utils import assert_relative
+from tests.utils import relative_error
 
 GOOD = torch.randn(8, 4)
 

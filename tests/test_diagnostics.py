@@ -6,8 +6,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import redundancy
-from redundancy.reference import cross_correlation_summary_reference, effective_rank_reference
-from tests.utils import STANDARDIZATIONS, assert_relative
+from redundancy.reference import cross_correlation_summary_reference
+from redundancy.reference import effective_rank_reference
+from tests.utils import STANDARDIZATIONS
+from tests.utils import assert_relative
 
 SHAPES = [(2, 1), (37, 70), (70, 37), (256, 64), (5, 130)]
 

@@ -16,10 +16,16 @@ from torch import nn
 
 import redundancy
 from redundancy import cost
-from redundancy._batch import local_moments, merge_moments
+from redundancy._batch import local_moments
+from redundancy._batch import merge_moments
 from redundancy._exchange import HEADER_SIZE
 from redundancy.reference import barlow_twins_loss_reference
-from tests.utils import GRAD_TOL, LOSS_RTOL, assert_relative, relative_error, run_torchrun, spawn_gloo
+from tests.utils import GRAD_TOL
+from tests.utils import LOSS_RTOL
+from tests.utils import assert_relative
+from tests.utils import relative_error
+from tests.utils import run_torchrun
+from tests.utils import spawn_gloo
 
 pytestmark = pytest.mark.distributed
 

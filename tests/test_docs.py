@@ -28,21 +28,20 @@ import pytest
 import torch
 
 import redundancy
-from redundancy import (
-    barlow_twins,
-    cca_ssg,
-    correlation,
-    cost,
-    diagnostics,
-    mixed_barlow_twins,
-    mmcr,
-    reference,
-    regularizers,
-    sigreg,
-    spectral_contrastive,
-    vicreg,
-)
-from redundancy.compat import lightly, solo
+from redundancy import barlow_twins
+from redundancy import cca_ssg
+from redundancy import correlation
+from redundancy import cost
+from redundancy import diagnostics
+from redundancy import mixed_barlow_twins
+from redundancy import mmcr
+from redundancy import reference
+from redundancy import regularizers
+from redundancy import sigreg
+from redundancy import spectral_contrastive
+from redundancy import vicreg
+from redundancy.compat import lightly
+from redundancy.compat import solo
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
 PAGES = sorted(path for path in DOCS.rglob("*.rst") if "_build" not in path.parts)

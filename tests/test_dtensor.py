@@ -18,8 +18,16 @@ import torch
 import torch.distributed as dist
 
 import redundancy
-from tests.test_feature_parallel import LOSSES, TIMEOUT, UPSTREAM, evaluate, full_views, is_error, outcome
-from tests.utils import assert_relative, run_torchrun, spawn_gloo
+from tests.test_feature_parallel import LOSSES
+from tests.test_feature_parallel import TIMEOUT
+from tests.test_feature_parallel import UPSTREAM
+from tests.test_feature_parallel import evaluate
+from tests.test_feature_parallel import full_views
+from tests.test_feature_parallel import is_error
+from tests.test_feature_parallel import outcome
+from tests.utils import assert_relative
+from tests.utils import run_torchrun
+from tests.utils import spawn_gloo
 
 pytestmark = pytest.mark.distributed
 
@@ -54,7 +62,10 @@ PLACEMENTS = {
 
 
 def _placements_worker(rank: int, world_size: int) -> dict:
-    from torch.distributed.tensor import Replicate, Shard, distribute_tensor, init_device_mesh
+    from torch.distributed.tensor import Replicate
+    from torch.distributed.tensor import Shard
+    from torch.distributed.tensor import distribute_tensor
+    from torch.distributed.tensor import init_device_mesh
 
     kinds = {"rows": Shard(0), "features": Shard(1), "replicate": Replicate()}
     results = {}
@@ -137,7 +148,8 @@ DTENSOR_LOSSES = ("barlow_twins_gram", "vicreg_cross")
 
 
 def _placement(text: str):
-    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor import Replicate
+    from torch.distributed.tensor import Shard
 
     return Replicate() if text == "Replicate()" else Shard(int(text[6:-1]))
 
@@ -150,7 +162,11 @@ def _dtensor_result(function, z1, z2):
 
 
 def _more_placements_worker(rank: int, world_size: int) -> dict:
-    from torch.distributed.tensor import DTensor, Partial, Shard, distribute_tensor, init_device_mesh
+    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor import Partial
+    from torch.distributed.tensor import Shard
+    from torch.distributed.tensor import distribute_tensor
+    from torch.distributed.tensor import init_device_mesh
 
     results = {}
     for layout, (shape, placements, n, _) in MORE_PLACEMENTS.items():

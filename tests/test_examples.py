@@ -19,7 +19,12 @@ sys.path.insert(0, str(EXAMPLES))
 import column_parallel_barlow_twins as column_parallel  # noqa: E402
 import digits_barlow_twins as digits  # noqa: E402
 import digits_lejepa  # noqa: E402
-from image_recipe import augment, data, lars, linear_eval, resnet, train  # noqa: E402
+from image_recipe import augment  # noqa: E402
+from image_recipe import data  # noqa: E402
+from image_recipe import lars  # noqa: E402
+from image_recipe import linear_eval  # noqa: E402
+from image_recipe import resnet  # noqa: E402
+from image_recipe import train  # noqa: E402
 from image_recipe.common import ShardSampler  # noqa: E402
 
 from tests.utils import run_torchrun  # noqa: E402

@@ -1,7 +1,8 @@
 """The Modules under ``torch.export`` with the natural spec of their inputs, and the diagnostics under compile."""
 
 import torch
-from torch.export import Dim, export
+from torch.export import Dim
+from torch.export import export
 
 import redundancy
 

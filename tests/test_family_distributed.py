@@ -21,8 +21,15 @@ from torch import nn
 
 import redundancy
 from tests import family
-from tests.family import DIM, FAMILY, SHARDS, WORLD_SIZE, outcome, rows
-from tests.utils import assert_relative, relative_error, spawn_gloo
+from tests.family import DIM
+from tests.family import FAMILY
+from tests.family import SHARDS
+from tests.family import WORLD_SIZE
+from tests.family import outcome
+from tests.family import rows
+from tests.utils import assert_relative
+from tests.utils import relative_error
+from tests.utils import spawn_gloo
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 

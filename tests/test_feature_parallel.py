@@ -27,7 +27,9 @@ from redundancy import cost
 from redundancy._frame import GRID_OUTSIDE_GRAPHS
 from redundancy.barlow_twins import FEATURE_PARALLEL_COST as BARLOW_TWINS_COST
 from redundancy.vicreg import FEATURE_PARALLEL_COST as VICREG_COST
-from tests.utils import LOSS_RTOL, assert_relative, spawn_gloo
+from tests.utils import LOSS_RTOL
+from tests.utils import assert_relative
+from tests.utils import spawn_gloo
 
 pytestmark = pytest.mark.distributed
 

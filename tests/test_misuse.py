@@ -18,7 +18,8 @@ import torch.distributed as dist
 
 import redundancy
 from tests.test_feature_parallel import full_views
-from tests.utils import assert_relative, spawn_gloo
+from tests.utils import assert_relative
+from tests.utils import spawn_gloo
 
 pytestmark = pytest.mark.distributed
 

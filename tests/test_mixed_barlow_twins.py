@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 import redundancy
 from redundancy.reference import mixed_barlow_twins_regularizer_reference
-from tests.utils import GRAD_TOL, LOSS_RTOL, assert_relative
+from tests.utils import GRAD_TOL
+from tests.utils import LOSS_RTOL
+from tests.utils import assert_relative
 
 ALGORITHMS = ["cross", "gram"]
 SHAPES = list(itertools.product([2, 37, 256], [1, 70, 130]))

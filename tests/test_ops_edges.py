@@ -12,13 +12,11 @@ import torch._dynamo
 from torch._dynamo.testing import CompileCounter
 
 import redundancy
-from redundancy._ops import (
-    Standardization,
-    cross_correlation_terms,
-    gram_terms,
-    off_diagonal_energy,
-    standardize,
-)
+from redundancy._ops import Standardization
+from redundancy._ops import cross_correlation_terms
+from redundancy._ops import gram_terms
+from redundancy._ops import off_diagonal_energy
+from redundancy._ops import standardize
 from tests.utils import assert_relative
 
 ALGORITHMS = ("cross", "gram")

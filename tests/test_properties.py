@@ -1,7 +1,8 @@
 """Hypothesis properties of the loss (DESIGN §7), in float64."""
 
 import torch
-from hypothesis import assume, given
+from hypothesis import assume
+from hypothesis import given
 from hypothesis import strategies as st
 
 import redundancy

@@ -4,7 +4,10 @@ import pytest
 import torch
 
 from redundancy._ops import reductions
-from redundancy._ops.standardize import Standardization, standardize, standardize_backward_, standardize_forward
+from redundancy._ops.standardize import Standardization
+from redundancy._ops.standardize import standardize
+from redundancy._ops.standardize import standardize_backward_
+from redundancy._ops.standardize import standardize_forward
 
 
 @pytest.mark.parametrize(("n", "d"), [(1, 3), (2, 1), (63, 9), (64, 9), (65, 9), (200, 7), (129, 8192), (3000, 4)])

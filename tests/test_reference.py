@@ -4,11 +4,9 @@ import pytest
 import torch
 
 import redundancy
-from redundancy.reference import (
-    barlow_twins_loss_reference,
-    barlow_twins_terms_reference,
-    batch_standardize_reference,
-)
+from redundancy.reference import barlow_twins_loss_reference
+from redundancy.reference import barlow_twins_terms_reference
+from redundancy.reference import batch_standardize_reference
 from tests.utils import assert_relative
 
 # Golden key -> the options of this library that reproduce it.

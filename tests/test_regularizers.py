@@ -9,8 +9,11 @@ from hypothesis import strategies as st
 
 import redundancy
 from redundancy._ops import half_logdet_identity_plus_gram
-from redundancy.reference import decov_loss_reference, total_coding_rate_reference
-from tests.utils import GRAD_TOL, LOSS_RTOL, assert_relative
+from redundancy.reference import decov_loss_reference
+from redundancy.reference import total_coding_rate_reference
+from tests.utils import GRAD_TOL
+from tests.utils import LOSS_RTOL
+from tests.utils import assert_relative
 
 ALGORITHMS = ["cross", "gram"]
 SHAPES = [(2, 1), (2, 70), (37, 70), (70, 37), (5, 130), (256, 64)]

@@ -21,8 +21,11 @@ import pytest
 import torch
 
 import redundancy
-from redundancy._frame import Loss, LossModule, ViewSequence
-from redundancy._registry import FAMILY, Member
+from redundancy._frame import Loss
+from redundancy._frame import LossModule
+from redundancy._frame import ViewSequence
+from redundancy._registry import FAMILY
+from redundancy._registry import Member
 
 MEMBERS = [pytest.param(member, id=member.name) for member in FAMILY]
 

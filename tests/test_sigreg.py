@@ -13,16 +13,18 @@ from torch._dynamo.testing import CompileCounterWithBackend
 
 import redundancy
 import redundancy._ops.sigreg as sigreg_ops
-from redundancy._ops.sigreg import (
-    characteristic_sums,
-    draw_directions,
-    epps_pulley_from_sums,
-    knot_values,
-    sliced_epps_pulley,
-    trapezoid_weights,
-)
-from redundancy.reference import lejepa_loss_reference, lejepa_terms_reference, sigreg_loss_reference
-from tests.utils import assert_relative, relative_error, spawn_gloo
+from redundancy._ops.sigreg import characteristic_sums
+from redundancy._ops.sigreg import draw_directions
+from redundancy._ops.sigreg import epps_pulley_from_sums
+from redundancy._ops.sigreg import knot_values
+from redundancy._ops.sigreg import sliced_epps_pulley
+from redundancy._ops.sigreg import trapezoid_weights
+from redundancy.reference import lejepa_loss_reference
+from redundancy.reference import lejepa_terms_reference
+from redundancy.reference import sigreg_loss_reference
+from tests.utils import assert_relative
+from tests.utils import relative_error
+from tests.utils import spawn_gloo
 
 GOLDEN = json.loads((pathlib.Path(__file__).resolve().parent / "golden" / "sigreg.json").read_text())
 F64 = torch.float64

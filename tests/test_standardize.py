@@ -7,7 +7,10 @@ import pytest
 import torch
 
 import redundancy
-from redundancy._ops import Standardization, cross_correlation_terms, gram_terms, standardize
+from redundancy._ops import Standardization
+from redundancy._ops import cross_correlation_terms
+from redundancy._ops import gram_terms
+from redundancy._ops import standardize
 from redundancy._ops.standardize import standardize_views
 from tests.utils import assert_relative
 

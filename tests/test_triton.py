@@ -18,8 +18,10 @@ pytest.importorskip("triton")
 
 import redundancy
 from redundancy._triton import interpreter_enabled
-from redundancy.reference import barlow_twins_loss_reference, barlow_twins_terms_reference
-from tests.utils import STANDARDIZATIONS, relative_error
+from redundancy.reference import barlow_twins_loss_reference
+from redundancy.reference import barlow_twins_terms_reference
+from tests.utils import STANDARDIZATIONS
+from tests.utils import relative_error
 
 #: (N, D): odd shapes, a batch smaller than one row tile, and one power of two.
 SHAPES = [(37, 70), (5, 130), (32, 64)]
@@ -422,7 +424,8 @@ def _recorded_launches(monkeypatch, n, d, dtype, algorithm, target=0.0):
     """The kernel launches (name, grid, meta, args) of one forward and one backward in the GPU configuration."""
     import types
 
-    from redundancy._triton import kernels, launch
+    from redundancy._triton import kernels
+    from redundancy._triton import launch
 
     forward_launches, backward_launches = [], []
     recorder = types.SimpleNamespace()

@@ -11,15 +11,18 @@ import torch
 from torch import nn
 
 import redundancy
-from redundancy.compat import lightly, solo
-from redundancy.reference import (
-    barlow_twins_loss_reference,
-    decov_loss_reference,
-    total_coding_rate_reference,
-    vicreg_loss_reference,
-    vicreg_terms_reference,
-)
-from tests.utils import GRAD_TOL, LOSS_RTOL, assert_relative, relative_error, spawn_gloo
+from redundancy.compat import lightly
+from redundancy.compat import solo
+from redundancy.reference import barlow_twins_loss_reference
+from redundancy.reference import decov_loss_reference
+from redundancy.reference import total_coding_rate_reference
+from redundancy.reference import vicreg_loss_reference
+from redundancy.reference import vicreg_terms_reference
+from tests.utils import GRAD_TOL
+from tests.utils import LOSS_RTOL
+from tests.utils import assert_relative
+from tests.utils import relative_error
+from tests.utils import spawn_gloo
 
 pytestmark = pytest.mark.distributed
 

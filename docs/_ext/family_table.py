@@ -14,7 +14,8 @@ with ``torch.compile(fullgraph=True)``, except a call with ``feature_group``, wh
 """
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 from docutils import nodes
 from docutils.statemachine import StringList

@@ -10,7 +10,9 @@ from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset
+from torch.utils.data import Sampler
 
 
 class Process:

@@ -25,7 +25,11 @@ from torch import nn
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from image_recipe import augment
-from image_recipe.common import Logger, Process, ShardSampler, evaluation_loader, make_loader
+from image_recipe.common import Logger
+from image_recipe.common import Process
+from image_recipe.common import ShardSampler
+from image_recipe.common import evaluation_loader
+from image_recipe.common import make_loader
 from image_recipe.data import build_dataset
 from image_recipe.resnet import build_backbone
 

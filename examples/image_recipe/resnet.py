@@ -7,7 +7,8 @@ and max pooling); ``small_images=True`` swaps it for a 3×3 stride-1 stem withou
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
+from torch import nn
 
 
 class BasicBlock(nn.Module):

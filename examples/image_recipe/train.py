@@ -33,9 +33,17 @@ from torch import nn
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from image_recipe import augment
-from image_recipe.common import Logger, Process, ShardSampler, evaluation_loader, make_loader, save_checkpoint
+from image_recipe.common import Logger
+from image_recipe.common import Process
+from image_recipe.common import ShardSampler
+from image_recipe.common import evaluation_loader
+from image_recipe.common import make_loader
+from image_recipe.common import save_checkpoint
 from image_recipe.data import build_dataset
-from image_recipe.lars import LARS, adjust_learning_rate, lars_parameter_groups, learning_rate_factor
+from image_recipe.lars import LARS
+from image_recipe.lars import adjust_learning_rate
+from image_recipe.lars import lars_parameter_groups
+from image_recipe.lars import learning_rate_factor
 from image_recipe.resnet import build_backbone
 from redundancy import barlow_twins_loss
 

@@ -15,8 +15,12 @@ from redundancy._ops.cross_energy import cross_product_energy
 from redundancy._ops.gram import gram_terms
 from redundancy._ops.logdet import half_logdet_identity_plus_gram
 from redundancy._ops.nuclear_norm import nuclear_norm
-from redundancy._ops.sigreg import characteristic_sums, epps_pulley_from_sums, sliced_epps_pulley
-from redundancy._ops.standardize import Standardization, standardization_of, standardize
+from redundancy._ops.sigreg import characteristic_sums
+from redundancy._ops.sigreg import epps_pulley_from_sums
+from redundancy._ops.sigreg import sliced_epps_pulley
+from redundancy._ops.standardize import Standardization
+from redundancy._ops.standardize import standardization_of
+from redundancy._ops.standardize import standardize
 
 __all__ = [
     "Standardization",

@@ -8,7 +8,8 @@ differentiates the gradient itself and second derivatives are exact.
 """
 
 import inspect
-from typing import Any, cast
+from typing import Any
+from typing import cast
 
 import torch
 

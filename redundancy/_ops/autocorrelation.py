@@ -21,8 +21,10 @@ with a symbolic batch size: a branch on N would specialize the trace). The squar
 import torch
 
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops._autograd import builds_graph, with_direct_apply
-from redundancy._ops.reductions import column_dot, sum_of_squares
+from redundancy._ops._autograd import builds_graph
+from redundancy._ops._autograd import with_direct_apply
+from redundancy._ops.reductions import column_dot
+from redundancy._ops.reductions import sum_of_squares
 from redundancy._ops.terms import off_diagonal_summaries_
 
 

@@ -22,22 +22,20 @@ the global batch of several processes raise instead.
 import torch
 
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops._autograd import builds_graph, refuse_graph_with_collectives, with_direct_apply
-from redundancy._ops.standardize import (
-    Standardization,
-    standardize_backward_,
-    standardize_views,
-    standardize_views_differentiable,
-    standardize_vjp,
-)
-from redundancy._ops.terms import (
-    barlow_twins_terms_from_off_diagonal,
-    diagonal_gradient,
-    off_diagonal_summaries_,
-    view_gradient,
-    view_gradients_differentiable,
-    zero_if_none,
-)
+from redundancy._ops._autograd import builds_graph
+from redundancy._ops._autograd import refuse_graph_with_collectives
+from redundancy._ops._autograd import with_direct_apply
+from redundancy._ops.standardize import Standardization
+from redundancy._ops.standardize import standardize_backward_
+from redundancy._ops.standardize import standardize_views
+from redundancy._ops.standardize import standardize_views_differentiable
+from redundancy._ops.standardize import standardize_vjp
+from redundancy._ops.terms import barlow_twins_terms_from_off_diagonal
+from redundancy._ops.terms import diagonal_gradient
+from redundancy._ops.terms import off_diagonal_summaries_
+from redundancy._ops.terms import view_gradient
+from redundancy._ops.terms import view_gradients_differentiable
+from redundancy._ops.terms import zero_if_none
 
 
 @with_direct_apply

@@ -14,8 +14,10 @@ operations. The energies are summed pairwise (:mod:`redundancy._ops.reductions`)
 import torch
 
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops._autograd import builds_graph, with_direct_apply
-from redundancy._ops.reductions import sum_of_products, sum_of_squares
+from redundancy._ops._autograd import builds_graph
+from redundancy._ops._autograd import with_direct_apply
+from redundancy._ops.reductions import sum_of_products
+from redundancy._ops.reductions import sum_of_squares
 
 
 @with_direct_apply

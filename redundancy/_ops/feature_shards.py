@@ -25,7 +25,8 @@ Their long sums (of N×N Grams, of block rows of C) are pairwise (:mod:`redundan
 import torch
 
 from redundancy._ops.products import symmetric_gram
-from redundancy._ops.reductions import sum_of_products, sum_of_squares
+from redundancy._ops.reductions import sum_of_products
+from redundancy._ops.reductions import sum_of_squares
 
 
 class _Gram(torch.autograd.Function):

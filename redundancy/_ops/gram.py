@@ -31,24 +31,24 @@ form from the op's inputs in differentiable operations (:mod:`redundancy._ops._a
 import torch
 
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops._autograd import builds_graph, saved_tensors_die_after_backward, with_direct_apply
-from redundancy._ops.products import symmetric_gram, symmetric_gram_flops
-from redundancy._ops.reductions import column_dot, sum_of_products
-from redundancy._ops.standardize import (
-    Standardization,
-    standardize_backward_,
-    standardize_views,
-    standardize_views_differentiable,
-    standardize_vjp,
-)
-from redundancy._ops.terms import (
-    barlow_twins_terms_from_off_diagonal,
-    diagonal_gradient,
-    off_diagonal_summaries_,
-    view_gradient,
-    view_gradients_differentiable,
-    zero_if_none,
-)
+from redundancy._ops._autograd import builds_graph
+from redundancy._ops._autograd import saved_tensors_die_after_backward
+from redundancy._ops._autograd import with_direct_apply
+from redundancy._ops.products import symmetric_gram
+from redundancy._ops.products import symmetric_gram_flops
+from redundancy._ops.reductions import column_dot
+from redundancy._ops.reductions import sum_of_products
+from redundancy._ops.standardize import Standardization
+from redundancy._ops.standardize import standardize_backward_
+from redundancy._ops.standardize import standardize_views
+from redundancy._ops.standardize import standardize_views_differentiable
+from redundancy._ops.standardize import standardize_vjp
+from redundancy._ops.terms import barlow_twins_terms_from_off_diagonal
+from redundancy._ops.terms import diagonal_gradient
+from redundancy._ops.terms import off_diagonal_summaries_
+from redundancy._ops.terms import view_gradient
+from redundancy._ops.terms import view_gradients_differentiable
+from redundancy._ops.terms import zero_if_none
 
 
 def pair_off_diagonal_summaries(a, b, gram_a, gram_b, diagonal, target: float):

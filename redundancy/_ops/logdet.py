@@ -25,7 +25,8 @@ form (factorization and solves) from the op's input in differentiable operations
 import torch
 
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops._autograd import builds_graph, with_direct_apply
+from redundancy._ops._autograd import builds_graph
+from redundancy._ops._autograd import with_direct_apply
 from redundancy._ops._tracing import values_are_readable
 
 #: The largest ``m·(trace(M) - (m - 1))`` (size times a bound on the condition number) for which a float32

@@ -34,19 +34,21 @@ import itertools
 import torch
 
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops._autograd import saved_tensors_die_after_backward, with_direct_apply
-from redundancy._ops.cross import cross_correlation_terms, cross_correlation_terms_flops
-from redundancy._ops.gram import gram_terms, pair_off_diagonal_summaries
-from redundancy._ops.products import symmetric_gram, symmetric_gram_flops
+from redundancy._ops._autograd import saved_tensors_die_after_backward
+from redundancy._ops._autograd import with_direct_apply
+from redundancy._ops.cross import cross_correlation_terms
+from redundancy._ops.cross import cross_correlation_terms_flops
+from redundancy._ops.gram import gram_terms
+from redundancy._ops.gram import pair_off_diagonal_summaries
+from redundancy._ops.products import symmetric_gram
+from redundancy._ops.products import symmetric_gram_flops
 from redundancy._ops.reductions import column_dot
-from redundancy._ops.standardize import (
-    Standardization,
-    standardize,
-    standardize_backward_,
-    standardize_differentiable,
-    standardize_forward,
-    standardize_vjp,
-)
+from redundancy._ops.standardize import Standardization
+from redundancy._ops.standardize import standardize
+from redundancy._ops.standardize import standardize_backward_
+from redundancy._ops.standardize import standardize_differentiable
+from redundancy._ops.standardize import standardize_forward
+from redundancy._ops.standardize import standardize_vjp
 
 
 def view_pairs(views: int) -> list[tuple[int, int]]:

@@ -43,7 +43,8 @@ divided by. When a graph of that is asked for (third derivatives), it is recompu
 import torch
 
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops._autograd import builds_graph, with_direct_apply
+from redundancy._ops._autograd import builds_graph
+from redundancy._ops._autograd import with_direct_apply
 
 
 def _spectrum(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -43,7 +43,8 @@ import math
 import torch
 
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops._autograd import builds_graph, with_direct_apply
+from redundancy._ops._autograd import builds_graph
+from redundancy._ops._autograd import with_direct_apply
 from redundancy._ops._tracing import values_are_readable
 
 #: The row blocks of the eager forward and backward hold about this many complex numbers of N×M×L (8 MiB in

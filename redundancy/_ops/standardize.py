@@ -41,12 +41,15 @@ differentiable torch operations, for a backward that must itself be differentiab
 
 import math
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import torch
 
 from redundancy._ops._autocast import no_autocast
-from redundancy._ops._autograd import builds_graph, refuse_graph_with_collectives, with_direct_apply
+from redundancy._ops._autograd import builds_graph
+from redundancy._ops._autograd import refuse_graph_with_collectives
+from redundancy._ops._autograd import with_direct_apply
 from redundancy._ops._tracing import values_are_readable
 from redundancy._ops.reductions import column_dot
 

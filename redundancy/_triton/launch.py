@@ -21,8 +21,10 @@ import torch
 import triton
 import triton.language as tl
 
-from redundancy._ops.terms import barlow_twins_terms_from_summaries, diagonal_gradient
-from redundancy._triton import interpreter_enabled, kernels
+from redundancy._ops.terms import barlow_twins_terms_from_summaries
+from redundancy._ops.terms import diagonal_gradient
+from redundancy._triton import interpreter_enabled
+from redundancy._triton import kernels
 from redundancy._validation import compute_dtype
 
 #: Two programs per SM of an H100 SXM (132 SMs): the grid size the matrix-multiplying kernels aim for.

@@ -60,15 +60,21 @@ import contextlib
 import math
 import re
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
+from typing import Literal
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from redundancy import barlow_twins_terms, lejepa_terms, mmcr_terms, sigreg_loss, vicreg_terms
+from redundancy import barlow_twins_terms
+from redundancy import lejepa_terms
+from redundancy import mmcr_terms
+from redundancy import sigreg_loss
+from redundancy import vicreg_terms
 from redundancy._validation import check_real
-from redundancy.compat._options import number, weight
+from redundancy.compat._options import number
+from redundancy.compat._options import weight
 
 __all__ = ["BarlowTwinsLoss", "LeJEPALoss", "MMCRLoss", "SIGReg", "VICRegLoss"]
 

@@ -65,7 +65,8 @@ Other differences:
 
 import torch
 
-from redundancy import barlow_twins_terms, vicreg_terms
+from redundancy import barlow_twins_terms
+from redundancy import vicreg_terms
 from redundancy.compat._options import weight
 
 __all__ = ["barlow_loss_func", "vicreg_loss_func"]

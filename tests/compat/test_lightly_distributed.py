@@ -16,8 +16,11 @@ import pytest
 import torch
 
 from redundancy.compat import lightly
-from redundancy.reference import barlow_twins_loss_reference, batch_standardize_reference, vicreg_loss_reference
-from tests.utils import assert_relative, spawn_gloo
+from redundancy.reference import barlow_twins_loss_reference
+from redundancy.reference import batch_standardize_reference
+from redundancy.reference import vicreg_loss_reference
+from tests.utils import assert_relative
+from tests.utils import spawn_gloo
 
 pytestmark = pytest.mark.distributed
 
@@ -58,7 +61,8 @@ def _worker(rank: int, world_size: int) -> dict:
         "barlow_local": _value_and_grads(lightly.BarlowTwinsLoss(), z1[rows], z2[rows]),
     }
     try:
-        from lightly.loss import BarlowTwinsLoss, VICRegLoss
+        from lightly.loss import BarlowTwinsLoss
+        from lightly.loss import VICRegLoss
     except ImportError:
         return results
     same1, same2 = _views(ROWS, FEATURES, seed=1)

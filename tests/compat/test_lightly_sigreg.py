@@ -14,7 +14,8 @@ import torch
 
 import redundancy
 from redundancy.compat import lightly
-from redundancy.reference import lejepa_loss_reference, sigreg_loss_reference
+from redundancy.reference import lejepa_loss_reference
+from redundancy.reference import sigreg_loss_reference
 from tests.utils import assert_relative
 
 F64 = torch.float64

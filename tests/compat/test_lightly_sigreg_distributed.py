@@ -12,8 +12,11 @@ import pytest
 import torch
 
 from redundancy.compat import lightly
-from redundancy.reference import lejepa_loss_reference, mmcr_loss_reference, sigreg_loss_reference
-from tests.utils import assert_relative, spawn_gloo
+from redundancy.reference import lejepa_loss_reference
+from redundancy.reference import mmcr_loss_reference
+from redundancy.reference import sigreg_loss_reference
+from tests.utils import assert_relative
+from tests.utils import spawn_gloo
 
 pytestmark = pytest.mark.distributed
 
@@ -53,7 +56,9 @@ def _adapters():
 
 
 def _peers():
-    from lightly.loss import LeJEPALoss, MMCRLoss, SIGReg
+    from lightly.loss import LeJEPALoss
+    from lightly.loss import MMCRLoss
+    from lightly.loss import SIGReg
 
     return {
         "sigreg": lambda proj: SIGReg(num_vectors=SLICES, gather_distributed=True)(proj),

@@ -7,12 +7,10 @@ import pytest
 import torch
 
 from redundancy.compat import solo
-from redundancy.reference import (
-    barlow_twins_loss_reference,
-    barlow_twins_terms_reference,
-    vicreg_loss_reference,
-    vicreg_terms_reference,
-)
+from redundancy.reference import barlow_twins_loss_reference
+from redundancy.reference import barlow_twins_terms_reference
+from redundancy.reference import vicreg_loss_reference
+from redundancy.reference import vicreg_terms_reference
 from tests.utils import assert_relative
 
 # The published signatures (solo/losses/barlow.py and vicreg.py).

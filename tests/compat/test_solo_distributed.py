@@ -15,8 +15,11 @@ import pytest
 import torch
 
 from redundancy.compat import solo
-from redundancy.reference import barlow_twins_loss_reference, batch_standardize_reference, vicreg_loss_reference
-from tests.utils import assert_relative, spawn_gloo
+from redundancy.reference import barlow_twins_loss_reference
+from redundancy.reference import batch_standardize_reference
+from redundancy.reference import vicreg_loss_reference
+from tests.utils import assert_relative
+from tests.utils import spawn_gloo
 
 pytestmark = pytest.mark.distributed
 
@@ -59,7 +62,8 @@ def _worker(rank: int, world_size: int) -> dict:
         "vicreg": _value_and_grads(solo.vicreg_loss_func, z1[rows], z2[rows], **VICREG_OPTIONS),
     }
     try:
-        from solo.losses import barlow_loss_func, vicreg_loss_func
+        from solo.losses import barlow_loss_func
+        from solo.losses import vicreg_loss_func
     except ImportError:
         return results
     # Identical shards: solo-learn's per-rank statistics and mean of per-rank C are those of the global batch.
