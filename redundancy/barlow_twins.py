@@ -41,7 +41,6 @@ from redundancy._frame import multiview_form_of
 from redundancy._frame import same_arguments_as
 from redundancy._ops._autocast import no_autocast
 from redundancy._ops.feature_shards import barlow_twins_terms_over_features
-from redundancy._ops.feature_shards import terms_algorithm
 from redundancy._ops.multiview import multiview_cross_terms
 from redundancy._ops.multiview import multiview_gram_terms
 from redundancy._ops.multiview import view_pairs
@@ -203,12 +202,10 @@ def _terms_over_features(options: BarlowTwinsOptions, batch: GlobalBatch, views:
     of its columns (over ``group``), standardizes them, and the columns meet in the grid's op."""
     features = batch.features
     assert features is not None
-    algorithm: str = options.algorithm
-    if algorithm == "auto":
-        algorithm = cost.choose_feature_parallel_algorithm(
-            batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype, loss=FEATURE_PARALLEL_COST
-        )
-    algorithm = terms_algorithm(algorithm, batch.count, batch.dim)
+    algorithm = cost.feature_parallel_algorithm(
+        options.algorithm, batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype,
+        loss=FEATURE_PARALLEL_COST,
+    )  # fmt: skip
     views = batch.gather_in_dtype(*views)
     with no_autocast(views[0].device):
         return barlow_twins_terms_over_features(

@@ -49,7 +49,6 @@ from redundancy._ops import off_diagonal_energy
 from redundancy._ops._autocast import no_autocast
 from redundancy._ops.feature_shards import off_diagonal_energy_from_parts
 from redundancy._ops.feature_shards import off_diagonal_energy_parts
-from redundancy._ops.feature_shards import terms_algorithm
 from redundancy._ops.standardize import center
 
 __all__ = [
@@ -214,12 +213,10 @@ def _terms_over_features(options: VICRegOptions, batch: GlobalBatch, views: Sequ
     covariance energy's parts (:mod:`redundancy._ops.feature_shards`)."""
     features = batch.features
     assert features is not None
-    algorithm: str = options.algorithm
-    if algorithm == "auto":
-        algorithm = cost.choose_feature_parallel_algorithm(
-            batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype, loss=FEATURE_PARALLEL_COST
-        )
-    algorithm = terms_algorithm(algorithm, batch.count, batch.dim)
+    algorithm = cost.feature_parallel_algorithm(
+        options.algorithm, batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype,
+        loss=FEATURE_PARALLEL_COST,
+    )  # fmt: skip
     views = batch.gather_in_dtype(*views)
     count = len(views)
     divisor = batch.count - options.correction
