@@ -163,15 +163,8 @@ def barlow_twins_terms_triton(
     if algorithm == "gram" and z1.shape[0] >= z1.shape[1]:
         algorithm = "cross"
     if standardization is None:
-        return ops.barlow_twins_terms(
-            z1, z2, standardize=False, correction=0, eps=0.0, target=target, algorithm=algorithm
-        )
-    return ops.barlow_twins_terms(
-        z1,
-        z2,
-        standardize=True,
-        correction=1 if standardization.unbiased else 0,
-        eps=standardization.eps,
-        target=target,
-        algorithm=algorithm,
-    )
+        standardize, correction, eps = False, 0, 0.0
+    else:
+        standardize, correction, eps = True, 1 if standardization.unbiased else 0, float(standardization.eps)
+    outputs = ops.BarlowTwinsTermsFunction.apply(z1, z2, standardize, correction, eps, float(target), algorithm)
+    return outputs[0], outputs[1]

@@ -83,21 +83,11 @@ def _load_standardized(
 
 @triton.jit
 def _statistics_kernel(
-    z1_ptr,
-    z2_ptr,
-    partial_ptr,
-    N,
-    D,
-    rows_per_program,
-    stride1_n,
-    stride1_d,
-    stride2_n,
-    stride2_d,
-    STANDARDIZE: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    ACC: tl.constexpr,
-):
+    z1_ptr, z2_ptr, partial_ptr,
+    N, D, rows_per_program,
+    stride1_n, stride1_d, stride2_n, stride2_d,
+    STANDARDIZE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
+):  # fmt: skip
     """Moments of a column block over one range of rows: ``partial[r]`` (5, D) of program (column block, r).
 
     Rows ``[r * rows_per_program, (r + 1) * rows_per_program)``: the means of z1 and z2, their centred sums of
@@ -149,19 +139,10 @@ def _statistics_kernel(
 
 @triton.jit
 def _merge_statistics_kernel(
-    partial_ptr,
-    stats_ptr,
-    complement_ptr,
-    eps_ptr,
-    N,
-    D,
-    ranges,
-    rows_per_program,
-    divisor,
-    STANDARDIZE: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    ACC: tl.constexpr,
-):
+    partial_ptr, stats_ptr, complement_ptr, eps_ptr,
+    N, D, ranges, rows_per_program, divisor,
+    STANDARDIZE: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
+):  # fmt: skip
     """Merge the ``ranges`` row ranges of :func:`_statistics_kernel` (Chan's formulas) into ``stats`` (5, D):
     ``mean1, rstd1, mean2, rstd2, diag(C)``, and ``complement`` (D): ``((1 - r_1) + (1 - r_2)) / 2`` with
     ``1 - r_k = (M2_k (1 / divisor - 1 / N) + eps) rstd_k²`` (see :func:`_difference_kernel`).
@@ -219,21 +200,11 @@ def _merge_statistics_kernel(
 
 @triton.jit
 def _difference_kernel(
-    z1_ptr,
-    z2_ptr,
-    stats_ptr,
-    partial_ptr,
-    N,
-    D,
-    rows_per_program,
-    stride1_n,
-    stride1_d,
-    stride2_n,
-    stride2_d,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    ACC: tl.constexpr,
-):
+    z1_ptr, z2_ptr, stats_ptr, partial_ptr,
+    N, D, rows_per_program,
+    stride1_n, stride1_d, stride2_n, stride2_d,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
+):  # fmt: skip
     """``partial[r] = Σ (A - B)²`` over one range of rows, per feature, of the standardized views (R×D).
 
     With ``r_k = Σ A_k² / N`` this gives ``1 - c_i = Σ(A - B)² / (2N) + (1 - r_1) / 2 + (1 - r_2) / 2``, a sum of
@@ -259,30 +230,13 @@ def _difference_kernel(
 
 @triton.jit
 def _cross_tile_kernel(
-    z1_ptr,
-    z2_ptr,
-    stats_ptr,
-    target_ptr,
-    coefficient_ptr,
-    diagonal_grad_ptr,
-    out_ptr,
-    N,
-    D,
-    stride1_n,
-    stride1_d,
-    stride2_n,
-    stride2_d,
-    STANDARDIZE: tl.constexpr,
-    GRADIENT: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    ACC: tl.constexpr,
-    DOT: tl.constexpr,
-    EMULATE: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    C_ACC: tl.constexpr,
-):
+    z1_ptr, z2_ptr, stats_ptr, target_ptr, coefficient_ptr, diagonal_grad_ptr, out_ptr,
+    N, D,
+    stride1_n, stride1_d, stride2_n, stride2_d,
+    STANDARDIZE: tl.constexpr, GRADIENT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    ACC: tl.constexpr, DOT: tl.constexpr, EMULATE: tl.constexpr, DOT_PRECISION: tl.constexpr, C_ACC: tl.constexpr,
+):  # fmt: skip
     """The tile (i, j) of ``C = AᵀB / N``: its off-diagonal energy (forward) or its tile of ``dC`` (backward).
 
     The chunks of ``BLOCK_K`` rows are summed in ``C_ACC`` (module docstring); C is then rounded to ``ACC``.
@@ -325,30 +279,12 @@ def _cross_tile_kernel(
 
 @triton.jit
 def _gram_tile_kernel(
-    z1_ptr,
-    z2_ptr,
-    stats_ptr,
-    pairs_ptr,
-    gram_a_ptr,
-    gram_b_ptr,
-    row_sums_ptr,
-    N,
-    D,
-    pair_count,
-    cols_per_split,
-    stride1_n,
-    stride1_d,
-    stride2_n,
-    stride2_d,
-    STANDARDIZE: tl.constexpr,
-    ROW_SUMS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    ACC: tl.constexpr,
-    DOT: tl.constexpr,
-    EMULATE: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-):
+    z1_ptr, z2_ptr, stats_ptr, pairs_ptr, gram_a_ptr, gram_b_ptr, row_sums_ptr,
+    N, D, pair_count, cols_per_split,
+    stride1_n, stride1_d, stride2_n, stride2_d,
+    STANDARDIZE: tl.constexpr, ROW_SUMS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+    ACC: tl.constexpr, DOT: tl.constexpr, EMULATE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):  # fmt: skip
     """Program (k, s): tile (p, q) = ``pairs[:, k]`` (p ≤ q) of both Grams over the features of slice s.
 
     Writes the slice's share of ``A Aᵀ`` and ``B Bᵀ`` to ``gram[s]`` (S×N×N each) at tile (p, q) and at its
@@ -410,21 +346,11 @@ def _gram_tile_kernel(
 @triton.jit
 def _gradient_epilogue(
     grad,
-    x_ptr,
-    stats_x_ptr,
-    work_ptr,
-    dz_ptr,
-    sums_ptr,
-    rows,
-    cols,
-    N,
-    D,
-    stride_x_n,
-    stride_x_d,
-    STANDARDIZE: tl.constexpr,
-    ACC: tl.constexpr,
-    EMULATE: tl.constexpr,
-):
+    x_ptr, stats_x_ptr, work_ptr, dz_ptr, sums_ptr,
+    rows, cols, N, D,
+    stride_x_n, stride_x_d,
+    STANDARDIZE: tl.constexpr, ACC: tl.constexpr, EMULATE: tl.constexpr,
+):  # fmt: skip
     """Store a tile of ``dA``: to ``dz`` directly, or to ``work`` with its column sums ``Σ dA``, ``Σ dA·A``.
 
     ``sums`` is this view's (row blocks, 2, D) buffer; this program writes row ``program_id(0)`` of it.
@@ -446,30 +372,13 @@ def _gradient_epilogue(
 
 @triton.jit
 def _cross_view_gradient(
-    y_ptr,
-    stats_y_ptr,
-    matrix_ptr,
-    matrix_stride_k,
-    matrix_stride_n,
-    x_ptr,
-    stats_x_ptr,
-    work_ptr,
-    dz_ptr,
-    sums_ptr,
-    N,
-    D,
-    stride_y_n,
-    stride_y_d,
-    stride_x_n,
-    stride_x_d,
-    STANDARDIZE: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    ACC: tl.constexpr,
-    EMULATE: tl.constexpr,
-    PRODUCT_PRECISION: tl.constexpr,
-):
+    y_ptr, stats_y_ptr, matrix_ptr, matrix_stride_k, matrix_stride_n,
+    x_ptr, stats_x_ptr, work_ptr, dz_ptr, sums_ptr,
+    N, D,
+    stride_y_n, stride_y_d, stride_x_n, stride_x_d,
+    STANDARDIZE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    ACC: tl.constexpr, EMULATE: tl.constexpr, PRODUCT_PRECISION: tl.constexpr,
+):  # fmt: skip
     """Tile (rows, cols) of ``dX = Y Mᵀ`` (or ``Y M``: the strides of ``matrix`` say which), then its epilogue."""
     rows = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
     cols = (tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
@@ -492,30 +401,13 @@ def _cross_view_gradient(
 
 @triton.jit
 def _cross_gradient_kernel(
-    z1_ptr,
-    z2_ptr,
-    stats_ptr,
-    matrix_ptr,
-    work1_ptr,
-    work2_ptr,
-    dz1_ptr,
-    dz2_ptr,
-    sums_ptr,
-    N,
-    D,
-    stride1_n,
-    stride1_d,
-    stride2_n,
-    stride2_d,
+    z1_ptr, z2_ptr, stats_ptr, matrix_ptr, work1_ptr, work2_ptr, dz1_ptr, dz2_ptr, sums_ptr,
+    N, D,
+    stride1_n, stride1_d, stride2_n, stride2_d,
     first_view,
-    STANDARDIZE: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    ACC: tl.constexpr,
-    EMULATE: tl.constexpr,
-    PRODUCT_PRECISION: tl.constexpr,
-):
+    STANDARDIZE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    ACC: tl.constexpr, EMULATE: tl.constexpr, PRODUCT_PRECISION: tl.constexpr,
+):  # fmt: skip
     """Both views' gradients from ``dC`` (``matrix``, D×D): ``dA = B dCᵀ`` and ``dB = A dC``.
 
     Program (row block, column block, v) computes view ``first_view + v`` (0: z1, 1: z2).
@@ -538,33 +430,14 @@ def _cross_gradient_kernel(
 
 @triton.jit
 def _gram_view_gradient(
-    x_ptr,
-    y_ptr,
-    stats_x_ptr,
-    stats_y_ptr,
-    gram_y_ptr,
-    row_sum_y_ptr,
-    diagonal_grad_ptr,
-    coefficient_ptr,
-    target_ptr,
-    work_ptr,
-    dz_ptr,
-    sums_ptr,
-    N,
-    D,
-    stride_x_n,
-    stride_x_d,
-    stride_y_n,
-    stride_y_d,
-    STANDARDIZE: tl.constexpr,
-    ROW_SUMS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    ACC: tl.constexpr,
-    EMULATE: tl.constexpr,
-    PRODUCT_PRECISION: tl.constexpr,
-):
+    x_ptr, y_ptr, stats_x_ptr, stats_y_ptr, gram_y_ptr, row_sum_y_ptr,
+    diagonal_grad_ptr, coefficient_ptr, target_ptr, work_ptr, dz_ptr, sums_ptr,
+    N, D,
+    stride_x_n, stride_x_d, stride_y_n, stride_y_d,
+    STANDARDIZE: tl.constexpr, ROW_SUMS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    ACC: tl.constexpr, EMULATE: tl.constexpr, PRODUCT_PRECISION: tl.constexpr,
+):  # fmt: skip
     """Tile (rows, cols) of ``dX = (w/N) G_y X + Y diag(g) - w t (Y 1) 1ᵀ`` (:mod:`redundancy._ops.gram`)."""
     rows = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
     cols = (tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
@@ -595,36 +468,15 @@ def _gram_view_gradient(
 
 @triton.jit
 def _gram_gradient_kernel(
-    z1_ptr,
-    z2_ptr,
-    stats_ptr,
-    gram_a_ptr,
-    gram_b_ptr,
-    row_sums_ptr,
-    diagonal_grad_ptr,
-    coefficient_ptr,
-    target_ptr,
-    work1_ptr,
-    work2_ptr,
-    dz1_ptr,
-    dz2_ptr,
-    sums_ptr,
-    N,
-    D,
-    stride1_n,
-    stride1_d,
-    stride2_n,
-    stride2_d,
+    z1_ptr, z2_ptr, stats_ptr, gram_a_ptr, gram_b_ptr, row_sums_ptr,
+    diagonal_grad_ptr, coefficient_ptr, target_ptr, work1_ptr, work2_ptr, dz1_ptr, dz2_ptr, sums_ptr,
+    N, D,
+    stride1_n, stride1_d, stride2_n, stride2_d,
     first_view,
-    STANDARDIZE: tl.constexpr,
-    ROW_SUMS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    ACC: tl.constexpr,
-    EMULATE: tl.constexpr,
-    PRODUCT_PRECISION: tl.constexpr,
-):
+    STANDARDIZE: tl.constexpr, ROW_SUMS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    ACC: tl.constexpr, EMULATE: tl.constexpr, PRODUCT_PRECISION: tl.constexpr,
+):  # fmt: skip
     """Both views' gradients (:func:`_gram_view_gradient`): z1's uses ``B Bᵀ``, z2's ``A Aᵀ``.
 
     Program (row block, column block, v) computes view ``first_view + v`` (0: z1, 1: z2).
@@ -649,22 +501,12 @@ def _gram_gradient_kernel(
 
 @triton.jit
 def _standardize_view_backward(
-    x_ptr,
-    stats_x_ptr,
-    work_ptr,
-    dz_ptr,
-    sums_ptr,
-    N,
-    D,
-    stride_x_n,
-    stride_x_d,
+    x_ptr, stats_x_ptr, work_ptr, dz_ptr, sums_ptr,
+    N, D,
+    stride_x_n, stride_x_d,
     divisor,
-    IN_PLACE: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    ACC: tl.constexpr,
-    EMULATE: tl.constexpr,
-):
+    IN_PLACE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr, EMULATE: tl.constexpr,
+):  # fmt: skip
     """``dz = rstd (dA - Σ dA / N - A Σ(dA A) / divisor)`` on one tile; ``sums`` is (2, D): ``Σ dA, Σ dA·A``."""
     rows = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
     cols = (tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
@@ -684,28 +526,12 @@ def _standardize_view_backward(
 
 @triton.jit
 def _standardize_backward_kernel(
-    z1_ptr,
-    z2_ptr,
-    stats_ptr,
-    work1_ptr,
-    work2_ptr,
-    dz1_ptr,
-    dz2_ptr,
-    sums_ptr,
-    N,
-    D,
-    stride1_n,
-    stride1_d,
-    stride2_n,
-    stride2_d,
-    divisor,
-    first_view,
-    IN_PLACE: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    ACC: tl.constexpr,
-    EMULATE: tl.constexpr,
-):
+    z1_ptr, z2_ptr, stats_ptr, work1_ptr, work2_ptr, dz1_ptr, dz2_ptr, sums_ptr,
+    N, D,
+    stride1_n, stride1_d, stride2_n, stride2_d,
+    divisor, first_view,
+    IN_PLACE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr, EMULATE: tl.constexpr,
+):  # fmt: skip
     """The standardization backward of both views; ``sums`` is (views, 2, D). Program (rows, cols, v)."""
     if tl.program_id(2) + first_view == 0:
         _standardize_view_backward(

@@ -192,20 +192,3 @@ class _FirstOrderGradient(torch.autograd.Function):
             "(a gradient penalty, double backward, nested torch.func transforms) cannot be differentiated "
             "again; use backend='torch', whose backward is differentiable"
         )
-
-
-def barlow_twins_terms(
-    z1: torch.Tensor,
-    z2: torch.Tensor,
-    *,
-    standardize: bool,
-    correction: int,
-    eps: float,
-    target: float,
-    algorithm: str,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(invariance, redundancy)`` of raw views ``z1, z2`` computed by the Triton kernels, differentiable."""
-    outputs = BarlowTwinsTermsFunction.apply(
-        z1, z2, bool(standardize), int(correction), float(eps), float(target), algorithm
-    )
-    return outputs[0], outputs[1]
