@@ -225,7 +225,7 @@ class VICRegLoss(nn.Module):
         >>> per_position = torch.stack([vicreg_loss(local_a[:, m], local_b[:, m]) for m in range(4)])
         >>> torch.allclose(VICRegLoss()(local_a, local_b), per_position.mean())
         True
-        >>> torch.allclose(VICRegLoss()(local_a[:, 0], local_b[:, 0]), per_position[0])  # (N, D): vicreg_loss
+        >>> torch.allclose(VICRegLoss()(local_a[:, 0], local_b[:, 0]), per_position[0])  # (N, D)
         True
     """
 
