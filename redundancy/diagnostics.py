@@ -146,12 +146,7 @@ def cross_correlation_summary(
     ``return_matrix`` no D×D tensor is formed when ``N < GRAM_CROSSOVER·D`` (the Gram form is used, N×N).
 
     Args:
-        z1: embeddings of the first view, shape ``(N, D)``.
-        z2: embeddings of the second view, same shape.
-        correction: the variance divisor ``N - correction`` (``0`` or ``1``), as in
-            :func:`redundancy.barlow_twins_loss`.
-        standardize: ``False`` uses the views as they are.
-        eps: added to the variance before the square root.
+        z1, z2, correction, standardize, eps: as in :func:`redundancy.cross_correlation`, which gives C.
         return_matrix: also return C (D×D).
 
     Returns:

@@ -96,8 +96,9 @@ def _distributed(gather_distributed: object) -> Literal["global", "local"]:
 
 
 @contextlib.contextmanager
-def _named_as_lightly() -> Iterator[None]:
-    """The library's errors about its inputs, re-raised with lightly's argument names (``z_a``, ``z_b``).
+def _renamed(*substitutions: tuple[str, Any]) -> Iterator[None]:
+    """The library's errors about its inputs and options, re-raised with lightly's names: each ``(pattern,
+    replacement)`` as :func:`re.sub` takes them.
 
     The adapters leave the checks of the inputs to the loss itself rather than checking first: under
     ``torch.distributed`` the loss raises a bad input of one rank on every rank (a check made here would raise on
@@ -106,8 +107,14 @@ def _named_as_lightly() -> Iterator[None]:
     try:
         yield
     except (TypeError, ValueError) as error:
-        message = re.sub(r"\bz([12])\b", lambda match: "z_a" if match.group(1) == "1" else "z_b", str(error))
+        message = str(error)
+        for pattern, replacement in substitutions:
+            message = re.sub(pattern, replacement, message)
         raise type(error)(message) from error
+
+
+#: The library's ``z1`` and ``z2`` as lightly's ``z_a`` and ``z_b``, for :func:`_renamed`.
+_VIEWS_AS_LIGHTLY = (r"\bz([12])\b", lambda match: "z_a" if match.group(1) == "1" else "z_b")
 
 
 def _has_positions(z_a: object, z_b: object) -> bool:
@@ -163,7 +170,7 @@ class BarlowTwinsLoss(nn.Module):
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         distributed = _distributed(self.gather_distributed)
-        with _named_as_lightly():
+        with _renamed(_VIEWS_AS_LIGHTLY):
             terms = barlow_twins_terms(z_a, z_b, distributed=distributed)
         # Checked after the terms, as lightly's arithmetic fails after its collectives: a rank with a bad weight
         # does not leave the others waiting in the exchange.
@@ -212,15 +219,13 @@ class VICRegLoss(nn.Module):
 
     Example:
         >>> import torch
+        >>> from redundancy import vicreg_loss
         >>> from redundancy.compat.lightly import VICRegLoss
-        >>> import redundancy
-        >>> criterion = VICRegLoss()
-        >>> z_a, z_b = torch.randn(32, 16), torch.randn(32, 16)
-        >>> torch.allclose(criterion(z_a, z_b), redundancy.vicreg_loss(z_a, z_b))
-        True
         >>> local_a, local_b = torch.randn(32, 4, 16), torch.randn(32, 4, 16)  # VICRegL: 4 positions
-        >>> per_position = [redundancy.vicreg_loss(local_a[:, m], local_b[:, m]) for m in range(4)]
-        >>> torch.allclose(criterion(local_a, local_b), torch.stack(per_position).mean())
+        >>> per_position = torch.stack([vicreg_loss(local_a[:, m], local_b[:, m]) for m in range(4)])
+        >>> torch.allclose(VICRegLoss()(local_a, local_b), per_position.mean())
+        True
+        >>> torch.allclose(VICRegLoss()(local_a[:, 0], local_b[:, 0]), per_position[0])  # (N, D)
         True
     """
 
@@ -245,7 +250,7 @@ class VICRegLoss(nn.Module):
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         options: dict[str, Any] = {"eps": number("eps", self.eps), "distributed": _distributed(self.gather_distributed)}
-        with _named_as_lightly():
+        with _renamed(_VIEWS_AS_LIGHTLY):
             if not _has_positions(z_a, z_b):  # (N, D), or inputs the loss itself refuses on every rank
                 _, invariance, variance, covariance = vicreg_terms(z_a, z_b, **options)
             else:
@@ -274,19 +279,6 @@ class VICRegLoss(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------ SIGReg, LeJEPA
-
-
-@contextlib.contextmanager
-def _renamed(*substitutions: tuple[str, Any]) -> Iterator[None]:
-    """The library's errors about its inputs and options, re-raised with lightly's names: each ``(pattern,
-    replacement)`` as :func:`re.sub` takes them (see :func:`_named_as_lightly` for why the library checks)."""
-    try:
-        yield
-    except (TypeError, ValueError) as error:
-        message = str(error)
-        for pattern, replacement in substitutions:
-            message = re.sub(pattern, replacement, message)
-        raise type(error)(message) from error
 
 
 def _view_names(first: str, second: str, count: int) -> tuple[str, Any]:
