@@ -43,6 +43,7 @@ from typing import NamedTuple
 
 import torch
 
+from redundancy import cost
 from redundancy._batch import GlobalBatch
 from redundancy._batch import ProcessGroup
 from redundancy._dtensor import is_dtensor
@@ -56,6 +57,7 @@ from redundancy._exchange import feature_group_size
 from redundancy._exchange import is_global
 from redundancy._exchange import open_batch
 from redundancy._ops._autocast import no_autocast
+from redundancy._ops.feature_shards import terms_algorithm
 from redundancy._validation import check_bool
 from redundancy._validation import check_choice
 from redundancy._validation import check_correction
@@ -285,6 +287,19 @@ def eager_on_a_grid(function: Function) -> Function:
         return disabled[0](*args, **kwargs)
 
     return typing.cast(Function, run)
+
+
+def algorithm_on_the_grid(algorithm: str, batch: GlobalBatch, grid_cost: cost.FeatureParallelCost) -> str:
+    """The algorithm a loss with features split over ``feature_group`` runs for its ``algorithm=`` option: ``"auto"``
+    is :func:`redundancy.cost.choose_feature_parallel_algorithm`'s choice for the grid of ``batch``, and ``"gram"``
+    takes the cross form when D ≤ N (:func:`redundancy._ops.feature_shards.terms_algorithm`)."""
+    features = batch.features
+    assert features is not None, "a grid needs a feature group"
+    if algorithm == "auto":
+        algorithm = cost.choose_feature_parallel_algorithm(
+            batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype, loss=grid_cost
+        )
+    return terms_algorithm(algorithm, batch.count, batch.dim)
 
 
 # ------------------------------------------------------------------------------------------------ signatures

@@ -35,6 +35,7 @@ from redundancy._frame import Strategy
 from redundancy._frame import Views
 from redundancy._frame import ViewsArgument
 from redundancy._frame import ViewSequence
+from redundancy._frame import algorithm_on_the_grid
 from redundancy._frame import eager_on_a_grid
 from redundancy._frame import module_options
 from redundancy._frame import multiview_form_of
@@ -202,10 +203,7 @@ def _terms_over_features(options: BarlowTwinsOptions, batch: GlobalBatch, views:
     of its columns (over ``group``), standardizes them, and the columns meet in the grid's op."""
     features = batch.features
     assert features is not None
-    algorithm = cost.feature_parallel_algorithm(
-        options.algorithm, batch.count, batch.dim, batch.world_size, features.world_size, batch.dtype,
-        loss=FEATURE_PARALLEL_COST,
-    )  # fmt: skip
+    algorithm = algorithm_on_the_grid(options.algorithm, batch, FEATURE_PARALLEL_COST)
     views = batch.gather_in_dtype(*views)
     with no_autocast(views[0].device):
         return barlow_twins_terms_over_features(

@@ -508,30 +508,3 @@ def choose_feature_parallel_algorithm(
         return flops + FLOPS_PER_COMMUNICATED_BYTE * bytes_sent
 
     return "gram" if estimated_cost("gram") < estimated_cost("cross") else "cross"
-
-
-def feature_parallel_algorithm(
-    algorithm: str,
-    n: int,
-    d: int,
-    row_ranks: int,
-    feature_ranks: int,
-    dtype: torch.dtype = torch.float32,
-    *,
-    loss: FeatureParallelCost,
-) -> str:
-    """The algorithm a loss runs on a grid for its ``algorithm=`` option: ``"auto"`` is
-    :func:`choose_feature_parallel_algorithm`'s choice, and ``"gram"`` takes the cross form when D ≤ N, where the
-    Gram difference cancels near convergence.
-
-    Example:
-        >>> from redundancy.cost import feature_parallel_algorithm
-        >>> from redundancy.vicreg import FEATURE_PARALLEL_COST as vicreg
-        >>> feature_parallel_algorithm("auto", 2048, 65536, 2, 4, loss=vicreg)
-        'gram'
-        >>> feature_parallel_algorithm("gram", 4096, 512, 2, 4, loss=vicreg)
-        'cross'
-    """
-    if algorithm == "auto":
-        algorithm = choose_feature_parallel_algorithm(n, d, row_ranks, feature_ranks, dtype, loss=loss)
-    return terms_algorithm(algorithm, n, d)
