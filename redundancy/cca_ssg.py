@@ -173,6 +173,7 @@ class CCASSGLoss(LossModule):
         >>> import torch
         >>> from redundancy import CCASSGLoss
         >>> criterion = CCASSGLoss(lambd=5e-4)
+        >>> criterion.lambd = 1e-3  # an option is a plain attribute: set it during training
         >>> z1, z2 = torch.randn(64, 16, requires_grad=True), torch.randn(64, 16)
         >>> criterion(z1, z2).backward()
     """

@@ -156,11 +156,13 @@ class DeCovLoss(LossModule):
     r"""DeCov as a module; ``forward(h)`` is :func:`redundancy.decov_loss`.
 
     Example:
+        >>> import pickle
         >>> import torch
         >>> from redundancy import DeCovLoss
-        >>> criterion = DeCovLoss()
-        >>> h = torch.randn(64, 32, requires_grad=True)
-        >>> criterion(h).backward()
+        >>> criterion = pickle.loads(pickle.dumps(DeCovLoss(correction=1)))  # plain attributes pickle
+        >>> criterion.correction
+        1
+        >>> criterion(torch.randn(64, 32, requires_grad=True)).backward()
     """
 
     loss = DECOV

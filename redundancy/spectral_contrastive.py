@@ -167,9 +167,12 @@ class SpectralContrastiveLoss(LossModule):
     Example:
         >>> import torch
         >>> from redundancy import SpectralContrastiveLoss
+        >>> projector = torch.nn.Linear(32, 16)
         >>> criterion = SpectralContrastiveLoss(mu=1.0)
-        >>> z1, z2 = torch.randn(64, 16, requires_grad=True), torch.randn(64, 16)
-        >>> criterion(z1, z2).backward()
+        >>> x1, x2 = torch.randn(64, 32), torch.randn(64, 32)  # two augmentations of a batch, as features
+        >>> criterion(projector(x1), projector(x2)).backward()
+        >>> projector.weight.grad.shape
+        torch.Size([16, 32])
     """
 
     loss = SPECTRAL_CONTRASTIVE

@@ -349,10 +349,11 @@ class VICRegLoss(LossModule):
     Example:
         >>> import torch
         >>> from redundancy import VICRegLoss
-        >>> criterion = VICRegLoss()
-        >>> z1, z2 = torch.randn(64, 128, requires_grad=True), torch.randn(64, 128)
-        >>> criterion(z1, z2).backward()
-        >>> criterion.terms(z1, z2).variance.item() >= 0
+        >>> criterion = VICRegLoss(variance_reduction="sum")  # solo-learn's sum of the two hinges
+        >>> list(criterion.parameters()), criterion.state_dict()  # nothing to train, nothing to save
+        ([], OrderedDict())
+        >>> terms = criterion.terms(torch.randn(64, 128), torch.randn(64, 128))
+        >>> torch.allclose(terms.loss, 25 * terms.invariance + 25 * terms.variance + terms.covariance)
         True
     """
 
@@ -437,10 +438,10 @@ class MultiviewVICRegLoss(LossModule):
 
     Example:
         >>> import torch
-        >>> from redundancy import MultiviewVICRegLoss
-        >>> criterion = MultiviewVICRegLoss()
+        >>> from redundancy import MultiviewVICRegLoss, multiview_vicreg_loss
         >>> views = [torch.randn(64, 32, requires_grad=True) for _ in range(3)]
-        >>> criterion(views).backward()
+        >>> torch.equal(MultiviewVICRegLoss(gamma=0.5)(views), multiview_vicreg_loss(views, gamma=0.5))
+        True
     """
 
     loss = MULTIVIEW_VICREG
@@ -530,7 +531,7 @@ def vicreg_covariance_loss(
             gathers the rows of all ranks) or each rank's own, as in :func:`redundancy.barlow_twins_loss`.
 
     Returns:
-        A 0-dim tensor, float64 for float64 inputs and float32 otherwise.
+        A 0-dim tensor, float64 for float64 inputs and float32 otherwise; zero for uncorrelated features.
 
     Example:
         >>> import torch
@@ -553,8 +554,8 @@ class VICRegVarianceLoss(LossModule):
         >>> import torch
         >>> from redundancy import VICRegVarianceLoss
         >>> criterion = VICRegVarianceLoss(gamma=1.0)
-        >>> z = torch.randn(64, 32, requires_grad=True)
-        >>> criterion(z).backward()
+        >>> criterion(3 * torch.randn(256, 4))  # every feature's std above γ: no hinge is active
+        tensor(0.)
     """
 
     loss = VICREG_VARIANCE
@@ -572,11 +573,11 @@ class VICRegCovarianceLoss(LossModule):
     r"""VICReg's covariance regularizer as a module; ``forward(z)`` is :func:`redundancy.vicreg_covariance_loss`.
 
     Example:
-        >>> import torch
         >>> from redundancy import VICRegCovarianceLoss
-        >>> criterion = VICRegCovarianceLoss()
-        >>> z = torch.randn(64, 32, requires_grad=True)
-        >>> criterion(z).backward()
+        >>> VICRegCovarianceLoss(correction=2)  # options are checked at construction
+        Traceback (most recent call last):
+          ...
+        ValueError: correction must be 0 (divide by N) or 1 (divide by N - 1), got 2
     """
 
     loss = VICREG_COVARIANCE
