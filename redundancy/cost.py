@@ -477,13 +477,7 @@ def feature_parallel_flops(
 
 
 def choose_feature_parallel_algorithm(
-    n: int,
-    d: int,
-    row_ranks: int,
-    feature_ranks: int,
-    dtype: torch.dtype = torch.float32,
-    *,
-    loss: FeatureParallelCost,
+    n: int, d: int, row_ranks: int, feature_ranks: int, dtype: torch.dtype = torch.float32, *, loss: FeatureParallelCost
 ) -> str:
     """The algorithm ``algorithm="auto"`` uses on a grid: the smaller ``FLOPs + FLOPS_PER_COMMUNICATED_BYTE · bytes``.
 

@@ -21,10 +21,7 @@ from redundancy._ops.reductions import sum_of_squares
 
 
 def barlow_twins_terms_from_summaries(
-    diagonal: torch.Tensor,
-    frobenius_sq: torch.Tensor,
-    total: torch.Tensor | None,
-    target: float,
+    diagonal: torch.Tensor, frobenius_sq: torch.Tensor, total: torch.Tensor | None, target: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(invariance, redundancy)`` from ``diag(C)``, ``‖C‖²`` and ``ΣC`` (``ΣC`` only read when ``target != 0``).
 
@@ -41,10 +38,7 @@ def barlow_twins_terms_from_summaries(
 
 
 def barlow_twins_terms_from_off_diagonal(
-    diagonal: torch.Tensor,
-    off_diagonal_sq: torch.Tensor,
-    off_diagonal_total: torch.Tensor | None,
-    target: float,
+    diagonal: torch.Tensor, off_diagonal_sq: torch.Tensor, off_diagonal_total: torch.Tensor | None, target: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(invariance, redundancy)`` from ``diag(C)``, ``‖C°‖²`` and ``ΣC°`` (``ΣC°`` only read when ``target != 0``)."""
     invariance = (diagonal - 1).square().sum()
