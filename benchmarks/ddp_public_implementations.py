@@ -20,6 +20,7 @@ broadcast the first rank's draw, from a seeded default generator).
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import pathlib
@@ -29,10 +30,10 @@ from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 import redundancy
+from benchmarks.common import spawn_gloo
 
 WORLD_SIZE = 2
 INPUTS, DIM, VIEWS, SLICES = 12, 8, 2, 64
@@ -114,15 +115,8 @@ def step(make: Callable[[], Callable], model: nn.Module, views: torch.Tensor) ->
     return float(value.detach()), weight.grad.detach().clone()
 
 
-def _worker(rank: int, directory: str, lejepa: str | None, mmcr: str | None) -> None:
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{os.path.join(directory, 'store')}",
-        rank=rank,
-        world_size=WORLD_SIZE,
-        timeout=datetime.timedelta(seconds=120),
-    )
-    torch.set_num_threads(1)
+def _rank_records(rank: int, world_size: int, lejepa: str | None, mmcr: str | None) -> dict:
+    """One DDP step of each implementation on this rank's rows (run by :func:`benchmarks.common.spawn_gloo`)."""
     records = {}
     for name, make in implementations(lejepa, mmcr).items():
         for shards_name, shards in SHARDS.items():
@@ -131,14 +125,13 @@ def _worker(rank: int, directory: str, lejepa: str | None, mmcr: str | None) -> 
             views = batch(sum(shards))[:, sum(shards[:rank]) : sum(shards[: rank + 1])]
             model = nn.parallel.DistributedDataParallel(projector())
             records[name, shards_name] = step(make, model, views)
-    torch.save(records, os.path.join(directory, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+    return records
 
 
 def measure(lejepa: str | None, mmcr: str | None) -> list[dict]:
     with tempfile.TemporaryDirectory() as directory:
-        mp.start_processes(_worker, args=(directory, lejepa, mmcr), nprocs=WORLD_SIZE, join=True, start_method="spawn")
-        ranks = [torch.load(os.path.join(directory, f"rank{rank}.pt")) for rank in range(WORLD_SIZE)]
+        body = functools.partial(_rank_records, lejepa=lejepa, mmcr=mmcr)
+        ranks = spawn_gloo(body, WORLD_SIZE, pathlib.Path(directory), timeout=120)
     results = []
     for name, make in implementations(lejepa, mmcr).items():
         for shards_name, shards in SHARDS.items():

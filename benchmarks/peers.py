@@ -38,11 +38,10 @@ writes ``peers.json`` and ``peers.md`` into the folder (by default a new folder 
 """
 
 import argparse
-import datetime
+import functools
 import hashlib
 import importlib.util
 import json
-import os
 import pathlib
 import sys
 import tempfile
@@ -53,7 +52,6 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
@@ -62,6 +60,7 @@ from benchmarks.common import add_output_option
 from benchmarks.common import environment
 from benchmarks.common import parse_shape
 from benchmarks.common import peak_memory_cpu
+from benchmarks.common import spawn_gloo
 from benchmarks.common import use_mmap_for_large_allocations
 from redundancy.reference import barlow_twins_loss_reference
 
@@ -225,23 +224,15 @@ def step(loss: Callable, model: nn.Module, views: torch.Tensor) -> tuple[float, 
     return float(value.detach()), weight.grad.detach().clone()
 
 
-def _worker(rank: int, directory: str, lightly: str | None, solo: str | None) -> None:
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{os.path.join(directory, 'store')}",
-        rank=rank,
-        world_size=WORLD_SIZE,
-        timeout=datetime.timedelta(seconds=120),
-    )
-    torch.set_num_threads(1)
+def _rank_records(rank: int, world_size: int, lightly: str | None, solo: str | None) -> dict:
+    """One DDP step of each implementation on this rank's rows (run by :func:`benchmarks.common.spawn_gloo`)."""
     records = {}
     for name, implementation in implementations(lightly, solo).items():
         for shards_name, shards in SHARDS.items():
             views = batch(sum(shards), implementation.ddp_dtype)[:, sum(shards[:rank]) : sum(shards[: rank + 1])]
             model = nn.parallel.DistributedDataParallel(projector(implementation.ddp_dtype))
             records[name, shards_name] = step(implementation.make(sum(shards)), model, views)
-    torch.save(records, os.path.join(directory, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+    return records
 
 
 def per_rank_statistics_value(model: nn.Module, views: torch.Tensor, shards: tuple[int, ...]) -> float:
@@ -267,8 +258,8 @@ def _relative(value: torch.Tensor, expected: torch.Tensor) -> float:
 def measure_ddp(lightly: str | None, solo: str | None) -> list[dict]:
     """Each implementation on two gloo ranks under DDP against itself in one process on the whole batch."""
     with tempfile.TemporaryDirectory() as directory:
-        mp.start_processes(_worker, args=(directory, lightly, solo), nprocs=WORLD_SIZE, join=True, start_method="spawn")
-        ranks = [torch.load(os.path.join(directory, f"rank{rank}.pt")) for rank in range(WORLD_SIZE)]
+        body = functools.partial(_rank_records, lightly=lightly, solo=solo)
+        ranks = spawn_gloo(body, WORLD_SIZE, pathlib.Path(directory), timeout=120)
     results = []
     for name, implementation in implementations(lightly, solo).items():
         for shards_name, shards in SHARDS.items():

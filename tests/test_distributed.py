@@ -15,6 +15,7 @@ import torch.distributed as dist
 from torch import nn
 
 import redundancy
+from benchmarks.common import spawn_gloo
 from redundancy import cost
 from redundancy._batch import local_moments
 from redundancy._batch import merge_moments
@@ -25,7 +26,6 @@ from tests.utils import LOSS_RTOL
 from tests.utils import assert_relative
 from tests.utils import relative_error
 from tests.utils import run_torchrun
-from tests.utils import spawn_gloo
 
 pytestmark = pytest.mark.distributed
 
@@ -138,7 +138,7 @@ def _error_message(function) -> str | None:
 
 
 def _worker(rank: int, world_size: int) -> dict:
-    """Every check of one rank, run inside the gloo group (:func:`tests.utils.spawn_gloo`)."""
+    """Every check of one rank, run inside the gloo group (:func:`benchmarks.common.spawn_gloo`)."""
     rows = _rows(world_size, rank)
     z1_global, z2_global = _global_views(world_size)
     z1_local, z2_local = z1_global[rows], z2_global[rows]

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 import redundancy
+from benchmarks.common import spawn_gloo
 from tests.test_feature_parallel import LOSSES
 from tests.test_feature_parallel import TIMEOUT
 from tests.test_feature_parallel import UPSTREAM
@@ -27,13 +28,12 @@ from tests.test_feature_parallel import is_error
 from tests.test_feature_parallel import outcome
 from tests.utils import assert_relative
 from tests.utils import run_torchrun
-from tests.utils import spawn_gloo
 
 pytestmark = pytest.mark.distributed
 
 
 def _worker(rank: int, world_size: int) -> dict:
-    """Every case of this file on one rank of the four (run by :func:`tests.utils.spawn_gloo`)."""
+    """Every case of this file on one rank of the four (run by :func:`benchmarks.common.spawn_gloo`)."""
     return {"placements": _placements_worker(rank, world_size), "more": _more_placements_worker(rank, world_size)}
 
 

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 import redundancy
+from benchmarks.common import spawn_gloo
 from tests import family
 from tests.family import DIM
 from tests.family import FAMILY
@@ -29,7 +30,6 @@ from tests.family import outcome
 from tests.family import rows
 from tests.utils import assert_relative
 from tests.utils import relative_error
-from tests.utils import spawn_gloo
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -56,7 +56,7 @@ MEMBER_FAULTS = [
 
 
 def _worker(rank: int, world_size: int) -> dict:
-    """What one rank of the gloo group sees (run by :func:`tests.utils.spawn_gloo`)."""
+    """What one rank of the gloo group sees (run by :func:`benchmarks.common.spawn_gloo`)."""
     records = {"family": family.rank_battery(rank)}
     model = nn.parallel.DistributedDataParallel(_encoder())
     _train(model, *_training_inputs(rank))

@@ -23,13 +23,13 @@ import torch
 import torch.distributed as dist
 
 import redundancy
+from benchmarks.common import spawn_gloo
 from redundancy import cost
 from redundancy._frame import GRID_OUTSIDE_GRAPHS
 from redundancy.barlow_twins import FEATURE_PARALLEL_COST as BARLOW_TWINS_COST
 from redundancy.vicreg import FEATURE_PARALLEL_COST as VICREG_COST
 from tests.utils import LOSS_RTOL
 from tests.utils import assert_relative
-from tests.utils import spawn_gloo
 
 pytestmark = pytest.mark.distributed
 
@@ -185,7 +185,7 @@ def _grid_worker(rank: int, world_size: int, layout: str) -> dict:
 
 
 def _worker(rank: int, world_size: int) -> dict:
-    """Every section of this file on one rank of the four (run by :func:`tests.utils.spawn_gloo`)."""
+    """Every section of this file on one rank of the four (run by :func:`benchmarks.common.spawn_gloo`)."""
     results = {("grid", layout): _grid_worker(rank, world_size, layout) for layout in LAYOUTS}
     results["extreme"] = _extreme_worker(rank, world_size)
     results["inputs"] = _inputs_worker(rank, world_size)

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import redundancy
+from benchmarks.common import spawn_gloo
 from redundancy.reference import lejepa_loss_reference
 from redundancy.reference import lejepa_terms_reference
 from redundancy.reference import sigreg_loss_reference
 from tests.utils import assert_relative
-from tests.utils import spawn_gloo
 
 GOLDEN = json.loads((pathlib.Path(__file__).resolve().parent / "golden" / "sigreg.json").read_text())["lejepa"]
 F64 = torch.float64

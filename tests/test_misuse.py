@@ -17,9 +17,9 @@ import torch
 import torch.distributed as dist
 
 import redundancy
+from benchmarks.common import spawn_gloo
 from tests.test_feature_parallel import full_views
 from tests.utils import assert_relative
-from tests.utils import spawn_gloo
 
 pytestmark = pytest.mark.distributed
 

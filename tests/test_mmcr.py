@@ -13,12 +13,12 @@ import torch._dynamo
 from torch._dynamo.testing import CompileCounterWithBackend
 
 import redundancy
+from benchmarks.common import spawn_gloo
 from redundancy._ops.nuclear_norm import nuclear_norm
 from redundancy.reference import mmcr_loss_reference
 from redundancy.reference import mmcr_terms_reference
 from tests.utils import assert_relative
 from tests.utils import relative_error
-from tests.utils import spawn_gloo
 
 GOLDEN = json.loads((pathlib.Path(__file__).resolve().parent / "golden" / "mmcr.json").read_text())
 F64 = torch.float64

@@ -13,6 +13,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 
 import redundancy
 import redundancy._ops.sigreg as sigreg_ops
+from benchmarks.common import spawn_gloo
 from redundancy._ops.sigreg import characteristic_sums
 from redundancy._ops.sigreg import draw_directions
 from redundancy._ops.sigreg import epps_pulley_from_sums
@@ -24,7 +25,6 @@ from redundancy.reference import lejepa_terms_reference
 from redundancy.reference import sigreg_loss_reference
 from tests.utils import assert_relative
 from tests.utils import relative_error
-from tests.utils import spawn_gloo
 
 GOLDEN = json.loads((pathlib.Path(__file__).resolve().parent / "golden" / "sigreg.json").read_text())
 F64 = torch.float64

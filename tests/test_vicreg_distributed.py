@@ -1,6 +1,6 @@
 """The global-batch VICReg and regularizers under torch.distributed: gloo processes on CPU, uneven shards per rank.
 
-One spawned run per world size (2 and 3, :func:`tests.utils.spawn_gloo`) evaluates every check and returns what
+One spawned run per world size (2 and 3, :func:`benchmarks.common.spawn_gloo`) evaluates every check and returns what
 each rank saw; the tests below compare it with one process working on the concatenated batch.
 """
 
@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import redundancy
+from benchmarks.common import spawn_gloo
 from redundancy.compat import lightly
 from redundancy.compat import solo
 from redundancy.reference import barlow_twins_loss_reference
@@ -22,7 +23,6 @@ from tests.utils import GRAD_TOL
 from tests.utils import LOSS_RTOL
 from tests.utils import assert_relative
 from tests.utils import relative_error
-from tests.utils import spawn_gloo
 
 pytestmark = pytest.mark.distributed
 

@@ -1,14 +1,10 @@
-"""Helpers shared by the tests: the dtype tolerance table, relative comparisons, spawned gloo process groups."""
+"""Helpers shared by the tests: the dtype tolerance table, relative comparisons and torchrun launches (gloo groups of
+spawned processes: :func:`benchmarks.common.spawn_gloo`)."""
 
-import datetime
-import os
-import pathlib
 import subprocess
 import sys
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 #: Input dtype -> relative tolerance of the loss against the float64 reference evaluated on the same
 #: (already rounded) inputs. The torch backend accumulates half-precision inputs in float32, so every dtype
@@ -40,60 +36,8 @@ def assert_relative(actual: torch.Tensor, expected: torch.Tensor, rtol: float, w
     assert error <= rtol, f"{what}: relative error {error:.3e} > {rtol:.1e}"
 
 
-def spawn_gloo(body, world_size: int, directory: pathlib.Path, *, attempts: int = 3, timeout: float = 60.0) -> list:
-    """Run ``body(rank, world_size)`` in ``world_size`` spawned processes of one gloo group on CPU.
-
-    ``body`` must be a module-level function (it is pickled by name) that returns what ``torch.save`` can store;
-    the result is the list of what each rank returned, in rank order. ``directory`` holds the rendezvous file
-    and the results; ``timeout`` (seconds) is the process group's, after which a rank left waiting in a collective
-    fails. A run whose process aborts at gloo's teardown (below) before all ranks are done is
-    repeated, at most ``attempts`` runs in all.
-    """
-    for attempt in range(1, attempts + 1):
-        run_directory = directory / f"attempt{attempt}"  # a fresh rendezvous file each time
-        run_directory.mkdir()
-        try:
-            mp.start_processes(
-                _run_rank,
-                args=(body, world_size, run_directory, timeout),
-                nprocs=world_size,
-                join=True,
-                start_method="spawn",
-            )
-        except mp.ProcessExitedException as error:
-            # The gloo teardown abort described below: harmless once every rank has left the group; otherwise the
-            # other ranks were stopped with the aborted one, and the run is repeated.
-            if error.signal_name != "SIGABRT":
-                raise
-            if not all((run_directory / f"rank{rank}.left").exists() for rank in range(world_size)):
-                if attempt == attempts:
-                    raise
-                continue
-        return [torch.load(run_directory / f"rank{rank}.pt") for rank in range(world_size)]
-    raise AssertionError("unreachable: the last attempt returns or raises")
-
-
-def _run_rank(rank: int, body, world_size: int, directory: pathlib.Path, timeout: float) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{os.path.join(directory, 'store')}",
-        rank=rank,
-        world_size=world_size,
-        timeout=datetime.timedelta(seconds=timeout),
-    )
-    try:
-        torch.save(body(rank, world_size), os.path.join(directory, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-    (directory / f"rank{rank}.left").touch()  # results saved and the group destroyed
-
-
-# torch 2.13's gloo processes sometimes abort while the interpreter shuts down, after all their work is done
-# ("terminate called without an active exception", SIGABRT), with or without this project's code (a plain DDP
-# script does it too, in about one run of ten on a loaded 2-core machine). A torchrun launch that reports it is
-# repeated; any other failure, or the same abort three times, still fails the test. Spawned processes
-# (spawn_gloo) mark that they have left the group, and the abort after that mark is ignored.
+# The gloo teardown abort of torch 2.13 (see benchmarks.common.spawn_gloo): a torchrun launch that reports it is
+# repeated; any other failure, or the same abort three times, still fails the test.
 _TEARDOWN_ABORT = "terminate called without an active exception"
 
 

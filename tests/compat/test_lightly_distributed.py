@@ -15,12 +15,12 @@ Barlow Twins; different shards of equal size for VICReg, whose statistics lightl
 import pytest
 import torch
 
+from benchmarks.common import spawn_gloo
 from redundancy.compat import lightly
 from redundancy.reference import barlow_twins_loss_reference
 from redundancy.reference import batch_standardize_reference
 from redundancy.reference import vicreg_loss_reference
 from tests.utils import assert_relative
-from tests.utils import spawn_gloo
 
 pytestmark = pytest.mark.distributed
 

@@ -11,12 +11,12 @@ ranks' values differ from each other and from the global batch's; and in bfloat1
 import pytest
 import torch
 
+from benchmarks.common import spawn_gloo
 from redundancy.compat import lightly
 from redundancy.reference import lejepa_loss_reference
 from redundancy.reference import mmcr_loss_reference
 from redundancy.reference import sigreg_loss_reference
 from tests.utils import assert_relative
-from tests.utils import spawn_gloo
 
 pytestmark = pytest.mark.distributed
 

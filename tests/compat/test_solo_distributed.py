@@ -14,12 +14,12 @@ Barlow Twins; different shards of equal size for VICReg, whose statistics solo-l
 import pytest
 import torch
 
+from benchmarks.common import spawn_gloo
 from redundancy.compat import solo
 from redundancy.reference import barlow_twins_loss_reference
 from redundancy.reference import batch_standardize_reference
 from redundancy.reference import vicreg_loss_reference
 from tests.utils import assert_relative
-from tests.utils import spawn_gloo
 
 pytestmark = pytest.mark.distributed
 
