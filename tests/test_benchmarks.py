@@ -6,6 +6,7 @@ import pathlib
 import pytest
 import torch
 
+from benchmarks import common
 from benchmarks import gram_products
 from benchmarks import report
 from benchmarks import suite
@@ -280,3 +281,55 @@ def test_the_headline_figure_names_the_batch_size_a_run_lacks(tmp_path, capsys):
         capsys.readouterr().err
     )
     assert not (tmp_path / "headline.png").exists()
+
+
+# ------------------------------------------------------------------------------------------------ spawn_gloo
+
+
+def _fake_runs(outcomes: list[str]):
+    """A stand-in for ``torch.multiprocessing.start_processes``: run ``k`` has the outcome ``outcomes[k]``: "ok"
+    (every rank saved its result and left), "abort after" (the same, then SIGABRT at teardown), "abort before"
+    (SIGABRT while rank 1 was still working) or "error" (a rank raised)."""
+    runs = iter(outcomes)
+
+    def start_processes(_fn, args, nprocs, **_):
+        _body, _world_size, directory, _timeout = args
+        outcome = next(runs)
+        for rank in range(nprocs):
+            if outcome == "abort before" and rank == 1:
+                break
+            torch.save(f"{directory.name} rank {rank}", directory / f"rank{rank}.pt")
+            (directory / f"rank{rank}.left").touch()
+        if outcome.startswith("abort"):
+            raise torch.multiprocessing.ProcessExitedException("aborted", 0, 1, -6, "SIGABRT")
+        if outcome == "error":
+            raise torch.multiprocessing.ProcessRaisedException("a rank raised", 0, 1)
+
+    return start_processes
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "expected"),
+    [
+        (["ok"], ["attempt1 rank 0", "attempt1 rank 1"]),
+        (["abort after"], ["attempt1 rank 0", "attempt1 rank 1"]),
+        (["abort before", "ok"], ["attempt2 rank 0", "attempt2 rank 1"]),
+        (["abort before", "abort before", "abort after"], ["attempt3 rank 0", "attempt3 rank 1"]),
+    ],
+)
+def test_spawn_gloo_keeps_a_run_that_aborted_only_at_teardown(monkeypatch, tmp_path, outcomes, expected):
+    monkeypatch.setattr(common.mp, "start_processes", _fake_runs(outcomes))
+    assert common.spawn_gloo(print, 2, tmp_path) == expected
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "error"),
+    [
+        (["abort before"] * 3, torch.multiprocessing.ProcessExitedException),
+        (["error", "ok"], torch.multiprocessing.ProcessRaisedException),
+    ],
+)
+def test_spawn_gloo_raises_a_run_that_failed(monkeypatch, tmp_path, outcomes, error):
+    monkeypatch.setattr(common.mp, "start_processes", _fake_runs(outcomes))
+    with pytest.raises(error):
+        common.spawn_gloo(print, 2, tmp_path)
