@@ -100,13 +100,14 @@ def fingerprint(group: Any) -> float:
         if len(_FINGERPRINTS) >= 1024:
             _FINGERPRINTS.clear()
         size = min(dist.get_world_size(group), (1 << _SIZE_BITS) - 1)
-        number = _FINGERPRINTS[group] = float((_hash32(group.group_name) << _SIZE_BITS) | size)
+        number = _FINGERPRINTS[group] = float((hash32(group.group_name) << _SIZE_BITS) | size)
     return number
 
 
-def _hash32(text: str) -> int:
-    """A 32-bit hash of ``text`` (FNV-1a of its characters), the same in every process; plain Python, so that
-    ``torch.compile`` folds it to a constant (the first call of a compiled step may be the first to name a group)."""
+def hash32(text: str) -> int:
+    """A 32-bit hash of ``text`` (FNV-1a of its characters), the same in every process: the one hash of the codes the
+    ranks compare. Plain Python, so that ``torch.compile`` folds it to a constant (the first call of a compiled step
+    may be the first to name a group)."""
     code = 0x811C9DC5
     for character in text:
         code = ((code ^ ord(character)) * 0x01000193) & 0xFFFFFFFF
@@ -126,7 +127,7 @@ def requires_grad_code(views: Sequence[object]) -> float:
     bits = [isinstance(view, torch.Tensor) and view.requires_grad for view in views]
     if len(bits) <= 52:
         return float(sum(1 << index for index, bit in enumerate(bits) if bit))
-    return float((1 << 52) + _hash32("".join("1" if bit else "0" for bit in bits)))
+    return float((1 << 52) + hash32("".join("1" if bit else "0" for bit in bits)))
 
 
 def _ordinal(k: int) -> str:

@@ -31,7 +31,6 @@ import functools
 import inspect
 import numbers
 import typing
-import zlib
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Mapping
@@ -54,6 +53,7 @@ from redundancy._exchange import Shared
 from redundancy._exchange import as_number
 from redundancy._exchange import describe_feature_group
 from redundancy._exchange import feature_group_size
+from redundancy._exchange import hash32
 from redundancy._exchange import is_global
 from redundancy._exchange import open_batch
 from redundancy._ops._autocast import no_autocast
@@ -420,8 +420,10 @@ class Loss:
             raise TypeError(f"{self.options.__name__} must declare the family's options {FAMILY_OPTIONS}")
         object.__setattr__(self, "specs", specs)
         object.__setattr__(self, "option_names", frozenset(names))
-        object.__setattr__(self, "code", zlib.crc32(self.name.encode()) & 0xFFFFFF)
-        LOSS_NAMES[self.code] = self.name
+        object.__setattr__(self, "code", hash32(self.name) & 0xFFFFFF)
+        named = LOSS_NAMES.setdefault(self.code, self.name)
+        if named != self.name:  # the ranks would take the two losses for one
+            raise RuntimeError(f"the losses {named!r} and {self.name!r} have the same code; rename one")
 
     # -------------------------------------------------------------------------------------------- steps
 

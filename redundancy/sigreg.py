@@ -30,7 +30,6 @@ fingerprint all-gathered and asserted equal with ``torch._assert_async``, no hos
 
 import dataclasses
 import operator
-import zlib
 from collections.abc import Sequence
 from typing import Any
 from typing import NamedTuple
@@ -42,6 +41,7 @@ from redundancy._batch import GlobalBatch
 from redundancy._batch import ProcessGroup
 from redundancy._dtensor import is_dtensor
 from redundancy._exchange import Shared
+from redundancy._exchange import hash32
 from redundancy._frame import POSITIVE
 from redundancy._frame import Distributed
 from redundancy._frame import GradientConvention
@@ -93,7 +93,7 @@ def _fingerprint(tensor: torch.Tensor, *what: object) -> float:
     """A number, exact in float64, that is equal on two ranks when their tensors (and ``what``) are: the shape, the
     dtype and :func:`_byte_sums`, combined on the host (one read of two numbers)."""
     plain, weighted = _byte_sums(tensor).tolist()
-    described = zlib.crc32(repr((tuple(tensor.shape), str(tensor.dtype), *what)).encode())
+    described = hash32(repr((tuple(tensor.shape), str(tensor.dtype), *what)))
     return float(1 + (described + 65599 * plain + 1000003 * weighted) % _FINGERPRINT_MODULUS)
 
 
